@@ -1,0 +1,65 @@
+"""onnxruntime inference for a bundle: waveform windows -> probabilities (ac, fridge)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from edge.bundle import Bundle, BundleError
+
+DEFAULT_BATCH = 8
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Full graph optimisation; intra-op threads default to the machine's cores."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    return options
+
+
+def _input_shape(session: ort.InferenceSession) -> list:
+    return session.get_inputs()[0].shape
+
+
+class Classifier:
+    """The bundle's encoder + head graphs in onnxruntime sessions."""
+
+    def __init__(self, bundle: Bundle, precision: str | None = None, threads: int | None = None) -> None:
+        self.bundle = bundle
+        self.precision = precision or bundle.default_precision
+        paths = bundle.graph_paths(self.precision)
+        options = session_options(threads)
+        providers = ["CPUExecutionProvider"]
+        try:
+            self.encoder = ort.InferenceSession(str(paths["encoder"]), options, providers=providers)
+            self.head = ort.InferenceSession(str(paths["head"]), options, providers=providers)
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BundleError(f"{bundle.path}: onnxruntime cannot load the {self.precision} graphs ({error})") from error
+        expected = bundle.window.window_samples
+        shape = _input_shape(self.encoder)
+        if len(shape) != 2 or shape[1] != expected:
+            raise BundleError(
+                f"{paths['encoder']}: input shape {shape} does not match bundle.json's "
+                f"window_samples {expected}; re-export the bundle"
+            )
+        self._encoder_input = self.encoder.get_inputs()[0].name
+        self._head_input = self.head.get_inputs()[0].name
+
+    @property
+    def window_samples(self) -> int:
+        return self.bundle.window.window_samples
+
+    def predict(self, windows: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+        """windows [n, window_samples] float32 -> probabilities [n, 2]."""
+        windows = np.asarray(windows, dtype=np.float32)
+        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
+            raise ValueError(f"expected windows of shape [n, {self.window_samples}], got {list(windows.shape)}")
+        outputs = [
+            self.head.run(None, {self._head_input: self.encoder.run(None, {self._encoder_input: np.ascontiguousarray(batch)})[0]})[0]
+            for batch in (windows[i : i + batch_size] for i in range(0, len(windows), batch_size))
+        ]
+        return np.concatenate(outputs) if outputs else np.zeros((0, 2), dtype=np.float32)
