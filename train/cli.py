@@ -1,0 +1,128 @@
+"""Workstation commands: synth, prepare, train, thresholds, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edge.defaults import WindowConfig
+from edge.labels import DAYPARTS
+from edge.output import format_table
+
+PATH = click.Path(path_type=Path)
+EXISTING_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
+
+
+def _metrics_rows(metrics: dict) -> list[dict]:
+    rows = [{"split": "all", **{k: metrics[k] for k in ("files", "f1_ac", "f1_fridge", "state_accuracy")}}]
+    rows += [{"split": daypart, **values} for daypart, values in sorted(metrics["by_daypart"].items())]
+    return rows
+
+
+def print_metrics(metrics: dict) -> None:
+    click.echo(format_table(_metrics_rows(metrics), ["split", "files", "f1_ac", "f1_fridge", "state_accuracy"]))
+    click.echo(f"window AUC: ac {metrics['window_auc_ac'] or float('nan'):.3f}, "
+               f"fridge {metrics['window_auc_fridge'] or float('nan'):.3f}")
+
+
+@click.command()
+@click.argument("outdir", type=PATH)
+@click.option("--seconds", type=click.FloatRange(min=6.0), default=180.0, show_default=True, help="Length of each recording.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--copies", type=click.IntRange(min=1), default=1, show_default=True, help="Takes per condition (tagged -1, -2, ...).")
+def synth(outdir: Path, seconds: float, seed: int, copies: int) -> None:
+    """Write deterministic synthetic recordings (44.1 kHz stereo AAC .m4a) into OUTDIR."""
+    from train.synth import write_recordings
+
+    for path in write_recordings(outdir, seconds=seconds, seed=seed, copies=copies):
+        click.echo(path)
+
+
+@click.command()
+@click.option("--samples", "samples_dir", type=PATH, default=Path("samples"), show_default=True)
+@click.option("--manifests", "manifests_dir", type=PATH, default=Path("data/manifests"), show_default=True)
+@click.option("--window-sec", type=click.FloatRange(min=1.0), default=WindowConfig.window_sec, show_default=True)
+@click.option("--hop-sec", type=click.FloatRange(min=0.1), default=WindowConfig.hop_sec, show_default=True)
+def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: float) -> None:
+    """Scan the samples and write files.csv and windows.parquet."""
+    from edge.audio import AudioError
+    from train.manifests import ManifestError, prepare as run_prepare
+
+    try:
+        files, windows = run_prepare(samples_dir, manifests_dir, WindowConfig(window_sec, hop_sec))
+    except (ManifestError, AudioError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{len(files)} recordings, {len(windows)} windows ({int(windows.outlier.sum())} flagged as outliers) "
+               f"-> {manifests_dir}")
+
+
+@click.command()
+@click.option("--beats-checkpoint", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="BEATs_iter3_plus_AS2M.pt (or another official-format BEATs checkpoint).")
+@click.option("--val-daypart", type=click.Choice(DAYPARTS), default="night", show_default=True)
+@click.option("--val-recordings", multiple=True, metavar="ID", help="Validate on these recordings instead of a daypart.")
+@click.option("--unfreeze-blocks", type=click.IntRange(0, 2), default=0, show_default=True, help="Stage 2: fine-tune the last N blocks.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--stage2-epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--views", type=click.IntRange(min=1), default=2, show_default=True, help="Augmented views cached per window.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--manifests", "manifests_dir", type=PATH, default=Path("data/manifests"), show_default=True)
+@click.option("--models", "models_dir", type=PATH, default=Path("models"), show_default=True)
+@click.option("--cache-dir", type=PATH, default=Path("data/cache"), show_default=True)
+def train(beats_checkpoint, val_daypart, val_recordings, unfreeze_blocks, epochs, stage2_epochs, views, seed,
+          manifests_dir, models_dir, cache_dir) -> None:
+    """Train the classifier on frozen BEATs embeddings (stage 1, optional stage 2)."""
+    from edge.audio import AudioError
+    from train.beats import CheckpointError
+    from train.manifests import ManifestError
+    from train.trainer import SplitError, Trainer, TrainOptions
+
+    options = TrainOptions(
+        beats_checkpoint=beats_checkpoint, manifests_dir=manifests_dir, models_dir=models_dir, cache_dir=cache_dir,
+        val_daypart=val_daypart, val_recordings=tuple(val_recordings), views=views, epochs=epochs,
+        unfreeze_blocks=unfreeze_blocks, stage2_epochs=stage2_epochs, seed=seed,
+    )
+    try:
+        run_dir = Trainer(options, log=click.echo).run()
+    except (SplitError, ManifestError, CheckpointError, AudioError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"next: humwatch thresholds --run {run_dir}")
+
+
+@click.command()
+@click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
+def thresholds(run_dir: Path) -> None:
+    """Choose t_ac / t_fridge on the run's validation files; writes thresholds.yaml."""
+    from train.thresholds import choose_thresholds
+
+    try:
+        result = choose_thresholds(run_dir)
+    except FileNotFoundError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"t_ac {result['t_ac']:.2f}, t_fridge {result['t_fridge']:.2f} -> {run_dir / 'thresholds.yaml'}")
+    print_metrics(result["validation_metrics"])
+
+
+@click.command()
+@click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path, exists=True, dir_okay=False))
+def evaluate(run_dir: Path, files: tuple[Path, ...]) -> None:
+    """Per-file table and metrics: the run's validation files, or FILES through the torch model."""
+    from edge.audio import AudioError
+    from train.evaluate import TABLE_COLUMNS, cross_split, evaluate_files, evaluate_validation
+
+    try:
+        table, metrics = evaluate_files(run_dir, list(files)) if files else evaluate_validation(run_dir)
+    except (FileNotFoundError, AudioError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(format_table(table.to_dict("records"), TABLE_COLUMNS))
+    if metrics:
+        click.echo("")
+        print_metrics(metrics)
+    splits = cross_split(run_dir.parent)
+    if {"day", "night"} <= set(splits):
+        click.echo("\ncross-split (newest run validated on each daypart):")
+        rows = [{"validated_on": d, "run": s["run"], **{k: s["metrics"][k] for k in ("f1_ac", "f1_fridge", "state_accuracy")}}
+                for d, s in sorted(splits.items())]
+        click.echo(format_table(rows, ["validated_on", "run", "f1_ac", "f1_fridge", "state_accuracy"]))

@@ -1,0 +1,68 @@
+"""Per-file predictions and metrics of a run, and the day/night cross-split summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from edge.audio import load_audio, slice_windows
+from edge.decision import decide_file
+from edge.files import read_yaml
+from edge.labels import parse_sample_name
+from train.metrics import file_metrics, file_table
+from train.thresholds import load_decision, load_val_predictions
+from train.trainer import load_run_model, predict_model
+
+TABLE_COLUMNS = ["recording_id", "daypart", "true_state", "predicted_state", "p_ac", "p_fridge", "windows"]
+
+
+def evaluate_validation(run_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """The run's validation files, from the predictions saved at training time."""
+    predictions = load_val_predictions(run_dir)
+    decision = load_decision(run_dir)
+    probs = predictions[["p_ac", "p_fridge"]].to_numpy()
+    return file_table(predictions, probs, decision), file_metrics(predictions, probs, decision)
+
+
+def evaluate_files(run_dir: Path, paths: list[Path]) -> tuple[pd.DataFrame, dict | None]:
+    """Run the run's torch model over audio files; metrics over the files whose names carry labels."""
+    model, config = load_run_model(run_dir)
+    decision = load_decision(run_dir)
+    window = config["window"]
+    rows, labelled, labelled_probs = [], [], []
+    for path in paths:
+        samples, _ = load_audio(path, window["sample_rate"])
+        windows = slice_windows(samples, window["window_samples"], window["hop_samples"])
+        if len(windows) == 0:
+            raise ValueError(f"{path}: shorter than one {window['window_sec']} s window")
+        with torch.inference_mode():
+            probs = predict_model(model, windows)
+        result = decide_file(probs, decision)
+        labels = parse_sample_name(path)
+        rows.append({"recording_id": path.stem, "daypart": labels.daypart if labels else None,
+                     "true_state": labels.state if labels else None, "predicted_state": result.status,
+                     "p_ac": result.p_ac, "p_fridge": result.p_fridge, "windows": len(windows)})
+        if labels:
+            labelled.append(pd.DataFrame({"recording_id": path.stem, "ac": int(labels.ac), "fridge": int(labels.fridge),
+                                          "daypart": labels.daypart}, index=range(len(probs))))
+            labelled_probs.append(probs)
+    metrics = None
+    if labelled:
+        metrics = file_metrics(pd.concat(labelled, ignore_index=True), np.concatenate(labelled_probs), decision)
+    return pd.DataFrame(rows), metrics
+
+
+def cross_split(models_dir: Path) -> dict[str, dict]:
+    """The newest finished run validated on each daypart: {daypart: {run, metrics}}."""
+    latest: dict[str, tuple[str, Path]] = {}
+    for config_path in sorted(Path(models_dir).glob("*/config.yaml")):
+        config = read_yaml(config_path)
+        daypart = (config.get("split") or {}).get("val_daypart")
+        if daypart and (config_path.parent / "best_metrics.json").is_file():
+            key = config.get("created", "")
+            if daypart not in latest or key >= latest[daypart][0]:
+                latest[daypart] = (key, config_path.parent)
+    return {daypart: {"run": run.name, "metrics": evaluate_validation(run)[1]} for daypart, (_, run) in latest.items()}

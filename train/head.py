@@ -1,0 +1,54 @@
+"""The classifier on top of BEATs: attention pooling over frames, then a small MLP, two logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from train.beats import BEATs
+
+HIDDEN = 256
+DROPOUT = 0.2
+
+
+class AttentionPoolHead(nn.Module):
+    """frames [B, T, D] -> logits [B, 2] (ac, fridge)."""
+
+    def __init__(self, dim: int, hidden: int = HIDDEN, dropout: float = DROPOUT, labels: int = 2) -> None:
+        super().__init__()
+        self.config = {"dim": dim, "hidden": hidden, "dropout": dropout, "labels": labels}
+        self.score = nn.Linear(dim, 1)
+        self.mlp = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, labels)
+        )
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.score(frames).squeeze(-1), dim=1)
+        pooled = (weights.unsqueeze(-1) * frames).sum(dim=1)
+        return self.mlp(pooled)
+
+
+class ProbabilityHead(nn.Module):
+    """The head as exported: frames -> sigmoid probabilities."""
+
+    def __init__(self, head: AttentionPoolHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(frames))
+
+
+class HumwatchModel(nn.Module):
+    """BEATs encoder + head: waveform windows [B, N] -> logits [B, 2]."""
+
+    def __init__(self, encoder: BEATs, head: AttentionPoolHead) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.extract_features(waveform))
+
+    def probabilities(self, waveform: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(waveform))

@@ -1,0 +1,141 @@
+"""Manifests: files.csv (one row per recording) and windows.parquet (one row per analysis window).
+
+Columns keep the original system's names (path, duration_sec, sample_rate, ac, fridge, state,
+daypart, recording_id / recording_id, path, start_sec, end_sec, rms, ac, fridge) and add sha256,
+channels, window_index and an outlier flag (the loudest 1 % of each file's windows, by RMS, which
+training leaves out). manifest.yaml beside them records the window config they were cut with.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edge.audio import load_audio, slice_windows, window_starts
+from edge.defaults import WindowConfig
+from edge.files import atomic_path, read_yaml, sha256_file, write_yaml_atomic
+from edge.labels import NAME_PATTERN, is_audio, parse_sample_name
+
+FILES_CSV = "files.csv"
+WINDOWS_PARQUET = "windows.parquet"
+MANIFEST_YAML = "manifest.yaml"
+OUTLIER_FRACTION = 0.01
+
+
+class ManifestError(ValueError):
+    """Samples or manifests that cannot be used; the message says what to fix."""
+
+
+def _display_path(path: Path) -> str:
+    """Relative to the working directory when below it (as in the original manifests)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def find_samples(samples_dir: Path) -> list[Path]:
+    """Audio files in samples_dir; every audio file must be named by the pattern."""
+    if not samples_dir.is_dir():
+        raise ManifestError(f"{samples_dir}: no such samples directory (record some, or run 'humwatch synth {samples_dir}')")
+    audio = sorted(p for p in samples_dir.iterdir() if p.is_file() and is_audio(p))
+    if not audio:
+        raise ManifestError(f"{samples_dir}: no audio files (.m4a .aac .mp3 .wav .flac .ogg) found")
+    bad = [p.name for p in audio if parse_sample_name(p) is None]
+    if bad:
+        raise ManifestError(
+            f"{samples_dir}: {len(bad)} audio file name(s) do not say what was running: {', '.join(bad)}. "
+            f"Rename them as {NAME_PATTERN}.<ext>, e.g. ac-off-fridge-on-night.m4a"
+        )
+    return audio
+
+
+def outlier_flags(rms: np.ndarray, fraction: float = OUTLIER_FRACTION) -> np.ndarray:
+    """True for the floor(fraction * n) loudest windows (117 windows -> 1, as in the original)."""
+    flags = np.zeros(len(rms), dtype=bool)
+    count = math.floor(len(rms) * fraction)
+    if count:
+        flags[np.argsort(rms, kind="stable")[-count:]] = True
+    return flags
+
+
+def describe_file(path: Path, window: WindowConfig) -> tuple[dict, pd.DataFrame]:
+    """The files.csv row and the windows.parquet rows of one recording."""
+    labels = parse_sample_name(path)
+    samples, decoded = load_audio(path, window.sample_rate)
+    starts = window_starts(len(samples), window.window_samples, window.hop_samples)
+    if len(starts) == 0:
+        raise ManifestError(
+            f"{path}: {decoded.duration_sec:.1f} s is shorter than one {window.window_sec:g} s window; "
+            "record longer or remove it"
+        )
+    windows = slice_windows(samples, window.window_samples, window.hop_samples)
+    rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1))
+    shown = _display_path(path)
+    file_row = {
+        "path": shown,
+        "duration_sec": decoded.duration_sec,
+        "sample_rate": decoded.sample_rate,
+        "ac": int(labels.ac),
+        "fridge": int(labels.fridge),
+        "state": labels.state,
+        "daypart": labels.daypart,
+        "recording_id": path.stem,
+        "sha256": sha256_file(path),
+        "channels": decoded.channels,
+    }
+    window_rows = pd.DataFrame({
+        "recording_id": path.stem,
+        "path": shown,
+        "start_sec": starts / window.sample_rate,
+        "end_sec": (starts + window.window_samples) / window.sample_rate,
+        "rms": rms,
+        "ac": int(labels.ac),
+        "fridge": int(labels.fridge),
+        "window_index": np.arange(len(starts)),
+        "outlier": outlier_flags(rms),
+    })
+    return file_row, window_rows
+
+
+def prepare(samples_dir: Path, manifests_dir: Path, window: WindowConfig = WindowConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scan samples_dir and write files.csv, windows.parquet and manifest.yaml atomically."""
+    rows, window_frames = [], []
+    for path in find_samples(samples_dir):
+        file_row, window_rows = describe_file(path, window)
+        rows.append(file_row)
+        window_frames.append(window_rows)
+    files = pd.DataFrame(rows)
+    windows = pd.concat(window_frames, ignore_index=True)
+    manifests_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(manifests_dir / FILES_CSV) as temporary:
+        files.to_csv(temporary, index=False)
+    with atomic_path(manifests_dir / WINDOWS_PARQUET) as temporary:
+        windows.to_parquet(temporary, index=False)
+    write_yaml_atomic(manifests_dir / MANIFEST_YAML, {
+        "window": window.to_dict(),
+        "outlier_fraction": OUTLIER_FRACTION,
+        "samples_dir": _display_path(samples_dir),
+    })
+    return files, windows
+
+
+def load_manifests(manifests_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, WindowConfig]:
+    """Read what :func:`prepare` wrote; a clear error when it is missing or was not finished."""
+    needed = [manifests_dir / name for name in (FILES_CSV, WINDOWS_PARQUET, MANIFEST_YAML)]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise ManifestError(f"missing manifest file(s) {', '.join(missing)}: run 'humwatch prepare' first")
+    files = pd.read_csv(needed[0])
+    windows = pd.read_parquet(needed[1])
+    window = WindowConfig.from_dict(read_yaml(needed[2])["window"])
+    return files, windows, window
+
+
+def resolve(path: str) -> Path:
+    """A manifest path as a filesystem path (relative ones are relative to the working directory)."""
+    return Path(os.path.expanduser(path))
