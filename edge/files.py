@@ -28,6 +28,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
+    os.chmod(temporary, 0o644)  # mkstemp's 0600 would make shared artifacts unreadable to others
     try:
         yield Path(temporary)
         os.replace(temporary, path)

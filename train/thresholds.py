@@ -16,6 +16,16 @@ HYSTERESIS_ABOVE = 0.05
 HYSTERESIS_BELOW = 0.15
 
 
+def hysteresis_on(threshold: float) -> float:
+    """Streaming 'on' level for a file threshold (the defaults: 0.75 -> 0.80)."""
+    return round(min(0.99, threshold + HYSTERESIS_ABOVE), 2)
+
+
+def hysteresis_off(threshold: float) -> float:
+    """Streaming 'off' level for a file threshold (the defaults: 0.75 -> 0.60)."""
+    return round(max(0.01, threshold - HYSTERESIS_BELOW), 2)
+
+
 def best_threshold(truth: np.ndarray, scores: np.ndarray, start: float) -> float:
     """The grid value with the highest F1; among ties, the one closest to `start`."""
     scored = [(f1(truth, scores >= t), -abs(t - start), float(t)) for t in GRID]
@@ -39,8 +49,8 @@ def choose_thresholds(run_dir: Path) -> dict:
     t_fridge = best_threshold(files.fridge.to_numpy(), files.p_fridge.to_numpy(), defaults.t_fridge)
     decision = defaults.replace(
         t_ac=t_ac, t_fridge=t_fridge,
-        ac_on=min(0.99, t_ac + HYSTERESIS_ABOVE), ac_off=max(0.01, t_ac - HYSTERESIS_BELOW),
-        fridge_on=min(0.99, t_fridge + HYSTERESIS_ABOVE), fridge_off=max(0.01, t_fridge - HYSTERESIS_BELOW),
+        ac_on=hysteresis_on(t_ac), ac_off=hysteresis_off(t_ac),
+        fridge_on=hysteresis_on(t_fridge), fridge_off=hysteresis_off(t_fridge),
     )
     probs = predictions[["p_ac", "p_fridge"]].to_numpy()
     result = {**decision.to_dict(), "validation_metrics": file_metrics(predictions, probs, decision)}

@@ -1,0 +1,163 @@
+"""A training run -> a bundle directory, parity-checked, optionally with an int8 encoder.
+
+The bundle is assembled in ``.partial-<name>-<pid>`` beside its destination and renamed into
+place only after parity passed and bundle.json was written; a failed export leaves nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pandas as pd
+import torch
+
+from edge.audio import load_audio, slice_windows
+from edge.bundle import Bundle, decision_to_manifest, write_manifest
+from edge.defaults import DecisionConfig, WindowConfig
+from edge.files import read_yaml
+from edge.runtime import Classifier
+from export.graphs import OPSET, export_encoder, export_head
+from export.parity import check_float_parity, compare, parity_inputs
+from export.quantize import ms_per_window, quantize_encoder
+from train.fbank import num_frames
+from train.head import HumwatchModel
+from train.manifests import load_manifests, resolve
+from train.thresholds import load_decision
+from train.trainer import load_run_model
+
+PARITY_WINDOWS_PER_FILE = 16
+SPEED_WINDOWS = 4
+
+
+class ExportError(RuntimeError):
+    """Export refused or failed; the message says why and what to do."""
+
+
+def _versions() -> dict:
+    return {
+        "humwatch": importlib.metadata.version("humwatch"),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def embedding_frames(window_samples: int) -> int:
+    """Frame embeddings BEATs yields for one window: (fbank frames // 16) time x 8 frequency patches."""
+    return (num_frames(window_samples) // 16) * (128 // 16)
+
+
+def validation_windows(config: dict, window: WindowConfig, per_file: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """Up to `per_file` evenly spaced windows of each validation recording of the run."""
+    manifests_dir = Path(config["options"]["manifests_dir"])
+    files, _, _ = load_manifests(manifests_dir)
+    arrays, rows = [], []
+    for row in files[files.recording_id.isin(config["split"]["val_recordings"])].itertuples():
+        samples, _ = load_audio(resolve(row.path), window.sample_rate)
+        windows = slice_windows(samples, window.window_samples, window.hop_samples)
+        chosen = np.unique(np.linspace(0, len(windows) - 1, min(per_file, len(windows))).round().astype(int))
+        arrays.append(windows[chosen])
+        rows.append(pd.DataFrame({"recording_id": row.recording_id, "window_index": chosen}))
+    if not arrays:
+        raise ExportError(f"{manifests_dir}: none of the run's validation recordings are in files.csv")
+    return np.concatenate(arrays), pd.concat(rows, ignore_index=True)
+
+
+def _int8_report(model_dir: Path, fp32: Classifier, int8: Classifier, torch_probs: np.ndarray, inputs: np.ndarray,
+                 windows: pd.DataFrame, decision: DecisionConfig, n_validation: int, quantized: int) -> dict:
+    report = compare(torch_probs, int8.predict(inputs), windows, decision, n_validation)
+    speed_inputs = inputs[:SPEED_WINDOWS]
+    fp32_ms, int8_ms = ms_per_window(fp32, speed_inputs), ms_per_window(int8, speed_inputs)
+    report.update({
+        "quantized_matmuls": quantized,
+        "encoder_bytes": (model_dir / "encoder.int8.onnx").stat().st_size,
+        "fp32_encoder_bytes": (model_dir / "encoder.onnx").stat().st_size,
+        "fp32_ms_per_window": fp32_ms,
+        "int8_ms_per_window": int8_ms,
+        "speedup_vs_fp32": fp32_ms / int8_ms,
+    })
+    return report
+
+
+def export_run(run_dir: Path, out_dir: Path | None = None, int8: bool = False,
+               parity_windows_per_file: int = PARITY_WINDOWS_PER_FILE, log=print) -> Path:
+    """Export a run to a bundle directory and return its path."""
+    run_dir = Path(run_dir)
+    model, config = load_run_model(run_dir)
+    decision = load_decision(run_dir)
+    window = WindowConfig.from_dict(config["window"])
+    out_dir = Path(out_dir) if out_dir else Path("bundles") / run_dir.name
+    if out_dir.exists():
+        raise ExportError(f"{out_dir} already exists; pick another --out (bundles are never overwritten)")
+    validation, windows = validation_windows(config, window, parity_windows_per_file)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.parent / f".partial-{out_dir.name}-{os.getpid()}"
+    partial.mkdir()
+    try:
+        manifest = _build(out_dir.name, run_dir, model, config, decision, window, partial, validation, windows, int8, log)
+        write_manifest(partial, manifest)
+        os.rename(partial, out_dir)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial)
+    return out_dir
+
+
+def _build(name: str, run_dir: Path, model: HumwatchModel, config: dict, decision: DecisionConfig, window: WindowConfig, directory: Path,
+           validation: np.ndarray, windows: pd.DataFrame, int8: bool, log) -> dict:
+    frames = embedding_frames(window.window_samples)
+    log("exporting encoder.onnx ...")
+    export_encoder(model.encoder, window.window_samples, directory / "encoder.onnx")
+    log("exporting head.onnx ...")
+    export_head(model.head, frames, directory / "head.onnx")
+    graphs = {"fp32": {"encoder": "encoder.onnx", "head": "head.onnx"}}
+    manifest = {
+        "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "window": window.to_dict(), **decision_to_manifest(decision),
+        "graphs": graphs, "default_precision": "fp32",
+        "embedding": {"frames": frames, "dim": model.encoder.embed_dim},
+        "opset": OPSET, "versions": _versions(),
+        "source": {"run_id": config["run_id"], "beats_checkpoint_sha256": config["beats_checkpoint"]["sha256"],
+                   "beats_checkpoint_name": Path(config["beats_checkpoint"]["path"]).name,
+                   "beats_cfg": config["beats_cfg"], "stage2": config.get("stage2")},
+        "training_metrics": _training_metrics(run_dir),
+    }
+    bundle = Bundle(directory, manifest, window, decision)
+    fp32 = Classifier(bundle, "fp32")
+    log(f"parity: torch vs onnxruntime on {len(validation)} validation windows + edge cases ...")
+    parity, torch_probs, _ = check_float_parity(model, fp32, validation, windows, decision)
+    manifest["parity"] = {"fp32": parity}
+    if not parity["passed"]:
+        raise ExportError(f"parity failed (tolerance {parity['tolerance']}): {json.dumps(parity)}")
+    if int8:
+        log("quantizing the encoder to int8 ...")
+        quantized = quantize_encoder(directory / "encoder.onnx", directory / "encoder.int8.onnx")
+        graphs["int8"] = {"encoder": "encoder.int8.onnx", "head": "head.onnx"}
+        inputs, _ = parity_inputs(validation, window.window_samples)
+        report = _int8_report(directory, fp32, Classifier(bundle, "int8"), torch_probs, inputs, windows,
+                              decision, len(validation), quantized)
+        if report["state_agreement"] == 1.0:
+            manifest["default_precision"] = "int8"
+            report["default_reason"] = "int8 agrees with float32 on every validation file's state"
+        else:
+            report["default_reason"] = (f"float32 stays the default: int8 disagrees on {report['disagreeing_files']}; "
+                                        "int8 is an alternative (--precision int8)")
+        manifest["parity"]["int8"] = report
+    return manifest
+
+
+def _training_metrics(run_dir: Path) -> dict:
+    """The run's best epoch (best_metrics.json) and, when chosen, its thresholds' validation metrics."""
+    metrics = {"best_epoch": json.loads((run_dir / "best_metrics.json").read_text())}
+    thresholds = run_dir / "thresholds.yaml"
+    if thresholds.is_file():
+        metrics["at_thresholds"] = read_yaml(thresholds)["validation_metrics"]
+    return metrics

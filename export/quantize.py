@@ -1,0 +1,45 @@
+"""int8: dynamic quantization of the encoder's weight matrix multiplications (onnxruntime).
+
+Only MatMuls with a constant weight are quantized; the fbank's mel projection, the DFT, the
+attention products and softmax stay float.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from edge.runtime import Classifier
+
+FBANK_MARKER = "fbank"
+
+
+def weight_matmuls(model_path: Path) -> list[str]:
+    """Names of MatMul nodes whose second input is a weight initializer outside the fbank."""
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    initializers = {initializer.name for initializer in graph.initializer}
+    return [node.name for node in graph.node
+            if node.op_type == "MatMul" and node.input[1] in initializers and FBANK_MARKER not in node.input[1]]
+
+
+def quantize_encoder(fp32_path: Path, int8_path: Path) -> int:
+    """Write the int8 encoder; returns how many MatMuls were quantized."""
+    nodes = weight_matmuls(fp32_path)
+    quantize_dynamic(str(fp32_path), str(int8_path), op_types_to_quantize=["MatMul"],
+                     nodes_to_quantize=nodes, weight_type=QuantType.QInt8, per_channel=True)
+    return len(nodes)
+
+
+def ms_per_window(classifier: Classifier, windows: np.ndarray, repeats: int = 3) -> float:
+    """Median over `repeats` of the wall time per window for a batch of windows (after a warm-up)."""
+    classifier.predict(windows[:1])
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        classifier.predict(windows)
+        timings.append((time.perf_counter() - start) * 1000 / len(windows))
+    return float(np.median(timings))
