@@ -22,7 +22,14 @@ WORKSTATION_COMMANDS = {
     "demo": ("export.demo", "demo", "The whole chain on synthetic recordings, no downloads."),
 }
 TRAIN_EXTRA_MODULES = {"torch", "torchaudio", "onnx", "onnxscript", "pandas", "pyarrow", "tqdm"}
-EDGE_COMMANDS: dict[str, tuple[str, str]] = {}
+EDGE_COMMANDS = {
+    "batch": ("edge.commands", "batch"),
+    "stream": ("edge.commands", "stream"),
+    "live": ("edge.commands", "live"),
+    "devices": ("edge.commands", "devices"),
+    "bench": ("edge.commands", "bench"),
+    "bundle": ("edge.commands", "bundle"),
+}
 
 
 class HumwatchGroup(click.Group):

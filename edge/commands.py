@@ -1,0 +1,202 @@
+"""Edge commands: batch, stream, live, devices, bench, bundle check. No torch anywhere here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from edge.audio import AudioError
+from edge.bundle import BundleError, load_bundle, verify_files
+from edge.output import format_table, json_line
+
+BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
+DECISION_OPTIONS = {
+    "t_ac": "File threshold for the AC", "t_fridge": "File threshold for the fridge",
+    "ac_on": "AC hysteresis: on at", "ac_off": "AC hysteresis: off below",
+    "fridge_on": "Fridge hysteresis: on at", "fridge_off": "Fridge hysteresis: off below",
+}
+
+
+def runtime_options(function):
+    """--bundle, --precision, --threads and the decision overrides (defaults come from the bundle)."""
+    @click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True, help="Bundle directory (from humwatch export).")
+    @click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None, help="Model variant [default: the bundle's]")
+    @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads [default: all cores]")
+    @click.option("--median-n", type=click.IntRange(min=1), default=None, help="Windows in the running median [bundle]")
+    @click.option("--debounce-k", type=click.IntRange(min=1), default=None, help="Identical updates before a change [bundle]")
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        return function(*args, **kwargs)
+    for name, text in reversed(DECISION_OPTIONS.items()):
+        wrapper = click.option(f"--{name.replace('_', '-')}", name, type=click.FloatRange(0, 1), default=None,
+                               help=f"{text} [bundle]")(wrapper)
+    return wrapper
+
+
+def open_runtime(bundle_dir: Path, precision: str | None, threads: int | None, **overrides):
+    """(classifier, decision) from a verified bundle with command-line overrides applied."""
+    from edge.runtime import Classifier
+
+    try:
+        bundle = load_bundle(bundle_dir)
+        verify_files(bundle)
+        classifier = Classifier(bundle, precision, threads)
+        decision = bundle.decision.replace(**overrides)
+    except (BundleError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    return classifier, decision
+
+
+@click.command()
+@runtime_options
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
+def batch(bundle_dir, precision, threads, paths, output_format, **overrides) -> None:
+    """One decision per audio file (files or directories); exit code 1 if any file failed."""
+    from edge.batch import run_batch
+
+    classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
+    rows, failed = [], 0
+    for line in run_batch(classifier, list(paths), decision):
+        failed += "error" in line
+        if output_format == "jsonl":
+            json_line(line)
+        else:
+            rows.append(line)
+    if output_format == "table":
+        click.echo(format_table(rows, ["path", "status", "p_ac", "p_fridge", "windows", "duration_sec", "error"]))
+    sys.exit(1 if failed else 0)
+
+
+@click.command()
+@runtime_options
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--realtime", is_flag=True, help="Pace the output at wall-clock speed.")
+@click.option("--only-changes", is_flag=True, help="Print only lines where the debounced status changes.")
+def stream(bundle_dir, precision, threads, file, realtime, only_changes, **overrides) -> None:
+    """Simulate live processing over FILE: one JSON line per hop."""
+    from edge.stream import stream_file
+
+    classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
+    try:
+        for line in stream_file(classifier, file, decision, realtime=realtime, only_changes=only_changes):
+            json_line(line)
+    except AudioError as error:
+        raise click.ClickException(str(error)) from error
+
+
+def parse_device(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+@click.command()
+@runtime_options
+@click.option("--device", default=None, help="Input device index or (part of its) name; see 'humwatch devices'.")
+@click.option("--only-changes", is_flag=True, help="Print only lines where the debounced status changes.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Also append lines to this file.")
+@click.option("--max-lag", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              help="Seconds inference may fall behind before the oldest audio is dropped.")
+def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, **overrides) -> None:
+    """Listen to a microphone and print one JSON line per hop (SIGINT / SIGTERM stop cleanly)."""
+    from edge.live import LiveMonitor, SoundDeviceSource
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
+    sink = open(output, "a", encoding="utf-8") if output else None
+
+    def on_line(line: dict) -> None:
+        if only_changes and not line["changed"]:
+            return
+        json_line(line)
+        if sink:
+            json_line(line, sink)
+
+    monitor = LiveMonitor(classifier, decision, SoundDeviceSource(parse_device(device)), on_line, max_lag_sec=max_lag)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: monitor.stop.set())
+    try:
+        monitor.run()
+    finally:
+        if sink:
+            sink.close()
+    logging.getLogger("humwatch.live").info("stopped")
+
+
+@click.command()
+def devices() -> None:
+    """List the audio input devices (index, name, channels, native rate)."""
+    from edge.live import DeviceUnavailable, import_sounddevice
+
+    try:
+        sd = import_sounddevice()
+        found = [(i, d) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+    except DeviceUnavailable as error:
+        raise click.ClickException(str(error)) from error
+    if not found:
+        raise click.ClickException("no audio input device found: is the USB microphone plugged in? (check 'arecord -l')")
+    rows = [{"index": i, "name": d["name"], "channels": d["max_input_channels"],
+             "native_rate": int(d["default_samplerate"])} for i, d in found]
+    click.echo(format_table(rows, ["index", "name", "channels", "native_rate"]))
+
+
+@click.command()
+@click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True)
+@click.option("--precision", type=click.Choice(["fp32", "int8", "both"]), default="both", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="[default: all cores]")
+@click.option("--windows", type=click.IntRange(min=2), default=20, show_default=True, help="Windows timed per precision.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench(bundle_dir, precision, threads, windows, as_json) -> None:
+    """Load time, ms per window (p50/p95), real-time factor and peak memory of a bundle."""
+    from edge.bench import bench as run_bench
+
+    try:
+        bundle = load_bundle(bundle_dir)
+    except BundleError as error:
+        raise click.ClickException(str(error)) from error
+    precisions = list(bundle.precisions) if precision == "both" else [precision]
+    if precision != "both" and precision not in bundle.precisions:
+        raise click.ClickException(f"{bundle_dir}: no {precision} model in this bundle (it has {', '.join(bundle.precisions)})")
+    results = run_bench(bundle_dir, precisions, threads, windows)
+    if as_json:
+        click.echo(json.dumps({"bundle": str(bundle_dir), "hop_sec": bundle.window.hop_sec, "results": results}, indent=2))
+        return
+    click.echo(f"{bundle_dir}: {bundle.window.window_sec:g} s windows, {bundle.window.hop_sec:g} s hop, {windows} windows each")
+    click.echo(format_table(results, ["precision", "threads", "load_sec", "p50_ms", "p95_ms", "real_time_factor",
+                                      "peak_rss_mb", "encoder_mb"]))
+    if len(results) == 2:
+        click.echo(f"int8 speed-up over fp32 (p50): {results[0]['p50_ms'] / results[1]['p50_ms']:.2f}x")
+
+
+@click.group()
+def bundle() -> None:
+    """Inspect bundles."""
+
+
+@bundle.command("check")
+@click.argument("bundle_dir", type=BUNDLE_DIR)
+def check(bundle_dir: Path) -> None:
+    """Schema, checksums, graph shapes, and one window through onnxruntime."""
+    import numpy as np
+
+    from edge.runtime import Classifier
+
+    try:
+        loaded = load_bundle(bundle_dir)
+        verify_files(loaded)
+        for precision in loaded.precisions:
+            classifier = Classifier(loaded, precision, threads=None)
+            window = (np.random.default_rng(0).standard_normal(classifier.window_samples) * 0.05).astype(np.float32)
+            probs = classifier.predict(window[None])
+            if probs.shape != (1, 2) or not np.all((probs >= 0) & (probs <= 1)):
+                raise BundleError(f"{bundle_dir}: {precision} graphs returned {probs!r}, expected 2 probabilities")
+            click.echo(f"{precision}: ok (p_ac {probs[0, 0]:.3f}, p_fridge {probs[0, 1]:.3f} on a noise window)")
+    except BundleError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{bundle_dir}: bundle ok (schema {loaded.manifest['schema_version']}, "
+               f"{len(loaded.manifest['files'])} files verified, default precision {loaded.default_precision})")

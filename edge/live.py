@@ -1,0 +1,226 @@
+"""Live: microphone -> bounded buffer -> a worker that decides every hop, for months on end.
+
+The audio callback only copies each chunk into a bounded buffer. The worker resamples, keeps the
+last window, and runs inference every hop. When inference falls behind by more than `max_lag`
+seconds it skips to the newest audio and reports what it dropped; the buffer itself is bounded,
+so memory never grows. A device that stops delivering audio (or cannot be opened) is retried
+with exponential backoff. The audio source is a parameter, so tests drive it with a fake one.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable, Protocol
+
+import numpy as np
+
+from edge.audio import StreamResampler
+from edge.decision import StreamDecider
+from edge.defaults import DecisionConfig
+from edge.runtime import Classifier
+from edge.stream import hop_line, infer_window
+
+log = logging.getLogger("humwatch.live")
+
+AudioCallback = Callable[[np.ndarray, bool], None]
+
+
+class DeviceUnavailable(OSError):
+    """The audio device cannot be opened or stopped delivering audio."""
+
+
+class AudioSource(Protocol):
+    def start(self, callback: AudioCallback) -> int:
+        """Start calling callback(mono float32 chunk, overflowed) from the audio thread; return the rate."""
+
+    def stop(self) -> None:
+        """Stop and release the device (safe to call twice)."""
+
+
+class AudioBuffer:
+    """Bounded FIFO between the audio thread and the worker; the oldest audio goes when full."""
+
+    def __init__(self, capacity_samples: int) -> None:
+        self.capacity = capacity_samples
+        self._chunks: collections.deque[np.ndarray] = collections.deque()
+        self._size = 0
+        self._ready = threading.Condition()
+        self.dropped_samples = 0
+        self.overflows = 0
+
+    def push(self, chunk: np.ndarray, overflowed: bool = False) -> None:
+        """Called from the audio thread: append a copy, trim to capacity, wake the worker."""
+        with self._ready:
+            self.overflows += int(overflowed)
+            self._chunks.append(np.array(chunk, dtype=np.float32, copy=True))
+            self._size += len(chunk)
+            while self._size > self.capacity:
+                self._size -= len(oldest := self._chunks.popleft())
+                self.dropped_samples += len(oldest)
+            self._ready.notify()
+
+    def take(self, timeout: float) -> np.ndarray:
+        """All buffered audio (waiting up to `timeout` s for some); empty when none came."""
+        with self._ready:
+            if not self._chunks:
+                self._ready.wait(timeout)
+            chunks, self._chunks, self._size = list(self._chunks), collections.deque(), 0
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+    def clear(self) -> None:
+        with self._ready:
+            self._chunks.clear()
+            self._size = 0
+
+
+class SoundDeviceSource:
+    """A sounddevice (PortAudio) input at the device's native rate, mixed down to mono."""
+
+    def __init__(self, device: int | str | None = None) -> None:
+        self.device = device
+        self._stream = None
+
+    def start(self, callback: AudioCallback) -> int:
+        sd = import_sounddevice()
+        try:
+            info = sd.query_devices(self.device, "input")
+            rate = int(info["default_samplerate"])
+            channels = max(1, min(2, int(info["max_input_channels"])))
+
+            def on_audio(indata, frames, time_info, status) -> None:
+                callback(indata.mean(axis=1), bool(status.input_overflow))
+
+            self._stream = sd.InputStream(device=self.device, samplerate=rate, channels=channels,
+                                          dtype="float32", callback=on_audio)
+            self._stream.start()
+        except (sd.PortAudioError, ValueError) as error:
+            self.stop()
+            raise DeviceUnavailable(f"input device {self.device if self.device is not None else '(default)'}: {error}") from error
+        return rate
+
+    def stop(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception as error:  # a vanished device can fail on close; nothing left to release
+                log.debug("closing the input stream failed: %s", error)
+
+
+def import_sounddevice():
+    """sounddevice, or a DeviceUnavailable that says how to install PortAudio."""
+    try:
+        import sounddevice
+    except OSError as error:
+        raise DeviceUnavailable(
+            f"PortAudio is missing ({error}); on Raspberry Pi OS / Debian: sudo apt install libportaudio2"
+        ) from error
+    return sounddevice
+
+
+class LiveMonitor:
+    """Runs the decision loop over an audio source until `stop` is set."""
+
+    def __init__(self, classifier: Classifier, decision: DecisionConfig, source: AudioSource,
+                 on_line: Callable[[dict], None], max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
+                 backoff_sec: tuple[float, float] = (1.0, 60.0), history_sec: float = 20.0) -> None:
+        self.classifier = classifier
+        self.window = classifier.bundle.window
+        self.decider = StreamDecider(decision)
+        self.source = source
+        self.on_line = on_line
+        self.max_lag_sec = max_lag_sec
+        self.stall_timeout_sec = stall_timeout_sec
+        self.backoff_sec = backoff_sec
+        self.stop = threading.Event()
+        self.audio_t = 0.0  # seconds of audio seen since start, dropped audio included
+        self.dropped_sec = 0.0
+        self.device_losses = 0
+        self.last_audio_at: float | None = None
+        self.last_line: dict | None = None
+        self._buffer: AudioBuffer | None = None
+        self.recent = np.zeros(0, np.float32)  # the last history_sec of 16 kHz audio, for clips
+        self._history_samples = int(max(history_sec, self.window.window_sec) * self.window.sample_rate)
+
+    @property
+    def overflows(self) -> int:
+        return self._buffer.overflows if self._buffer else 0
+
+    def run(self) -> None:
+        """Open the source, decide every hop, and reopen it with backoff when it fails."""
+        delay = self.backoff_sec[0]
+        while not self.stop.is_set():
+            try:
+                self._session()
+                delay = self.backoff_sec[0]
+            except DeviceUnavailable as error:
+                self.device_losses += 1
+                log.warning("audio device lost: %s; retrying in %.0f s", error, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, self.backoff_sec[1])
+            finally:
+                self.source.stop()
+
+    def _session(self) -> None:
+        rate = self.source.start(self._push)
+        log.info("listening at %d Hz (resampled to %d Hz)", rate, self.window.sample_rate)
+        capacity = int((self.window.window_sec + self.max_lag_sec + 2 * self.window.hop_sec) * rate)
+        previous = self._buffer
+        self._buffer = AudioBuffer(capacity)
+        if previous:
+            self._buffer.overflows, self._buffer.dropped_samples = previous.overflows, previous.dropped_samples
+        resample = StreamResampler(rate, self.window.sample_rate)
+        history, pending = np.zeros(0, np.float32), np.zeros(0, np.float32)
+        dropped_in_buffer = self._buffer.dropped_samples
+        last_audio = time.monotonic()
+        while not self.stop.is_set():
+            chunk = self._buffer.take(timeout=0.2)
+            if self._buffer.dropped_samples != dropped_in_buffer:
+                self._report_drop((self._buffer.dropped_samples - dropped_in_buffer) / rate, "audio buffer full")
+                dropped_in_buffer = self._buffer.dropped_samples
+            if len(chunk) == 0:
+                if time.monotonic() - last_audio > self.stall_timeout_sec:
+                    raise DeviceUnavailable(f"no audio for {self.stall_timeout_sec:g} s")
+                continue
+            last_audio = self.last_audio_at = time.monotonic()
+            pending = np.concatenate([pending, resample(chunk)])
+            history, pending = self._drop_backlog(history, pending)
+            history, pending = self._decide_hops(history, pending)
+
+    def _push(self, chunk: np.ndarray, overflowed: bool) -> None:
+        self._buffer.push(chunk, overflowed)
+
+    def _report_drop(self, seconds: float, why: str) -> None:
+        self.dropped_sec += seconds
+        log.warning("dropped %.2f s of audio (%s); %.1f s dropped in all", seconds, why, self.dropped_sec)
+
+    def _drop_backlog(self, history: np.ndarray, pending: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Skip to the newest hop when more than max_lag seconds wait for inference."""
+        hop, rate = self.window.hop_samples, self.window.sample_rate
+        if len(pending) <= hop + self.max_lag_sec * rate:
+            return history, pending
+        skipped = len(pending) - hop
+        self.audio_t += skipped / rate
+        self._report_drop(skipped / rate, "inference fell behind")
+        self.recent = np.concatenate([self.recent, pending[:skipped]])[-self._history_samples :]
+        return np.concatenate([history, pending[:skipped]])[-self.window.window_samples :], pending[skipped:]
+
+    def _decide_hops(self, history: np.ndarray, pending: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hop, size = self.window.hop_samples, self.window.window_samples
+        while len(pending) >= hop:
+            step, pending = pending[:hop], pending[hop:]
+            history = np.concatenate([history, step])[-size:]
+            self.recent = np.concatenate([self.recent, step])[-self._history_samples :]
+            self.audio_t += hop / self.window.sample_rate
+            if len(history) == size:
+                probs, infer_ms = infer_window(self.classifier, history)
+                update = self.decider.update(float(probs[0]), float(probs[1]))
+                line = hop_line(self.audio_t, probs, update, infer_ms)
+                line.update({"changed": update.changed, "lag_sec": round(len(pending) / self.window.sample_rate, 3),
+                             "dropped_sec": round(self.dropped_sec, 3), "overflows": self.overflows})
+                self.last_line = line
+                self.on_line(line)
+        return history, pending
