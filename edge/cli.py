@@ -8,6 +8,7 @@ so ``humwatch --help`` works on a Pi and a missing torch gives a clear message, 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 
@@ -44,16 +45,14 @@ class HumwatchGroup(click.Group):
             return getattr(importlib.import_module(module), attribute)
         if name not in WORKSTATION_COMMANDS:
             return None
-        module, attribute, _ = WORKSTATION_COMMANDS[name]
-        try:
-            return getattr(importlib.import_module(module), attribute)
-        except ModuleNotFoundError as error:
-            if error.name not in TRAIN_EXTRA_MODULES:
-                raise
+        missing = sorted(module for module in TRAIN_EXTRA_MODULES if importlib.util.find_spec(module) is None)
+        if missing:
             raise click.UsageError(
-                f"'humwatch {name}' runs on the workstation and needs {error.name}, which is not installed. "
+                f"'humwatch {name}' runs on the workstation and needs {', '.join(missing)}, which is not installed. "
                 "In a clone run 'uv sync' (or: pip install 'humwatch[train]')."
-            ) from error
+            )
+        module, attribute, _ = WORKSTATION_COMMANDS[name]
+        return getattr(importlib.import_module(module), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         edge_rows = [(name, getattr(importlib.import_module(m), a).get_short_help_str(70))

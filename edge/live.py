@@ -57,9 +57,14 @@ class AudioBuffer:
             self.overflows += int(overflowed)
             self._chunks.append(np.array(chunk, dtype=np.float32, copy=True))
             self._size += len(chunk)
-            while self._size > self.capacity:
-                self._size -= len(oldest := self._chunks.popleft())
-                self.dropped_samples += len(oldest)
+            while self._size > self.capacity:  # drop the oldest samples, keeping the newest `capacity`
+                excess = self._size - self.capacity
+                if len(self._chunks[0]) <= excess:
+                    excess = len(self._chunks.popleft())
+                else:
+                    self._chunks[0] = self._chunks[0][excess:]
+                self._size -= excess
+                self.dropped_samples += excess
             self._ready.notify()
 
     def take(self, timeout: float) -> np.ndarray:
@@ -179,8 +184,11 @@ class LiveMonitor:
         while not self.stop.is_set():
             chunk = self._buffer.take(timeout=0.2)
             if self._buffer.dropped_samples != dropped_in_buffer:
-                self._report_drop((self._buffer.dropped_samples - dropped_in_buffer) / rate, "audio buffer full")
+                seconds = (self._buffer.dropped_samples - dropped_in_buffer) / rate
                 dropped_in_buffer = self._buffer.dropped_samples
+                self._report_drop(seconds, "audio buffer full")
+                self.audio_t += seconds
+                history, pending = np.zeros(0, np.float32), np.zeros(0, np.float32)  # audio has a gap now
             if len(chunk) == 0:
                 if time.monotonic() - last_audio > self.stall_timeout_sec:
                     raise DeviceUnavailable(f"no audio for {self.stall_timeout_sec:g} s")

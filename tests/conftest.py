@@ -24,3 +24,49 @@ def beats_fixtures() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(beats_fixtures: Path) -> Path:
     return beats_fixtures / "tiny_beats.pt"
+
+
+SYNTH_SECONDS = 24.0  # 13 windows per recording: enough to learn the AC, quick to encode
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    """A project directory with synthetic samples and prepared manifests."""
+    from train.manifests import prepare
+    from train.synth import write_recordings
+
+    root = tmp_path_factory.mktemp("project")
+    write_recordings(root / "samples", seconds=SYNTH_SECONDS, seed=0)
+    prepare(root / "samples", root / "data" / "manifests")
+    return root
+
+
+def train_options(project: Path, checkpoint: Path, **overrides):
+    from train.trainer import TrainOptions
+
+    defaults = dict(beats_checkpoint=checkpoint, manifests_dir=project / "data" / "manifests",
+                    models_dir=project / "models", cache_dir=project / "data" / "cache",
+                    epochs=25, batch_size=16, warmup_steps=20)
+    return TrainOptions(**{**defaults, **overrides})
+
+
+@pytest.fixture(scope="session")
+def trained_runs(project, tiny_checkpoint) -> dict[str, Path]:
+    """One run validated on each daypart, with thresholds chosen."""
+    from train.thresholds import choose_thresholds
+    from train.trainer import Trainer
+
+    runs = {}
+    for daypart in ("night", "day"):
+        runs[daypart] = Trainer(train_options(project, tiny_checkpoint, val_daypart=daypart), log=lambda *_: None).run()
+        choose_thresholds(runs[daypart])
+    return runs
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained_runs, tmp_path_factory) -> Path:
+    """A tiny bundle (float32 + int8) exported from the night-validated run."""
+    from export.exporter import export_run
+
+    return export_run(trained_runs["night"], tmp_path_factory.mktemp("bundles") / "tiny", int8=True,
+                      parity_windows_per_file=4, log=lambda *_: None)

@@ -102,7 +102,7 @@ class EmbeddingCache:
             batch = windows[start : start + ENCODE_BATCH]
             with torch.inference_mode():
                 if view == 0:
-                    fbank = encoder.fbank(torch.from_numpy(np.ascontiguousarray(batch)))
+                    fbank = encoder.fbank(torch.tensor(batch))
                 else:
                     fbank = self._augmented_fbank(encoder, recording, batch, start, view)
                 outputs.append(encoder.encode_fbank(fbank).to(torch.float16).numpy())

@@ -23,8 +23,8 @@ class AttentionPoolHead(nn.Module):
         )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        weights = torch.softmax(self.score(frames).squeeze(-1), dim=1)
-        pooled = (weights.unsqueeze(-1) * frames).sum(dim=1)
+        weights = torch.softmax(frames @ self.score.weight[0] + self.score.bias, dim=1)
+        pooled = torch.bmm(weights.unsqueeze(1), frames).squeeze(1)  # no [B, T, D] temporary
         return self.mlp(pooled)
 
 

@@ -61,14 +61,14 @@ def room(rng: np.random.Generator, n: int, day: bool) -> np.ndarray:
     floor *= _slow_drift(rng, n, depth_db=1.5, period_sec=5.0)
     t = np.arange(n) / RATE
     events = np.zeros(n)
-    for start in rng.uniform(0, n / RATE, size=max(1, int(n / RATE / 12))):  # a footstep run every ~12 s
+    for start in rng.uniform(0, n / RATE, size=rng.poisson(n / RATE / 20)):  # a footstep run every ~20 s
         for step in range(rng.integers(3, 8)):
             onset = start + step * rng.uniform(0.45, 0.6)
             local = t - onset
             mask = (local >= 0) & (local < 0.25)
             thump = np.sin(2 * np.pi * rng.uniform(50, 90) * local[mask]) * np.exp(-local[mask] / 0.04)
             events[mask] += thump * _db_to_amplitude(rng.uniform(-40, -30))
-    for start in rng.uniform(0, n / RATE, size=max(1, int(n / RATE / 30))):  # a voice now and then
+    for start in rng.uniform(0, n / RATE, size=rng.poisson(n / RATE / 45)):  # a voice now and then
         length = rng.uniform(1.0, 3.0)
         mask = (t >= start) & (t < start + length)
         local = t[mask] - start

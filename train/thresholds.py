@@ -27,9 +27,19 @@ def hysteresis_off(threshold: float) -> float:
 
 
 def best_threshold(truth: np.ndarray, scores: np.ndarray, start: float) -> float:
-    """The grid value with the highest F1; among ties, the one closest to `start`."""
-    scored = [(f1(truth, scores >= t), -abs(t - start), float(t)) for t in GRID]
-    return max(scored)[2]
+    """The middle of the widest run of grid values with the best F1 (the largest margin on both
+    sides); among equally wide runs, the one nearest `start`, the design's starting value."""
+    f1s = np.array([f1(truth, scores >= t) for t in GRID])
+    best = np.isclose(f1s, f1s.max())
+    runs, first = [], None
+    for index, flag in enumerate([*best, False]):
+        if flag and first is None:
+            first = index
+        elif not flag and first is not None:
+            runs.append((first, index - 1))
+            first = None
+    low, high = max(runs, key=lambda run: (run[1] - run[0], -abs(GRID[(run[0] + run[1]) // 2] - start)))
+    return float(GRID[(low + high) // 2])
 
 
 def load_val_predictions(run_dir: Path) -> pd.DataFrame:

@@ -123,20 +123,34 @@ def bce_loss(labels: np.ndarray) -> nn.BCEWithLogitsLoss:
     return nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(labels) - positives) / positives, dtype=torch.float32))
 
 
-def predict_head(head: AttentionPoolHead, embeddings: np.ndarray) -> np.ndarray:
+def train_head_epoch(head: AttentionPoolHead, optimizer, scheduler, loss_fn, inputs: torch.Tensor,
+                     labels: torch.Tensor, rng: np.random.Generator, steps: int) -> float:
+    """One pass over cached float16 embeddings in `steps` shuffled batches; returns the mean loss."""
+    head.train()
+    losses = []
+    for batch in np.array_split(rng.permutation(len(inputs)), steps):
+        batch = torch.from_numpy(np.sort(batch))
+        loss = loss_fn(head(inputs[batch].float()), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def predict_head(head: AttentionPoolHead, embeddings: torch.Tensor) -> np.ndarray:
     head.eval()
     with torch.inference_mode():
-        return np.concatenate([
-            torch.sigmoid(head(torch.from_numpy(np.asarray(embeddings[i : i + EVAL_BATCH], dtype=np.float32)))).numpy()
-            for i in range(0, len(embeddings), EVAL_BATCH)
-        ])
+        return np.concatenate([torch.sigmoid(head(embeddings[i : i + EVAL_BATCH].float())).numpy()
+                               for i in range(0, len(embeddings), EVAL_BATCH)])
 
 
 def predict_model(model: HumwatchModel, windows: np.ndarray) -> np.ndarray:
     model.eval()
     with torch.inference_mode():
         return np.concatenate([
-            model.probabilities(torch.from_numpy(np.ascontiguousarray(windows[i : i + 8]))).numpy()
+            model.probabilities(torch.tensor(windows[i : i + 8])).numpy()
             for i in range(0, len(windows), 8)
         ])
 
@@ -151,7 +165,7 @@ class Dataset:
     """Windows of one split with their labels (and embeddings or waveforms as needed)."""
 
     windows: pd.DataFrame  # recording_id, window_index, ac, fridge, daypart
-    inputs: np.ndarray
+    inputs: torch.Tensor | np.ndarray  # float16 embeddings [n, T, D] (stage 1) or waveforms [n, N]
 
     @property
     def labels(self) -> np.ndarray:
@@ -235,7 +249,7 @@ class Trainer:
                 embeddings = cache.load(recordings[recording_id], view)
                 parts.append(np.asarray(embeddings[group.window_index.to_numpy()]))
                 rows.append(group)
-        return Dataset(pd.concat(rows, ignore_index=True), np.concatenate(parts))
+        return Dataset(pd.concat(rows, ignore_index=True), torch.from_numpy(np.concatenate(parts)))
 
     def _stage1(self, dim: int, train_set: Dataset, val_set: Dataset, history: Path) -> tuple[AttentionPoolHead, dict]:
         options = self.options
@@ -245,22 +259,13 @@ class Trainer:
         steps_per_epoch = math.ceil(len(train_set.inputs) / options.batch_size)
         scheduler = cosine_with_warmup(optimizer, options.epochs * steps_per_epoch, options.warmup_steps)
         loss_fn = bce_loss(train_set.labels)
-        labels = torch.from_numpy(train_set.labels)
+        labels = torch.from_numpy(train_set.labels.copy())
         best, best_state, since_best = None, None, 0
         for epoch in range(1, options.epochs + 1):
-            head.train()
-            losses = []
-            for batch in np.array_split(generator.permutation(len(train_set.inputs)), steps_per_epoch):
-                batch = np.sort(batch)
-                logits = head(torch.from_numpy(np.asarray(train_set.inputs[batch], dtype=np.float32)))
-                loss = loss_fn(logits, labels[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                losses.append(loss.item())
+            train_loss = train_head_epoch(head, optimizer, scheduler, loss_fn, train_set.inputs, labels, generator,
+                                          steps_per_epoch)
             probs = predict_head(head, val_set.inputs)
-            record = self._evaluate("stage1", epoch, float(np.mean(losses)), val_set, probs, history)
+            record = self._evaluate("stage1", epoch, train_loss, val_set, probs, history)
             if best is None or _better(record, best):
                 best, best_state, since_best = record, {k: v.clone() for k, v in head.state_dict().items()}, 0
             else:
@@ -303,7 +308,7 @@ class Trainer:
         val_audio = self._waveforms(recordings, val_windows, window)
         pool_audio = self._waveforms(recordings, train_windows[train_windows.recording_id.isin([r.recording_id for r in pool])], window)
         val_set = Dataset(val_windows, val_audio)
-        labels = torch.from_numpy(train_windows[list(LABELS)].to_numpy(dtype=np.float32))
+        labels = torch.tensor(train_windows[list(LABELS)].to_numpy(dtype=np.float32))
         loss_fn = bce_loss(labels.numpy())
         steps_per_epoch = math.ceil(len(train_audio) / options.batch_size)
         scheduler = cosine_with_warmup(optimizer, options.stage2_epochs * steps_per_epoch, options.warmup_steps)

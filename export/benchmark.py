@@ -1,0 +1,129 @@
+"""Workstation benchmark at full BEATs size (random weights): the figures quoted in the README.
+
+    uv run python -m export.benchmark [--workdir bench-work] [--seconds 30]
+
+Measures, in one run on this machine: extract_features at batch 1 and 8; seconds per window to
+build the embedding cache; seconds per head epoch over 1,000 cached windows; export of a
+full-size run with parity and int8; onnxruntime vs torch for one 6-s window (fp32 and int8).
+Writes <workdir>/benchmark.json. Edge figures come from `humwatch bench` on the bundle it leaves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from edge.bundle import load_bundle
+from edge.defaults import WindowConfig
+from edge.files import sha256_file
+from edge.runtime import Classifier
+from export.exporter import export_run, embedding_frames
+from train.beats import BeatsConfig, build_beats
+from train.cache import EmbeddingCache, Recording
+from train.head import AttentionPoolHead
+from train.manifests import prepare
+from train.synth import write_recordings
+from train.trainer import Trainer, TrainOptions, bce_loss, cosine_with_warmup, load_run_model, train_head_epoch
+
+
+def _timed(function, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up call."""
+    function()
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        timings.append(time.perf_counter() - start)
+    return float(np.median(timings))
+
+
+def measure_extract_features(model, window_samples: int) -> dict:
+    results = {}
+    for batch, repeats in ((1, 3), (8, 2)):
+        waveform = torch.randn(batch, window_samples) * 0.05
+        with torch.inference_mode():
+            seconds = _timed(lambda: model.extract_features(waveform), repeats)
+        results[f"batch{batch}_sec"] = seconds
+        results[f"batch{batch}_sec_per_window"] = seconds / batch
+    return results
+
+
+def measure_head_epoch(dim: int, frames: int, windows: int = 1000, batch_size: int = 32) -> float:
+    rng = np.random.default_rng(0)
+    inputs = torch.from_numpy(rng.standard_normal((windows, frames, dim), dtype=np.float32).astype(np.float16))
+    labels = rng.integers(0, 2, (windows, 2)).astype(np.float32)
+    head = AttentionPoolHead(dim)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
+    steps = math.ceil(windows / batch_size)
+    scheduler = cosine_with_warmup(optimizer, 10 * steps, 200)
+    loss_fn = bce_loss(labels)
+    return _timed(lambda: train_head_epoch(head, optimizer, scheduler, loss_fn, inputs, torch.from_numpy(labels), rng, steps), 2)
+
+
+@click.command()
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("bench-work"), show_default=True)
+@click.option("--seconds", type=float, default=30.0, show_default=True, help="Length of each synthetic recording.")
+def main(workdir: Path, seconds: float) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)
+    report: dict = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    window = WindowConfig()
+    cfg = dataclasses.asdict(BeatsConfig())
+    model = build_beats(cfg)
+    checkpoint = Path("random_full_beats.pt")
+    torch.save({"cfg": cfg, "model": model.state_dict()}, checkpoint)
+    click.echo("extract_features ...")
+    report["extract_features"] = measure_extract_features(model, window.window_samples)
+    click.echo(json.dumps(report["extract_features"]))
+
+    write_recordings(Path("samples"), seconds=seconds, seed=0)
+    files, _ = prepare(Path("samples"), Path("data/manifests"), window)
+    options = TrainOptions(beats_checkpoint=checkpoint, epochs=3, views=2)
+    recordings = [Recording(r.recording_id, Path(r.path), r.sha256) for r in files.itertuples()]
+    click.echo("embedding cache ...")
+    cache = EmbeddingCache(options.cache_dir, sha256_file(checkpoint), window, options.seed, [])
+    start = time.perf_counter()
+    stats = cache.build(model, recordings[:2], views=1)
+    elapsed = time.perf_counter() - start
+    report["cache_build"] = {"windows": stats.encoded_windows, "sec": elapsed, "sec_per_window": elapsed / stats.encoded_windows}
+    click.echo(json.dumps(report["cache_build"]))
+
+    frames = embedding_frames(window.window_samples)
+    report["head_epoch_1000_windows_sec"] = measure_head_epoch(model.embed_dim, frames)
+    click.echo(f"head epoch over 1000 cached windows: {report['head_epoch_1000_windows_sec']:.2f} s")
+
+    click.echo("training a full-size run (cache, 3 epochs) ...")
+    run_dir = Trainer(options, log=lambda *_: None).run()
+    click.echo("exporting with --int8 ...")
+    start = time.perf_counter()
+    bundle_dir = export_run(run_dir, Path("bundles/full-random"), int8=True, parity_windows_per_file=4, log=click.echo)
+    report["export_sec"] = time.perf_counter() - start
+    manifest = load_bundle(bundle_dir).manifest
+    report["parity"] = manifest["parity"]
+    report["graph_mb"] = {name: entry["bytes"] / 1e6 for name, entry in manifest["files"].items()}
+
+    waveform = (np.random.default_rng(1).standard_normal((1, window.window_samples)) * 0.05).astype(np.float32)
+    bundle = load_bundle(bundle_dir)
+    full_model, _ = load_run_model(run_dir)
+    with torch.inference_mode():
+        torch_sec = _timed(lambda: full_model.probabilities(torch.from_numpy(waveform)), 3)
+    report["one_window_sec"] = {"torch": torch_sec}
+    for precision in bundle.precisions:
+        classifier = Classifier(bundle, precision)
+        report["one_window_sec"][f"onnxruntime_{precision}"] = _timed(lambda: classifier.predict(waveform), 3)
+    report["one_window_sec"]["ratio_torch_over_ort_fp32"] = torch_sec / report["one_window_sec"]["onnxruntime_fp32"]
+    Path("benchmark.json").write_text(json.dumps(report, indent=2))
+    click.echo(json.dumps(report, indent=2))
+    click.echo(f"bundle for 'humwatch bench': {workdir / bundle_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from edge.decision import Hysteresis, StreamDecider, decide_file
+from edge.defaults import DecisionConfig
+from edge.labels import AC_ON, BOTH_OFF, FRIDGE_ON, parse_sample_name, sample_file_name, state_of
+
+
+def test_priority_rule():
+    assert state_of(True, True) == AC_ON
+    assert state_of(True, False) == AC_ON
+    assert state_of(False, True) == FRIDGE_ON
+    assert state_of(False, False) == BOTH_OFF
+
+
+def test_sample_names_round_trip():
+    for ac in (False, True):
+        for fridge in (False, True):
+            for tag in (None, "2", "kitchen_mic"):
+                parsed = parse_sample_name(sample_file_name(ac, fridge, "night", tag, ".flac"))
+                assert (parsed.ac, parsed.fridge, parsed.daypart, parsed.tag) == (ac, fridge, "night", tag)
+    assert parse_sample_name("ac-on-fridge-on-evening.wav") is None
+    assert parse_sample_name("AC-on-fridge-on-day.wav") is None
+
+
+def test_file_decision_uses_the_median_and_thresholds():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.8, 0.75], [0.85, 0.2], [0.1, 0.9]])
+    result = decide_file(probs, DecisionConfig(t_ac=0.75, t_fridge=0.70))
+    assert (result.p_ac, result.p_fridge, result.status) == (0.8, 0.75, AC_ON)
+    assert decide_file(probs, DecisionConfig(t_ac=0.85, t_fridge=0.70)).status == FRIDGE_ON
+    with pytest.raises(ValueError):
+        decide_file(np.zeros((0, 2)), DecisionConfig())
+
+
+def test_hysteresis_needs_on_to_start_and_off_to_stop():
+    detector = Hysteresis(on=0.8, off=0.6)
+    assert [detector.update(v) for v in (0.7, 0.8, 0.65, 0.6, 0.59, 0.79)] == [False, True, True, True, False, False]
+
+
+def test_stream_decider_median_and_debounce():
+    decider = StreamDecider(DecisionConfig(median_n=3, debounce_k=2, ac_on=0.8, ac_off=0.6))
+    first = decider.update(0.1, 0.1)
+    assert first.debounced_status == BOTH_OFF and first.changed
+    # a single loud window does not move the median of 3
+    assert decider.update(0.99, 0.1).status == BOTH_OFF
+    assert decider.update(0.1, 0.1).status == BOTH_OFF
+    assert decider.update(0.1, 0.1).status == BOTH_OFF  # the loud window leaves the median
+    statuses = [decider.update(0.95, 0.1) for _ in range(4)]
+    assert [u.status for u in statuses] == [BOTH_OFF, AC_ON, AC_ON, AC_ON]
+    assert [u.debounced_status for u in statuses] == [BOTH_OFF, BOTH_OFF, AC_ON, AC_ON]
+    assert [u.changed for u in statuses] == [False, False, True, False]
+
+
+def test_debounce_resets_when_the_candidate_flickers():
+    decider = StreamDecider(DecisionConfig(median_n=1, debounce_k=3))
+    decider.update(0.0, 0.0)
+    updates = [decider.update(p, 0.0) for p in (0.9, 0.9, 0.0, 0.9, 0.9, 0.9)]
+    assert [u.debounced_status for u in updates] == [BOTH_OFF] * 5 + [AC_ON]
+
+
+def test_decision_config_validation():
+    with pytest.raises(ValueError, match="not a probability"):
+        DecisionConfig(t_ac=1.5)
+    with pytest.raises(ValueError, match="must not exceed"):
+        DecisionConfig(ac_on=0.5, ac_off=0.7)
+    assert DecisionConfig().replace(t_ac=0.6, t_fridge=None).t_fridge == 0.70

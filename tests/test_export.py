@@ -1,0 +1,99 @@
+import json
+import shutil
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from edge.bundle import MANIFEST, load_bundle
+from edge.cli import main
+from export.exporter import ExportError, export_run
+
+
+def test_bundle_contents(bundle_dir, trained_runs):
+    manifest = load_bundle(bundle_dir).manifest
+    assert set(manifest["files"]) == {"encoder.onnx", "encoder.int8.onnx", "head.onnx"}
+    assert all(len(entry["sha256"]) == 64 and entry["bytes"] > 0 for entry in manifest["files"].values())
+    assert manifest["window"]["window_samples"] == 96_000 and manifest["labels"] == ["ac", "fridge"]
+    assert manifest["source"]["run_id"] in trained_runs["night"].name
+    assert len(manifest["source"]["beats_checkpoint_sha256"]) == 64
+    assert {"torch", "onnx", "onnxruntime", "humwatch"} <= set(manifest["versions"])
+    assert manifest["opset"] >= 17 and "best_epoch" in manifest["training_metrics"]
+    thresholds = yaml.safe_load((trained_runs["night"] / "thresholds.yaml").read_text())
+    assert manifest["thresholds"] == {"ac": thresholds["t_ac"], "fridge": thresholds["t_fridge"]}
+    assert manifest["hysteresis"]["fridge"] == {"on": thresholds["fridge_on"], "off": thresholds["fridge_off"]}
+    assert not any(path.suffix in (".pt", ".pkl", ".pickle") for path in bundle_dir.iterdir())
+
+
+def test_float_parity_within_tolerance(bundle_dir):
+    parity = load_bundle(bundle_dir).manifest["parity"]["fp32"]
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["state_agreement"] == 1.0
+    assert parity["windows"] == 4 * 4 + 3  # validation windows + silence, clipping, noise
+
+
+def test_int8_report(bundle_dir):
+    manifest = load_bundle(bundle_dir).manifest
+    report = manifest["parity"]["int8"]
+    assert report["quantized_matmuls"] > 0 and report["encoder_bytes"] > 0
+    assert report["speedup_vs_fp32"] > 0 and 0 <= report["state_agreement"] <= 1
+    expected_default = "int8" if report["state_agreement"] == 1.0 else "fp32"
+    assert manifest["default_precision"] == expected_default and report["default_reason"]
+
+
+def test_export_never_overwrites(bundle_dir, trained_runs):
+    with pytest.raises(ExportError, match="already exists"):
+        export_run(trained_runs["night"], bundle_dir, log=lambda *_: None)
+
+
+def _check(path):
+    return CliRunner().invoke(main, ["bundle", "check", str(path)])
+
+
+def test_bundle_check_passes_on_a_fresh_bundle(bundle_dir):
+    result = _check(bundle_dir)
+    assert result.exit_code == 0, result.output
+    assert "fp32: ok" in result.output and "int8: ok" in result.output and "bundle ok" in result.output
+
+
+@pytest.fixture
+def bundle_copy(bundle_dir, tmp_path):
+    return shutil.copytree(bundle_dir, tmp_path / "copy")
+
+
+def test_bundle_check_fails_after_one_byte_changes(bundle_copy):
+    graph = bundle_copy / "encoder.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    result = _check(bundle_copy)
+    assert result.exit_code == 1 and "encoder.onnx: checksum mismatch" in result.output
+
+
+def test_bundle_check_fails_when_a_file_is_removed(bundle_copy):
+    (bundle_copy / "head.onnx").unlink()
+    result = _check(bundle_copy)
+    assert result.exit_code == 1 and "head.onnx: missing from the bundle" in result.output
+
+
+def _edit_manifest(bundle, change):
+    path = bundle / MANIFEST
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_bundle_check_fails_on_a_wrong_schema_version(bundle_copy):
+    _edit_manifest(bundle_copy, lambda m: m.update(schema_version=99))
+    result = _check(bundle_copy)
+    assert result.exit_code == 1 and "schema_version 99" in result.output
+
+
+def test_bundle_check_fails_when_graph_shape_disagrees(bundle_copy):
+    _edit_manifest(bundle_copy, lambda m: m["window"].update(window_sec=5.0))
+    result = _check(bundle_copy)
+    assert result.exit_code == 1 and "does not match bundle.json's window_samples 80000" in result.output
+
+
+def test_no_bundle_json(tmp_path):
+    result = _check(tmp_path)
+    assert result.exit_code == 1 and "not a bundle" in result.output

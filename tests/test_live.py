@@ -1,0 +1,147 @@
+import threading
+import time
+
+import numpy as np
+
+from edge.bundle import load_bundle
+from edge.live import AudioBuffer, DeviceUnavailable, LiveMonitor
+from edge.runtime import Classifier
+
+
+class FakeSource:
+    """Stands in for a microphone: the test pushes audio; opening can be made to fail."""
+
+    def __init__(self, rate: int = 16_000, failures: int = 0) -> None:
+        self.rate, self.failures = rate, failures
+        self.callback = None
+        self.opened = threading.Event()
+        self.starts = 0
+
+    def start(self, callback):
+        if self.failures:
+            self.failures -= 1
+            raise DeviceUnavailable("fake device unplugged")
+        self.starts += 1
+        self.callback = callback
+        self.opened.set()
+        return self.rate
+
+    def stop(self):
+        self.callback = None
+        self.opened.clear()
+
+    def feed(self, audio: np.ndarray, chunk: int = 1600, overflowed: bool = False) -> None:
+        assert self.opened.wait(5), "the monitor never opened the source"
+        for start in range(0, len(audio), chunk):
+            self.callback(audio[start : start + chunk], overflowed)
+
+
+class Harness:
+    """A monitor running in a thread, collecting its lines."""
+
+    def __init__(self, bundle_dir, source, **options):
+        bundle = load_bundle(bundle_dir)
+        self.lines = []
+        self.monitor = LiveMonitor(Classifier(bundle, "fp32", threads=1), bundle.decision, source, self.lines.append,
+                                   backoff_sec=(0.01, 0.05), **options)
+        self.thread = threading.Thread(target=self.monitor.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.lines
+
+    def __exit__(self, *exc):
+        self.monitor.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the monitor did not stop"
+
+
+def _noise(seconds: float, rate: int = 16_000) -> np.ndarray:
+    return (np.random.default_rng(0).standard_normal(int(seconds * rate)) * 0.01).astype(np.float32)
+
+
+def test_one_line_per_hop_once_a_window_is_full(bundle_dir):
+    source = FakeSource()
+    with Harness(bundle_dir, source, max_lag_sec=100.0) as harness:
+        source.feed(_noise(15.0))
+        lines = harness.wait_for(7)
+        time.sleep(0.2)
+    # 15 s = 10 hops of 1.5 s; the first window is full after 4 hops: 7 lines at t = 6.0 ... 15.0
+    assert [line["t"] for line in lines] == [6.0 + 1.5 * i for i in range(7)]
+    assert {"status", "debounced_status", "p_ac", "p_fridge", "median_ac", "infer_ms", "dropped_sec", "overflows"} <= set(lines[0])
+    assert lines[-1]["dropped_sec"] == 0 and lines[-1]["overflows"] == 0
+
+
+def test_native_rate_is_resampled(bundle_dir):
+    source = FakeSource(rate=48_000)
+    with Harness(bundle_dir, source, max_lag_sec=100.0) as harness:
+        source.feed(_noise(12.5, 48_000), chunk=4800)
+        lines = harness.wait_for(5)
+    assert [line["t"] for line in lines[:4]] == [6.0, 7.5, 9.0, 10.5]
+
+
+def test_backlog_beyond_max_lag_drops_the_oldest_audio(bundle_dir):
+    source = FakeSource()
+    with Harness(bundle_dir, source, max_lag_sec=2.0) as harness:
+        source.feed(_noise(30.0), chunk=16_000 * 30)  # 30 s arrive at once: inference is 24 s behind
+        lines = harness.wait_for(1)
+        time.sleep(0.3)
+    assert len(lines) == 1, "only the newest window is analysed"
+    # everything but the newest hop is skipped; the analysed window is the last 6 s, contiguous
+    assert lines[0]["t"] == 30.0 and lines[0]["dropped_sec"] == 28.5
+
+
+def test_buffer_is_bounded():
+    buffer = AudioBuffer(capacity_samples=10_000)
+    for _ in range(100):
+        buffer.push(np.zeros(1_000, np.float32))
+    assert len(buffer.take(timeout=0)) == 10_000
+    assert buffer.dropped_samples == 90_000
+
+
+def test_overflows_are_counted_and_reported(bundle_dir):
+    source = FakeSource()
+    with Harness(bundle_dir, source, max_lag_sec=100.0) as harness:
+        source.feed(_noise(3.0), overflowed=True)
+        source.feed(_noise(4.5))
+        lines = harness.wait_for(2)
+    assert lines[-1]["overflows"] == 30  # 3 s in 0.1 s chunks, each flagged
+
+
+def test_device_that_fails_to_open_is_retried(bundle_dir, caplog):
+    source = FakeSource(failures=3)
+    with caplog.at_level("WARNING", logger="humwatch.live"), Harness(bundle_dir, source, max_lag_sec=100.0) as harness:
+        source.feed(_noise(7.5))
+        lines = harness.wait_for(2)
+    assert len(lines) == 2 and harness.monitor.device_losses == 3
+    assert caplog.text.count("audio device lost: fake device unplugged") == 3
+
+
+def test_device_that_stops_delivering_is_reopened(bundle_dir, caplog):
+    source = FakeSource()
+    with caplog.at_level("WARNING", logger="humwatch.live"), \
+            Harness(bundle_dir, source, max_lag_sec=100.0, stall_timeout_sec=0.3) as harness:
+        source.feed(_noise(6.0))
+        harness.wait_for(1)
+        deadline = time.monotonic() + 10
+        while source.starts < 2 and time.monotonic() < deadline:  # silence: the monitor gives up and reopens
+            time.sleep(0.02)
+        source.feed(_noise(6.0))
+        lines = harness.wait_for(2)
+    assert source.starts >= 2 and harness.monitor.device_losses >= 1
+    assert "no audio for 0.3 s" in caplog.text
+    assert len(lines) == 2 and lines[1]["t"] == 12.0
+
+
+def test_stop_ends_the_loop_promptly(bundle_dir):
+    source = FakeSource()
+    with Harness(bundle_dir, source) as harness:
+        assert source.opened.wait(5)
+        started = time.monotonic()
+    assert time.monotonic() - started < 2 and harness.lines == []
