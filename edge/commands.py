@@ -102,30 +102,81 @@ def parse_device(value: str | None) -> int | str | None:
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Also append lines to this file.")
 @click.option("--max-lag", type=click.FloatRange(min=0), default=3.0, show_default=True,
               help="Seconds inference may fall behind before the oldest audio is dropped.")
-def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, **overrides) -> None:
+@click.option("--mqtt", "mqtt_url", default=None, metavar="URL", help="Publish to this broker: mqtt://HOST[:PORT] or mqtts://...")
+@click.option("--mqtt-user", envvar="HUMWATCH_MQTT_USER", default=None, help="[env HUMWATCH_MQTT_USER]")
+@click.option("--mqtt-password", envvar="HUMWATCH_MQTT_PASSWORD", default=None, help="[env HUMWATCH_MQTT_PASSWORD]")
+@click.option("--mqtt-device-id", default="humwatch", show_default=True, help="Topic and entity id: humwatch/<id>/...")
+@click.option("--mqtt-heartbeat", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds between state republishes when nothing changes.")
+@click.option("--http", "http_listen", default=None, metavar="[HOST:]PORT", help="Serve /state, /healthz, /metrics (a bare port: loopback).")
+@click.option("--clips", "clips_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write the audio around every state change here (FLAC + JSON).")
+@click.option("--clips-seconds", type=click.FloatRange(min=1), default=20.0, show_default=True)
+@click.option("--clips-max-mb", type=click.FloatRange(min=1), default=500.0, show_default=True)
+def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, mqtt_url, mqtt_user, mqtt_password,
+         mqtt_device_id, mqtt_heartbeat, http_listen, clips_dir, clips_seconds, clips_max_mb, **overrides) -> None:
     """Listen to a microphone and print one JSON line per hop (SIGINT / SIGTERM stop cleanly)."""
-    from edge.live import LiveMonitor, SoundDeviceSource
+    from edge.live import LiveMonitor, SoundDeviceSource, fan_out
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
-    sink = open(output, "a", encoding="utf-8") if output else None
+    sinks = []
+    monitor = LiveMonitor(classifier, decision, SoundDeviceSource(parse_device(device)), fan_out(sinks),
+                          max_lag_sec=max_lag, history_sec=clips_seconds)
+    closers = []
+    try:
+        sinks.append(LinePrinter(output, only_changes))
+        closers.append(sinks[-1].close)
+        if mqtt_url:
+            from edge.mqtt import MqttPublisher, MqttSettings
 
-    def on_line(line: dict) -> None:
-        if only_changes and not line["changed"]:
-            return
-        json_line(line)
-        if sink:
-            json_line(line, sink)
+            settings = MqttSettings.from_url(mqtt_url, username=mqtt_user, password=mqtt_password,
+                                             device_id=mqtt_device_id, heartbeat_sec=mqtt_heartbeat)
+            sinks.append(MqttPublisher(settings))
+            sinks[-1].start()
+            closers.append(sinks[-1].close)
+        if http_listen:
+            from edge.http_status import StatusServer, parse_listen
 
-    monitor = LiveMonitor(classifier, decision, SoundDeviceSource(parse_device(device)), on_line, max_lag_sec=max_lag)
+            sinks.append(StatusServer(monitor, *parse_listen(http_listen)))
+            sinks[-1].start()
+            closers.append(sinks[-1].close)
+        if clips_dir:
+            from edge.clips import ClipWriter
+
+            sinks.append(ClipWriter(clips_dir, lambda: monitor.recent, classifier.bundle.window.sample_rate,
+                                    clips_seconds, clips_max_mb))
+    except (ValueError, OSError) as error:
+        for close in reversed(closers):
+            close()
+        raise click.ClickException(str(error)) from error
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: monitor.stop.set())
     try:
         monitor.run()
     finally:
-        if sink:
-            sink.close()
+        for close in reversed(closers):
+            close()
     logging.getLogger("humwatch.live").info("stopped")
+
+
+class LinePrinter:
+    """Prints lines to stdout and, optionally, appends them to a file."""
+
+    def __init__(self, output: Path | None, only_changes: bool) -> None:
+        self.only_changes = only_changes
+        self.sink = open(output, "a", encoding="utf-8") if output else None
+
+    def __call__(self, line: dict) -> None:
+        if self.only_changes and not line["changed"]:
+            return
+        json_line(line)
+        if self.sink:
+            json_line(line, self.sink)
+
+    def close(self) -> None:
+        if self.sink:
+            self.sink.close()
 
 
 @click.command()

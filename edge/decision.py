@@ -54,6 +54,8 @@ class StreamUpdate:
     changed: bool
     median_ac: float
     median_fridge: float
+    ac_on: bool  # the per-label detectors after hysteresis, before the priority rule
+    fridge_on: bool
 
 
 class StreamDecider:
@@ -71,9 +73,10 @@ class StreamDecider:
     def update(self, p_ac: float, p_fridge: float) -> StreamUpdate:
         self._recent.append((p_ac, p_fridge))
         median_ac, median_fridge = (float(v) for v in np.median(np.asarray(self._recent), axis=0))
-        status = state_of(self._ac.update(median_ac), self._fridge.update(median_fridge))
+        ac_on, fridge_on = self._ac.update(median_ac), self._fridge.update(median_fridge)
+        status = state_of(ac_on, fridge_on)
         changed = self._debounce(status)
-        return StreamUpdate(status, self.debounced_status, changed, median_ac, median_fridge)
+        return StreamUpdate(status, self.debounced_status, changed, median_ac, median_fridge, ac_on, fridge_on)
 
     def _debounce(self, status: str) -> bool:
         """Track K identical statuses in a row; the first status is taken as it comes."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 import time
 from typing import Callable, Protocol
@@ -126,6 +127,17 @@ def import_sounddevice():
     return sounddevice
 
 
+def fan_out(sinks: list[Callable[[dict], None]]) -> Callable[[dict], None]:
+    """One on_line callback feeding every sink; a failing sink is logged, never fatal."""
+    def on_line(line: dict) -> None:
+        for sink in sinks:
+            try:
+                sink(line)
+            except Exception:  # a full disk or a broken sink must not stop the monitor
+                log.exception("output %s failed on a line; the monitor goes on", type(sink).__name__)
+    return on_line
+
+
 class LiveMonitor:
     """Runs the decision loop over an audio source until `stop` is set."""
 
@@ -170,13 +182,14 @@ class LiveMonitor:
                 self.source.stop()
 
     def _session(self) -> None:
-        rate = self.source.start(self._push)
-        log.info("listening at %d Hz (resampled to %d Hz)", rate, self.window.sample_rate)
-        capacity = int((self.window.window_sec + self.max_lag_sec + 2 * self.window.hop_sec) * rate)
+        # The buffer must exist before the source starts: a device may deliver audio at once.
         previous = self._buffer
-        self._buffer = AudioBuffer(capacity)
+        self._buffer = AudioBuffer(capacity_samples=sys.maxsize)
         if previous:
             self._buffer.overflows, self._buffer.dropped_samples = previous.overflows, previous.dropped_samples
+        rate = self.source.start(self._push)
+        self._buffer.capacity = int((self.window.window_sec + self.max_lag_sec + 2 * self.window.hop_sec) * rate)
+        log.info("listening at %d Hz (resampled to %d Hz)", rate, self.window.sample_rate)
         resample = StreamResampler(rate, self.window.sample_rate)
         history, pending = np.zeros(0, np.float32), np.zeros(0, np.float32)
         dropped_in_buffer = self._buffer.dropped_samples

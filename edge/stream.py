@@ -20,7 +20,7 @@ def hop_line(t: float, probs: np.ndarray, update: StreamUpdate, infer_ms: float)
         "t": round(t, 3), "status": update.status, "debounced_status": update.debounced_status,
         "p_ac": float(probs[0]), "p_fridge": float(probs[1]),
         "median_ac": update.median_ac, "median_fridge": update.median_fridge,
-        "infer_ms": round(infer_ms, 1),
+        "ac_on": update.ac_on, "fridge_on": update.fridge_on, "infer_ms": round(infer_ms, 1),
     }
 
 

@@ -4,7 +4,7 @@ import time
 import numpy as np
 
 from edge.bundle import load_bundle
-from edge.live import AudioBuffer, DeviceUnavailable, LiveMonitor
+from edge.live import AudioBuffer, DeviceUnavailable, LiveMonitor, fan_out
 from edge.runtime import Classifier
 
 
@@ -39,11 +39,12 @@ class FakeSource:
 class Harness:
     """A monitor running in a thread, collecting its lines."""
 
-    def __init__(self, bundle_dir, source, **options):
+    def __init__(self, bundle_dir, source, sinks=(), decision=None, **options):
         bundle = load_bundle(bundle_dir)
         self.lines = []
-        self.monitor = LiveMonitor(Classifier(bundle, "fp32", threads=1), bundle.decision, source, self.lines.append,
-                                   backoff_sec=(0.01, 0.05), **options)
+        self.sinks = [self.lines.append, *sinks]  # a sink that needs the monitor can be appended later
+        self.monitor = LiveMonitor(Classifier(bundle, "fp32", threads=1), decision or bundle.decision, source,
+                                   fan_out(self.sinks), backoff_sec=(0.01, 0.05), **options)
         self.thread = threading.Thread(target=self.monitor.run, daemon=True)
 
     def __enter__(self):
@@ -145,3 +146,15 @@ def test_stop_ends_the_loop_promptly(bundle_dir):
         assert source.opened.wait(5)
         started = time.monotonic()
     assert time.monotonic() - started < 2 and harness.lines == []
+
+
+def test_a_failing_sink_does_not_stop_the_monitor(bundle_dir, caplog):
+    def broken(line):
+        raise OSError("disk full")
+
+    source = FakeSource()
+    with caplog.at_level("ERROR", logger="humwatch.live"), \
+            Harness(bundle_dir, source, sinks=[broken], max_lag_sec=100.0) as harness:
+        source.feed(_noise(9.0))
+        lines = harness.wait_for(3)
+    assert len(lines) == 3 and "output function failed" in caplog.text

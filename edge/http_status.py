@@ -1,0 +1,142 @@
+"""A small HTTP endpoint for the live monitor (standard library only).
+
+GET /state    the last JSON line (503 before the first decision)
+GET /healthz  200 while audio arrives and inference keeps up, else 503 with the reason
+GET /metrics  Prometheus text format: inference time histogram, overflows, drops, device
+              losses, the state as a gauge, probabilities, uptime
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from edge.labels import STATES
+
+log = logging.getLogger("humwatch.http")
+INFER_BUCKETS_SEC = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'PORT' or 'HOST:PORT' -> (host, port); a bare port listens on loopback only."""
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--http {value!r}: expected PORT or HOST:PORT, e.g. 8321 or 0.0.0.0:8321")
+    return host or "127.0.0.1", int(port)
+
+
+class Histogram:
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for index, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[index] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str) -> list[str]:
+        rows = [f'{name}_bucket{{le="{bound}"}} {count}' for bound, count in zip(self.buckets, self.counts)]
+        return rows + [f'{name}_bucket{{le="+Inf"}} {self.count}', f"{name}_sum {self.total:.6f}", f"{name}_count {self.count}"]
+
+
+class StatusServer:
+    """A live-line sink that also serves /state, /healthz and /metrics from a daemon thread."""
+
+    def __init__(self, monitor, host: str, port: int) -> None:
+        self.monitor = monitor
+        self.started = time.monotonic()
+        self.inference = Histogram(INFER_BUCKETS_SEC)
+        self._lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"status": self})
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="humwatch-http", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.server.server_address[:2]
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("HTTP: serving /state, /healthz, /metrics on http://%s:%d", *self.address)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __call__(self, line: dict) -> None:
+        with self._lock:
+            self.inference.observe(line["infer_ms"] / 1000)
+
+    def health(self) -> tuple[bool, str]:
+        monitor, now = self.monitor, time.monotonic()
+        if monitor.last_audio_at is None:
+            return False, "no audio received yet"
+        silent_for = now - monitor.last_audio_at
+        if silent_for > monitor.stall_timeout_sec:
+            return False, f"no audio for {silent_for:.0f} s"
+        line = monitor.last_line
+        if line is not None and line["lag_sec"] > monitor.max_lag_sec:
+            return False, f"inference is {line['lag_sec']:.1f} s behind (max {monitor.max_lag_sec:g} s)"
+        return True, "audio arriving, inference keeping up"
+
+    def metrics(self) -> str:
+        monitor, line = self.monitor, self.monitor.last_line
+        rows = [
+            "# HELP humwatch_inference_seconds Inference time per window.",
+            "# TYPE humwatch_inference_seconds histogram",
+        ]
+        with self._lock:
+            rows += self.inference.lines("humwatch_inference_seconds")
+        counters = (
+            ("humwatch_input_overflows_total", "Audio input overflows reported by the device.", monitor.overflows),
+            ("humwatch_dropped_audio_seconds_total", "Audio dropped because inference fell behind.", monitor.dropped_sec),
+            ("humwatch_device_losses_total", "Times the audio device was lost and reopened.", monitor.device_losses),
+        )
+        for name, text, value in counters:
+            rows += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {value}"]
+        rows += ["# HELP humwatch_state Debounced state (1 for the current one).", "# TYPE humwatch_state gauge"]
+        current = line["debounced_status"] if line else None
+        rows += [f'humwatch_state{{state="{state}"}} {int(state == current)}' for state in STATES]
+        rows += ["# HELP humwatch_probability Latest window probability.", "# TYPE humwatch_probability gauge"]
+        if line:
+            rows += [f'humwatch_probability{{label="ac"}} {line["p_ac"]:.6f}',
+                     f'humwatch_probability{{label="fridge"}} {line["p_fridge"]:.6f}']
+        rows += ["# HELP humwatch_uptime_seconds Seconds since the monitor started.", "# TYPE humwatch_uptime_seconds gauge",
+                 f"humwatch_uptime_seconds {time.monotonic() - self.started:.3f}"]
+        return "\n".join(rows) + "\n"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    status: StatusServer
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        if self.path == "/state":
+            line = self.status.monitor.last_line
+            self._send(200 if line else 503, line or {"error": "no decision yet"})
+        elif self.path == "/healthz":
+            healthy, reason = self.status.health()
+            self._send(200 if healthy else 503, {"ok": healthy, "reason": reason})
+        elif self.path == "/metrics":
+            self._send(200, self.status.metrics(), "text/plain; version=0.0.4")
+        else:
+            self._send(404, {"error": f"no such endpoint {self.path}; try /state, /healthz or /metrics"})
+
+    def _send(self, code: int, body, content_type: str = "application/json") -> None:
+        data = (body if isinstance(body, str) else json.dumps(body)).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args) -> None:
+        log.debug("%s - %s", self.address_string(), format % args)
