@@ -23,14 +23,7 @@ WORKSTATION_COMMANDS = {
     "demo": ("export.demo", "demo", "The whole chain on synthetic recordings, no downloads."),
 }
 TRAIN_EXTRA_MODULES = {"torch", "torchaudio", "onnx", "onnxscript", "pandas", "pyarrow", "tqdm"}
-EDGE_COMMANDS = {
-    "batch": ("edge.commands", "batch"),
-    "stream": ("edge.commands", "stream"),
-    "live": ("edge.commands", "live"),
-    "devices": ("edge.commands", "devices"),
-    "bench": ("edge.commands", "bench"),
-    "bundle": ("edge.commands", "bundle"),
-}
+EDGE_COMMANDS = ("batch", "stream", "live", "devices", "bench", "bundle")  # in edge.commands
 
 
 class HumwatchGroup(click.Group):
@@ -41,8 +34,7 @@ class HumwatchGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in EDGE_COMMANDS:
-            module, attribute = EDGE_COMMANDS[name]
-            return getattr(importlib.import_module(module), attribute)
+            return getattr(importlib.import_module("edge.commands"), name)
         if name not in WORKSTATION_COMMANDS:
             return None
         missing = sorted(module for module in TRAIN_EXTRA_MODULES if importlib.util.find_spec(module) is None)
@@ -55,14 +47,13 @@ class HumwatchGroup(click.Group):
         return getattr(importlib.import_module(module), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        edge_rows = [(name, getattr(importlib.import_module(m), a).get_short_help_str(70))
-                     for name, (m, a) in sorted(EDGE_COMMANDS.items())]
+        commands = importlib.import_module("edge.commands")
+        edge_rows = [(name, getattr(commands, name).get_short_help_str(70)) for name in sorted(EDGE_COMMANDS)]
         workstation_rows = [(name, text) for name, (_, _, text) in sorted(WORKSTATION_COMMANDS.items())]
         for title, rows in (("Edge commands (base install, no torch)", edge_rows),
                             ("Workstation commands (need the train extra)", workstation_rows)):
-            if rows:
-                with formatter.section(title):
-                    formatter.write_dl(rows)
+            with formatter.section(title):
+                formatter.write_dl(rows)
 
 
 @click.group(cls=HumwatchGroup, context_settings={"help_option_names": ["-h", "--help"]})

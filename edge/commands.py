@@ -58,7 +58,10 @@ def open_runtime(bundle_dir: Path, precision: str | None, threads: int | None, *
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
 def batch(bundle_dir, precision, threads, paths, output_format, **overrides) -> None:
-    """One decision per audio file (files or directories); exit code 1 if any file failed."""
+    """One decision per audio file (files or directories).
+
+    Exit code 1 if any file failed.
+    """
     from edge.batch import run_batch
 
     classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
@@ -115,7 +118,10 @@ def parse_device(value: str | None) -> int | str | None:
 @click.option("--clips-max-mb", type=click.FloatRange(min=1), default=500.0, show_default=True)
 def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, mqtt_url, mqtt_user, mqtt_password,
          mqtt_device_id, mqtt_heartbeat, http_listen, clips_dir, clips_seconds, clips_max_mb, **overrides) -> None:
-    """Listen to a microphone and print one JSON line per hop (SIGINT / SIGTERM stop cleanly)."""
+    """Listen to a microphone: one JSON line per hop.
+
+    SIGINT / SIGTERM stop cleanly; see the README for MQTT, HTTP and clips.
+    """
     from edge.live import LiveMonitor, SoundDeviceSource, fan_out
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -203,7 +209,10 @@ def devices() -> None:
 @click.option("--windows", type=click.IntRange(min=2), default=20, show_default=True, help="Windows timed per precision.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench(bundle_dir, precision, threads, windows, as_json) -> None:
-    """Load time, ms per window (p50/p95), real-time factor and peak memory of a bundle."""
+    """Time a bundle: load, ms per window, real-time factor, memory.
+
+    Each precision runs in a fresh process, one after the other, so the figures compare fairly.
+    """
     from edge.bench import bench as run_bench
 
     try:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from edge.audio import load_audio, slice_windows
 from edge.decision import decide_file
@@ -38,8 +37,7 @@ def evaluate_files(run_dir: Path, paths: list[Path]) -> tuple[pd.DataFrame, dict
         windows = slice_windows(samples, window["window_samples"], window["hop_samples"])
         if len(windows) == 0:
             raise ValueError(f"{path}: shorter than one {window['window_sec']} s window")
-        with torch.inference_mode():
-            probs = predict_model(model, windows)
+        probs = predict_model(model, windows)
         result = decide_file(probs, decision)
         labels = parse_sample_name(path)
         rows.append({"recording_id": path.stem, "daypart": labels.daypart if labels else None,
