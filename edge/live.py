@@ -170,12 +170,14 @@ class LiveMonitor:
         """Open the source, decide every hop, and reopen it with backoff when it fails."""
         delay = self.backoff_sec[0]
         while not self.stop.is_set():
+            audio_before = self.last_audio_at
             try:
                 self._session()
-                delay = self.backoff_sec[0]
             except DeviceUnavailable as error:
                 self.device_losses += 1
-                log.warning("audio device lost: %s; retrying in %.0f s", error, delay)
+                if self.last_audio_at != audio_before:  # it worked for a while: start the backoff afresh
+                    delay = self.backoff_sec[0]
+                log.warning("audio device lost: %s; retrying in %g s", error, delay)
                 self.stop.wait(delay)
                 delay = min(delay * 2, self.backoff_sec[1])
             finally:

@@ -158,3 +158,16 @@ def test_a_failing_sink_does_not_stop_the_monitor(bundle_dir, caplog):
         source.feed(_noise(9.0))
         lines = harness.wait_for(3)
     assert len(lines) == 3 and "output function failed" in caplog.text
+
+
+def test_backoff_starts_afresh_after_a_session_that_worked(bundle_dir, caplog):
+    source = FakeSource(failures=3)  # backoff grows 0.01 -> 0.02 -> 0.04, capped at 0.05
+    with caplog.at_level("WARNING", logger="humwatch.live"), \
+            Harness(bundle_dir, source, max_lag_sec=100.0, stall_timeout_sec=0.3) as harness:
+        source.feed(_noise(6.0))
+        harness.wait_for(1)
+        deadline = time.monotonic() + 10
+        while source.starts < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    retries = [line for line in caplog.text.splitlines() if "retrying in" in line]
+    assert [r.rsplit("retrying in ", 1)[1] for r in retries[:4]] == ["0.01 s", "0.02 s", "0.04 s", "0.01 s"]

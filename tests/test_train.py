@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ from conftest import train_options
 from edge.cli import main
 from edge.labels import AC_ON
 from train.evaluate import evaluate_files
-from train.manifests import load_manifests
+from train.manifests import ManifestError, load_manifests, prepare
 from train.thresholds import choose_thresholds
 from train.trainer import SplitError, Trainer, split_recordings
 
@@ -140,3 +141,13 @@ def test_val_predictions_cover_every_validation_window(trained_runs, project):
     windows = pd.read_parquet(project / "data" / "manifests" / "windows.parquet")
     assert len(predictions) == int(windows.recording_id.str.endswith("day").sum())
     assert np.all((predictions[["p_ac", "p_fridge"]].to_numpy() >= 0) & (predictions[["p_ac", "p_fridge"]].to_numpy() <= 1))
+
+
+def test_a_recording_changed_after_prepare_is_refused(project, tiny_checkpoint, tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(project / "samples", samples)
+    prepare(samples, tmp_path / "manifests")
+    (samples / "ac-on-fridge-on-day.m4a").write_bytes((project / "samples" / "ac-off-fridge-off-day.m4a").read_bytes())
+    options = train_options(project, tiny_checkpoint, manifests_dir=tmp_path / "manifests", models_dir=tmp_path / "models")
+    with pytest.raises(ManifestError, match=r"ac-on-fridge-on-day\.m4a: changed since 'humwatch prepare'"):
+        Trainer(options, **QUIET).run()

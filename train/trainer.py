@@ -238,6 +238,8 @@ class Trainer:
             path = resolve(row.path)
             if not path.is_file():
                 raise ManifestError(f"{path}: listed in files.csv but missing; run 'humwatch prepare' again")
+            if sha256_file(path) != row.sha256:  # the cache is keyed by this checksum
+                raise ManifestError(f"{path}: changed since 'humwatch prepare' (sha256 differs); run it again")
             recordings[row.recording_id] = Recording(row.recording_id, path, row.sha256)
         return recordings
 
