@@ -151,3 +151,14 @@ def test_a_recording_changed_after_prepare_is_refused(project, tiny_checkpoint, 
     options = train_options(project, tiny_checkpoint, manifests_dir=tmp_path / "manifests", models_dir=tmp_path / "models")
     with pytest.raises(ManifestError, match=r"ac-on-fridge-on-day\.m4a: changed since 'humwatch prepare'"):
         Trainer(options, **QUIET).run()
+
+
+def test_validation_recordings_by_name(project, tiny_checkpoint, tmp_path):
+    result = CliRunner().invoke(main, [
+        "train", "--beats-checkpoint", str(tiny_checkpoint), "--manifests", str(project / "data" / "manifests"),
+        "--cache-dir", str(project / "data" / "cache"), "--models", str(tmp_path), "--epochs", "1",
+        "--val-recordings", "ac-on-fridge-off-day,ac-off-fridge-on-night", "--val-recordings", "ac-off-fridge-off-day"])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load(next(tmp_path.glob("*/config.yaml")).read_text())
+    assert config["split"]["val_daypart"] is None and next(tmp_path.iterdir()).name.endswith("val-custom")
+    assert sorted(config["split"]["val_recordings"]) == ["ac-off-fridge-off-day", "ac-off-fridge-on-night", "ac-on-fridge-off-day"]

@@ -61,7 +61,8 @@ def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: 
 @click.option("--beats-checkpoint", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="BEATs_iter3_plus_AS2M.pt (or another official-format BEATs checkpoint).")
 @click.option("--val-daypart", type=click.Choice(DAYPARTS), default="night", show_default=True)
-@click.option("--val-recordings", multiple=True, metavar="ID", help="Validate on these recordings instead of a daypart.")
+@click.option("--val-recordings", multiple=True, metavar="ID[,ID...]",
+              help="Validate on these recordings instead of a daypart (repeat the option or separate with commas).")
 @click.option("--unfreeze-blocks", type=click.IntRange(0, 2), default=0, show_default=True, help="Stage 2: fine-tune the last N blocks.")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--stage2-epochs", type=click.IntRange(min=1), default=3, show_default=True)
@@ -80,7 +81,8 @@ def train(beats_checkpoint, val_daypart, val_recordings, unfreeze_blocks, epochs
 
     options = TrainOptions(
         beats_checkpoint=beats_checkpoint, manifests_dir=manifests_dir, models_dir=models_dir, cache_dir=cache_dir,
-        val_daypart=val_daypart, val_recordings=tuple(val_recordings), views=views, epochs=epochs,
+        val_daypart=val_daypart, val_recordings=tuple(r for value in val_recordings for r in value.split(",") if r),
+        views=views, epochs=epochs,
         unfreeze_blocks=unfreeze_blocks, stage2_epochs=stage2_epochs, seed=seed,
     )
     try:
