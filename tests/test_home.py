@@ -285,3 +285,56 @@ def test_clip_directory_stays_under_its_bound(tmp_path):
     assert sum(p.stat().st_size for p in tmp_path.iterdir()) <= 2.5e6
     assert all(p.with_suffix(".json").is_file() for p in remaining)
     assert len(list(tmp_path.glob("*.json"))) == len(remaining)
+
+
+LIVE_COMMAND_SCRIPT = """
+import sys, threading, time
+import soundfile
+import edge.live
+
+wav = sys.argv[1]
+
+class FileSource:
+    '''Stands in for the microphone: plays a file at 10x real time, then stays silent.'''
+    def __init__(self, device=None):
+        pass
+    def start(self, callback):
+        audio, rate = soundfile.read(wav, dtype="float32")
+        def feed():
+            for i in range(0, len(audio), 1600):
+                callback(audio[i : i + 1600], False)
+                time.sleep(0.01)
+        threading.Thread(target=feed, daemon=True).start()
+        return rate
+    def stop(self):
+        pass
+
+edge.live.SoundDeviceSource = FileSource
+from edge.cli import main
+main(sys.argv[2:])
+"""
+
+
+def test_live_command_serves_writes_and_stops_cleanly_on_sigterm(bundle_dir, off_then_ac, tmp_path):
+    wav = tmp_path / "room.wav"
+    soundfile.write(wav, np.concatenate(off_then_ac), 16_000)
+    output, clips, port = tmp_path / "states.jsonl", tmp_path / "clips", _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", LIVE_COMMAND_SCRIPT, str(wav), "live", "--bundle", str(bundle_dir), "--output", str(output),
+         "--http", str(port), "--clips", str(clips), "--fridge-on", "1.0", "--fridge-off", "1.0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while (not output.exists() or len(output.read_text().splitlines()) < 29) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        code, body = _get(f"http://127.0.0.1:{port}/state")
+        assert code == 200 and json.loads(body)["t"] >= 48.0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert "stopped" in stderr
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(written) == 29 and written == [json.loads(line) for line in stdout.splitlines()]
+    assert written[-1]["debounced_status"] == AC_ON
+    assert len(list(clips.glob("*.flac"))) == 1
