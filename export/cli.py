@@ -13,16 +13,19 @@ import click
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Bundle directory to create [default: bundles/<run_id>]")
 @click.option("--int8", is_flag=True, help="Also write an int8 encoder, with its measured agreement and speed.")
+@click.option("--reuse-encoder", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Copy the encoder graphs from this bundle (same weights): only head.onnx is new.")
 @click.option("--parity-windows", type=click.IntRange(min=1), default=16, show_default=True,
               help="Validation windows per file in the parity check.")
-def export(run_dir: Path, out_dir: Path | None, int8: bool, parity_windows: int) -> None:
+def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path | None, parity_windows: int) -> None:
     """Export a run to an ONNX bundle, parity-checked against torch."""
     from edge.bundle import load_bundle
     from export.exporter import ExportError, export_run
     from train.manifests import ManifestError
 
     try:
-        bundle_dir = export_run(run_dir, out_dir, int8=int8, parity_windows_per_file=parity_windows, log=click.echo)
+        bundle_dir = export_run(run_dir, out_dir, int8=int8, parity_windows_per_file=parity_windows,
+                                reuse_encoder=reuse_encoder, log=click.echo)
     except (ExportError, ManifestError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     manifest = load_bundle(bundle_dir).manifest

@@ -6,12 +6,15 @@ place only after parity passed and bundle.json was written; a failed export leav
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -20,13 +23,13 @@ import pandas as pd
 import torch
 
 from edge.audio import load_audio, slice_windows
-from edge.bundle import Bundle, decision_to_manifest, write_manifest
+from edge.bundle import Bundle, BundleError, decision_to_manifest, load_bundle, verify_files, write_manifest
 from edge.defaults import DecisionConfig, WindowConfig
 from edge.files import read_yaml
 from edge.runtime import Classifier
 from export.graphs import OPSET, export_encoder, export_head
 from export.parity import check_float_parity, compare, parity_inputs
-from export.quantize import ms_per_window, quantize_encoder
+from export.quantize import ms_per_window, quantize_encoder, weight_matmuls
 from train.fbank import num_frames
 from train.head import HumwatchModel
 from train.manifests import load_manifests, resolve
@@ -71,15 +74,15 @@ def validation_windows(config: dict, window: WindowConfig, per_file: int) -> tup
     return np.concatenate(arrays), pd.concat(rows, ignore_index=True)
 
 
-def _int8_report(model_dir: Path, fp32: Classifier, int8: Classifier, torch_probs: np.ndarray, inputs: np.ndarray,
-                 windows: pd.DataFrame, decision: DecisionConfig, n_validation: int, quantized: int) -> dict:
+def _int8_report(fp32: Classifier, int8: Classifier, torch_probs: np.ndarray, inputs: np.ndarray,
+                 windows: pd.DataFrame, decision: DecisionConfig, n_validation: int, quantized: list[str]) -> dict:
     report = compare(torch_probs, int8.predict(inputs), windows, decision, n_validation)
     speed_inputs = inputs[:SPEED_WINDOWS]
     fp32_ms, int8_ms = ms_per_window(fp32, speed_inputs), ms_per_window(int8, speed_inputs)
     report.update({
-        "quantized_matmuls": quantized,
-        "encoder_bytes": (model_dir / "encoder.int8.onnx").stat().st_size,
-        "fp32_encoder_bytes": (model_dir / "encoder.onnx").stat().st_size,
+        "quantized_matmuls": len(quantized),
+        "encoder_bytes": int8.bundle.graph_paths("int8")["encoder"].stat().st_size,
+        "fp32_encoder_bytes": fp32.bundle.graph_paths("fp32")["encoder"].stat().st_size,
         "fp32_ms_per_window": fp32_ms,
         "int8_ms_per_window": int8_ms,
         "speedup_vs_fp32": fp32_ms / int8_ms,
@@ -87,22 +90,71 @@ def _int8_report(model_dir: Path, fp32: Classifier, int8: Classifier, torch_prob
     return report
 
 
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """sha256 over the encoder's weights: equal fingerprints export to interchangeable graphs."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(encoder.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def reusable_encoder(bundle_dir: Path, fingerprint: str, window: WindowConfig) -> Bundle:
+    """A verified bundle whose encoder graphs the new bundle may copy; ExportError says why not."""
+    try:
+        bundle = load_bundle(bundle_dir)
+        verify_files(bundle)
+    except BundleError as error:
+        raise ExportError(f"--reuse-encoder: {error}") from error
+    if bundle.manifest["source"].get("encoder_sha256") != fingerprint:
+        raise ExportError(f"--reuse-encoder {bundle_dir}: its encoder comes from other weights (another checkpoint, "
+                          "or a run whose stage 2 fine-tuned the encoder); export without --reuse-encoder")
+    if bundle.window != window:
+        raise ExportError(f"--reuse-encoder {bundle_dir}: window {bundle.window} differs from the run's {window}")
+    return bundle
+
+
+@dataclasses.dataclass
+class ExportJob:
+    """Everything one export needs, read from the run."""
+
+    name: str
+    run_dir: Path
+    model: HumwatchModel
+    config: dict
+    decision: DecisionConfig
+    window: WindowConfig
+    directory: Path
+    validation: np.ndarray
+    windows: pd.DataFrame
+    fingerprint: str
+    log: Callable[[str], None]
+
+
 def export_run(run_dir: Path, out_dir: Path | None = None, int8: bool = False,
-               parity_windows_per_file: int = PARITY_WINDOWS_PER_FILE, log=print) -> Path:
-    """Export a run to a bundle directory and return its path."""
+               parity_windows_per_file: int = PARITY_WINDOWS_PER_FILE, reuse_encoder: Path | None = None,
+               log=print) -> Path:
+    """Export a run to a bundle directory and return its path.
+
+    With reuse_encoder, the encoder graphs (float32 and, if there, int8) are copied from that
+    bundle instead of exported, when they come from the same weights: only the head is new.
+    """
     run_dir = Path(run_dir)
     model, config = load_run_model(run_dir)
-    decision = load_decision(run_dir)
     window = WindowConfig.from_dict(config["window"])
     out_dir = Path(out_dir) if out_dir else Path("bundles") / run_dir.name
     if out_dir.exists():
         raise ExportError(f"{out_dir} already exists; pick another --out (bundles are never overwritten)")
+    fingerprint = encoder_fingerprint(model.encoder)
+    reused = reusable_encoder(Path(reuse_encoder), fingerprint, window) if reuse_encoder else None
     validation, windows = validation_windows(config, window, parity_windows_per_file)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.parent / f".partial-{out_dir.name}-{os.getpid()}"
     partial.mkdir()
     try:
-        manifest = _build(out_dir.name, run_dir, model, config, decision, window, partial, validation, windows, int8, log)
+        job = ExportJob(out_dir.name, run_dir, model, config, load_decision(run_dir), window, partial,
+                        validation, windows, fingerprint, log)
+        manifest = _build(job, int8, reused)
         write_manifest(partial, manifest)
         os.rename(partial, out_dir)
     finally:
@@ -111,39 +163,55 @@ def export_run(run_dir: Path, out_dir: Path | None = None, int8: bool = False,
     return out_dir
 
 
-def _build(name: str, run_dir: Path, model: HumwatchModel, config: dict, decision: DecisionConfig, window: WindowConfig, directory: Path,
-           validation: np.ndarray, windows: pd.DataFrame, int8: bool, log) -> dict:
-    frames = embedding_frames(window.window_samples)
-    log("exporting encoder.onnx ...")
-    export_encoder(model.encoder, window.window_samples, directory / "encoder.onnx")
-    log("exporting head.onnx ...")
-    export_head(model.head, frames, directory / "head.onnx")
-    graphs = {"fp32": {"encoder": "encoder.onnx", "head": "head.onnx"}}
+def _encoders(job: ExportJob, int8: bool, reused: Bundle | None) -> dict[str, str]:
+    """Write the encoder graph(s) into the bundle: {precision: file name}."""
+    if reused is not None:
+        names = {precision: reused.graph_paths(precision)["encoder"].name for precision in reused.precisions}
+        for file_name in names.values():
+            job.log(f"copying {file_name} from {reused.path} ...")
+            shutil.copy2(reused.path / file_name, job.directory / file_name)
+    else:
+        job.log("exporting encoder.onnx ...")
+        export_encoder(job.model.encoder, job.window.window_samples, job.directory / "encoder.onnx")
+        names = {"fp32": "encoder.onnx"}
+    if int8 and "int8" not in names:
+        job.log("quantizing the encoder to int8 ...")
+        quantize_encoder(job.directory / names["fp32"], job.directory / "encoder.int8.onnx")
+        names["int8"] = "encoder.int8.onnx"
+    return names
+
+
+def _build(job: ExportJob, int8: bool, reused: Bundle | None) -> dict:
+    frames = embedding_frames(job.window.window_samples)
+    encoders = _encoders(job, int8, reused)
+    job.log("exporting head.onnx ...")
+    export_head(job.model.head, frames, job.directory / "head.onnx")
+    config = job.config
     manifest = {
-        "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "window": window.to_dict(), **decision_to_manifest(decision),
-        "graphs": graphs, "default_precision": "fp32",
-        "embedding": {"frames": frames, "dim": model.encoder.embed_dim},
+        "name": job.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "window": job.window.to_dict(), **decision_to_manifest(job.decision),
+        "graphs": {"fp32": {"encoder": encoders["fp32"], "head": "head.onnx"}}, "default_precision": "fp32",
+        "embedding": {"frames": frames, "dim": job.model.encoder.embed_dim},
         "opset": OPSET, "versions": _versions(),
         "source": {"run_id": config["run_id"], "beats_checkpoint_sha256": config["beats_checkpoint"]["sha256"],
                    "beats_checkpoint_name": Path(config["beats_checkpoint"]["path"]).name,
-                   "beats_cfg": config["beats_cfg"], "stage2": config.get("stage2")},
-        "training_metrics": _training_metrics(run_dir),
+                   "beats_cfg": config["beats_cfg"], "stage2": config.get("stage2"),
+                   "encoder_sha256": job.fingerprint,
+                   "encoder_reused_from": reused.manifest["name"] if reused else None},
+        "training_metrics": _training_metrics(job.run_dir),
     }
-    bundle = Bundle(directory, manifest, window, decision)
+    bundle = Bundle(job.directory, manifest, job.window, job.decision)
     fp32 = Classifier(bundle, "fp32")
-    log(f"parity: torch vs onnxruntime on {len(validation)} validation windows + edge cases ...")
-    parity, torch_probs, _ = check_float_parity(model, fp32, validation, windows, decision)
+    job.log(f"parity: torch vs onnxruntime on {len(job.validation)} validation windows + edge cases ...")
+    parity, torch_probs, _ = check_float_parity(job.model, fp32, job.validation, job.windows, job.decision)
     manifest["parity"] = {"fp32": parity}
     if not parity["passed"]:
         raise ExportError(f"parity failed (tolerance {parity['tolerance']}): {json.dumps(parity)}")
-    if int8:
-        log("quantizing the encoder to int8 ...")
-        quantized = quantize_encoder(directory / "encoder.onnx", directory / "encoder.int8.onnx")
-        graphs["int8"] = {"encoder": "encoder.int8.onnx", "head": "head.onnx"}
-        inputs, _ = parity_inputs(validation, window.window_samples)
-        report = _int8_report(directory, fp32, Classifier(bundle, "int8"), torch_probs, inputs, windows,
-                              decision, len(validation), quantized)
+    if "int8" in encoders:
+        manifest["graphs"]["int8"] = {"encoder": encoders["int8"], "head": "head.onnx"}
+        inputs, _ = parity_inputs(job.validation, job.window.window_samples)
+        report = _int8_report(fp32, Classifier(bundle, "int8"), torch_probs, inputs, job.windows,
+                              job.decision, len(job.validation), weight_matmuls(job.directory / encoders["fp32"]))
         if report["state_agreement"] == 1.0:
             manifest["default_precision"] = "int8"
             report["default_reason"] = "int8 agrees with float32 on every validation file's state"

@@ -27,8 +27,8 @@ def weight_matmuls(model_path: Path) -> list[str]:
             if node.op_type == "MatMul" and node.input[1] in initializers and FBANK_MARKER not in node.input[1]]
 
 
-def quantize_encoder(fp32_path: Path, int8_path: Path) -> int:
-    """Write the int8 encoder; returns how many MatMuls were quantized."""
+def quantize_encoder(fp32_path: Path, int8_path: Path) -> None:
+    """Write the int8 encoder, its weight MatMuls quantized (see :func:`weight_matmuls`)."""
     nodes = weight_matmuls(fp32_path)
     # The quantizer advises its pre-processing step on the root logger; that step's symbolic shape
     # inference cannot handle the fbank's DFT node, so it is skipped and the advice muted.
@@ -40,7 +40,6 @@ def quantize_encoder(fp32_path: Path, int8_path: Path) -> int:
                          nodes_to_quantize=nodes, weight_type=QuantType.QInt8, per_channel=True)
     finally:
         root.setLevel(level)
-    return len(nodes)
 
 
 def ms_per_window(classifier: Classifier, windows: np.ndarray, repeats: int = 3) -> float:

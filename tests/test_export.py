@@ -97,3 +97,24 @@ def test_bundle_check_fails_when_graph_shape_disagrees(bundle_copy):
 def test_no_bundle_json(tmp_path):
     result = _check(tmp_path)
     assert result.exit_code == 1 and "not a bundle" in result.output
+
+
+def test_a_new_head_reuses_the_encoder(bundle_dir, trained_runs, tmp_path):
+    """Retrained on the same checkpoint: only head.onnx changes, the encoder graphs are byte-identical."""
+    result = CliRunner().invoke(main, ["export", "--run", str(trained_runs["day"]), "--out", str(tmp_path / "new-head"),
+                                       "--reuse-encoder", str(bundle_dir), "--parity-windows", "4"])
+    assert result.exit_code == 0, result.output
+    old, new = load_bundle(bundle_dir).manifest, load_bundle(tmp_path / "new-head").manifest
+    assert new["files"]["encoder.onnx"] == old["files"]["encoder.onnx"]
+    assert new["files"]["encoder.int8.onnx"] == old["files"]["encoder.int8.onnx"]
+    assert new["files"]["head.onnx"] != old["files"]["head.onnx"]
+    assert new["source"]["encoder_reused_from"] == "tiny" and new["source"]["encoder_sha256"] == old["source"]["encoder_sha256"]
+    assert new["parity"]["fp32"]["passed"] and "int8" in new["parity"]
+    assert _check(tmp_path / "new-head").exit_code == 0
+
+
+def test_reusing_an_encoder_from_other_weights_is_refused(bundle_copy, trained_runs, tmp_path):
+    _edit_manifest(bundle_copy, lambda m: m["source"].update(encoder_sha256="0" * 64))
+    with pytest.raises(ExportError, match="its encoder comes from other weights"):
+        export_run(trained_runs["day"], tmp_path / "refused", reuse_encoder=bundle_copy, log=lambda *_: None)
+    assert not (tmp_path / "refused").exists()
