@@ -110,19 +110,15 @@ def _pinned(bundle_dir):
     return load_bundle(bundle_dir).decision.replace(fridge_on=1.0, fridge_off=1.0)
 
 
-MONITOR_SCRIPT = """
+FILE_SOURCE = """
 import sys, threading, time
 import soundfile
-from edge.bundle import load_bundle
-from edge.live import LiveMonitor
-from edge.mqtt import MqttPublisher, MqttSettings
-from edge.runtime import Classifier
 
-bundle_dir, wav, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
-class FileSource:
+class FileSource:  # stands in for the microphone: plays the WAV in argv[1] at 10x real time
+    def __init__(self, device=None):
+        pass
     def start(self, callback):
-        audio, rate = soundfile.read(wav, dtype="float32")
+        audio, rate = soundfile.read(sys.argv[1], dtype="float32")
         def feed():
             for i in range(0, len(audio), 1600):
                 callback(audio[i : i + 1600], False)
@@ -131,9 +127,16 @@ class FileSource:
         return rate
     def stop(self):
         pass
+"""
 
-bundle = load_bundle(bundle_dir)
-publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{port}", device_id="test", heartbeat_sec=1))
+MONITOR_SCRIPT = FILE_SOURCE + """
+from edge.bundle import load_bundle
+from edge.live import LiveMonitor
+from edge.mqtt import MqttPublisher, MqttSettings
+from edge.runtime import Classifier
+
+bundle = load_bundle(sys.argv[2])
+publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{sys.argv[3]}", device_id="test", heartbeat_sec=1))
 publisher.start()
 monitor = LiveMonitor(Classifier(bundle, "fp32", threads=1), bundle.decision, FileSource(), publisher,
                       max_lag_sec=1000, stall_timeout_sec=1000)
@@ -145,7 +148,7 @@ def test_mqtt_discovery_state_attributes_and_last_will(bundle_dir, broker, off_t
     wav = tmp_path / "ac.wav"
     soundfile.write(wav, off_then_ac[1], 16_000)
     subscriber = Subscriber(broker.port)
-    monitor = subprocess.Popen([sys.executable, "-c", MONITOR_SCRIPT, str(bundle_dir), str(wav), str(broker.port)],
+    monitor = subprocess.Popen([sys.executable, "-c", MONITOR_SCRIPT, str(wav), str(bundle_dir), str(broker.port)],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert subscriber.wait(lambda t, p, r: t == "humwatch/test/state"), "no state published"
@@ -287,28 +290,8 @@ def test_clip_directory_stays_under_its_bound(tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == len(remaining)
 
 
-LIVE_COMMAND_SCRIPT = """
-import sys, threading, time
-import soundfile
+LIVE_COMMAND_SCRIPT = FILE_SOURCE + """
 import edge.live
-
-wav = sys.argv[1]
-
-class FileSource:
-    '''Stands in for the microphone: plays a file at 10x real time, then stays silent.'''
-    def __init__(self, device=None):
-        pass
-    def start(self, callback):
-        audio, rate = soundfile.read(wav, dtype="float32")
-        def feed():
-            for i in range(0, len(audio), 1600):
-                callback(audio[i : i + 1600], False)
-                time.sleep(0.01)
-        threading.Thread(target=feed, daemon=True).start()
-        return rate
-    def stop(self):
-        pass
-
 edge.live.SoundDeviceSource = FileSource
 from edge.cli import main
 main(sys.argv[2:])
