@@ -45,6 +45,9 @@ class MqttSettings:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in DEFAULT_PORTS or not parsed.hostname:
             raise ValueError(f"--mqtt {url!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        # Credentials may also sit in the URL (mqtt://user:password@host); options win.
+        options["username"] = options.get("username") or (urllib.parse.unquote(parsed.username) if parsed.username else None)
+        options["password"] = options.get("password") or (urllib.parse.unquote(parsed.password) if parsed.password else None)
         return cls(host=parsed.hostname, port=parsed.port or DEFAULT_PORTS[parsed.scheme], tls=parsed.scheme == "mqtts",
                    **options)
 

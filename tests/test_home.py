@@ -321,3 +321,14 @@ def test_live_command_serves_writes_and_stops_cleanly_on_sigterm(bundle_dir, off
     assert len(written) == 29 and written == [json.loads(line) for line in stdout.splitlines()]
     assert written[-1]["debounced_status"] == AC_ON
     assert len(list(clips.glob("*.flac"))) == 1
+
+
+def test_mqtt_settings_from_url_never_show_the_password():
+    settings = MqttSettings.from_url("mqtts://ha:s%40cret@broker.lan", device_id="kitchen")
+    assert (settings.host, settings.port, settings.tls) == ("broker.lan", 8883, True)
+    assert (settings.username, settings.password) == ("ha", "s@cret")
+    assert "s@cret" not in repr(settings) and settings.base_topic == "humwatch/kitchen"
+    assert MqttSettings.from_url("mqtt://ha:x@b", username="other", password="y").username == "other"
+    assert MqttSettings.from_url("mqtt://broker").port == 1883
+    with pytest.raises(ValueError, match="expected mqtt://HOST"):
+        MqttSettings.from_url("http://broker")
