@@ -15,7 +15,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from edge.defaults import SAMPLE_RATE
+from edge.defaults import SAMPLE_RATE, WindowConfig
 
 PYAV_SUFFIXES = (".m4a", ".aac", ".mp3", ".mp4")
 RESAMPLE_QUALITY = "HQ"
@@ -115,6 +115,12 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> tuple[np.nda
     """Decode and resample: (mono float32 at target_rate, the decoded original)."""
     decoded = decode(path)
     return resample(decoded.samples, decoded.sample_rate, target_rate), decoded
+
+
+def load_windows(path: str | Path, window: WindowConfig) -> tuple[np.ndarray, DecodedAudio]:
+    """Decode, resample and cut into full windows: ([n, window_samples] view, the decoded original)."""
+    samples, decoded = load_audio(path, window.sample_rate)
+    return slice_windows(samples, window.window_samples, window.hop_samples), decoded
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from edge.audio import AudioError, load_audio, slice_windows
+from edge.audio import AudioError, load_windows
 from edge.decision import decide_file
 from edge.defaults import DecisionConfig
 from edge.labels import is_audio
@@ -24,8 +24,7 @@ def expand_paths(paths: list[Path]) -> Iterator[Path]:
 def classify_file(classifier: Classifier, path: Path, decision: DecisionConfig) -> dict:
     """The batch line of one file; raises AudioError for unusable audio."""
     window = classifier.bundle.window
-    samples, decoded = load_audio(path, window.sample_rate)
-    windows = slice_windows(samples, window.window_samples, window.hop_samples)
+    windows, decoded = load_windows(path, window)
     if len(windows) == 0:
         raise AudioError(
             f"{path}: {decoded.duration_sec:.2f} s is shorter than one window; it must be at least {window.window_sec:g} s long"

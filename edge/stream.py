@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from edge.audio import AudioError, load_audio, slice_windows
+from edge.audio import AudioError, load_windows
 from edge.decision import StreamDecider, StreamUpdate
 from edge.defaults import DecisionConfig
 from edge.runtime import Classifier
@@ -35,8 +35,7 @@ def stream_file(classifier: Classifier, path: Path, decision: DecisionConfig, re
                 only_changes: bool = False) -> Iterator[dict]:
     """Lines as a live monitor would have printed them; `t` is the audio time at each window's end."""
     window = classifier.bundle.window
-    samples, decoded = load_audio(path, window.sample_rate)
-    windows = slice_windows(samples, window.window_samples, window.hop_samples)
+    windows, decoded = load_windows(path, window)
     if len(windows) == 0:
         raise AudioError(f"{path}: {decoded.duration_sec:.2f} s is shorter than one {window.window_sec:g} s window")
     decider = StreamDecider(decision)

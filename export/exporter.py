@@ -22,7 +22,7 @@ import onnxruntime
 import pandas as pd
 import torch
 
-from edge.audio import load_audio, slice_windows
+from edge.audio import load_windows
 from edge.bundle import Bundle, BundleError, decision_to_manifest, load_bundle, verify_files, write_manifest
 from edge.defaults import DecisionConfig, WindowConfig
 from edge.files import read_yaml
@@ -64,8 +64,7 @@ def validation_windows(config: dict, window: WindowConfig, per_file: int) -> tup
     files, _, _ = load_manifests(manifests_dir)
     arrays, rows = [], []
     for row in files[files.recording_id.isin(config["split"]["val_recordings"])].itertuples():
-        samples, _ = load_audio(resolve(row.path), window.sample_rate)
-        windows = slice_windows(samples, window.window_samples, window.hop_samples)
+        windows, _ = load_windows(resolve(row.path), window)
         chosen = np.unique(np.linspace(0, len(windows) - 1, min(per_file, len(windows))).round().astype(int))
         arrays.append(windows[chosen])
         rows.append(pd.DataFrame({"recording_id": row.recording_id, "window_index": chosen}))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge.audio import load_audio, slice_windows
+from edge.audio import load_windows
 from edge.defaults import WindowConfig
 from edge.files import atomic_path
 from train.augment import AugmentConfig, augment_waveform, spec_augment
@@ -88,8 +88,7 @@ class EmbeddingCache:
         return stats
 
     def _windows(self, recording: Recording) -> np.ndarray:
-        samples, _ = load_audio(recording.path, self.window.sample_rate)
-        return slice_windows(samples, self.window.window_samples, self.window.hop_samples)
+        return load_windows(recording.path, self.window)[0]
 
     def _pool_array(self) -> np.ndarray:
         if self._pool_windows is None:

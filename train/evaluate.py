@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge.audio import load_audio, slice_windows
+from edge.audio import load_windows
 from edge.decision import decide_file
+from edge.defaults import WindowConfig
 from edge.files import read_yaml
 from edge.labels import parse_sample_name
 from train.metrics import file_metrics, file_table
@@ -30,13 +31,12 @@ def evaluate_files(run_dir: Path, paths: list[Path]) -> tuple[pd.DataFrame, dict
     """Run the run's torch model over audio files; metrics over the files whose names carry labels."""
     model, config = load_run_model(run_dir)
     decision = load_decision(run_dir)
-    window = config["window"]
+    window = WindowConfig.from_dict(config["window"])
     rows, labelled, labelled_probs = [], [], []
     for path in paths:
-        samples, _ = load_audio(path, window["sample_rate"])
-        windows = slice_windows(samples, window["window_samples"], window["hop_samples"])
+        windows, _ = load_windows(path, window)
         if len(windows) == 0:
-            raise ValueError(f"{path}: shorter than one {window['window_sec']} s window")
+            raise ValueError(f"{path}: shorter than one {window.window_sec:g} s window")
         probs = predict_model(model, windows)
         result = decide_file(probs, decision)
         labels = parse_sample_name(path)

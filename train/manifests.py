@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge.audio import load_audio, slice_windows, window_starts
+from edge.audio import load_windows
 from edge.defaults import WindowConfig
 from edge.files import atomic_path, read_yaml, sha256_file, write_yaml_atomic
 from edge.labels import NAME_PATTERN, is_audio, parse_sample_name
@@ -66,14 +66,13 @@ def outlier_flags(rms: np.ndarray, fraction: float = OUTLIER_FRACTION) -> np.nda
 def describe_file(path: Path, window: WindowConfig) -> tuple[dict, pd.DataFrame]:
     """The files.csv row and the windows.parquet rows of one recording."""
     labels = parse_sample_name(path)
-    samples, decoded = load_audio(path, window.sample_rate)
-    starts = window_starts(len(samples), window.window_samples, window.hop_samples)
-    if len(starts) == 0:
+    windows, decoded = load_windows(path, window)
+    if len(windows) == 0:
         raise ManifestError(
             f"{path}: {decoded.duration_sec:.1f} s is shorter than one {window.window_sec:g} s window; "
             "record longer or remove it"
         )
-    windows = slice_windows(samples, window.window_samples, window.hop_samples)
+    starts = np.arange(len(windows)) * window.hop_samples
     rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1))
     shown = _display_path(path)
     file_row = {
