@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edge.defaults import LABELS, DecisionConfig, WindowConfig
-from edge.audio import load_audio, slice_windows
+from edge.audio import load_windows
 from edge.files import atomic_path, read_yaml, sha256_file, write_json_atomic, write_yaml_atomic
 from edge.labels import DAYPARTS
 from train.augment import AugmentConfig, augment_waveform, spec_augment
@@ -186,7 +186,8 @@ class Trainer:
         checkpoint_sha = sha256_file(options.beats_checkpoint)
         torch.manual_seed(options.seed)
         recordings = self._recordings(files)
-        pool = [recordings[r] for r in training_ids if files.set_index("recording_id").loc[r, "state"] == "both-off"]
+        states = files.set_index("recording_id").state
+        pool = [recordings[r] for r in training_ids if states[r] == "both-off"]
         cache = EmbeddingCache(options.cache_dir, checkpoint_sha, window, options.seed, pool, AugmentConfig())
         stats = cache.build(encoder, [recordings[r] for r in training_ids], options.views)
         val_stats = cache.build(encoder, [recordings[r] for r in validation_ids], 0)
@@ -308,7 +309,7 @@ class Trainer:
         ], weight_decay=options.weight_decay)
         train_audio = self._waveforms(recordings, train_windows, window)
         val_audio = self._waveforms(recordings, val_windows, window)
-        pool_audio = self._waveforms(recordings, train_windows[train_windows.recording_id.isin([r.recording_id for r in pool])], window)
+        pool_audio = train_audio[train_windows.recording_id.isin([r.recording_id for r in pool]).to_numpy()]
         val_set = Dataset(val_windows, val_audio)
         labels = torch.tensor(train_windows[list(LABELS)].to_numpy(dtype=np.float32))
         loss_fn = bce_loss(labels.numpy())
@@ -347,11 +348,10 @@ class Trainer:
 
     @staticmethod
     def _waveforms(recordings, windows: pd.DataFrame, window: WindowConfig) -> np.ndarray:
-        parts = []
-        for recording_id, group in windows.groupby("recording_id", sort=False):
-            samples, _ = load_audio(recordings[recording_id].path, window.sample_rate)
-            parts.append(slice_windows(samples, window.window_samples, window.hop_samples)[group.window_index.to_numpy()])
-        return np.concatenate(parts) if parts else np.zeros((0, window.window_samples), np.float32)
+        """The waveform of every row of `windows`, in row order (each recording decoded once)."""
+        decoded = {r: load_windows(recordings[r].path, window)[0] for r in windows.recording_id.unique()}
+        rows = zip(windows.recording_id, windows.window_index)
+        return np.stack([decoded[r][i] for r, i in rows]) if len(windows) else np.zeros((0, window.window_samples), np.float32)
 
     def _save(self, directory: Path, model: HumwatchModel, window: WindowConfig, config: dict, best: dict,
               val_windows: pd.DataFrame, val_probs: np.ndarray) -> None:
