@@ -20,7 +20,7 @@ WORKSTATION_COMMANDS = {
     "thresholds": ("train.cli", "thresholds", "Choose t_ac / t_fridge on the validation files of a run."),
     "evaluate": ("train.cli", "evaluate", "Per-file predictions and metrics of a run."),
     "export": ("export.cli", "export", "Export a run to an ONNX bundle, parity-checked against torch."),
-    "demo": ("export.demo", "demo", "The whole chain on synthetic recordings, no downloads."),
+    "demo": ("train.demo", "demo", "The whole chain on synthetic recordings, no downloads."),
 }
 TRAIN_EXTRA_MODULES = {"torch", "torchaudio", "onnx", "onnxscript", "pandas", "pyarrow", "tqdm"}
 EDGE_COMMANDS = ("batch", "stream", "live", "devices", "bench", "bundle")  # in edge.commands

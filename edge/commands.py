@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from edge.audio import AudioError
-from edge.bundle import BundleError, load_bundle, verify_files
-from edge.output import format_table, json_line
+from edge.core.audio import AudioError
+from edge.core.bundle import BundleError, load_bundle, verify_files
+from edge.core.output import format_table, json_line
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 DECISION_OPTIONS = {
@@ -41,7 +41,7 @@ def runtime_options(function):
 
 def open_runtime(bundle_dir: Path, precision: str | None, threads: int | None, **overrides):
     """(classifier, decision) from a verified bundle with command-line overrides applied."""
-    from edge.runtime import Classifier
+    from edge.monitor.runtime import Classifier
 
     try:
         bundle = load_bundle(bundle_dir)
@@ -62,7 +62,7 @@ def batch(bundle_dir, precision, threads, paths, output_format, **overrides) -> 
 
     Exit code 1 if any file failed.
     """
-    from edge.batch import run_batch
+    from edge.monitor.batch import run_batch
 
     classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
     rows, failed = [], 0
@@ -84,7 +84,7 @@ def batch(bundle_dir, precision, threads, paths, output_format, **overrides) -> 
 @click.option("--only-changes", is_flag=True, help="Print only lines where the debounced status changes.")
 def stream(bundle_dir, precision, threads, file, realtime, only_changes, **overrides) -> None:
     """Simulate live processing over FILE: one JSON line per hop."""
-    from edge.stream import stream_file
+    from edge.monitor.stream import stream_file
 
     classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
     try:
@@ -122,7 +122,7 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
 
     SIGINT / SIGTERM stop cleanly; see the README for MQTT, HTTP and clips.
     """
-    from edge.live import LiveMonitor, SoundDeviceSource, fan_out
+    from edge.monitor.live import LiveMonitor, SoundDeviceSource, fan_out
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
@@ -134,7 +134,7 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
         sinks.append(LinePrinter(output, only_changes))
         closers.append(sinks[-1].close)
         if mqtt_url:
-            from edge.mqtt import MqttPublisher, MqttSettings
+            from edge.home.mqtt import MqttPublisher, MqttSettings
 
             settings = MqttSettings.from_url(mqtt_url, username=mqtt_user, password=mqtt_password,
                                              device_id=mqtt_device_id, heartbeat_sec=mqtt_heartbeat)
@@ -142,13 +142,13 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
             sinks[-1].start()
             closers.append(sinks[-1].close)
         if http_listen:
-            from edge.http_status import StatusServer, parse_listen
+            from edge.home.http_status import StatusServer, parse_listen
 
             sinks.append(StatusServer(monitor, *parse_listen(http_listen)))
             sinks[-1].start()
             closers.append(sinks[-1].close)
         if clips_dir:
-            from edge.clips import ClipWriter
+            from edge.home.clips import ClipWriter
 
             sinks.append(ClipWriter(clips_dir, lambda: monitor.recent, classifier.bundle.window.sample_rate,
                                     clips_seconds, clips_max_mb))
@@ -188,7 +188,7 @@ class LinePrinter:
 @click.command()
 def devices() -> None:
     """List the audio input devices (index, name, channels, native rate)."""
-    from edge.live import DeviceUnavailable, import_sounddevice
+    from edge.monitor.live import DeviceUnavailable, import_sounddevice
 
     try:
         sd = import_sounddevice()
@@ -213,7 +213,7 @@ def bench(bundle_dir, precision, threads, windows, as_json) -> None:
 
     Each precision runs in a fresh process, one after the other, so the figures compare fairly.
     """
-    from edge.bench import bench as run_bench
+    from edge.monitor.bench import bench as run_bench
 
     try:
         bundle = load_bundle(bundle_dir)
@@ -244,7 +244,7 @@ def check(bundle_dir: Path) -> None:
     """Schema, checksums, graph shapes, and one window through onnxruntime."""
     import numpy as np
 
-    from edge.runtime import Classifier
+    from edge.monitor.runtime import Classifier
 
     try:
         loaded = load_bundle(bundle_dir)

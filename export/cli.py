@@ -19,7 +19,7 @@ import click
               help="Validation windows per file in the parity check.")
 def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path | None, parity_windows: int) -> None:
     """Export a run to an ONNX bundle, parity-checked against torch."""
-    from edge.bundle import load_bundle
+    from edge.core.bundle import load_bundle
     from export.exporter import ExportError, export_run
     from train.manifests import ManifestError
 

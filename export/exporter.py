@@ -22,11 +22,11 @@ import onnxruntime
 import pandas as pd
 import torch
 
-from edge.audio import load_windows
-from edge.bundle import Bundle, BundleError, decision_to_manifest, load_bundle, verify_files, write_manifest
-from edge.defaults import DecisionConfig, WindowConfig
-from edge.files import read_yaml
-from edge.runtime import Classifier
+from edge.core.audio import load_windows
+from edge.core.bundle import Bundle, BundleError, decision_to_manifest, load_bundle, verify_files, write_manifest
+from edge.core.defaults import DecisionConfig, WindowConfig
+from edge.core.files import read_yaml
+from edge.monitor.runtime import Classifier
 from export.graphs import OPSET, export_encoder, export_head
 from export.parity import check_float_parity, compare, parity_inputs
 from export.quantize import ms_per_window, quantize_encoder, weight_matmuls

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from edge.decision import decide_file
-from edge.defaults import DecisionConfig
-from edge.runtime import Classifier
+from edge.core.decision import decide_file
+from edge.core.defaults import DecisionConfig
+from edge.monitor.runtime import Classifier
 from train.head import HumwatchModel
 from train.trainer import predict_model
 

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from edge.runtime import Classifier
+from edge.monitor.runtime import Classifier
 
 FBANK_MARKER = "fbank"
 

@@ -1,4 +1,4 @@
-"""Shared test fixtures: the BEATs golden files in ../shared/fixtures/beats (never skipped)."""
+"""Shared test fixtures: the BEATs golden files in tests/fixtures/beats, a synthetic project, tiny runs."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("HUMWATCH_SHARED", REPO.parent / "shared"))
-BEATS_FIXTURES = SHARED / "fixtures" / "beats"
+# The tiny golden files travel with the repository; HUMWATCH_BEATS_FIXTURES may point at another copy.
+BEATS_FIXTURES = Path(os.environ.get("HUMWATCH_BEATS_FIXTURES", Path(__file__).parent / "fixtures" / "beats"))
 
 
 @pytest.fixture(scope="session")
 def beats_fixtures() -> Path:
     if not (BEATS_FIXTURES / "tiny_beats.pt").is_file():
         raise FileNotFoundError(
-            f"BEATs fixtures not found at {BEATS_FIXTURES}: clone next to shared/ or set HUMWATCH_SHARED"
+            f"BEATs fixtures not found at {BEATS_FIXTURES}: they belong to the repository (tests/fixtures/beats)"
         )
     return BEATS_FIXTURES
 

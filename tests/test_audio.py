@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from edge.audio import AudioError, decode, load_audio, resample, rms_dbfs, slice_windows, window_starts
+from edge.core.audio import AudioError, decode, load_audio, resample, rms_dbfs, slice_windows, window_starts
 
 
 def _tone(rate: int, seconds: float = 2.0, channels: int = 2) -> np.ndarray:

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from edge.decision import Hysteresis, StreamDecider, decide_file
-from edge.defaults import DecisionConfig
-from edge.labels import AC_ON, BOTH_OFF, FRIDGE_ON, parse_sample_name, sample_file_name, state_of
+from edge.core.decision import Hysteresis, StreamDecider, decide_file
+from edge.core.defaults import DecisionConfig
+from edge.core.labels import AC_ON, BOTH_OFF, FRIDGE_ON, parse_sample_name, sample_file_name, state_of
 
 
 def test_priority_rule():

@@ -10,10 +10,10 @@ import soundfile
 from click.testing import CliRunner
 
 from conftest import REPO
-from edge.audio import load_audio
-from edge.bundle import load_bundle
+from edge.core.audio import load_audio
+from edge.core.bundle import load_bundle
 from edge.cli import main
-from edge.labels import AC_ON, BOTH_OFF
+from edge.core.labels import AC_ON, BOTH_OFF
 
 
 def _lines(output: str) -> list[dict]:

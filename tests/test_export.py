@@ -5,7 +5,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from edge.bundle import MANIFEST, load_bundle
+from edge.core.bundle import MANIFEST, load_bundle
 from edge.cli import main
 from export.exporter import ExportError, export_run
 

@@ -1,9 +1,7 @@
-"""Home integration: MQTT against a real mosquitto, the HTTP endpoint, clips of every change."""
+"""Home integration: MQTT against a real broker (mosquitto or amqtt), the HTTP endpoint, clips of every change."""
 
 import json
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,51 +15,15 @@ import paho.mqtt.client as mqtt
 import pytest
 import soundfile
 
+from broker import Broker, free_port
 from conftest import REPO
-from edge.audio import load_audio
-from edge.bundle import load_bundle
-from edge.clips import ClipWriter
-from edge.http_status import StatusServer, parse_listen
-from edge.labels import AC_ON
-from edge.mqtt import MqttPublisher, MqttSettings
+from edge.core.audio import load_audio
+from edge.core.bundle import load_bundle
+from edge.home.clips import ClipWriter
+from edge.home.http_status import StatusServer, parse_listen
+from edge.core.labels import AC_ON
+from edge.home.mqtt import MqttPublisher, MqttSettings
 from test_live import FakeSource, Harness
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Broker:
-    """A mosquitto on a free loopback port (started and stopped by the test)."""
-
-    def __init__(self, directory: Path) -> None:
-        if not Path(MOSQUITTO).is_file():
-            raise FileNotFoundError("mosquitto is not installed: apt-get install mosquitto (.ci/run does this)")
-        self.port = _free_port()
-        self.config = directory / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
-        self.process = None
-
-    def start(self) -> "Broker":
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
 
 @pytest.fixture
 def broker(tmp_path):
@@ -130,10 +92,10 @@ class FileSource:  # stands in for the microphone: plays the WAV in argv[1] at 1
 """
 
 MONITOR_SCRIPT = FILE_SOURCE + """
-from edge.bundle import load_bundle
-from edge.live import LiveMonitor
-from edge.mqtt import MqttPublisher, MqttSettings
-from edge.runtime import Classifier
+from edge.core.bundle import load_bundle
+from edge.monitor.live import LiveMonitor
+from edge.home.mqtt import MqttPublisher, MqttSettings
+from edge.monitor.runtime import Classifier
 
 bundle = load_bundle(sys.argv[2])
 publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{sys.argv[3]}", device_id="test", heartbeat_sec=1))
@@ -291,8 +253,8 @@ def test_clip_directory_stays_under_its_bound(tmp_path):
 
 
 LIVE_COMMAND_SCRIPT = FILE_SOURCE + """
-import edge.live
-edge.live.SoundDeviceSource = FileSource
+import edge.monitor.live
+edge.monitor.live.SoundDeviceSource = FileSource
 from edge.cli import main
 main(sys.argv[2:])
 """
@@ -301,7 +263,7 @@ main(sys.argv[2:])
 def test_live_command_serves_writes_and_stops_cleanly_on_sigterm(bundle_dir, off_then_ac, tmp_path):
     wav = tmp_path / "room.wav"
     soundfile.write(wav, np.concatenate(off_then_ac), 16_000)
-    output, clips, port = tmp_path / "states.jsonl", tmp_path / "clips", _free_port()
+    output, clips, port = tmp_path / "states.jsonl", tmp_path / "clips", free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", LIVE_COMMAND_SCRIPT, str(wav), "live", "--bundle", str(bundle_dir), "--output", str(output),
          "--http", str(port), "--clips", str(clips), "--fridge-on", "1.0", "--fridge-off", "1.0"],

@@ -3,9 +3,9 @@ import time
 
 import numpy as np
 
-from edge.bundle import load_bundle
-from edge.live import AudioBuffer, DeviceUnavailable, LiveMonitor, fan_out
-from edge.runtime import Classifier
+from edge.core.bundle import load_bundle
+from edge.monitor.live import AudioBuffer, DeviceUnavailable, LiveMonitor, fan_out
+from edge.monitor.runtime import Classifier
 
 
 class FakeSource:

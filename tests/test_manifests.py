@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import soundfile
 
-from edge.defaults import WindowConfig
+from edge.core.defaults import WindowConfig
 from train.manifests import ManifestError, load_manifests, outlier_flags, prepare
 
 FILE_COLUMNS = ["path", "duration_sec", "sample_rate", "ac", "fridge", "state", "daypart", "recording_id", "sha256", "channels"]

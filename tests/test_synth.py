@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge.labels import parse_sample_name
-from edge.files import sha256_file
+from edge.core.labels import parse_sample_name
+from edge.core.files import sha256_file
 from train.synth import write_recordings
 
 

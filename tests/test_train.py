@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from conftest import train_options
 from edge.cli import main
-from edge.labels import AC_ON
+from edge.core.labels import AC_ON
 from train.evaluate import evaluate_files
 from train.manifests import ManifestError, load_manifests, prepare
 from train.thresholds import choose_thresholds

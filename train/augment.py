@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from edge.defaults import SAMPLE_RATE
+from edge.core.defaults import SAMPLE_RATE
 
 
 @dataclasses.dataclass(frozen=True)

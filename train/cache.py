@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge.audio import load_windows
-from edge.defaults import WindowConfig
-from edge.files import atomic_path
+from edge.core.audio import load_windows
+from edge.core.defaults import WindowConfig
+from edge.core.files import atomic_path
 from train.augment import AugmentConfig, augment_waveform, spec_augment
 from train.beats import BEATs
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from edge.defaults import WindowConfig
-from edge.labels import DAYPARTS
-from edge.output import format_table
+from edge.core.defaults import WindowConfig
+from edge.core.labels import DAYPARTS
+from edge.core.output import format_table
 
 PATH = click.Path(path_type=Path)
 EXISTING_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
@@ -46,7 +46,7 @@ def synth(outdir: Path, seconds: float, seed: int, copies: int) -> None:
 @click.option("--hop-sec", type=click.FloatRange(min=0.1), default=WindowConfig.hop_sec, show_default=True)
 def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: float) -> None:
     """Scan the samples and write files.csv and windows.parquet."""
-    from edge.audio import AudioError
+    from edge.core.audio import AudioError
     from train.manifests import ManifestError, prepare as run_prepare
 
     try:
@@ -74,7 +74,7 @@ def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: 
 def train(beats_checkpoint, val_daypart, val_recordings, unfreeze_blocks, epochs, stage2_epochs, views, seed,
           manifests_dir, models_dir, cache_dir) -> None:
     """Train the classifier on frozen BEATs embeddings (stage 1, optional stage 2)."""
-    from edge.audio import AudioError
+    from edge.core.audio import AudioError
     from train.beats import CheckpointError
     from train.manifests import ManifestError
     from train.trainer import SplitError, Trainer, TrainOptions
@@ -111,7 +111,7 @@ def thresholds(run_dir: Path) -> None:
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path, exists=True, dir_okay=False))
 def evaluate(run_dir: Path, files: tuple[Path, ...]) -> None:
     """Per-file table and metrics: the run's validation files, or FILES through the torch model."""
-    from edge.audio import AudioError
+    from edge.core.audio import AudioError
     from train.evaluate import TABLE_COLUMNS, cross_split, evaluate_files, evaluate_validation
 
     try:

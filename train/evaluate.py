@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge.audio import load_windows
-from edge.decision import decide_file
-from edge.defaults import WindowConfig
-from edge.files import read_yaml
-from edge.labels import parse_sample_name
+from edge.core.audio import load_windows
+from edge.core.decision import decide_file
+from edge.core.defaults import WindowConfig
+from edge.core.files import read_yaml
+from edge.core.labels import parse_sample_name
 from train.metrics import file_metrics, file_table
 from train.thresholds import load_decision, load_val_predictions
 from train.trainer import load_run_model, predict_model

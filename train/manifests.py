@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge.audio import load_windows
-from edge.defaults import WindowConfig
-from edge.files import atomic_path, read_yaml, sha256_file, write_yaml_atomic
-from edge.labels import NAME_PATTERN, is_audio, parse_sample_name
+from edge.core.audio import load_windows
+from edge.core.defaults import WindowConfig
+from edge.core.files import atomic_path, read_yaml, sha256_file, write_yaml_atomic
+from edge.core.labels import NAME_PATTERN, is_audio, parse_sample_name
 
 FILES_CSV = "files.csv"
 WINDOWS_PARQUET = "windows.parquet"

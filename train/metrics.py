@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from edge.decision import decide_file
-from edge.defaults import DecisionConfig
-from edge.labels import state_of
+from edge.core.decision import decide_file
+from edge.core.defaults import DecisionConfig
+from edge.core.labels import state_of
 
 
 def f1(truth: np.ndarray, predicted: np.ndarray) -> float:

@@ -18,8 +18,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from edge.files import atomic_path
-from edge.labels import DAYPARTS, sample_file_name
+from edge.core.files import atomic_path
+from edge.core.labels import DAYPARTS, sample_file_name
 
 RATE = 44_100
 MAINS_HZ = 50.0

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge.defaults import DecisionConfig
-from edge.files import read_yaml, write_yaml_atomic
+from edge.core.defaults import DecisionConfig
+from edge.core.files import read_yaml, write_yaml_atomic
 from train.metrics import f1, file_metrics
 
 GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)

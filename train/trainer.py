@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from edge.defaults import LABELS, DecisionConfig, WindowConfig
-from edge.audio import load_windows
-from edge.files import atomic_path, read_yaml, sha256_file, write_json_atomic, write_yaml_atomic
-from edge.labels import DAYPARTS
+from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
+from edge.core.audio import load_windows
+from edge.core.files import atomic_path, read_yaml, sha256_file, write_json_atomic, write_yaml_atomic
+from edge.core.labels import DAYPARTS
 from train.augment import AugmentConfig, augment_waveform, spec_augment
 from train.beats import build_beats, load_beats
 from train.cache import EmbeddingCache, Recording

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import soundfile
 
-from edge.files import atomic_path, write_json_atomic
+from edge.core.files import atomic_path, write_json_atomic
 
 log = logging.getLogger("humwatch.clips")
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from edge.bundle import Bundle, BundleError
+from edge.core.bundle import Bundle, BundleError
 
 DEFAULT_BATCH = 8
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import click
 import torch
 
-from edge.batch import run_batch
-from edge.bundle import load_bundle
-from edge.labels import parse_sample_name
-from edge.output import format_table
-from edge.runtime import Classifier
+from edge.monitor.batch import run_batch
+from edge.core.bundle import load_bundle
+from edge.core.labels import parse_sample_name
+from edge.core.output import format_table
+from edge.monitor.runtime import Classifier
 from export.exporter import export_run
 from train.beats import BeatsConfig, build_beats
 from train.manifests import prepare

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import load_bundle
-from edge.runtime import Classifier
+from edge.core.bundle import load_bundle
+from edge.monitor.runtime import Classifier
 
 
 def measure(bundle_dir: Path, precision: str, threads: int | None, windows: int, seed: int = 0) -> dict:

@@ -18,11 +18,11 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edge.audio import StreamResampler
-from edge.decision import StreamDecider
-from edge.defaults import DecisionConfig
-from edge.runtime import Classifier
-from edge.stream import hop_line, infer_window
+from edge.core.audio import StreamResampler
+from edge.core.decision import StreamDecider
+from edge.core.defaults import DecisionConfig
+from edge.monitor.runtime import Classifier
+from edge.monitor.stream import hop_line, infer_window
 
 log = logging.getLogger("humwatch.live")
 

@@ -12,8 +12,8 @@ import dataclasses
 
 import numpy as np
 
-from edge.defaults import DecisionConfig
-from edge.labels import state_of
+from edge.core.defaults import DecisionConfig
+from edge.core.labels import state_of
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ import urllib.parse
 
 import paho.mqtt.client as mqtt
 
-from edge.labels import STATES
+from edge.core.labels import STATES
 
 log = logging.getLogger("humwatch.mqtt")
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}

@@ -11,8 +11,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from edge.defaults import LABELS, DecisionConfig, WindowConfig
-from edge.files import sha256_file, write_json_atomic
+from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
+from edge.core.files import sha256_file, write_json_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST = "bundle.json"

@@ -1,6 +1,6 @@
 """Workstation benchmark at full BEATs size (random weights): the figures quoted in the README.
 
-    uv run python -m export.benchmark [--workdir bench-work] [--seconds 30]
+    uv run python -m train.benchmark [--workdir bench-work] [--seconds 30]
 
 Measures, in one run on this machine: extract_features at batch 1 and 8; seconds per window to
 build the embedding cache; seconds per head epoch over 1,000 cached windows; export of a
@@ -21,10 +21,10 @@ import click
 import numpy as np
 import torch
 
-from edge.bundle import load_bundle
-from edge.defaults import WindowConfig
-from edge.files import sha256_file
-from edge.runtime import Classifier
+from edge.core.bundle import load_bundle
+from edge.core.defaults import WindowConfig
+from edge.core.files import sha256_file
+from edge.monitor.runtime import Classifier
 from export.exporter import export_run, embedding_frames
 from train.beats import BeatsConfig, build_beats
 from train.cache import EmbeddingCache, Recording

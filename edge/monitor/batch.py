@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from edge.audio import AudioError, load_windows
-from edge.decision import decide_file
-from edge.defaults import DecisionConfig
-from edge.labels import is_audio
-from edge.runtime import Classifier
+from edge.core.audio import AudioError, load_windows
+from edge.core.decision import decide_file
+from edge.core.defaults import DecisionConfig
+from edge.core.labels import is_audio
+from edge.monitor.runtime import Classifier
 
 
 def expand_paths(paths: list[Path]) -> Iterator[Path]:

@@ -8,10 +8,10 @@ from typing import Iterator
 
 import numpy as np
 
-from edge.audio import AudioError, load_windows
-from edge.decision import StreamDecider, StreamUpdate
-from edge.defaults import DecisionConfig
-from edge.runtime import Classifier
+from edge.core.audio import AudioError, load_windows
+from edge.core.decision import StreamDecider, StreamUpdate
+from edge.core.defaults import DecisionConfig
+from edge.monitor.runtime import Classifier
 
 
 def hop_line(t: float, probs: np.ndarray, update: StreamUpdate, infer_ms: float) -> dict:

@@ -1,0 +1,1 @@
+"""The rules both sides share: audio, windows, labels and states, decisions, the bundle format."""

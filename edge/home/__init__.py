@@ -1,0 +1,1 @@
+"""Home integrations of the live monitor: MQTT / Home Assistant, HTTP, clips."""
