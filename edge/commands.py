@@ -28,8 +28,10 @@ def runtime_options(function):
     @click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True, help="Bundle directory (from humwatch export).")
     @click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None, help="Model variant [default: the bundle's]")
     @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads [default: all cores]")
-    @click.option("--median-n", type=click.IntRange(min=1), default=None, help="Windows in the running median [bundle]")
-    @click.option("--debounce-k", type=click.IntRange(min=1), default=None, help="Identical updates before a change [bundle]")
+    @click.option("--median-sec", type=click.FloatRange(min=0, min_open=True), default=None,
+                  help="Seconds of windows in the running median [bundle]")
+    @click.option("--debounce-sec", type=click.FloatRange(min=0, min_open=True), default=None,
+                  help="Seconds a new state must hold before it is reported [bundle]")
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         return function(*args, **kwargs)
@@ -88,8 +90,9 @@ def stream(bundle_dir, precision, threads, file, realtime, only_changes, **overr
 
     classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
     try:
-        for line in stream_file(classifier, file, decision, realtime=realtime, only_changes=only_changes):
-            json_line(line)
+        for line in stream_file(classifier, file, decision, realtime=realtime):
+            if line.changed or not only_changes:
+                json_line(line.to_json())
     except AudioError as error:
         raise click.ClickException(str(error)) from error
 
@@ -150,7 +153,7 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
         if clips_dir:
             from edge.home.clips import ClipWriter
 
-            sinks.append(ClipWriter(clips_dir, lambda: monitor.recent, classifier.bundle.window.sample_rate,
+            sinks.append(ClipWriter(clips_dir, monitor.recent_audio, classifier.bundle.window.sample_rate,
                                     clips_seconds, clips_max_mb))
     except (ValueError, OSError) as error:
         for close in reversed(closers):
@@ -173,12 +176,12 @@ class LinePrinter:
         self.only_changes = only_changes
         self.sink = open(output, "a", encoding="utf-8") if output else None
 
-    def __call__(self, line: dict) -> None:
-        if self.only_changes and not line["changed"]:
+    def __call__(self, line) -> None:
+        if self.only_changes and not line.changed:
             return
-        json_line(line)
+        json_line(line.to_json())
         if self.sink:
-            json_line(line, self.sink)
+            json_line(line.to_json(), self.sink)
 
     def close(self) -> None:
         if self.sink:
@@ -258,5 +261,5 @@ def check(bundle_dir: Path) -> None:
             click.echo(f"{precision}: ok (p_ac {probs[0, 0]:.3f}, p_fridge {probs[0, 1]:.3f} on a noise window)")
     except BundleError as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"{bundle_dir}: bundle ok (schema {loaded.manifest['schema_version']}, "
-               f"{len(loaded.manifest['files'])} files verified, default precision {loaded.default_precision})")
+    click.echo(f"{bundle_dir}: bundle ok (schema {loaded.manifest.schema_version}, "
+               f"{len(loaded.manifest.files)} files verified, default precision {loaded.default_precision})")

@@ -19,22 +19,23 @@ import click
               help="Validation windows per file in the parity check.")
 def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path | None, parity_windows: int) -> None:
     """Export a run to an ONNX bundle, parity-checked against torch."""
+    from edge.core.audio import AudioError
     from edge.core.bundle import load_bundle
     from export.exporter import ExportError, export_run
-    from train.manifests import ManifestError
+    from train.run import RunError
 
     try:
         bundle_dir = export_run(run_dir, out_dir, int8=int8, parity_windows_per_file=parity_windows,
                                 reuse_encoder=reuse_encoder, log=click.echo)
-    except (ExportError, ManifestError, FileNotFoundError) as error:
+    except (ExportError, RunError, AudioError) as error:
         raise click.ClickException(str(error)) from error
     manifest = load_bundle(bundle_dir).manifest
-    fp32 = manifest["parity"]["fp32"]
+    fp32 = manifest.parity["fp32"]
     click.echo(f"parity fp32: max |dprob| {fp32['max_abs_diff']:.2e} over {fp32['windows']} windows, "
                f"file states agree {fp32['state_agreement']:.0%}")
-    if "int8" in manifest["parity"]:
-        q = manifest["parity"]["int8"]
+    if "int8" in manifest.parity:
+        q = manifest.parity["int8"]
         click.echo(f"int8: max |dprob| {q['max_abs_diff']:.3f}, mean {q['mean_abs_diff']:.4f}, file states agree "
                    f"{q['state_agreement']:.0%}, {q['speedup_vs_fp32']:.2f}x fp32 speed, "
                    f"{q['encoder_bytes'] / 1e6:.1f} MB vs {q['fp32_encoder_bytes'] / 1e6:.1f} MB. {q['default_reason']}")
-    click.echo(f"bundle written to {bundle_dir} (default precision {manifest['default_precision']})")
+    click.echo(f"bundle written to {bundle_dir} (default precision {manifest.default_precision})")

@@ -1,7 +1,7 @@
 """A training run -> a bundle directory, parity-checked, optionally with an int8 encoder.
 
-The bundle is assembled in ``.partial-<name>-<pid>`` beside its destination and renamed into
-place only after parity passed and bundle.json was written; a failed export leaves nothing.
+The bundle is built beside its destination and renamed into place only after parity passed and
+bundle.json was written (edge.core.files.DirectoryBuild); a failed export leaves nothing.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -23,18 +22,16 @@ import pandas as pd
 import torch
 
 from edge.core.audio import load_windows
-from edge.core.bundle import Bundle, BundleError, decision_to_manifest, load_bundle, verify_files, write_manifest
+from edge.core.bundle import Bundle, BundleError, Manifest, load_bundle, verify_files, write_bundle_manifest
 from edge.core.defaults import DecisionConfig, WindowConfig
-from edge.core.files import read_yaml
+from edge.core.files import DirectoryBuild
 from edge.monitor.runtime import Classifier
 from export.graphs import OPSET, export_encoder, export_head
 from export.parity import check_float_parity, compare, parity_inputs
 from export.quantize import ms_per_window, quantize_encoder, weight_matmuls
 from train.fbank import num_frames
 from train.head import HumwatchModel
-from train.manifests import load_manifests, resolve
-from train.thresholds import load_decision
-from train.trainer import load_run_model
+from train.run import Run
 
 PARITY_WINDOWS_PER_FILE = 16
 SPEED_WINDOWS = 4
@@ -58,18 +55,17 @@ def embedding_frames(window_samples: int) -> int:
     return (num_frames(window_samples) // 16) * (128 // 16)
 
 
-def validation_windows(config: dict, window: WindowConfig, per_file: int) -> tuple[np.ndarray, pd.DataFrame]:
+def validation_windows(run: Run, per_file: int) -> tuple[np.ndarray, pd.DataFrame]:
     """Up to `per_file` evenly spaced windows of each validation recording of the run."""
-    manifests_dir = Path(config["options"]["manifests_dir"])
-    files, _, _ = load_manifests(manifests_dir)
     arrays, rows = [], []
-    for row in files[files.recording_id.isin(config["split"]["val_recordings"])].itertuples():
-        windows, _ = load_windows(resolve(row.path), window)
+    for recording in run.recordings("validation"):
+        if not recording.path.is_file():
+            raise ExportError(f"{recording.path}: a validation recording of {run.path} is gone; parity needs it "
+                              "(put it back, or export on the machine that trained)")
+        windows, _ = load_windows(recording.path, run.window)
         chosen = np.unique(np.linspace(0, len(windows) - 1, min(per_file, len(windows))).round().astype(int))
         arrays.append(windows[chosen])
-        rows.append(pd.DataFrame({"recording_id": row.recording_id, "window_index": chosen}))
-    if not arrays:
-        raise ExportError(f"{manifests_dir}: none of the run's validation recordings are in files.csv")
+        rows.append(pd.DataFrame({"recording_id": recording.recording_id, "window_index": chosen}))
     return np.concatenate(arrays), pd.concat(rows, ignore_index=True)
 
 
@@ -105,7 +101,7 @@ def reusable_encoder(bundle_dir: Path, fingerprint: str, window: WindowConfig) -
         verify_files(bundle)
     except BundleError as error:
         raise ExportError(f"--reuse-encoder: {error}") from error
-    if bundle.manifest["source"].get("encoder_sha256") != fingerprint:
+    if bundle.manifest.source.get("encoder_sha256") != fingerprint:
         raise ExportError(f"--reuse-encoder {bundle_dir}: its encoder comes from other weights (another checkpoint, "
                           "or a run whose stage 2 fine-tuned the encoder); export without --reuse-encoder")
     if bundle.window != window:
@@ -118,9 +114,8 @@ class ExportJob:
     """Everything one export needs, read from the run."""
 
     name: str
-    run_dir: Path
+    run: Run
     model: HumwatchModel
-    config: dict
     decision: DecisionConfig
     window: WindowConfig
     directory: Path
@@ -138,28 +133,21 @@ def export_run(run_dir: Path, out_dir: Path | None = None, int8: bool = False,
     With reuse_encoder, the encoder graphs (float32 and, if there, int8) are copied from that
     bundle instead of exported, when they come from the same weights: only the head is new.
     """
-    run_dir = Path(run_dir)
-    model, config = load_run_model(run_dir)
-    window = WindowConfig.from_dict(config["window"])
-    out_dir = Path(out_dir) if out_dir else Path("bundles") / run_dir.name
-    if out_dir.exists():
-        raise ExportError(f"{out_dir} already exists; pick another --out (bundles are never overwritten)")
+    run = Run.open(run_dir)
+    model = run.load_model()
+    out_dir = Path(out_dir) if out_dir else Path("bundles") / run.path.name
     fingerprint = encoder_fingerprint(model.encoder)
-    reused = reusable_encoder(Path(reuse_encoder), fingerprint, window) if reuse_encoder else None
-    validation, windows = validation_windows(config, window, parity_windows_per_file)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_dir.parent / f".partial-{out_dir.name}-{os.getpid()}"
-    partial.mkdir()
+    reused = reusable_encoder(Path(reuse_encoder), fingerprint, run.window) if reuse_encoder else None
+    validation, windows = validation_windows(run, parity_windows_per_file)
     try:
-        job = ExportJob(out_dir.name, run_dir, model, config, load_decision(run_dir), window, partial,
-                        validation, windows, fingerprint, log)
-        manifest = _build(job, int8, reused)
-        write_manifest(partial, manifest)
-        os.rename(partial, out_dir)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial)
-    return out_dir
+        build = DirectoryBuild(out_dir)
+    except FileExistsError as error:
+        raise ExportError(f"{error}: pick another --out") from error
+    with build:
+        job = ExportJob(out_dir.name, run, model, run.decision, run.window, build.path, validation, windows,
+                        fingerprint, log)
+        write_bundle_manifest(build.path, _build(job, int8, reused))
+    return build.final
 
 
 def _encoders(job: ExportJob, int8: bool, reused: Bundle | None) -> dict[str, str]:
@@ -180,51 +168,48 @@ def _encoders(job: ExportJob, int8: bool, reused: Bundle | None) -> dict[str, st
     return names
 
 
-def _build(job: ExportJob, int8: bool, reused: Bundle | None) -> dict:
+def _build(job: ExportJob, int8: bool, reused: Bundle | None) -> Manifest:
     frames = embedding_frames(job.window.window_samples)
     encoders = _encoders(job, int8, reused)
     job.log("exporting head.onnx ...")
     export_head(job.model.head, frames, job.directory / "head.onnx")
-    config = job.config
-    manifest = {
-        "name": job.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "window": job.window.to_dict(), **decision_to_manifest(job.decision),
-        "graphs": {"fp32": {"encoder": encoders["fp32"], "head": "head.onnx"}}, "default_precision": "fp32",
-        "embedding": {"frames": frames, "dim": job.model.encoder.embed_dim},
-        "opset": OPSET, "versions": _versions(),
-        "source": {"run_id": config["run_id"], "beats_checkpoint_sha256": config["beats_checkpoint"]["sha256"],
-                   "beats_checkpoint_name": Path(config["beats_checkpoint"]["path"]).name,
-                   "beats_cfg": config["beats_cfg"], "stage2": config.get("stage2"),
-                   "encoder_sha256": job.fingerprint,
-                   "encoder_reused_from": reused.manifest["name"] if reused else None},
-        "training_metrics": _training_metrics(job.run_dir),
-    }
-    bundle = Bundle(job.directory, manifest, job.window, job.decision)
+    config = job.run.config
+    manifest = Manifest(
+        name=job.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), window=job.window, decision=job.decision,
+        graphs={"fp32": {"encoder": encoders["fp32"], "head": "head.onnx"}}, default_precision="fp32",
+        embedding={"frames": frames, "dim": job.model.encoder.embed_dim}, opset=OPSET, versions=_versions(),
+        source={"run_id": config["run_id"], "beats_checkpoint_sha256": config["beats_checkpoint"]["sha256"],
+                "beats_checkpoint_name": Path(config["beats_checkpoint"]["path"]).name,
+                "beats_cfg": config["beats_cfg"], "stage2": config.get("stage2"),
+                "encoder_sha256": job.fingerprint,
+                "encoder_reused_from": reused.manifest.name if reused else None},
+        training_metrics=_training_metrics(job.run),
+    )
+    bundle = Bundle(job.directory, manifest)
     fp32 = Classifier(bundle, "fp32")
     job.log(f"parity: torch vs onnxruntime on {len(job.validation)} validation windows + edge cases ...")
     parity, torch_probs, _ = check_float_parity(job.model, fp32, job.validation, job.windows, job.decision)
-    manifest["parity"] = {"fp32": parity}
+    manifest.parity["fp32"] = parity
     if not parity["passed"]:
         raise ExportError(f"parity failed (tolerance {parity['tolerance']}): {json.dumps(parity)}")
     if "int8" in encoders:
-        manifest["graphs"]["int8"] = {"encoder": encoders["int8"], "head": "head.onnx"}
+        manifest.graphs["int8"] = {"encoder": encoders["int8"], "head": "head.onnx"}
         inputs, _ = parity_inputs(job.validation, job.window.window_samples)
         report = _int8_report(fp32, Classifier(bundle, "int8"), torch_probs, inputs, job.windows,
                               job.decision, len(job.validation), weight_matmuls(job.directory / encoders["fp32"]))
         if report["state_agreement"] == 1.0:
-            manifest["default_precision"] = "int8"
+            manifest.default_precision = "int8"
             report["default_reason"] = "int8 agrees with float32 on every validation file's state"
         else:
             report["default_reason"] = (f"float32 stays the default: int8 disagrees on {report['disagreeing_files']}; "
                                         "int8 is an alternative (--precision int8)")
-        manifest["parity"]["int8"] = report
+        manifest.parity["int8"] = report
     return manifest
 
 
-def _training_metrics(run_dir: Path) -> dict:
-    """The run's best epoch (best_metrics.json) and, when chosen, its thresholds' validation metrics."""
-    metrics = {"best_epoch": json.loads((run_dir / "best_metrics.json").read_text())}
-    thresholds = run_dir / "thresholds.yaml"
-    if thresholds.is_file():
-        metrics["at_thresholds"] = read_yaml(thresholds)["validation_metrics"]
+def _training_metrics(run: Run) -> dict:
+    """The run's best epoch and, when chosen, its thresholds' validation metrics."""
+    metrics = {"best_epoch": run.best_metrics()}
+    if run.thresholds:
+        metrics["at_thresholds"] = run.thresholds["validation_metrics"]
     return metrics

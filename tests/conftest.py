@@ -53,13 +53,14 @@ def train_options(project: Path, checkpoint: Path, **overrides):
 @pytest.fixture(scope="session")
 def trained_runs(project, tiny_checkpoint) -> dict[str, Path]:
     """One run validated on each daypart, with thresholds chosen."""
+    from train.run import Run
     from train.thresholds import choose_thresholds
     from train.trainer import Trainer
 
     runs = {}
     for daypart in ("night", "day"):
         runs[daypart] = Trainer(train_options(project, tiny_checkpoint, val_daypart=daypart), log=lambda *_: None).run()
-        choose_thresholds(runs[daypart])
+        choose_thresholds(Run.open(runs[daypart]))
     return runs
 
 

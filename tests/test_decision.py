@@ -38,7 +38,7 @@ def test_hysteresis_needs_on_to_start_and_off_to_stop():
 
 
 def test_stream_decider_median_and_debounce():
-    decider = StreamDecider(DecisionConfig(median_n=3, debounce_k=2, ac_on=0.8, ac_off=0.6))
+    decider = StreamDecider(DecisionConfig(median_sec=3.0, debounce_sec=2.0, ac_on=0.8, ac_off=0.6), hop_sec=1.0)
     first = decider.update(0.1, 0.1)
     assert first.debounced_status == BOTH_OFF and first.changed
     # a single loud window does not move the median of 3
@@ -52,7 +52,7 @@ def test_stream_decider_median_and_debounce():
 
 
 def test_debounce_resets_when_the_candidate_flickers():
-    decider = StreamDecider(DecisionConfig(median_n=1, debounce_k=3))
+    decider = StreamDecider(DecisionConfig(median_sec=1.0, debounce_sec=3.0), hop_sec=1.0)
     decider.update(0.0, 0.0)
     updates = [decider.update(p, 0.0) for p in (0.9, 0.9, 0.0, 0.9, 0.9, 0.9)]
     assert [u.debounced_status for u in updates] == [BOTH_OFF] * 5 + [AC_ON]
@@ -64,3 +64,12 @@ def test_decision_config_validation():
     with pytest.raises(ValueError, match="must not exceed"):
         DecisionConfig(ac_on=0.5, ac_off=0.7)
     assert DecisionConfig().replace(t_ac=0.6, t_fridge=None).t_fridge == 0.70
+
+
+def test_spans_in_seconds_follow_the_hop():
+    config = DecisionConfig()
+    assert (config.median_windows(1.5), config.debounce_updates(1.5)) == (7, 2)  # the original N and K
+    assert (config.median_windows(3.0), config.debounce_updates(3.0)) == (4, 1)
+    assert (config.median_windows(60.0), config.debounce_updates(60.0)) == (1, 1)
+    with pytest.raises(ValueError, match="positive durations"):
+        DecisionConfig(median_sec=0)

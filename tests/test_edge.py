@@ -42,7 +42,7 @@ def test_batch_lines_and_exit_code(bundle_dir, batch_inputs):
         assert {"path", "status", "p_ac", "p_fridge", "windows", "duration_sec"} <= set(line)
         assert line["windows"] == 13 and abs(line["duration_sec"] - 24) < 0.1
     assert "broken.m4a: cannot decode audio" in lines[2]["error"]
-    assert lines[3]["error"].endswith("short.wav: 4.00 s is shorter than one window; it must be at least 6 s long")
+    assert lines[3]["error"].endswith("short.wav: 4.0 s is shorter than one 6 s window; record at least 6 s or leave the file out")
 
 
 def test_batch_directory_and_table(bundle_dir, project):
@@ -83,7 +83,8 @@ def test_stream_changes_once_with_the_expected_delay(bundle_dir, switching_recor
     changes = [i for i in range(1, len(lines)) if debounced[i] != debounced[i - 1]]
     assert debounced[0] == BOTH_OFF and len(changes) == 1 and debounced[changes[0]] == AC_ON
     bundle = load_bundle(bundle_dir)
-    n, k, hop, window = bundle.decision.median_n, bundle.decision.debounce_k, bundle.window.hop_sec, bundle.window.window_sec
+    hop, window = bundle.window.hop_sec, bundle.window.window_sec
+    n, k = bundle.decision.median_windows(hop), bundle.decision.debounce_updates(hop)
     t_change = lines[changes[0]]["t"]
     # the median needs a majority of N windows hearing the AC, the debounce K identical updates
     assert switch_at + (n // 2 + k - 1) * hop <= t_change <= switch_at + window + (n // 2 + k) * hop

@@ -11,7 +11,7 @@ from export.exporter import ExportError, export_run
 
 
 def test_bundle_contents(bundle_dir, trained_runs):
-    manifest = load_bundle(bundle_dir).manifest
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())  # the file as the Pi reads it
     assert set(manifest["files"]) == {"encoder.onnx", "encoder.int8.onnx", "head.onnx"}
     assert all(len(entry["sha256"]) == 64 and entry["bytes"] > 0 for entry in manifest["files"].values())
     assert manifest["window"]["window_samples"] == 96_000 and manifest["labels"] == ["ac", "fridge"]
@@ -20,24 +20,25 @@ def test_bundle_contents(bundle_dir, trained_runs):
     assert {"torch", "onnx", "onnxruntime", "humwatch"} <= set(manifest["versions"])
     assert manifest["opset"] >= 17 and "best_epoch" in manifest["training_metrics"]
     thresholds = yaml.safe_load((trained_runs["night"] / "thresholds.yaml").read_text())
-    assert manifest["thresholds"] == {"ac": thresholds["t_ac"], "fridge": thresholds["t_fridge"]}
-    assert manifest["hysteresis"]["fridge"] == {"on": thresholds["fridge_on"], "off": thresholds["fridge_off"]}
+    assert manifest["decision"] == {key: thresholds[key] for key in manifest["decision"]}
+    assert manifest["decision"]["median_sec"] == 10.5 and manifest["decision"]["debounce_sec"] == 3.0
+    assert manifest["schema_version"] == 2 and load_bundle(bundle_dir).decision.t_ac == thresholds["t_ac"]
     assert not any(path.suffix in (".pt", ".pkl", ".pickle") for path in bundle_dir.iterdir())
 
 
 def test_float_parity_within_tolerance(bundle_dir):
-    parity = load_bundle(bundle_dir).manifest["parity"]["fp32"]
+    parity = load_bundle(bundle_dir).manifest.parity["fp32"]
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["state_agreement"] == 1.0
     assert parity["windows"] == 4 * 4 + 3  # validation windows + silence, clipping, noise
 
 
 def test_int8_report(bundle_dir):
     manifest = load_bundle(bundle_dir).manifest
-    report = manifest["parity"]["int8"]
+    report = manifest.parity["int8"]
     assert report["quantized_matmuls"] > 0 and report["encoder_bytes"] > 0
     assert report["speedup_vs_fp32"] > 0 and 0 <= report["state_agreement"] <= 1
     expected_default = "int8" if report["state_agreement"] == 1.0 else "fp32"
-    assert manifest["default_precision"] == expected_default and report["default_reason"]
+    assert manifest.default_precision == expected_default and report["default_reason"]
 
 
 def test_export_never_overwrites(bundle_dir, trained_runs):
@@ -105,11 +106,11 @@ def test_a_new_head_reuses_the_encoder(bundle_dir, trained_runs, tmp_path):
                                        "--reuse-encoder", str(bundle_dir), "--parity-windows", "4"])
     assert result.exit_code == 0, result.output
     old, new = load_bundle(bundle_dir).manifest, load_bundle(tmp_path / "new-head").manifest
-    assert new["files"]["encoder.onnx"] == old["files"]["encoder.onnx"]
-    assert new["files"]["encoder.int8.onnx"] == old["files"]["encoder.int8.onnx"]
-    assert new["files"]["head.onnx"] != old["files"]["head.onnx"]
-    assert new["source"]["encoder_reused_from"] == "tiny" and new["source"]["encoder_sha256"] == old["source"]["encoder_sha256"]
-    assert new["parity"]["fp32"]["passed"] and "int8" in new["parity"]
+    assert new.files["encoder.onnx"] == old.files["encoder.onnx"]
+    assert new.files["encoder.int8.onnx"] == old.files["encoder.int8.onnx"]
+    assert new.files["head.onnx"] != old.files["head.onnx"]
+    assert new.source["encoder_reused_from"] == "tiny" and new.source["encoder_sha256"] == old.source["encoder_sha256"]
+    assert new.parity["fp32"]["passed"] and "int8" in new.parity
     assert _check(tmp_path / "new-head").exit_code == 0
 
 

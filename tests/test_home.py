@@ -23,6 +23,7 @@ from edge.home.clips import ClipWriter
 from edge.home.http_status import StatusServer, parse_listen
 from edge.core.labels import AC_ON
 from edge.home.mqtt import MqttPublisher, MqttSettings
+from edge.monitor.hop import HopLine
 from test_live import FakeSource, Harness
 
 @pytest.fixture
@@ -148,7 +149,7 @@ def test_broker_outage_keeps_deciding_and_sends_the_latest_state_on_return(bundl
             Harness(bundle_dir, source, sinks=[publisher], decision=_pinned(bundle_dir), max_lag_sec=100.0) as harness:
         source.feed(off)
         lines = harness.wait_for(13)
-        assert lines[-1]["debounced_status"] != AC_ON
+        assert lines[-1].debounced_status != AC_ON
         broker.stop()
         deadline = time.monotonic() + 10
         while publisher.connected.is_set() and time.monotonic() < deadline:
@@ -156,7 +157,7 @@ def test_broker_outage_keeps_deciding_and_sends_the_latest_state_on_return(bundl
         assert not publisher.connected.is_set()
         source.feed(on)  # the AC starts while the broker is down
         lines = harness.wait_for(29)
-        assert len(lines) == 29 and lines[-1]["debounced_status"] == AC_ON, "the monitor kept deciding"
+        assert len(lines) == 29 and lines[-1].debounced_status == AC_ON, "the monitor kept deciding"
         broker.start()
         subscriber = Subscriber(broker.port)
         assert subscriber.wait(lambda t, p, r: t == "humwatch/outage/state" and p == AC_ON, timeout=30)
@@ -188,14 +189,14 @@ def test_http_state_healthz_and_metrics(bundle_dir, off_then_ac):
             source.feed(off_then_ac[1][: 16_000 * 9])
             lines = harness.wait_for(3)
             code, body = _get(base + "/state")
-            assert code == 200 and json.loads(body) == harness.monitor.last_line
+            assert code == 200 and json.loads(body) == harness.monitor.last_line.to_json()
             code, body = _get(base + "/healthz")
             assert code == 200 and json.loads(body)["ok"] is True
             code, metrics = _get(base + "/metrics")
             assert code == 200
             assert "humwatch_inference_seconds_count 3" in metrics
             assert 'humwatch_inference_seconds_bucket{le="+Inf"} 3' in metrics
-            assert f'humwatch_state{{state="{lines[-1]["debounced_status"]}"}} 1' in metrics
+            assert f'humwatch_state{{state="{lines[-1].debounced_status}"}} 1' in metrics
             assert "humwatch_input_overflows_total 0" in metrics and "humwatch_uptime_seconds" in metrics
             time.sleep(1.3)  # the audio stops: unhealthy
             code, body = _get(base + "/healthz")
@@ -217,22 +218,22 @@ def test_a_state_change_writes_one_clip_matching_the_source(bundle_dir, off_then
     source = FakeSource()
     clips_dir = tmp_path / "clips"
     holder = {}
-    writer = ClipWriter(clips_dir, lambda: holder["monitor"].recent, 16_000, seconds=20.0, max_mb=100)
+    writer = ClipWriter(clips_dir, lambda: holder["monitor"].recent_audio(), 16_000, seconds=20.0, max_mb=100)
     with Harness(bundle_dir, source, sinks=[writer], decision=_pinned(bundle_dir), max_lag_sec=100.0) as harness:
         holder["monitor"] = harness.monitor
         source.feed(off)
         source.feed(on)
         lines = harness.wait_for(29)
-    changes = [line for previous, line in zip(lines, lines[1:]) if line["debounced_status"] != previous["debounced_status"]]
-    assert len(changes) == 1 and changes[0]["debounced_status"] == AC_ON
+    changes = [line for previous, line in zip(lines, lines[1:]) if line.debounced_status != previous.debounced_status]
+    assert len(changes) == 1 and changes[0].debounced_status == AC_ON
     flacs, sidecars = sorted(clips_dir.glob("*.flac")), sorted(clips_dir.glob("*.json"))
     assert len(flacs) == 1 and len(sidecars) == 1 and flacs[0].stem == sidecars[0].stem
     sidecar = json.loads(sidecars[0].read_text())
-    assert sidecar["new_state"] == AC_ON and sidecar["old_state"] == lines[0]["debounced_status"]
-    assert sidecar["t"] == changes[0]["t"] and {"p_ac", "p_fridge", "time"} <= set(sidecar)
+    assert sidecar["new_state"] == AC_ON and sidecar["old_state"] == lines[0].debounced_status
+    assert sidecar["t"] == changes[0].t and {"p_ac", "p_fridge", "time"} <= set(sidecar)
     clip, rate = soundfile.read(flacs[0], dtype="float32")
     source_audio = np.concatenate([off, on])
-    end = int(round(changes[0]["t"] * 16_000))
+    end = int(round(changes[0].t * 16_000))
     assert rate == 16_000 and len(clip) == 20 * 16_000
     assert np.max(np.abs(clip - source_audio[end - len(clip) : end])) < 1e-6
 
@@ -242,7 +243,8 @@ def test_clip_directory_stays_under_its_bound(tmp_path):
     writer = ClipWriter(tmp_path, lambda: audio, 16_000, seconds=20.0, max_mb=2.5)
     written = []
     for index, state in enumerate(["both-off", "ac-on", "both-off", "ac-on", "fridge-on", "both-off"]):
-        writer({"t": 6.0 + index, "debounced_status": state, "p_ac": 0.5, "p_fridge": 0.5})
+        writer(HopLine(t=6.0 + index, status=state, debounced_status=state, changed=True, p_ac=0.5, p_fridge=0.5,
+                       median_ac=0.5, median_fridge=0.5, ac_on=False, fridge_on=False, infer_ms=1.0))
         written.extend(sorted(tmp_path.glob("*.flac"))[-1:])
     remaining = sorted(tmp_path.glob("*.flac"))
     assert len(written) == 5 and 0 < len(remaining) < 5

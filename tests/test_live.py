@@ -51,7 +51,7 @@ class Harness:
         self.thread.start()
         return self
 
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[dict]:
+    def wait_for(self, count: int, timeout: float = 30.0) -> list:
         deadline = time.monotonic() + timeout
         while len(self.lines) < count and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -74,9 +74,9 @@ def test_one_line_per_hop_once_a_window_is_full(bundle_dir):
         lines = harness.wait_for(7)
         time.sleep(0.2)
     # 15 s = 10 hops of 1.5 s; the first window is full after 4 hops: 7 lines at t = 6.0 ... 15.0
-    assert [line["t"] for line in lines] == [6.0 + 1.5 * i for i in range(7)]
-    assert {"status", "debounced_status", "p_ac", "p_fridge", "median_ac", "infer_ms", "dropped_sec", "overflows"} <= set(lines[0])
-    assert lines[-1]["dropped_sec"] == 0 and lines[-1]["overflows"] == 0
+    assert [line.t for line in lines] == [6.0 + 1.5 * i for i in range(7)]
+    assert {"status", "debounced_status", "p_ac", "p_fridge", "median_ac", "infer_ms", "dropped_sec", "overflows"} <= set(lines[0].to_json())
+    assert lines[-1].dropped_sec == 0 and lines[-1].overflows == 0
 
 
 def test_native_rate_is_resampled(bundle_dir):
@@ -84,7 +84,7 @@ def test_native_rate_is_resampled(bundle_dir):
     with Harness(bundle_dir, source, max_lag_sec=100.0) as harness:
         source.feed(_noise(12.5, 48_000), chunk=4800)
         lines = harness.wait_for(5)
-    assert [line["t"] for line in lines[:4]] == [6.0, 7.5, 9.0, 10.5]
+    assert [line.t for line in lines[:4]] == [6.0, 7.5, 9.0, 10.5]
 
 
 def test_backlog_beyond_max_lag_drops_the_oldest_audio(bundle_dir):
@@ -95,7 +95,7 @@ def test_backlog_beyond_max_lag_drops_the_oldest_audio(bundle_dir):
         time.sleep(0.3)
     assert len(lines) == 1, "only the newest window is analysed"
     # everything but the newest hop is skipped; the analysed window is the last 6 s, contiguous
-    assert lines[0]["t"] == 30.0 and lines[0]["dropped_sec"] == 28.5
+    assert lines[0].t == 30.0 and lines[0].dropped_sec == 28.5
 
 
 def test_buffer_is_bounded():
@@ -112,7 +112,7 @@ def test_overflows_are_counted_and_reported(bundle_dir):
         source.feed(_noise(3.0), overflowed=True)
         source.feed(_noise(4.5))
         lines = harness.wait_for(2)
-    assert lines[-1]["overflows"] == 30  # 3 s in 0.1 s chunks, each flagged
+    assert lines[-1].overflows == 30  # 3 s in 0.1 s chunks, each flagged
 
 
 def test_device_that_fails_to_open_is_retried(bundle_dir, caplog):
@@ -137,7 +137,7 @@ def test_device_that_stops_delivering_is_reopened(bundle_dir, caplog):
         lines = harness.wait_for(2)
     assert source.starts >= 2 and harness.monitor.device_losses >= 1
     assert "no audio for 0.3 s" in caplog.text
-    assert len(lines) == 2 and lines[1]["t"] == 12.0
+    assert len(lines) == 2 and lines[1].t == 12.0
 
 
 def test_stop_ends_the_loop_promptly(bundle_dir):

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 import soundfile
 
+from edge.core.audio import AudioError
 from edge.core.defaults import WindowConfig
 from train.manifests import ManifestError, load_manifests, outlier_flags, prepare
 
@@ -77,7 +78,7 @@ def test_too_short_recording_is_an_error(tmp_path):
     samples = tmp_path / "samples"
     samples.mkdir()
     _wav(samples / "ac-on-fridge-off-day.wav", seconds=4.0)
-    with pytest.raises(ManifestError, match=r"ac-on-fridge-off-day\.wav: 4\.0 s is shorter than one 6 s window"):
+    with pytest.raises(AudioError, match=r"ac-on-fridge-off-day\.wav: 4\.0 s is shorter than one 6 s window; record at least 6 s"):
         prepare(samples, tmp_path / "manifests")
 
 

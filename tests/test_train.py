@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,10 +14,10 @@ from edge.cli import main
 from edge.core.labels import AC_ON
 from train.evaluate import evaluate_files
 from train.manifests import ManifestError, load_manifests, prepare
-from train.thresholds import choose_thresholds
-from train.trainer import SplitError, Trainer, split_recordings
+from train.run import Run
+from train.trainer import SplitError, Trainer, TrainOptions, split_recordings
 
-RUN_FILES = ["model.pt", "head.pt", "config.yaml", "metrics.jsonl", "best_metrics.json", "val_predictions.parquet"]
+RUN_FILES = ["model.pt", "config.yaml", "metrics.jsonl", "best_metrics.json", "val_predictions.parquet"]
 QUIET = {"log": lambda *_: None}
 
 
@@ -36,7 +37,7 @@ def test_ac_is_detected_on_every_file(trained_runs, project):
     """Both splits: the AC state is right on all eight recordings (fridge: reported, not asserted)."""
     paths = sorted((project / "samples").glob("*.m4a"))
     for run in trained_runs.values():
-        table, metrics = evaluate_files(run, paths)
+        table, metrics = evaluate_files(Run.open(run), paths)
         assert ((table.predicted_state == AC_ON) == (table.true_state == AC_ON)).all(), table
         assert metrics["f1_ac"] == 1.0
         assert metrics["window_auc_ac"] > 0.99
@@ -44,7 +45,7 @@ def test_ac_is_detected_on_every_file(trained_runs, project):
 
 def test_thresholds_file(trained_runs):
     thresholds = yaml.safe_load((trained_runs["night"] / "thresholds.yaml").read_text())
-    assert {"t_ac", "t_fridge", "ac_on", "ac_off", "fridge_on", "fridge_off", "median_n", "debounce_k",
+    assert {"t_ac", "t_fridge", "ac_on", "ac_off", "fridge_on", "fridge_off", "median_sec", "debounce_sec",
             "validation_metrics"} <= set(thresholds)
     assert thresholds["ac_off"] < thresholds["t_ac"] < thresholds["ac_on"]
     assert thresholds["validation_metrics"]["f1_ac"] == 1.0
@@ -67,12 +68,12 @@ def test_second_run_encodes_nothing_and_does_not_overwrite(trained_runs, project
 
 def test_same_seed_reproduces_the_run(project, tiny_checkpoint):
     runs = [Trainer(train_options(project, tiny_checkpoint, epochs=3, seed=5), **QUIET).run() for _ in range(2)]
-    heads = [torch.load(r / "head.pt", weights_only=True)["head"] for r in runs]
+    heads = [torch.load(r / "model.pt", weights_only=True)["head"] for r in runs]
     assert runs[0] != runs[1]
     assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
 
 
-def test_interrupted_run_leaves_nothing_that_looks_complete(project, tiny_checkpoint, monkeypatch, tmp_path):
+def test_interrupted_run_leaves_nothing(project, tiny_checkpoint, monkeypatch, tmp_path):
     models = tmp_path / "models"
 
     def crash(*args, **kwargs):
@@ -81,9 +82,27 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(project, tiny_checkp
     monkeypatch.setattr(Trainer, "_save", crash)
     with pytest.raises(KeyboardInterrupt):
         Trainer(train_options(project, tiny_checkpoint, models_dir=models, epochs=1), **QUIET).run()
-    assert [p.name for p in models.iterdir() if not p.name.startswith(".partial-")] == []
-    result = CliRunner().invoke(main, ["export", "--run", str(next(models.iterdir()))])
+    assert list(models.iterdir()) == []  # not even a partial directory
+    (models / "half").mkdir()
+    result = CliRunner().invoke(main, ["export", "--run", str(models / "half")])
     assert result.exit_code != 0 and "not a finished training run" in result.output
+
+
+def test_a_run_works_from_any_directory(project, tiny_checkpoint, tmp_path, monkeypatch):
+    """Prepared and trained with relative paths in one directory; thresholds, evaluate, export from another."""
+    workspace, elsewhere = tmp_path / "workspace", tmp_path / "elsewhere"
+    shutil.copytree(project / "samples", workspace / "samples")
+    elsewhere.mkdir()
+    monkeypatch.chdir(workspace)
+    prepare(Path("samples"), Path("data/manifests"))
+    relative = TrainOptions(beats_checkpoint=tiny_checkpoint, epochs=2, batch_size=16, warmup_steps=4)
+    run = (workspace / Trainer(relative, **QUIET).run()).resolve()
+    monkeypatch.chdir(elsewhere)
+    for command in (["thresholds", "--run", str(run)], ["evaluate", "--run", str(run)],
+                    ["export", "--run", str(run), "--out", str(elsewhere / "bundle"), "--parity-windows", "2"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 0, (command, result.output)
+    assert (elsewhere / "bundle" / "bundle.json").is_file()
 
 
 def test_stage2_reports_whether_it_was_kept(project, tiny_checkpoint, tmp_path):

@@ -31,7 +31,8 @@ from train.cache import EmbeddingCache, Recording
 from train.head import AttentionPoolHead
 from train.manifests import prepare
 from train.synth import write_recordings
-from train.trainer import Trainer, TrainOptions, bce_loss, cosine_with_warmup, load_run_model, train_head_epoch
+from train.run import Run
+from train.trainer import Trainer, TrainOptions, bce_loss, cosine_with_warmup, train_head_epoch
 
 
 def _timed(function, repeats: int) -> float:
@@ -107,12 +108,12 @@ def main(workdir: Path, seconds: float) -> None:
     bundle_dir = export_run(run_dir, Path("bundles/full-random"), int8=True, parity_windows_per_file=4, log=click.echo)
     report["export_sec"] = time.perf_counter() - start
     manifest = load_bundle(bundle_dir).manifest
-    report["parity"] = manifest["parity"]
-    report["graph_mb"] = {name: entry["bytes"] / 1e6 for name, entry in manifest["files"].items()}
+    report["parity"] = manifest.parity
+    report["graph_mb"] = {name: entry["bytes"] / 1e6 for name, entry in manifest.files.items()}
 
     waveform = (np.random.default_rng(1).standard_normal((1, window.window_samples)) * 0.05).astype(np.float32)
     bundle = load_bundle(bundle_dir)
-    full_model, _ = load_run_model(run_dir)
+    full_model = Run.open(run_dir).load_model()
     with torch.inference_mode():
         torch_sec = _timed(lambda: full_model.probabilities(torch.from_numpy(waveform)), 3)
     report["one_window_sec"] = {"torch": torch_sec}

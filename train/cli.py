@@ -96,11 +96,12 @@ def train(beats_checkpoint, val_daypart, val_recordings, unfreeze_blocks, epochs
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
 def thresholds(run_dir: Path) -> None:
     """Choose t_ac / t_fridge on the run's validation files; writes thresholds.yaml."""
+    from train.run import Run, RunError
     from train.thresholds import choose_thresholds
 
     try:
-        result = choose_thresholds(run_dir)
-    except FileNotFoundError as error:
+        result = choose_thresholds(Run.open(run_dir))
+    except RunError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"t_ac {result['t_ac']:.2f}, t_fridge {result['t_fridge']:.2f} -> {run_dir / 'thresholds.yaml'}")
     print_metrics(result["validation_metrics"])
@@ -113,16 +114,18 @@ def evaluate(run_dir: Path, files: tuple[Path, ...]) -> None:
     """Per-file table and metrics: the run's validation files, or FILES through the torch model."""
     from edge.core.audio import AudioError
     from train.evaluate import TABLE_COLUMNS, cross_split, evaluate_files, evaluate_validation
+    from train.run import Run, RunError
 
     try:
-        table, metrics = evaluate_files(run_dir, list(files)) if files else evaluate_validation(run_dir)
-    except (FileNotFoundError, AudioError, ValueError) as error:
+        run = Run.open(run_dir)
+        table, metrics = evaluate_files(run, list(files)) if files else evaluate_validation(run)
+    except (RunError, AudioError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(format_table(table.to_dict("records"), TABLE_COLUMNS))
     if metrics:
         click.echo("")
         print_metrics(metrics)
-    splits = cross_split(run_dir.parent)
+    splits = cross_split(run.path.parent)
     if {"day", "night"} <= set(splits):
         click.echo("\ncross-split (newest run validated on each daypart):")
         rows = [{"validated_on": d, "run": s["run"], **{k: s["metrics"][k] for k in ("f1_ac", "f1_fridge", "state_accuracy")}}

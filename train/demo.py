@@ -23,6 +23,7 @@ from export.exporter import export_run
 from train.beats import BeatsConfig, build_beats
 from train.manifests import prepare
 from train.synth import write_recordings
+from train.run import Run
 from train.thresholds import choose_thresholds
 from train.trainer import Trainer, TrainOptions
 
@@ -82,7 +83,7 @@ def demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | None,
                            cache_dir=workdir / "data" / "cache", epochs=epochs, batch_size=16, warmup_steps=40)
     run_dir = Trainer(options, log=click.echo).run()
     _step("thresholds")
-    thresholds = choose_thresholds(run_dir)
+    thresholds = choose_thresholds(Run.open(run_dir))
     click.echo(f"t_ac {thresholds['t_ac']:.2f}, t_fridge {thresholds['t_fridge']:.2f}")
     _step("export: ONNX bundle, parity-checked" + (", with int8" if int8 else ""))
     bundle_dir = export_run(run_dir, workdir / "bundles" / run_dir.name, int8=int8, parity_windows_per_file=8, log=click.echo)

@@ -9,34 +9,28 @@ import pandas as pd
 
 from edge.core.audio import load_windows
 from edge.core.decision import decide_file
-from edge.core.defaults import WindowConfig
-from edge.core.files import read_yaml
 from edge.core.labels import parse_sample_name
+from train.head import predict_model
 from train.metrics import file_metrics, file_table
-from train.thresholds import load_decision, load_val_predictions
-from train.trainer import load_run_model, predict_model
+from train.run import Run, RunError
 
 TABLE_COLUMNS = ["recording_id", "daypart", "true_state", "predicted_state", "p_ac", "p_fridge", "windows"]
 
 
-def evaluate_validation(run_dir: Path) -> tuple[pd.DataFrame, dict]:
+def evaluate_validation(run: Run) -> tuple[pd.DataFrame, dict]:
     """The run's validation files, from the predictions saved at training time."""
-    predictions = load_val_predictions(run_dir)
-    decision = load_decision(run_dir)
+    predictions = run.val_predictions()
+    decision = run.decision
     probs = predictions[["p_ac", "p_fridge"]].to_numpy()
     return file_table(predictions, probs, decision), file_metrics(predictions, probs, decision)
 
 
-def evaluate_files(run_dir: Path, paths: list[Path]) -> tuple[pd.DataFrame, dict | None]:
+def evaluate_files(run: Run, paths: list[Path]) -> tuple[pd.DataFrame, dict | None]:
     """Run the run's torch model over audio files; metrics over the files whose names carry labels."""
-    model, config = load_run_model(run_dir)
-    decision = load_decision(run_dir)
-    window = WindowConfig.from_dict(config["window"])
+    model, decision, window = run.load_model(), run.decision, run.window
     rows, labelled, labelled_probs = [], [], []
     for path in paths:
         windows, _ = load_windows(path, window)
-        if len(windows) == 0:
-            raise ValueError(f"{path}: shorter than one {window.window_sec:g} s window")
         probs = predict_model(model, windows)
         result = decide_file(probs, decision)
         labels = parse_sample_name(path)
@@ -55,12 +49,13 @@ def evaluate_files(run_dir: Path, paths: list[Path]) -> tuple[pd.DataFrame, dict
 
 def cross_split(models_dir: Path) -> dict[str, dict]:
     """The newest finished run validated on each daypart: {daypart: {run, metrics}}."""
-    latest: dict[str, tuple[str, Path]] = {}
-    for config_path in sorted(Path(models_dir).glob("*/config.yaml")):
-        config = read_yaml(config_path)
-        daypart = (config.get("split") or {}).get("val_daypart")
-        if daypart and (config_path.parent / "best_metrics.json").is_file():
-            key = config.get("created", "")
-            if daypart not in latest or key >= latest[daypart][0]:
-                latest[daypart] = (key, config_path.parent)
-    return {daypart: {"run": run.name, "metrics": evaluate_validation(run)[1]} for daypart, (_, run) in latest.items()}
+    latest: dict[str, tuple[str, Run]] = {}
+    for directory in sorted(Path(models_dir).iterdir()):
+        try:
+            run = Run.open(directory)
+        except RunError:
+            continue
+        daypart = run.config["split"]["val_daypart"]
+        if daypart and (daypart not in latest or run.config["created"] >= latest[daypart][0]):
+            latest[daypart] = (run.config["created"], run)
+    return {daypart: {"run": run.path.name, "metrics": evaluate_validation(run)[1]} for daypart, (_, run) in latest.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,3 +53,16 @@ class HumwatchModel(nn.Module):
 
     def probabilities(self, waveform: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self(waveform))
+
+
+PREDICT_BATCH = 8
+
+
+def predict_model(model: HumwatchModel, windows: np.ndarray) -> np.ndarray:
+    """Probabilities [n, 2] of waveform windows [n, N], in batches, without gradients."""
+    model.eval()
+    with torch.inference_mode():
+        return np.concatenate([
+            model.probabilities(torch.tensor(windows[i : i + PREDICT_BATCH])).numpy()
+            for i in range(0, len(windows), PREDICT_BATCH)
+        ])

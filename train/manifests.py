@@ -3,13 +3,13 @@
 Columns keep the original system's names (path, duration_sec, sample_rate, ac, fridge, state,
 daypart, recording_id / recording_id, path, start_sec, end_sec, rms, ac, fridge) and add sha256,
 channels, window_index and an outlier flag (the loudest 1 % of each file's windows, by RMS, which
-training leaves out). manifest.yaml beside them records the window config they were cut with.
+training leaves out). manifest.yaml beside them records the window config they were cut with and
+the directory relative paths start from, so the manifests read the same from any directory.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,9 @@ import pandas as pd
 
 from edge.core.audio import load_windows
 from edge.core.defaults import WindowConfig
-from edge.core.files import atomic_path, read_yaml, sha256_file, write_yaml_atomic
+from edge.core.files import atomic_path, sha256_file
 from edge.core.labels import NAME_PATTERN, is_audio, parse_sample_name
+from train.yamlfile import read_yaml, write_yaml_atomic
 
 FILES_CSV = "files.csv"
 WINDOWS_PARQUET = "windows.parquet"
@@ -67,11 +68,6 @@ def describe_file(path: Path, window: WindowConfig) -> tuple[dict, pd.DataFrame]
     """The files.csv row and the windows.parquet rows of one recording."""
     labels = parse_sample_name(path)
     windows, decoded = load_windows(path, window)
-    if len(windows) == 0:
-        raise ManifestError(
-            f"{path}: {decoded.duration_sec:.1f} s is shorter than one {window.window_sec:g} s window; "
-            "record longer or remove it"
-        )
     starts = np.arange(len(windows)) * window.hop_samples
     rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1))
     shown = _display_path(path)
@@ -118,23 +114,21 @@ def prepare(samples_dir: Path, manifests_dir: Path, window: WindowConfig = Windo
     write_yaml_atomic(manifests_dir / MANIFEST_YAML, {
         "window": window.to_dict(),
         "outlier_fraction": OUTLIER_FRACTION,
-        "samples_dir": _display_path(samples_dir),
+        "base_dir": str(Path.cwd().resolve()),
     })
     return files, windows
 
 
 def load_manifests(manifests_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, WindowConfig]:
-    """Read what :func:`prepare` wrote; a clear error when it is missing or was not finished."""
+    """Read what :func:`prepare` wrote, with files.csv's paths made absolute; a clear error when it is
+    missing or was not finished."""
     needed = [manifests_dir / name for name in (FILES_CSV, WINDOWS_PARQUET, MANIFEST_YAML)]
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         raise ManifestError(f"missing manifest file(s) {', '.join(missing)}: run 'humwatch prepare' first")
     files = pd.read_csv(needed[0])
     windows = pd.read_parquet(needed[1])
-    window = WindowConfig.from_dict(read_yaml(needed[2])["window"])
-    return files, windows, window
-
-
-def resolve(path: str) -> Path:
-    """A manifest path as a filesystem path (relative ones are relative to the working directory)."""
-    return Path(os.path.expanduser(path))
+    meta = read_yaml(needed[2])
+    base = Path(meta.get("base_dir", "."))
+    files["path"] = [str(base / Path(path).expanduser()) for path in files.path]
+    return files, windows, WindowConfig.from_dict(meta["window"])

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 
 from edge.core.defaults import DecisionConfig
-from edge.core.files import read_yaml, write_yaml_atomic
 from train.metrics import f1, file_metrics
+from train.run import Run
 
 GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 HYSTERESIS_ABOVE = 0.05
@@ -42,19 +39,12 @@ def best_threshold(truth: np.ndarray, scores: np.ndarray, start: float) -> float
     return float(GRID[(low + high) // 2])
 
 
-def load_val_predictions(run_dir: Path) -> pd.DataFrame:
-    path = Path(run_dir) / "val_predictions.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no val_predictions.parquet; is this a finished 'humwatch train' run?")
-    return pd.read_parquet(path)
-
-
-def choose_thresholds(run_dir: Path) -> dict:
+def choose_thresholds(run: Run) -> dict:
     """Grid-search thresholds on the run's validation files and write thresholds.yaml."""
-    predictions = load_val_predictions(run_dir)
+    predictions = run.val_predictions()
     files = predictions.groupby("recording_id").agg(ac=("ac", "first"), fridge=("fridge", "first"),
                                                     p_ac=("p_ac", "median"), p_fridge=("p_fridge", "median"))
-    defaults = DecisionConfig()
+    defaults = DecisionConfig.from_dict(run.config["decision"])
     t_ac = best_threshold(files.ac.to_numpy(), files.p_ac.to_numpy(), defaults.t_ac)
     t_fridge = best_threshold(files.fridge.to_numpy(), files.p_fridge.to_numpy(), defaults.t_fridge)
     decision = defaults.replace(
@@ -63,12 +53,6 @@ def choose_thresholds(run_dir: Path) -> dict:
         fridge_on=hysteresis_on(t_fridge), fridge_off=hysteresis_off(t_fridge),
     )
     probs = predictions[["p_ac", "p_fridge"]].to_numpy()
-    result = {**decision.to_dict(), "validation_metrics": file_metrics(predictions, probs, decision)}
-    write_yaml_atomic(Path(run_dir) / "thresholds.yaml", result)
-    return result
-
-
-def load_decision(run_dir: Path) -> DecisionConfig:
-    """The run's thresholds.yaml, or the defaults when thresholds were not chosen yet."""
-    path = Path(run_dir) / "thresholds.yaml"
-    return DecisionConfig.from_dict(read_yaml(path)) if path.is_file() else DecisionConfig()
+    metrics = file_metrics(predictions, probs, decision)
+    run.write_thresholds(decision, metrics)
+    return {**decision.to_dict(), "validation_metrics": metrics}

@@ -1,16 +1,13 @@
 """Training: file-level split, stage 1 on cached frozen-BEATs embeddings, optional stage 2.
 
-A run is written to ``models/.partial-<run_id>`` and renamed to ``models/<run_id>`` only when
-every artifact is in place, so an interrupted run never looks complete and runs never overwrite
-each other.
+A run is built beside ``models/<run_id>`` and renamed into place only when every artifact is
+written (train.run), so an interrupted run leaves nothing and runs never overwrite each other.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -21,17 +18,16 @@ from torch import nn
 
 from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
 from edge.core.audio import load_windows
-from edge.core.files import atomic_path, read_yaml, sha256_file, write_json_atomic, write_yaml_atomic
+from edge.core.files import DirectoryBuild, sha256_file
 from edge.core.labels import DAYPARTS
 from train.augment import AugmentConfig, augment_waveform, spec_augment
-from train.beats import build_beats, load_beats
+from train.beats import load_beats
 from train.cache import EmbeddingCache, Recording
-from train.head import AttentionPoolHead, HumwatchModel
-from train.manifests import ManifestError, load_manifests, resolve
+from train.head import AttentionPoolHead, HumwatchModel, predict_model
+from train.manifests import ManifestError, load_manifests
 from train.metrics import file_metrics, selection_score
+from train.run import Run
 
-MODEL_FORMAT = "humwatch-model"
-MODEL_FORMAT_VERSION = 1
 EVAL_BATCH = 64
 
 
@@ -95,16 +91,6 @@ def new_run_id(options: TrainOptions) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-val-{tag}"
 
 
-def _finish_run(partial: Path, models_dir: Path, run_id: str) -> Path:
-    """Rename the finished partial directory to a run directory no other run has."""
-    for attempt in range(1, 1000):
-        final = models_dir / (run_id if attempt == 1 else f"{run_id}-{attempt}")
-        if not final.exists():
-            os.rename(partial, final)
-            return final
-    raise RuntimeError(f"could not find a free run directory name for {run_id} in {models_dir}")
-
-
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     warmup_steps = max(1, min(warmup_steps, total_steps // 5))
 
@@ -144,15 +130,6 @@ def predict_head(head: AttentionPoolHead, embeddings: torch.Tensor) -> np.ndarra
     with torch.inference_mode():
         return np.concatenate([torch.sigmoid(head(embeddings[i : i + EVAL_BATCH].float())).numpy()
                                for i in range(0, len(embeddings), EVAL_BATCH)])
-
-
-def predict_model(model: HumwatchModel, windows: np.ndarray) -> np.ndarray:
-    model.eval()
-    with torch.inference_mode():
-        return np.concatenate([
-            model.probabilities(torch.tensor(windows[i : i + 8])).numpy()
-            for i in range(0, len(windows), 8)
-        ])
 
 
 def _bce(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -201,42 +178,45 @@ class Trainer:
         val_set = self._cached_dataset(cache, recordings, val_windows, [0])
 
         run_id = new_run_id(options)
-        options.models_dir.mkdir(parents=True, exist_ok=True)
-        partial = options.models_dir / f".partial-{run_id}-{os.getpid()}"
-        partial.mkdir()
-        history = partial / "metrics.jsonl"
-        head, best = self._stage1(encoder.embed_dim, train_set, val_set, history)
-        model = HumwatchModel(encoder, head)
-        stage2 = None
-        val_probs = predict_head(head, val_set.inputs)
-        if options.unfreeze_blocks:
-            model, best, stage2, val_probs = self._stage2(model, best, recordings, train_windows, val_windows, window, pool, history, val_probs)
-
-        config = {
-            "run_id": run_id,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "beats_checkpoint": {"path": str(options.beats_checkpoint), "sha256": checkpoint_sha},
-            "beats_cfg": dataclasses.asdict(encoder.config),
-            "window": window.to_dict(),
-            "labels": list(LABELS),
-            "split": {"val_daypart": None if options.val_recordings else options.val_daypart,
-                      "val_recordings": validation_ids, "train_recordings": training_ids},
-            "options": {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-                        for k, v in dataclasses.asdict(options).items()},
-            "cache": {"directory": str(cache.directory), "encoded_windows": stats.encoded_windows + val_stats.encoded_windows,
-                      "reused_windows": stats.reused_windows + val_stats.reused_windows},
-            "stage2": stage2,
-            "decision": DecisionConfig().to_dict(),
-        }
-        self._save(partial, model, window, config, best, val_windows, val_probs)
-        final = _finish_run(partial, options.models_dir, run_id)
-        self.log(f"run written to {final}")
-        return final
+        with DirectoryBuild(options.models_dir / run_id, numbered=True) as build:
+            run = Run(build.path)
+            head, best = self._stage1(encoder.embed_dim, train_set, val_set, run)
+            model = HumwatchModel(encoder, head)
+            stage2 = None
+            val_probs = predict_head(head, val_set.inputs)
+            if options.unfreeze_blocks:
+                model, best, stage2, val_probs = self._stage2(model, best, recordings, train_windows, val_windows, window,
+                                                              pool, run, val_probs)
+            config = {
+                "run_id": build.destination.name,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "beats_checkpoint": {"path": str(options.beats_checkpoint.resolve()), "sha256": checkpoint_sha},
+                "beats_cfg": dataclasses.asdict(encoder.config),
+                "window": window.to_dict(),
+                "labels": list(LABELS),
+                "split": {"val_daypart": None if options.val_recordings else options.val_daypart,
+                          "val_recordings": validation_ids, "train_recordings": training_ids},
+                "recordings": {row.recording_id: {"path": str(recordings[row.recording_id].path), "sha256": row.sha256,
+                                                  "daypart": row.daypart, "ac": int(row.ac), "fridge": int(row.fridge)}
+                               for row in files.itertuples()},
+                "options": {k: (str(Path(v).resolve()) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                            for k, v in dataclasses.asdict(options).items()},
+                "cache": {"directory": str(cache.directory.resolve()),
+                          "encoded_windows": stats.encoded_windows + val_stats.encoded_windows,
+                          "reused_windows": stats.reused_windows + val_stats.reused_windows},
+                "stage2": stage2,
+                "decision": DecisionConfig().to_dict(),
+            }
+            predictions = val_windows[["recording_id", "window_index", "daypart", "ac", "fridge"]].copy()
+            predictions["p_ac"], predictions["p_fridge"] = val_probs[:, 0], val_probs[:, 1]
+            self._save(run, model, config, best, predictions)
+        self.log(f"run written to {build.final}")
+        return build.final
 
     def _recordings(self, files: pd.DataFrame) -> dict[str, Recording]:
         recordings = {}
         for row in files.itertuples():
-            path = resolve(row.path)
+            path = Path(row.path)
             if not path.is_file():
                 raise ManifestError(f"{path}: listed in files.csv but missing; run 'humwatch prepare' again")
             if sha256_file(path) != row.sha256:  # the cache is keyed by this checksum
@@ -254,7 +234,7 @@ class Trainer:
                 rows.append(group)
         return Dataset(pd.concat(rows, ignore_index=True), torch.from_numpy(np.concatenate(parts)))
 
-    def _stage1(self, dim: int, train_set: Dataset, val_set: Dataset, history: Path) -> tuple[AttentionPoolHead, dict]:
+    def _stage1(self, dim: int, train_set: Dataset, val_set: Dataset, run: Run) -> tuple[AttentionPoolHead, dict]:
         options = self.options
         generator = np.random.default_rng(options.seed)
         head = AttentionPoolHead(dim)
@@ -268,7 +248,7 @@ class Trainer:
             train_loss = train_head_epoch(head, optimizer, scheduler, loss_fn, train_set.inputs, labels, generator,
                                           steps_per_epoch)
             probs = predict_head(head, val_set.inputs)
-            record = self._evaluate("stage1", epoch, train_loss, val_set, probs, history)
+            record = self._evaluate("stage1", epoch, train_loss, val_set, probs, run)
             if best is None or _better(record, best):
                 best, best_state, since_best = record, {k: v.clone() for k, v in head.state_dict().items()}, 0
             else:
@@ -279,19 +259,18 @@ class Trainer:
         head.load_state_dict(best_state)
         return head.eval(), best
 
-    def _evaluate(self, stage: str, epoch: int, train_loss: float, val_set: Dataset, probs: np.ndarray, history: Path) -> dict:
+    def _evaluate(self, stage: str, epoch: int, train_loss: float, val_set: Dataset, probs: np.ndarray, run: Run) -> dict:
         metrics = file_metrics(val_set.windows, probs, DecisionConfig())
         record = {"stage": stage, "epoch": epoch, "train_loss": train_loss,
                   "val_loss": _bce(probs, val_set.labels), "score": selection_score(metrics), **metrics}
-        with open(history, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        run.append_epoch(record)
         self.log(f"{stage} epoch {epoch}: train loss {train_loss:.4f}, val loss {record['val_loss']:.4f}, "
                  f"F1 ac {metrics['f1_ac']:.2f}, F1 fridge {metrics['f1_fridge']:.2f}, "
                  f"state acc {metrics['state_accuracy']:.2f}")
         return record
 
     def _stage2(self, model: HumwatchModel, stage1_best: dict, recordings, train_windows: pd.DataFrame,
-                val_windows: pd.DataFrame, window: WindowConfig, pool, history: Path, stage1_probs: np.ndarray):
+                val_windows: pd.DataFrame, window: WindowConfig, pool, run: Run, stage1_probs: np.ndarray):
         """Fine-tune the last N encoder blocks with on-the-fly augmentation; keep only if better."""
         options = self.options
         blocks = options.unfreeze_blocks
@@ -333,7 +312,7 @@ class Trainer:
                 scheduler.step()
                 losses.append(loss.item())
             probs = predict_model(model, val_audio)
-            record = self._evaluate("stage2", epoch, float(np.mean(losses)), val_set, probs, history)
+            record = self._evaluate("stage2", epoch, float(np.mean(losses)), val_set, probs, run)
             if _better(record, best):
                 best, best_state, best_probs = record, {k: v.clone() for k, v in model.state_dict().items()}, probs
         kept = best_state is not None
@@ -353,23 +332,9 @@ class Trainer:
         rows = zip(windows.recording_id, windows.window_index)
         return np.stack([decoded[r][i] for r, i in rows]) if len(windows) else np.zeros((0, window.window_samples), np.float32)
 
-    def _save(self, directory: Path, model: HumwatchModel, window: WindowConfig, config: dict, best: dict,
-              val_windows: pd.DataFrame, val_probs: np.ndarray) -> None:
-        with atomic_path(directory / "model.pt") as temporary:
-            torch.save({
-                "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
-                "beats_cfg": config["beats_cfg"], "head_config": model.head.config,
-                "window": window.to_dict(), "labels": list(LABELS),
-                "encoder": model.encoder.state_dict(), "head": model.head.state_dict(),
-            }, temporary)
-        with atomic_path(directory / "head.pt") as temporary:
-            torch.save({"format": "humwatch-head", "head_config": model.head.config, "head": model.head.state_dict()}, temporary)
-        predictions = val_windows[["recording_id", "window_index", "daypart", "ac", "fridge"]].copy()
-        predictions["p_ac"], predictions["p_fridge"] = val_probs[:, 0], val_probs[:, 1]
-        with atomic_path(directory / "val_predictions.parquet") as temporary:
-            predictions.to_parquet(temporary, index=False)
-        write_yaml_atomic(directory / "config.yaml", config)
-        write_json_atomic(directory / "best_metrics.json", best)
+    @staticmethod
+    def _save(run: Run, model: HumwatchModel, config: dict, best: dict, predictions: pd.DataFrame) -> None:
+        run.save(model, config, best, predictions)
 
 
 def _better(record: dict, best: dict) -> bool:
@@ -377,19 +342,3 @@ def _better(record: dict, best: dict) -> bool:
     if record["score"] != best["score"]:
         return record["score"] > best["score"]
     return record["val_loss"] < best["val_loss"]
-
-
-def load_run_model(run_dir: Path) -> tuple[HumwatchModel, dict]:
-    """Rebuild a run's model from model.pt (weights_only) and return it with its config.yaml."""
-    run_dir = Path(run_dir)
-    model_path, config_path = run_dir / "model.pt", run_dir / "config.yaml"
-    if not model_path.is_file() or not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a finished training run (no model.pt / config.yaml); train one with 'humwatch train'")
-    saved = torch.load(model_path, map_location="cpu", weights_only=True)
-    if saved.get("format") != MODEL_FORMAT or saved.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ValueError(f"{model_path}: not a humwatch model (format {saved.get('format')!r} v{saved.get('format_version')!r})")
-    encoder = build_beats(saved["beats_cfg"])
-    encoder.load_state_dict(saved["encoder"], strict=True)
-    head = AttentionPoolHead(**saved["head_config"])
-    head.load_state_dict(saved["head"], strict=True)
-    return HumwatchModel(encoder, head).eval(), read_yaml(config_path)

@@ -117,10 +117,21 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> tuple[np.nda
     return resample(decoded.samples, decoded.sample_rate, target_rate), decoded
 
 
+def too_short(path: str | Path, duration_sec: float, window: WindowConfig) -> AudioError:
+    """The one error for audio shorter than one window."""
+    return AudioError(f"{path}: {duration_sec:.1f} s is shorter than one {window.window_sec:g} s window; "
+                      f"record at least {window.window_sec:g} s or leave the file out")
+
+
 def load_windows(path: str | Path, window: WindowConfig) -> tuple[np.ndarray, DecodedAudio]:
-    """Decode, resample and cut into full windows: ([n, window_samples] view, the decoded original)."""
+    """Decode, resample and cut into full windows: ([n, window_samples] view, the decoded original).
+
+    A file shorter than one window is an AudioError (:func:`too_short`)."""
     samples, decoded = load_audio(path, window.sample_rate)
-    return slice_windows(samples, window.window_samples, window.hop_samples), decoded
+    windows = slice_windows(samples, window.window_samples, window.hop_samples)
+    if len(windows) == 0:
+        raise too_short(path, decoded.duration_sec, window)
+    return windows, decoded
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> np.ndarray:

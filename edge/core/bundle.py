@@ -1,8 +1,8 @@
 """The bundle: what the Pi receives. A directory of ONNX graphs plus ``bundle.json``.
 
-``bundle.json`` names every file with its sha256 and size, the labels, the window config, the
-decision parameters, versions, provenance, training metrics and the export parity report.
-This module reads and checks bundles; the export step writes them through :func:`write_manifest`.
+This module is the only one that writes or reads ``bundle.json``: :class:`Manifest` is its
+content, :func:`write_bundle_manifest` writes it (last, with every file's sha256 and size, so it
+marks a complete bundle) and :func:`load_bundle` reads and validates it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
 from edge.core.files import sha256_file, write_json_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "bundle.json"
 PRECISIONS = ("fp32", "int8")
 
@@ -23,31 +23,42 @@ class BundleError(ValueError):
     """A bundle that cannot be used; the message names the file and the fix."""
 
 
-def decision_to_manifest(config: DecisionConfig) -> dict:
-    """The bundle.json fields that hold a DecisionConfig."""
-    return {
-        "thresholds": {"ac": config.t_ac, "fridge": config.t_fridge},
-        "hysteresis": {
-            "ac": {"on": config.ac_on, "off": config.ac_off},
-            "fridge": {"on": config.fridge_on, "off": config.fridge_off},
-        },
-        "aggregation_n": config.median_n,
-        "debounce_k": config.debounce_k,
-    }
+@dataclasses.dataclass
+class Manifest:
+    """Everything bundle.json says. ``graphs`` maps precision -> {"encoder": file, "head": file};
+    ``parity`` holds export's measured agreement per precision; ``files`` every file's checksum."""
 
+    name: str
+    created: str
+    window: WindowConfig
+    decision: DecisionConfig
+    graphs: dict[str, dict[str, str]]
+    default_precision: str
+    embedding: dict
+    opset: int
+    versions: dict
+    source: dict
+    training_metrics: dict
+    parity: dict = dataclasses.field(default_factory=dict)
+    files: dict[str, dict] = dataclasses.field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    labels: tuple[str, ...] = LABELS
 
-def decision_from_manifest(manifest: dict) -> DecisionConfig:
-    hysteresis = manifest["hysteresis"]
-    return DecisionConfig(
-        t_ac=manifest["thresholds"]["ac"],
-        t_fridge=manifest["thresholds"]["fridge"],
-        ac_on=hysteresis["ac"]["on"],
-        ac_off=hysteresis["ac"]["off"],
-        fridge_on=hysteresis["fridge"]["on"],
-        fridge_off=hysteresis["fridge"]["off"],
-        median_n=manifest["aggregation_n"],
-        debounce_k=manifest["debounce_k"],
-    )
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data.update(window=self.window.to_dict(), decision=self.decision.to_dict(), labels=list(self.labels))
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> Manifest:
+        fields = {field.name for field in dataclasses.fields(cls)}
+        missing = sorted(fields - set(data))
+        if missing:
+            raise KeyError(f"missing fields {missing}")
+        values = {key: data[key] for key in fields}
+        values.update(window=WindowConfig.from_dict(data["window"]), decision=DecisionConfig.from_dict(data["decision"]),
+                      labels=tuple(data["labels"]))
+        return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,31 +66,33 @@ class Bundle:
     """A bundle read from disk (checksums not verified; see :func:`verify_files`)."""
 
     path: Path
-    manifest: dict
-    window: WindowConfig
-    decision: DecisionConfig
+    manifest: Manifest
+
+    @property
+    def window(self) -> WindowConfig:
+        return self.manifest.window
+
+    @property
+    def decision(self) -> DecisionConfig:
+        return self.manifest.decision
 
     @property
     def precisions(self) -> tuple[str, ...]:
-        return tuple(p for p in PRECISIONS if p in self.manifest["graphs"])
+        return tuple(p for p in PRECISIONS if p in self.manifest.graphs)
 
     @property
     def default_precision(self) -> str:
-        return self.manifest["default_precision"]
+        return self.manifest.default_precision
 
     def graph_paths(self, precision: str | None = None) -> dict[str, Path]:
         """{'encoder': path, 'head': path} of a precision (default: the bundle's default)."""
         precision = precision or self.default_precision
-        if precision not in self.manifest["graphs"]:
+        if precision not in self.manifest.graphs:
             raise BundleError(
                 f"{self.path}: no {precision} model in this bundle (it has: {', '.join(self.precisions)}); "
                 f"re-export with {'--int8' if precision == 'int8' else 'the float model'} or pick another --precision"
             )
-        return {role: self.path / name for role, name in self.manifest["graphs"][precision].items()}
-
-
-_REQUIRED = ("schema_version", "labels", "window", "graphs", "default_precision", "files",
-             "thresholds", "hysteresis", "aggregation_n", "debounce_k")
+        return {role: self.path / name for role, name in self.manifest.graphs[precision].items()}
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -89,31 +102,27 @@ def load_bundle(path: str | Path) -> Bundle:
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a bundle (no {MANIFEST}); export one with 'humwatch export --run models/<run_id>'")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise BundleError(f"{manifest_path}: unreadable ({error}); re-export the bundle") from error
-    version = manifest.get("schema_version")
+    version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
         raise BundleError(
             f"{manifest_path}: schema_version {version!r}, this humwatch reads {SCHEMA_VERSION}; "
             "re-export the bundle with a matching humwatch version"
         )
-    missing = [key for key in _REQUIRED if key not in manifest]
-    if missing:
-        raise BundleError(f"{manifest_path}: missing fields {missing}; re-export the bundle")
-    if tuple(manifest["labels"]) != LABELS:
-        raise BundleError(f"{manifest_path}: labels {manifest['labels']}, expected {list(LABELS)}")
     try:
-        window = WindowConfig.from_dict(manifest["window"])
-        decision = decision_from_manifest(manifest)
+        manifest = Manifest.from_json(data)
     except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(f"{manifest_path}: bad window or decision settings ({error})") from error
-    return Bundle(path, manifest, window, decision)
+        raise BundleError(f"{manifest_path}: bad or missing settings ({error}); re-export the bundle") from error
+    if manifest.labels != LABELS:
+        raise BundleError(f"{manifest_path}: labels {list(manifest.labels)}, expected {list(LABELS)}")
+    return Bundle(path, manifest)
 
 
 def verify_files(bundle: Bundle) -> None:
     """Every file bundle.json lists exists with its recorded size and sha256."""
-    for name, entry in bundle.manifest["files"].items():
+    for name, entry in bundle.manifest.files.items():
         file_path = bundle.path / name
         if not file_path.is_file():
             raise BundleError(f"{file_path}: missing from the bundle; copy the whole bundle directory again")
@@ -124,17 +133,13 @@ def verify_files(bundle: Bundle) -> None:
             )
     for precision in bundle.precisions:
         for role, graph in bundle.graph_paths(precision).items():
-            if graph.name not in bundle.manifest["files"]:
+            if graph.name not in bundle.manifest.files:
                 raise BundleError(f"{bundle.path / MANIFEST}: {precision} {role} graph {graph.name} has no checksum entry")
 
 
-def file_entry(path: Path) -> dict:
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
-def write_manifest(directory: Path, manifest: dict) -> None:
-    """Add checksums of the graphs and write bundle.json atomically (last, so it marks completion)."""
-    names = sorted({name for graphs in manifest["graphs"].values() for name in graphs.values()})
-    manifest = {"schema_version": SCHEMA_VERSION, "labels": list(LABELS), **manifest,
-                "files": {name: file_entry(directory / name) for name in names}}
-    write_json_atomic(directory / MANIFEST, manifest)
+def write_bundle_manifest(directory: Path, manifest: Manifest) -> None:
+    """Record the checksums of every graph and write bundle.json atomically (last: it marks completion)."""
+    names = sorted({name for graphs in manifest.graphs.values() for name in graphs.values()})
+    manifest.files = {name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
+                      for name in names}
+    write_json_atomic(directory / MANIFEST, manifest.to_json())

@@ -2,7 +2,8 @@
 
 Files: median over all windows, thresholds t_ac / t_fridge, the priority rule.
 Streams: median over the last N windows -> per-label hysteresis -> priority rule -> debounce
-(a new state is reported only after K identical updates in a row).
+(a new state is reported only after K identical updates in a row); N and K follow from the
+configured durations and the hop.
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ class StreamUpdate:
 class StreamDecider:
     """Stateful decision over a stream of window probabilities."""
 
-    def __init__(self, config: DecisionConfig) -> None:
+    def __init__(self, config: DecisionConfig, hop_sec: float) -> None:
         self.config = config
-        self._recent = collections.deque(maxlen=config.median_n)
+        self.debounce_k = config.debounce_updates(hop_sec)
+        self._recent = collections.deque(maxlen=config.median_windows(hop_sec))
         self._ac = Hysteresis(config.ac_on, config.ac_off)
         self._fridge = Hysteresis(config.fridge_on, config.fridge_off)
         self.debounced_status: str | None = None
@@ -90,7 +92,7 @@ class StreamDecider:
             self._candidate_count += 1
         else:
             self._candidate, self._candidate_count = status, 1
-        if self._candidate_count >= self.config.debounce_k:
+        if self._candidate_count >= self.debounce_k:
             self.debounced_status = status
             self._candidate, self._candidate_count = None, 0
             return True

@@ -1,4 +1,5 @@
-"""Small file helpers: checksums and atomic writes (a reader never sees half a file)."""
+"""Small file helpers: checksums, atomic writes (a reader never sees half a file), and directories
+built beside their destination and renamed into place only when complete."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
-
-import yaml
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -46,10 +46,39 @@ def write_json_atomic(path: str | Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def write_yaml_atomic(path: str | Path, data) -> None:
-    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+class DirectoryBuild:
+    """A directory assembled as ``.partial-<name>-<pid>`` beside `destination`, renamed into place on success.
 
+    ``with DirectoryBuild(destination) as build:`` write into ``build.path``; afterwards ``build.final``
+    is where it landed. On any exception the partial directory is removed and the exception goes on,
+    so nothing half-built ever has a final name. An existing destination is an error before any work,
+    unless ``numbered``: then the first free ``<name>-2``, ``<name>-3``, ... is taken.
+    """
 
-def read_yaml(path: str | Path):
-    with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+    def __init__(self, destination: Path, numbered: bool = False) -> None:
+        self.destination = Path(destination)
+        self.numbered = numbered
+        if self.destination.exists() and not numbered:
+            raise FileExistsError(f"{self.destination} already exists; pick another name (nothing is overwritten)")
+        self.path = self.destination.parent / f".partial-{self.destination.name}-{os.getpid()}"
+        self.final: Path | None = None
+
+    def __enter__(self) -> DirectoryBuild:
+        self.destination.parent.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for attempt in range(1, 1000):
+            final = self.destination if attempt == 1 else self.destination.with_name(f"{self.destination.name}-{attempt}")
+            if not final.exists():
+                os.rename(self.path, final)
+                self.final = final
+                return
+            if not self.numbered:
+                break
+        shutil.rmtree(self.path, ignore_errors=True)
+        raise FileExistsError(f"{self.destination} appeared while it was being built; nothing was overwritten")

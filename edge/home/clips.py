@@ -16,6 +16,7 @@ import numpy as np
 import soundfile
 
 from edge.core.files import atomic_path, write_json_atomic
+from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.clips")
 
@@ -33,25 +34,25 @@ class ClipWriter:
         self.max_bytes = int(max_mb * 1e6)
         self.previous: str | None = None
 
-    def __call__(self, line: dict) -> None:
-        status, previous = line["debounced_status"], self.previous
+    def __call__(self, line: HopLine) -> None:
+        status, previous = line.debounced_status, self.previous
         self.previous = status
         if previous is None or status == previous:
             return
         self.write(line, previous, status)
         self.enforce_bound()
 
-    def write(self, line: dict, old: str, new: str) -> Path:
+    def write(self, line: HopLine, old: str, new: str) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        stem = f"{stamp}-t{line['t']:09.1f}-{old}-to-{new}"
+        stem = f"{stamp}-t{line.t:09.1f}-{old}-to-{new}"
         audio = self.recent_audio()[-int(self.seconds * self.sample_rate):]
         clip = self.directory / f"{stem}.flac"
         with atomic_path(clip) as temporary:
             soundfile.write(temporary, audio, self.sample_rate, format="FLAC", subtype="PCM_24")
         write_json_atomic(self.directory / f"{stem}.json", {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "t": line["t"], "old_state": old, "new_state": new,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "t": line.t, "old_state": old, "new_state": new,
             "duration_sec": len(audio) / self.sample_rate, "sample_rate": self.sample_rate,
-            **{key: line[key] for key in ("p_ac", "p_fridge", "median_ac", "median_fridge") if key in line},
+            "p_ac": line.p_ac, "p_fridge": line.p_fridge, "median_ac": line.median_ac, "median_fridge": line.median_fridge,
         })
         log.info("clip written: %s (%s -> %s)", clip, old, new)
         return clip

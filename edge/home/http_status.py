@@ -15,6 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from edge.core.labels import STATES
+from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.http")
 INFER_BUCKETS_SEC = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0)
@@ -72,24 +73,12 @@ class StatusServer:
         self.server.shutdown()
         self.server.server_close()
 
-    def __call__(self, line: dict) -> None:
+    def __call__(self, line: HopLine) -> None:
         with self._lock:
-            self.inference.observe(line["infer_ms"] / 1000)
-
-    def health(self) -> tuple[bool, str]:
-        monitor, now = self.monitor, time.monotonic()
-        if monitor.last_audio_at is None:
-            return False, "no audio received yet"
-        silent_for = now - monitor.last_audio_at
-        if silent_for > monitor.stall_timeout_sec:
-            return False, f"no audio for {silent_for:.0f} s"
-        line = monitor.last_line
-        if line is not None and line["lag_sec"] > monitor.max_lag_sec:
-            return False, f"inference is {line['lag_sec']:.1f} s behind (max {monitor.max_lag_sec:g} s)"
-        return True, "audio arriving, inference keeping up"
+            self.inference.observe(line.infer_ms / 1000)
 
     def metrics(self) -> str:
-        monitor, line = self.monitor, self.monitor.last_line
+        health, line = self.monitor.health(), self.monitor.last_line
         rows = [
             "# HELP humwatch_inference_seconds Inference time per window.",
             "# TYPE humwatch_inference_seconds histogram",
@@ -97,19 +86,19 @@ class StatusServer:
         with self._lock:
             rows += self.inference.lines("humwatch_inference_seconds")
         counters = (
-            ("humwatch_input_overflows_total", "Audio input overflows reported by the device.", monitor.overflows),
-            ("humwatch_dropped_audio_seconds_total", "Audio dropped because inference fell behind.", monitor.dropped_sec),
-            ("humwatch_device_losses_total", "Times the audio device was lost and reopened.", monitor.device_losses),
+            ("humwatch_input_overflows_total", "Audio input overflows reported by the device.", health.overflows),
+            ("humwatch_dropped_audio_seconds_total", "Audio dropped because inference fell behind.", health.dropped_sec),
+            ("humwatch_device_losses_total", "Times the audio device was lost and reopened.", health.device_losses),
         )
         for name, text, value in counters:
             rows += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {value}"]
         rows += ["# HELP humwatch_state Debounced state (1 for the current one).", "# TYPE humwatch_state gauge"]
-        current = line["debounced_status"] if line else None
+        current = line.debounced_status if line else None
         rows += [f'humwatch_state{{state="{state}"}} {int(state == current)}' for state in STATES]
         rows += ["# HELP humwatch_probability Latest window probability.", "# TYPE humwatch_probability gauge"]
         if line:
-            rows += [f'humwatch_probability{{label="ac"}} {line["p_ac"]:.6f}',
-                     f'humwatch_probability{{label="fridge"}} {line["p_fridge"]:.6f}']
+            rows += [f'humwatch_probability{{label="ac"}} {line.p_ac:.6f}',
+                     f'humwatch_probability{{label="fridge"}} {line.p_fridge:.6f}']
         rows += ["# HELP humwatch_uptime_seconds Seconds since the monitor started.", "# TYPE humwatch_uptime_seconds gauge",
                  f"humwatch_uptime_seconds {time.monotonic() - self.started:.3f}"]
         return "\n".join(rows) + "\n"
@@ -121,10 +110,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
         if self.path == "/state":
             line = self.status.monitor.last_line
-            self._send(200 if line else 503, line or {"error": "no decision yet"})
+            self._send(200 if line else 503, line.to_json() if line else {"error": "no decision yet"})
         elif self.path == "/healthz":
-            healthy, reason = self.status.health()
-            self._send(200 if healthy else 503, {"ok": healthy, "reason": reason})
+            health = self.status.monitor.health()
+            self._send(200 if health.ok else 503, {"ok": health.ok, "reason": health.reason})
         elif self.path == "/metrics":
             self._send(200, self.status.metrics(), "text/plain; version=0.0.4")
         else:

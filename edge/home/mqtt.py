@@ -23,6 +23,7 @@ import urllib.parse
 import paho.mqtt.client as mqtt
 
 from edge.core.labels import STATES
+from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.mqtt")
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -82,17 +83,13 @@ def discovery_messages(settings: MqttSettings) -> dict[str, dict]:
     }
 
 
-ATTRIBUTE_KEYS = ("t", "p_ac", "p_fridge", "median_ac", "median_fridge", "ac_on", "fridge_on", "infer_ms",
-                  "dropped_sec", "overflows", "status")
-
-
 class MqttPublisher:
     """A live-line sink that publishes to an MQTT broker."""
 
     def __init__(self, settings: MqttSettings, clock=time.monotonic) -> None:
         self.settings = settings
         self.clock = clock
-        self.latest: dict | None = None
+        self.latest: HopLine | None = None
         self._published: tuple | None = None
         self._last_publish = float("-inf")
         self._lock = threading.Lock()
@@ -140,18 +137,18 @@ class MqttPublisher:
         log.warning("MQTT: disconnected (%s); the monitor keeps deciding, reconnecting with backoff and "
                     "keeping only the latest state to send", reason_code)
 
-    def __call__(self, line: dict) -> None:
+    def __call__(self, line: HopLine) -> None:
         """Publish on a change of state or detectors, and at the heartbeat; otherwise just remember."""
         with self._lock:
             self.latest = line
-            key = (line["debounced_status"], line.get("ac_on"), line.get("fridge_on"))
+            key = (line.debounced_status, line.ac_on, line.fridge_on)
             due = self.clock() - self._last_publish >= self.settings.heartbeat_sec
             if self.connected.is_set() and (key != self._published or due):
                 self._publish(line)
 
-    def _publish(self, line: dict) -> None:
-        attributes = {key: line[key] for key in ATTRIBUTE_KEYS if key in line}
-        self.client.publish(self.topics["state"], line["debounced_status"], qos=1, retain=True)
+    def _publish(self, line: HopLine) -> None:
+        attributes = {key: value for key, value in line.to_json().items() if key not in ("debounced_status", "changed", "lag_sec")}
+        self.client.publish(self.topics["state"], line.debounced_status, qos=1, retain=True)
         self.client.publish(self.topics["attributes"], json.dumps(attributes), qos=1, retain=True)
-        self._published = (line["debounced_status"], line.get("ac_on"), line.get("fridge_on"))
+        self._published = (line.debounced_status, line.ac_on, line.fridge_on)
         self._last_publish = self.clock()

@@ -10,6 +10,7 @@ with exponential backoff. The audio source is a parameter, so tests drive it wit
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import sys
 import threading
@@ -21,8 +22,9 @@ import numpy as np
 from edge.core.audio import StreamResampler
 from edge.core.decision import StreamDecider
 from edge.core.defaults import DecisionConfig
+from edge.monitor.hop import HopLine, Windower
 from edge.monitor.runtime import Classifier
-from edge.monitor.stream import hop_line, infer_window
+from edge.monitor.stream import infer_window
 
 log = logging.getLogger("humwatch.live")
 
@@ -76,11 +78,6 @@ class AudioBuffer:
             chunks, self._chunks, self._size = list(self._chunks), collections.deque(), 0
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
-    def clear(self) -> None:
-        with self._ready:
-            self._chunks.clear()
-            self._size = 0
-
 
 class SoundDeviceSource:
     """A sounddevice (PortAudio) input at the device's native rate, mixed down to mono."""
@@ -127,9 +124,9 @@ def import_sounddevice():
     return sounddevice
 
 
-def fan_out(sinks: list[Callable[[dict], None]]) -> Callable[[dict], None]:
+def fan_out(sinks: list[Callable[[HopLine], None]]) -> Callable[[HopLine], None]:
     """One on_line callback feeding every sink; a failing sink is logged, never fatal."""
-    def on_line(line: dict) -> None:
+    def on_line(line: HopLine) -> None:
         for sink in sinks:
             try:
                 sink(line)
@@ -138,33 +135,60 @@ def fan_out(sinks: list[Callable[[dict], None]]) -> Callable[[dict], None]:
     return on_line
 
 
+@dataclasses.dataclass(frozen=True)
+class Health:
+    """The monitor's health and counters, as /healthz, /metrics and MQTT report them."""
+
+    ok: bool
+    reason: str
+    overflows: int
+    dropped_sec: float
+    device_losses: int
+
+
 class LiveMonitor:
     """Runs the decision loop over an audio source until `stop` is set."""
 
     def __init__(self, classifier: Classifier, decision: DecisionConfig, source: AudioSource,
-                 on_line: Callable[[dict], None], max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
+                 on_line: Callable[[HopLine], None], max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
                  backoff_sec: tuple[float, float] = (1.0, 60.0), history_sec: float = 20.0) -> None:
         self.classifier = classifier
         self.window = classifier.bundle.window
-        self.decider = StreamDecider(decision)
+        self.decider = StreamDecider(decision, self.window.hop_sec)
         self.source = source
         self.on_line = on_line
         self.max_lag_sec = max_lag_sec
         self.stall_timeout_sec = stall_timeout_sec
         self.backoff_sec = backoff_sec
         self.stop = threading.Event()
-        self.audio_t = 0.0  # seconds of audio seen since start, dropped audio included
         self.dropped_sec = 0.0
         self.device_losses = 0
         self.last_audio_at: float | None = None
-        self.last_line: dict | None = None
+        self.last_line: HopLine | None = None
         self._buffer: AudioBuffer | None = None
-        self.recent = np.zeros(0, np.float32)  # the last history_sec of 16 kHz audio, for clips
-        self._history_samples = int(max(history_sec, self.window.window_sec) * self.window.sample_rate)
+        self._windower = Windower(self.window.window_samples, self.window.hop_samples, self.window.sample_rate,
+                                  int(history_sec * self.window.sample_rate))
 
     @property
     def overflows(self) -> int:
         return self._buffer.overflows if self._buffer else 0
+
+    def recent_audio(self) -> np.ndarray:
+        """The last history_sec of 16 kHz audio (for clips)."""
+        return self._windower.recent
+
+    def health(self, now: float | None = None) -> Health:
+        """Healthy while audio arrives and inference keeps up; the reason either way."""
+        now = time.monotonic() if now is None else now
+        if self.last_audio_at is None:
+            ok, reason = False, "no audio received yet"
+        elif now - self.last_audio_at > self.stall_timeout_sec:
+            ok, reason = False, f"no audio for {now - self.last_audio_at:.0f} s"
+        elif self.last_line is not None and self.last_line.lag_sec > self.max_lag_sec:
+            ok, reason = False, f"inference is {self.last_line.lag_sec:.1f} s behind (max {self.max_lag_sec:g} s)"
+        else:
+            ok, reason = True, "audio arriving, inference keeping up"
+        return Health(ok, reason, self.overflows, self.dropped_sec, self.device_losses)
 
     def run(self) -> None:
         """Open the source, decide every hop, and reopen it with backoff when it fails."""
@@ -193,7 +217,7 @@ class LiveMonitor:
         self._buffer.capacity = int((self.window.window_sec + self.max_lag_sec + 2 * self.window.hop_sec) * rate)
         log.info("listening at %d Hz (resampled to %d Hz)", rate, self.window.sample_rate)
         resample = StreamResampler(rate, self.window.sample_rate)
-        history, pending = np.zeros(0, np.float32), np.zeros(0, np.float32)
+        self._windower.gap(0.0)  # a reopened device continues the time line, not the last window
         dropped_in_buffer = self._buffer.dropped_samples
         last_audio = time.monotonic()
         while not self.stop.is_set():
@@ -202,16 +226,17 @@ class LiveMonitor:
                 seconds = (self._buffer.dropped_samples - dropped_in_buffer) / rate
                 dropped_in_buffer = self._buffer.dropped_samples
                 self._report_drop(seconds, "audio buffer full")
-                self.audio_t += seconds
-                history, pending = np.zeros(0, np.float32), np.zeros(0, np.float32)  # audio has a gap now
+                self._windower.gap(seconds)
             if len(chunk) == 0:
                 if time.monotonic() - last_audio > self.stall_timeout_sec:
                     raise DeviceUnavailable(f"no audio for {self.stall_timeout_sec:g} s")
                 continue
             last_audio = self.last_audio_at = time.monotonic()
-            pending = np.concatenate([pending, resample(chunk)])
-            history, pending = self._drop_backlog(history, pending)
-            history, pending = self._decide_hops(history, pending)
+            self._windower.push(resample(chunk))
+            skipped = self._windower.skip_backlog(self.max_lag_sec)
+            if skipped:
+                self._report_drop(skipped, "inference fell behind")
+            self._decide_hops()
 
     def _push(self, chunk: np.ndarray, overflowed: bool) -> None:
         self._buffer.push(chunk, overflowed)
@@ -220,30 +245,10 @@ class LiveMonitor:
         self.dropped_sec += seconds
         log.warning("dropped %.2f s of audio (%s); %.1f s dropped in all", seconds, why, self.dropped_sec)
 
-    def _drop_backlog(self, history: np.ndarray, pending: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Skip to the newest hop when more than max_lag seconds wait for inference."""
-        hop, rate = self.window.hop_samples, self.window.sample_rate
-        if len(pending) <= hop + self.max_lag_sec * rate:
-            return history, pending
-        skipped = len(pending) - hop
-        self.audio_t += skipped / rate
-        self._report_drop(skipped / rate, "inference fell behind")
-        self.recent = np.concatenate([self.recent, pending[:skipped]])[-self._history_samples :]
-        return np.concatenate([history, pending[:skipped]])[-self.window.window_samples :], pending[skipped:]
-
-    def _decide_hops(self, history: np.ndarray, pending: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        hop, size = self.window.hop_samples, self.window.window_samples
-        while len(pending) >= hop:
-            step, pending = pending[:hop], pending[hop:]
-            history = np.concatenate([history, step])[-size:]
-            self.recent = np.concatenate([self.recent, step])[-self._history_samples :]
-            self.audio_t += hop / self.window.sample_rate
-            if len(history) == size:
-                probs, infer_ms = infer_window(self.classifier, history)
-                update = self.decider.update(float(probs[0]), float(probs[1]))
-                line = hop_line(self.audio_t, probs, update, infer_ms)
-                line.update({"changed": update.changed, "lag_sec": round(len(pending) / self.window.sample_rate, 3),
-                             "dropped_sec": round(self.dropped_sec, 3), "overflows": self.overflows})
-                self.last_line = line
-                self.on_line(line)
-        return history, pending
+    def _decide_hops(self) -> None:
+        for t, window in self._windower.windows():
+            probs, infer_ms = infer_window(self.classifier, window)
+            update = self.decider.update(float(probs[0]), float(probs[1]))
+            self.last_line = HopLine.build(t, probs, update, infer_ms, lag_sec=round(self._windower.pending_sec, 3),
+                                           dropped_sec=round(self.dropped_sec, 3), overflows=self.overflows)
+            self.on_line(self.last_line)

@@ -8,20 +8,11 @@ from typing import Iterator
 
 import numpy as np
 
-from edge.core.audio import AudioError, load_windows
-from edge.core.decision import StreamDecider, StreamUpdate
+from edge.core.audio import load_audio, too_short
+from edge.core.decision import StreamDecider
 from edge.core.defaults import DecisionConfig
+from edge.monitor.hop import HopLine, Windower
 from edge.monitor.runtime import Classifier
-
-
-def hop_line(t: float, probs: np.ndarray, update: StreamUpdate, infer_ms: float) -> dict:
-    """The JSON line of one hop (stream and live)."""
-    return {
-        "t": round(t, 3), "status": update.status, "debounced_status": update.debounced_status,
-        "p_ac": float(probs[0]), "p_fridge": float(probs[1]),
-        "median_ac": update.median_ac, "median_fridge": update.median_fridge,
-        "ac_on": update.ac_on, "fridge_on": update.fridge_on, "infer_ms": round(infer_ms, 1),
-    }
 
 
 def infer_window(classifier: Classifier, window: np.ndarray) -> tuple[np.ndarray, float]:
@@ -31,20 +22,18 @@ def infer_window(classifier: Classifier, window: np.ndarray) -> tuple[np.ndarray
     return probs, (time.perf_counter() - start) * 1000
 
 
-def stream_file(classifier: Classifier, path: Path, decision: DecisionConfig, realtime: bool = False,
-                only_changes: bool = False) -> Iterator[dict]:
+def stream_file(classifier: Classifier, path: Path, decision: DecisionConfig, realtime: bool = False) -> Iterator[HopLine]:
     """Lines as a live monitor would have printed them; `t` is the audio time at each window's end."""
     window = classifier.bundle.window
-    windows, decoded = load_windows(path, window)
-    if len(windows) == 0:
-        raise AudioError(f"{path}: {decoded.duration_sec:.2f} s is shorter than one {window.window_sec:g} s window")
-    decider = StreamDecider(decision)
+    samples, decoded = load_audio(path, window.sample_rate)
+    if len(samples) < window.window_samples:
+        raise too_short(path, decoded.duration_sec, window)
+    windower = Windower(window.window_samples, window.hop_samples, window.sample_rate)
+    decider = StreamDecider(decision, window.hop_sec)
+    windower.push(samples)
     started = time.monotonic()
-    for index, audio in enumerate(windows):
-        t = (index * window.hop_samples + window.window_samples) / window.sample_rate
+    for t, audio in windower.windows():
         if realtime:
             time.sleep(max(0.0, started + t - time.monotonic()))
         probs, infer_ms = infer_window(classifier, audio)
-        update = decider.update(float(probs[0]), float(probs[1]))
-        if update.changed or not only_changes:
-            yield hop_line(t, probs, update, infer_ms)
+        yield HopLine.build(t, probs, decider.update(float(probs[0]), float(probs[1])), infer_ms)
