@@ -1,57 +1,69 @@
 """The ``humwatch`` command line.
 
-Edge commands (batch, stream, live, devices, bench, bundle) run with the base install. The
-workstation commands live in the train and export packages and are imported only when called,
-so ``humwatch --help`` works on a Pi and a missing torch gives a clear message, not a traceback.
+Edge commands (edge.commands) run with the base install. Workstation commands (train.cli,
+export.cli) need the `train` extra; their modules import nothing heavy until a command runs, so
+``humwatch --help`` works on a Pi and a missing torch gives a clear message, not a traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
+import re
 
 import click
 
-# name -> (module, attribute, one-line help) of the commands that need the `train` extra.
-WORKSTATION_COMMANDS = {
-    "synth": ("train.cli", "synth", "Write deterministic synthetic recordings (44.1 kHz AAC .m4a)."),
-    "prepare": ("train.cli", "prepare", "Scan samples/ and write the file and window manifests."),
-    "train": ("train.cli", "train", "Train the classifier on frozen BEATs embeddings (stage 1, optional stage 2)."),
-    "thresholds": ("train.cli", "thresholds", "Choose t_ac / t_fridge on the validation files of a run."),
-    "evaluate": ("train.cli", "evaluate", "Per-file predictions and metrics of a run."),
-    "export": ("export.cli", "export", "Export a run to an ONNX bundle, parity-checked against torch."),
-    "demo": ("train.demo", "demo", "The whole chain on synthetic recordings, no downloads."),
-}
-TRAIN_EXTRA_MODULES = {"torch", "torchaudio", "onnx", "onnxscript", "pandas", "pyarrow", "tqdm"}
-EDGE_COMMANDS = ("batch", "stream", "live", "devices", "bench", "bundle")  # in edge.commands
+EDGE_MODULES = ("edge.commands",)
+WORKSTATION_MODULES = ("train.cli", "export.cli")
+
+
+def _commands(modules: tuple[str, ...]) -> dict[str, click.Command]:
+    return {command.name: command for module in modules for command in importlib.import_module(module).COMMANDS}
+
+
+def missing_train_extra() -> list[str]:
+    """The packages of the `train` extra (as pyproject.toml lists them) that cannot be imported."""
+    names = [re.match(r"[A-Za-z0-9_.-]+", requirement).group() for requirement in importlib.metadata.requires("humwatch") or []
+             if re.search(r"extra\s*==\s*['\"]train['\"]", requirement)]
+    provided: dict[str, set[str]] = {}  # distribution name (lower case) -> the top-level modules it installs
+    for module, distributions in importlib.metadata.packages_distributions().items():
+        for distribution in distributions:
+            provided.setdefault(distribution.lower(), set()).add(module)
+
+    def importable(name: str) -> bool:
+        modules = provided.get(name.lower(), set())
+        main_module = name.lower().replace("-", "_") if name.lower().replace("-", "_") in modules else min(modules, default=None)
+        return main_module is not None and importlib.util.find_spec(main_module) is not None
+
+    return [name for name in names if not importable(name)]
 
 
 class HumwatchGroup(click.Group):
-    """A group whose commands are imported on first use."""
+    """Edge and workstation commands, the latter refused with a clear message on an edge-only install."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*EDGE_COMMANDS, *WORKSTATION_COMMANDS})
+        return sorted({*_commands(EDGE_MODULES), *_commands(WORKSTATION_MODULES)})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in EDGE_COMMANDS:
-            return getattr(importlib.import_module("edge.commands"), name)
-        if name not in WORKSTATION_COMMANDS:
+        edge = _commands(EDGE_MODULES)
+        if name in edge:
+            return edge[name]
+        workstation = _commands(WORKSTATION_MODULES)
+        if name not in workstation:
             return None
-        missing = sorted(module for module in TRAIN_EXTRA_MODULES if importlib.util.find_spec(module) is None)
+        missing = missing_train_extra()
         if missing:
             raise click.UsageError(
                 f"'humwatch {name}' runs on the workstation and needs {', '.join(missing)}, which is not installed. "
                 "In a clone run 'uv sync' (or: pip install 'humwatch[train]')."
             )
-        module, attribute, _ = WORKSTATION_COMMANDS[name]
-        return getattr(importlib.import_module(module), attribute)
+        return workstation[name]
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        commands = importlib.import_module("edge.commands")
-        edge_rows = [(name, getattr(commands, name).get_short_help_str(70)) for name in sorted(EDGE_COMMANDS)]
-        workstation_rows = [(name, text) for name, (_, _, text) in sorted(WORKSTATION_COMMANDS.items())]
-        for title, rows in (("Edge commands (base install, no torch)", edge_rows),
-                            ("Workstation commands (need the train extra)", workstation_rows)):
+        for title, modules in (("Edge commands (base install, no torch)", EDGE_MODULES),
+                               ("Workstation commands (need the train extra)", WORKSTATION_MODULES)):
+            rows = [(name, command.get_short_help_str(70)) for name, command in sorted(_commands(modules).items())]
             with formatter.section(title):
                 formatter.write_dl(rows)
 

@@ -1,4 +1,4 @@
-"""Edge commands: batch, stream, live, devices, bench, bundle check. No torch anywhere here."""
+"""Edge commands: batch, stream, live, devices, bench-bundle, bundle check. No torch anywhere here."""
 
 from __future__ import annotations
 
@@ -205,14 +205,14 @@ def devices() -> None:
     click.echo(format_table(rows, ["index", "name", "channels", "native_rate"]))
 
 
-@click.command()
+@click.command("bench-bundle")
 @click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True)
 @click.option("--precision", type=click.Choice(["fp32", "int8", "both"]), default="both", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="[default: all cores]")
 @click.option("--windows", type=click.IntRange(min=2), default=20, show_default=True, help="Windows timed per precision.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench(bundle_dir, precision, threads, windows, as_json) -> None:
-    """Time a bundle: load, ms per window, real-time factor, memory.
+def bench_bundle(bundle_dir, precision, threads, windows, as_json) -> None:
+    """Time a bundle on this machine: load, ms per window, real-time factor, memory.
 
     Each precision runs in a fresh process, one after the other, so the figures compare fairly.
     """
@@ -263,3 +263,6 @@ def check(bundle_dir: Path) -> None:
         raise click.ClickException(str(error)) from error
     click.echo(f"{bundle_dir}: bundle ok (schema {loaded.manifest.schema_version}, "
                f"{len(loaded.manifest.files)} files verified, default precision {loaded.default_precision})")
+
+
+COMMANDS = (batch, stream, live, devices, bench_bundle, bundle)

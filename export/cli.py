@@ -39,3 +39,6 @@ def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path 
                    f"{q['state_agreement']:.0%}, {q['speedup_vs_fp32']:.2f}x fp32 speed, "
                    f"{q['encoder_bytes'] / 1e6:.1f} MB vs {q['fp32_encoder_bytes'] / 1e6:.1f} MB. {q['default_reason']}")
     click.echo(f"bundle written to {bundle_dir} (default precision {manifest.default_precision})")
+
+
+COMMANDS = (export,)

@@ -29,7 +29,8 @@ from edge.monitor.runtime import Classifier
 from export.graphs import OPSET, export_encoder, export_head
 from export.parity import check_float_parity, compare, parity_inputs
 from export.quantize import ms_per_window, quantize_encoder, weight_matmuls
-from train.fbank import num_frames
+from train.beats import PATCH_SIZE
+from train.fbank import NUM_MEL_BINS, num_frames
 from train.head import HumwatchModel
 from train.run import Run
 
@@ -52,7 +53,7 @@ def _versions() -> dict:
 
 def embedding_frames(window_samples: int) -> int:
     """Frame embeddings BEATs yields for one window: (fbank frames // 16) time x 8 frequency patches."""
-    return (num_frames(window_samples) // 16) * (128 // 16)
+    return (num_frames(window_samples) // PATCH_SIZE) * (NUM_MEL_BINS // PATCH_SIZE)
 
 
 def validation_windows(run: Run, per_file: int) -> tuple[np.ndarray, pd.DataFrame]:

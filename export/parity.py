@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 
 from edge.core.decision import decide_file
-from edge.core.defaults import DecisionConfig
+from edge.core.defaults import SAMPLE_RATE, DecisionConfig
 from edge.monitor.runtime import Classifier
-from train.head import HumwatchModel
-from train.trainer import predict_model
+from train.head import HumwatchModel, predict_model
 
 FLOAT_TOLERANCE = 1e-4
 
@@ -17,7 +16,7 @@ FLOAT_TOLERANCE = 1e-4
 def edge_case_windows(window_samples: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Silence, full-scale clipping and white noise: inputs real audio rarely reaches."""
     rng = np.random.default_rng(seed)
-    t = np.arange(window_samples) / 16_000
+    t = np.arange(window_samples) / SAMPLE_RATE
     return {
         "silence": np.zeros(window_samples, np.float32),
         "full-scale clipping": np.clip(4 * np.sin(2 * np.pi * 220 * t), -1, 1).astype(np.float32),

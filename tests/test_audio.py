@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from edge.core.audio import AudioError, decode, load_audio, resample, rms_dbfs, slice_windows, window_starts
+from edge.core.audio import AudioError, decode, load_audio, resample, slice_windows, window_starts
 
 
 def _tone(rate: int, seconds: float = 2.0, channels: int = 2) -> np.ndarray:
@@ -51,11 +51,6 @@ def test_window_slicing_counts_and_offsets():
     assert windows[2, 0] == 48_000
     assert len(window_starts(95_999, 96_000, 24_000)) == 0
     assert slice_windows(samples[:1000], 96_000, 24_000).shape == (0, 96_000)
-
-
-def test_rms_dbfs_of_a_full_scale_sine_is_minus_3():
-    t = np.arange(16_000) / 16_000
-    assert abs(rms_dbfs(np.sin(2 * np.pi * 100 * t)[None])[0] + 3.01) < 0.01
 
 
 def test_missing_empty_and_corrupt_files_name_the_file(tmp_path):

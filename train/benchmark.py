@@ -1,11 +1,11 @@
 """Workstation benchmark at full BEATs size (random weights): the figures quoted in the README.
 
-    uv run python -m train.benchmark [--workdir bench-work] [--seconds 30]
+    uv run humwatch bench-training [--workdir bench-work] [--seconds 30]
 
 Measures, in one run on this machine: extract_features at batch 1 and 8; seconds per window to
 build the embedding cache; seconds per head epoch over 1,000 cached windows; export of a
 full-size run with parity and int8; onnxruntime vs torch for one 6-s window (fp32 and int8).
-Writes <workdir>/benchmark.json. Edge figures come from `humwatch bench` on the bundle it leaves.
+Writes <workdir>/benchmark.json. Edge figures come from `humwatch bench-bundle` on the bundle it leaves.
 """
 
 from __future__ import annotations
@@ -69,10 +69,8 @@ def measure_head_epoch(dim: int, frames: int, windows: int = 1000, batch_size: i
     return _timed(lambda: train_head_epoch(head, optimizer, scheduler, loss_fn, inputs, torch.from_numpy(labels), rng, steps), 2)
 
 
-@click.command()
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("bench-work"), show_default=True)
-@click.option("--seconds", type=float, default=30.0, show_default=True, help="Length of each synthetic recording.")
-def main(workdir: Path, seconds: float) -> None:
+def run_benchmark(workdir: Path, seconds: float) -> None:
+    """Measure everything listed in the module docstring; print it and write <workdir>/benchmark.json."""
     workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)
     report: dict = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
@@ -123,8 +121,4 @@ def main(workdir: Path, seconds: float) -> None:
     report["one_window_sec"]["ratio_torch_over_ort_fp32"] = torch_sec / report["one_window_sec"]["onnxruntime_fp32"]
     Path("benchmark.json").write_text(json.dumps(report, indent=2))
     click.echo(json.dumps(report, indent=2))
-    click.echo(f"bundle for 'humwatch bench': {workdir / bundle_dir}")
-
-
-if __name__ == "__main__":
-    main()
+    click.echo(f"bundle for 'humwatch bench-bundle': {workdir / bundle_dir}")

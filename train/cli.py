@@ -1,4 +1,4 @@
-"""Workstation commands: synth, prepare, train, thresholds, evaluate."""
+"""Workstation commands (need the train extra; heavy imports happen inside each command)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def print_metrics(metrics: dict) -> None:
 
 @click.command()
 @click.argument("outdir", type=PATH)
-@click.option("--seconds", type=click.FloatRange(min=6.0), default=180.0, show_default=True, help="Length of each recording.")
+@click.option("--seconds", type=click.FloatRange(min=WindowConfig.window_sec), default=180.0, show_default=True, help="Length of each recording.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--copies", type=click.IntRange(min=1), default=1, show_default=True, help="Takes per condition (tagged -1, -2, ...).")
 def synth(outdir: Path, seconds: float, seed: int, copies: int) -> None:
@@ -131,3 +131,34 @@ def evaluate(run_dir: Path, files: tuple[Path, ...]) -> None:
         rows = [{"validated_on": d, "run": s["run"], **{k: s["metrics"][k] for k in ("f1_ac", "f1_fridge", "state_accuracy")}}
                 for d, s in sorted(splits.items())]
         click.echo(format_table(rows, ["validated_on", "run", "f1_ac", "f1_fridge", "state_accuracy"]))
+
+
+@click.command()
+@click.option("--beats-checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="A real BEATs checkpoint; without one a random stand-in is used (and said so).")
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=Path("demo"), show_default=True,
+              help="Everything the demo writes goes here.")
+@click.option("--samples", "samples_dir", type=EXISTING_DIR, default=None,
+              help="Use these recordings (read only) instead of synthesizing.")
+@click.option("--seconds", type=click.FloatRange(min=12), default=60.0, show_default=True, help="Length of synthetic recordings.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--int8/--no-int8", default=True, show_default=True, help="Also export and measure an int8 encoder.")
+def demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8) -> None:
+    """The whole chain on synthetic recordings, no downloads."""
+    from train.demo import run_demo
+
+    run_demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8)
+
+
+@click.command("bench-training")
+@click.option("--workdir", type=PATH, default=Path("bench-work"), show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=12), default=30.0, show_default=True,
+              help="Length of each synthetic recording.")
+def bench_training(workdir: Path, seconds: float) -> None:
+    """Time the workstation steps with the full-size BEATs (random weights)."""
+    from train.benchmark import run_benchmark
+
+    run_benchmark(workdir, seconds)
+
+
+COMMANDS = (synth, prepare, train, thresholds, evaluate, demo, bench_training)

@@ -1,4 +1,4 @@
-"""`humwatch demo`: the whole chain in a work directory, with no downloads.
+"""The demo (`humwatch demo`): the whole chain in a work directory, with no downloads.
 
 synth (unless --samples) -> prepare -> train -> thresholds -> export -> batch, then a summary.
 Without --beats-checkpoint it writes a small BEATs-architecture checkpoint with random weights
@@ -16,7 +16,7 @@ import torch
 
 from edge.monitor.batch import run_batch
 from edge.core.bundle import load_bundle
-from edge.core.labels import parse_sample_name
+from edge.core.labels import AC_ON, parse_sample_name
 from edge.core.output import format_table
 from edge.monitor.runtime import Classifier
 from export.exporter import export_run
@@ -50,18 +50,9 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-@click.command()
-@click.option("--beats-checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="A real BEATs checkpoint; without one a random stand-in is used (and said so).")
-@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=Path("demo"), show_default=True,
-              help="Everything the demo writes goes here.")
-@click.option("--samples", "samples_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help="Use these recordings (read only) instead of synthesizing.")
-@click.option("--seconds", type=click.FloatRange(min=12), default=60.0, show_default=True, help="Length of synthetic recordings.")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option("--int8/--no-int8", default=True, show_default=True, help="Also export and measure an int8 encoder.")
-def demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | None, seconds: float, epochs: int, int8: bool) -> None:
-    """The whole chain on synthetic recordings, no downloads."""
+def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | None, seconds: float, epochs: int,
+             int8: bool) -> None:
+    """synth -> prepare -> train -> thresholds -> export -> batch, printing each step and a summary."""
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     stand_in = beats_checkpoint is None
@@ -108,7 +99,7 @@ def _summary(lines: list[dict], thresholds: dict, bundle, precision: str, batch_
     _step("summary")
     click.echo(format_table(rows, ["file", "expected", "predicted", "p_ac", "p_fridge", "ok"]))
     metrics = thresholds["validation_metrics"]
-    ac_right = sum((r["expected"] == "ac-on") == (r["predicted"] == "ac-on") for r in rows)
+    ac_right = sum((r["expected"] == AC_ON) == (r["predicted"] == AC_ON) for r in rows)
     click.echo(f"\nAC right on {ac_right}/{len(rows)} files; states right on {sum(r['ok'] == 'yes' for r in rows)}/{len(rows)}")
     click.echo(f"validation (night): F1 ac {metrics['f1_ac']:.2f}, F1 fridge {metrics['f1_fridge']:.2f}, "
                f"3-state accuracy {metrics['state_accuracy']:.2f}")

@@ -14,7 +14,8 @@ import math
 import torch
 from torch import nn
 
-SAMPLE_RATE = 16_000
+from edge.core.defaults import SAMPLE_RATE
+
 FRAME_LENGTH = 400  # 25 ms
 FRAME_SHIFT = 160  # 10 ms
 FFT_SIZE = 512

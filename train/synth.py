@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from edge.core.defaults import WindowConfig
 from edge.core.files import atomic_path
 from edge.core.labels import DAYPARTS, sample_file_name
 
@@ -144,8 +145,8 @@ def _write_one(out_dir: Path, name: str, labels: tuple[bool, bool, str], seconds
 
 def write_recordings(out_dir: Path, seconds: float = 180.0, seed: int = 0, copies: int = 1) -> list[Path]:
     """One .m4a per (ac, fridge, daypart) [x copies], made in parallel; returns the paths written."""
-    if seconds < 6.0:
-        raise ValueError(f"--seconds {seconds}: recordings must be at least one 6 s window long")
+    if seconds < WindowConfig.window_sec:
+        raise ValueError(f"--seconds {seconds}: recordings must be at least one {WindowConfig.window_sec:g} s window long")
     if copies < 1:
         raise ValueError(f"--copies {copies}: must be at least 1")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from torch import nn
 from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
 from edge.core.audio import load_windows
 from edge.core.files import DirectoryBuild, sha256_file
-from edge.core.labels import DAYPARTS
+from edge.core.labels import BOTH_OFF, DAYPARTS
 from train.augment import AugmentConfig, augment_waveform, spec_augment
 from train.beats import load_beats
 from train.cache import EmbeddingCache, Recording
@@ -164,7 +164,7 @@ class Trainer:
         torch.manual_seed(options.seed)
         recordings = self._recordings(files)
         states = files.set_index("recording_id").state
-        pool = [recordings[r] for r in training_ids if states[r] == "both-off"]
+        pool = [recordings[r] for r in training_ids if states[r] == BOTH_OFF]
         cache = EmbeddingCache(options.cache_dir, checkpoint_sha, window, options.seed, pool, AugmentConfig())
         stats = cache.build(encoder, [recordings[r] for r in training_ids], options.views)
         val_stats = cache.build(encoder, [recordings[r] for r in validation_ids], 0)

@@ -148,9 +148,3 @@ def slice_windows(samples: np.ndarray, window: int, hop: int) -> np.ndarray:
         return np.zeros((0, window), dtype=samples.dtype)
     view = np.lib.stride_tricks.sliding_window_view(samples, window)[::hop]
     return view[:count]
-
-
-def rms_dbfs(windows: np.ndarray) -> np.ndarray:
-    """Root-mean-square level of each window in dBFS (full-scale sine = -3 dBFS)."""
-    rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=-1))
-    return 20 * np.log10(np.maximum(rms, 1e-10))
