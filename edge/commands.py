@@ -60,12 +60,16 @@ def open_runtime(bundle_dir: Path, precision: str | None, threads: int | None, *
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
 def batch(bundle_dir, precision, threads, paths, output_format, **overrides) -> None:
-    """One decision per audio file (files or directories).
+    """One decision per audio file (files, or directories searched recursively).
 
-    Exit code 1 if any file failed.
+    Exit code 1 if any file failed or no audio file was found.
     """
-    from edge.monitor.batch import run_batch
+    from edge.monitor.batch import NoAudioError, expand_paths, run_batch
 
+    try:
+        expand_paths(list(paths))
+    except NoAudioError as error:
+        raise click.ClickException(f"{error}; pass audio files or directories that hold some") from error
     classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
     rows, failed = [], 0
     for line in run_batch(classifier, list(paths), decision):

@@ -26,6 +26,15 @@ def tiny_checkpoint(beats_fixtures: Path) -> Path:
     return beats_fixtures / "tiny_beats.pt"
 
 
+def read_16k(path) -> "np.ndarray":
+    """A whole file as mono float32 at 16 kHz, through the project's one audio path."""
+    import numpy as np
+
+    from edge.core.audio import AudioFile
+
+    return np.concatenate(list(AudioFile(path).chunks()))
+
+
 SYNTH_SECONDS = 24.0  # 13 windows per recording: enough to learn the AC, quick to encode
 
 

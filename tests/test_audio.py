@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import soundfile
 
-from edge.core.audio import AudioError, decode, load_audio, resample, slice_windows, window_starts
+from edge.core.audio import AudioError, AudioFile, StreamResampler, Windower, load_windows
+from edge.core.defaults import WindowConfig
+
+
+def decode(path):
+    """The file at its own rate, whole: (samples, the opened AudioFile)."""
+    audio = AudioFile(path)
+    return np.concatenate(list(audio.native_chunks())), audio
 
 
 def _tone(rate: int, seconds: float = 2.0, channels: int = 2) -> np.ndarray:
@@ -15,23 +22,24 @@ def _tone(rate: int, seconds: float = 2.0, channels: int = 2) -> np.ndarray:
 def test_soundfile_formats_decode_to_mono_float(tmp_path, suffix, subtype):
     path = tmp_path / f"tone{suffix}"
     soundfile.write(path, _tone(44_100), 44_100, subtype=subtype)
-    audio = decode(path)
+    samples, audio = decode(path)
     assert audio.sample_rate == 44_100 and audio.channels == 2
-    assert audio.samples.dtype == np.float32 and audio.samples.ndim == 1
+    assert samples.dtype == np.float32 and samples.ndim == 1
     assert abs(audio.duration_sec - 2.0) < 0.05
-    assert 0.2 < np.max(np.abs(audio.samples)) < 0.3
+    assert 0.2 < np.max(np.abs(samples)) < 0.3
 
 
 def test_m4a_decodes_with_pyav(project):
-    audio = decode(project / "samples" / "ac-on-fridge-off-night.m4a")
+    samples, audio = decode(project / "samples" / "ac-on-fridge-off-night.m4a")
     assert audio.sample_rate == 44_100 and audio.channels == 2
-    assert audio.samples.dtype == np.float32 and abs(audio.duration_sec - 24.0) < 0.1
+    assert samples.dtype == np.float32 and abs(audio.duration_sec - 24.0) < 0.1
 
 
 def test_resampling_to_16k_keeps_length_and_pitch():
     rate = 44_100
     tone = _tone(rate, channels=1)[:, 0]
-    out = resample(tone, rate)
+    resample = StreamResampler(rate)
+    out = np.concatenate([resample(tone[i : i + 5000]) for i in range(0, len(tone), 5000)] + [resample.flush()])
     assert abs(len(out) - 32_000) <= 1
     spectrum = np.abs(np.fft.rfft(out))
     assert abs(np.argmax(spectrum) * 16_000 / len(out) - 440) < 2
@@ -39,27 +47,41 @@ def test_resampling_to_16k_keeps_length_and_pitch():
 
 def test_same_file_gives_identical_windows_every_time(project):
     path = project / "samples" / "ac-off-fridge-on-day.m4a"
-    first, _ = load_audio(path)
-    second, _ = load_audio(path)
-    assert np.array_equal(slice_windows(first, 96_000, 24_000), slice_windows(second, 96_000, 24_000))
+    first, _ = load_windows(path, WindowConfig())
+    second, _ = load_windows(path, WindowConfig())
+    assert len(first) == 13 and np.array_equal(first, second)
 
 
-def test_window_slicing_counts_and_offsets():
+def test_windower_counts_offsets_and_times_whatever_the_chunking():
     samples = np.arange(96_000 + 3 * 24_000 + 100, dtype=np.float32)
-    windows = slice_windows(samples, 96_000, 24_000)
-    assert windows.shape == (4, 96_000)
-    assert windows[2, 0] == 48_000
-    assert len(window_starts(95_999, 96_000, 24_000)) == 0
-    assert slice_windows(samples[:1000], 96_000, 24_000).shape == (0, 96_000)
+    for chunk in (len(samples), 24_000, 777):
+        windower = Windower(96_000, 24_000, 16_000)
+        found = []
+        for start in range(0, len(samples), chunk):
+            windower.push(samples[start : start + chunk])
+            found += [(t, window[0]) for t, window in windower.windows()]
+        assert found == [(6.0, 0), (7.5, 24_000), (9.0, 48_000), (10.5, 72_000)]
+    short = Windower(96_000, 24_000, 16_000)
+    short.push(samples[:95_999])
+    assert list(short.windows()) == []
+
+
+def test_windower_skips_a_backlog_to_the_newest_window_and_keeps_recent_audio():
+    windower = Windower(4, 2, 1, recent_samples=6)
+    windower.push(np.arange(20, dtype=np.float32))
+    assert windower.skip_backlog(keep_sec=3) == 16  # 16 samples wait beyond the next window: more than 2 + 3
+    [(t, window)] = list(windower.windows())
+    assert t == 20 and window.tolist() == [16, 17, 18, 19]
+    assert windower.recent.tolist() == [14, 15, 16, 17, 18, 19]
 
 
 def test_missing_empty_and_corrupt_files_name_the_file(tmp_path):
     with pytest.raises(AudioError, match=r"nope\.wav: no such file"):
-        decode(tmp_path / "nope.wav")
+        AudioFile(tmp_path / "nope.wav")
     empty = tmp_path / "empty.m4a"
     empty.write_bytes(b"")
     with pytest.raises(AudioError, match=r"empty\.m4a: the file is empty"):
-        decode(empty)
+        AudioFile(empty)
     corrupt = tmp_path / "corrupt.m4a"
     corrupt.write_bytes(b"\x00\x01not an mp4 at all" * 100)
     with pytest.raises(AudioError, match=r"corrupt\.m4a: cannot decode audio"):

@@ -9,8 +9,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from conftest import REPO
-from edge.core.audio import load_audio
+from conftest import read_16k, REPO
 from edge.core.bundle import load_bundle
 from edge.cli import main
 from edge.core.labels import AC_ON, BOTH_OFF
@@ -60,8 +59,8 @@ def test_batch_threshold_override(bundle_dir, project):
 @pytest.fixture(scope="module")
 def switching_recording(project, tmp_path_factory):
     """18 s of both-off, then 30 s of AC, at 16 kHz."""
-    off, _ = load_audio(project / "samples" / "ac-off-fridge-off-night.m4a")
-    on, _ = load_audio(project / "samples" / "ac-on-fridge-off-night.m4a")
+    off = read_16k(project / "samples" / "ac-off-fridge-off-night.m4a")
+    on = read_16k(project / "samples" / "ac-on-fridge-off-night.m4a")
     path = tmp_path_factory.mktemp("stream") / "switch.wav"
     soundfile.write(path, np.concatenate([off[: 16_000 * 18], on[: 16_000 * 24], on[16_000 * 18 : 16_000 * 24]]), 16_000)
     return path, 18.0

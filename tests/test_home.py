@@ -16,8 +16,7 @@ import pytest
 import soundfile
 
 from broker import Broker, free_port
-from conftest import REPO
-from edge.core.audio import load_audio
+from conftest import read_16k, REPO
 from edge.core.bundle import load_bundle
 from edge.home.clips import ClipWriter
 from edge.home.http_status import StatusServer, parse_listen
@@ -63,8 +62,8 @@ class Subscriber:
 @pytest.fixture(scope="module")
 def off_then_ac(project):
     """24 s of both-off, then 24 s of AC, at 16 kHz."""
-    off, _ = load_audio(project / "samples" / "ac-off-fridge-off-night.m4a")
-    on, _ = load_audio(project / "samples" / "ac-on-fridge-off-night.m4a")
+    off = read_16k(project / "samples" / "ac-off-fridge-off-night.m4a")
+    on = read_16k(project / "samples" / "ac-on-fridge-off-night.m4a")
     return off[: 16_000 * 24], on[: 16_000 * 24]
 
 

@@ -94,8 +94,9 @@ def test_backlog_beyond_max_lag_drops_the_oldest_audio(bundle_dir):
         lines = harness.wait_for(1)
         time.sleep(0.3)
     assert len(lines) == 1, "only the newest window is analysed"
-    # everything but the newest hop is skipped; the analysed window is the last 6 s, contiguous
-    assert lines[0].t == 30.0 and lines[0].dropped_sec == 28.5
+    # the buffer keeps 11 s (6 s window + 2 s lag + 2 hops): 19 s go; then everything before the
+    # newest full window is skipped (5 s): the analysed window is the last 6 s, contiguous
+    assert lines[0].t == 30.0 and lines[0].dropped_sec == 24.0
 
 
 def test_buffer_is_bounded():

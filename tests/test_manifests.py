@@ -3,7 +3,6 @@ import pandas as pd
 import pytest
 import soundfile
 
-from edge.core.audio import AudioError
 from edge.core.defaults import WindowConfig
 from train.manifests import ManifestError, load_manifests, outlier_flags, prepare
 
@@ -74,11 +73,40 @@ def test_empty_or_missing_samples_dir(tmp_path):
         prepare(tmp_path / "empty", tmp_path / "manifests")
 
 
-def test_too_short_recording_is_an_error(tmp_path):
+def test_every_unusable_recording_is_listed_and_nothing_is_written(tmp_path):
+    samples = tmp_path / "samples"
+    (samples / "kitchen").mkdir(parents=True)
+    _wav(samples / "ac-on-fridge-off-day.wav", seconds=4.0)
+    (samples / "ac-off-fridge-off-day-take-2.m4a").write_bytes(b"not audio at all" * 50)
+    (samples / "kitchen" / "ac-off-fridge-on-night-café.flac").write_bytes(b"RIFF junk" * 50)
+    _wav(samples / "ac-off-fridge-off-night.wav", seconds=7.0)
+    with pytest.raises(ManifestError) as error:
+        prepare(samples, tmp_path / "manifests")
+    message = str(error.value)
+    assert message.startswith("3 recording(s) cannot be used")
+    assert "ac-on-fridge-off-day.wav: 4.0 s is shorter than one 6 s window; record at least 6 s" in message
+    assert "ac-off-fridge-off-day-take-2.m4a: cannot decode audio" in message
+    assert "kitchen/ac-off-fridge-on-night-café.flac: cannot decode audio" in message  # found in a subdirectory
+    assert not (tmp_path / "manifests").exists()
+
+
+def test_subdirectories_are_searched_and_clashing_names_refused(tmp_path):
+    samples = tmp_path / "samples"
+    (samples / "monday").mkdir(parents=True)
+    _wav(samples / "monday" / "ac-off-fridge-off-night-take-2.wav", seconds=7.0)
+    files, _ = prepare(samples, tmp_path / "manifests")
+    assert list(files.recording_id) == ["ac-off-fridge-off-night-take-2"]
+    (samples / "tuesday").mkdir()
+    _wav(samples / "tuesday" / "ac-off-fridge-off-night-take-2.wav", seconds=7.0)
+    with pytest.raises(ManifestError, match="monday/ac-off-fridge-off-night-take-2.wav and tuesday/"):
+        prepare(samples, tmp_path / "manifests")
+
+
+def test_a_bad_tag_is_explained(tmp_path):
     samples = tmp_path / "samples"
     samples.mkdir()
-    _wav(samples / "ac-on-fridge-off-day.wav", seconds=4.0)
-    with pytest.raises(AudioError, match=r"ac-on-fridge-off-day\.wav: 4\.0 s is shorter than one 6 s window; record at least 6 s"):
+    _wav(samples / "ac-off-fridge-off-night-take 2.wav", seconds=7.0)
+    with pytest.raises(ManifestError, match="a TAG may hold letters .accented ones too., digits, '-', '_' and '.'"):
         prepare(samples, tmp_path / "manifests")
 
 

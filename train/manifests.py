@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge.core.audio import load_windows
+from edge.core.audio import AudioError, AudioFile, iter_windows
 from edge.core.defaults import WindowConfig
 from edge.core.files import atomic_path, sha256_file
-from edge.core.labels import NAME_PATTERN, is_audio, parse_sample_name
+from edge.core.labels import NAME_PATTERN, TAG_RULE, is_audio, parse_sample_name
 from train.yamlfile import read_yaml, write_yaml_atomic
 
 FILES_CSV = "files.csv"
@@ -40,18 +40,27 @@ def _display_path(path: Path) -> str:
 
 
 def find_samples(samples_dir: Path) -> list[Path]:
-    """Audio files in samples_dir; every audio file must be named by the pattern."""
+    """Audio files in samples_dir and its subdirectories; every one must be named by the pattern,
+    and no two may share a name (the name is the recording id)."""
     if not samples_dir.is_dir():
         raise ManifestError(f"{samples_dir}: no such samples directory (record some, or run 'humwatch synth {samples_dir}')")
-    audio = sorted(p for p in samples_dir.iterdir() if p.is_file() and is_audio(p))
+    audio = sorted(p for p in samples_dir.rglob("*") if p.is_file() and is_audio(p))
     if not audio:
         raise ManifestError(f"{samples_dir}: no audio files (.m4a .aac .mp3 .wav .flac .ogg) found")
-    bad = [p.name for p in audio if parse_sample_name(p) is None]
+    bad = [str(p.relative_to(samples_dir)) for p in audio if parse_sample_name(p) is None]
     if bad:
         raise ManifestError(
             f"{samples_dir}: {len(bad)} audio file name(s) do not say what was running: {', '.join(bad)}. "
-            f"Rename them as {NAME_PATTERN}.<ext>, e.g. ac-off-fridge-on-night.m4a"
+            f"Rename them as {NAME_PATTERN}.<ext>, e.g. ac-off-fridge-on-night.m4a; {TAG_RULE}"
         )
+    by_stem: dict[str, list[str]] = {}
+    for path in audio:
+        by_stem.setdefault(path.stem, []).append(str(path.relative_to(samples_dir)))
+    clashes = {stem: paths for stem, paths in by_stem.items() if len(paths) > 1}
+    if clashes:
+        raise ManifestError(f"{samples_dir}: recordings must have different names, but "
+                            + "; ".join(" and ".join(paths) for paths in clashes.values())
+                            + " share one; add a -TAG to tell them apart")
     return audio
 
 
@@ -65,23 +74,23 @@ def outlier_flags(rms: np.ndarray, fraction: float = OUTLIER_FRACTION) -> np.nda
 
 
 def describe_file(path: Path, window: WindowConfig) -> tuple[dict, pd.DataFrame]:
-    """The files.csv row and the windows.parquet rows of one recording."""
+    """The files.csv row and the windows.parquet rows of one recording (streamed, never held whole)."""
     labels = parse_sample_name(path)
-    windows, decoded = load_windows(path, window)
-    starts = np.arange(len(windows)) * window.hop_samples
-    rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1))
+    audio = AudioFile(path)
+    rms = np.array([np.sqrt(np.mean(np.square(samples, dtype=np.float64))) for _, samples in iter_windows(audio, window)])
+    starts = np.arange(len(rms)) * window.hop_samples
     shown = _display_path(path)
     file_row = {
         "path": shown,
-        "duration_sec": decoded.duration_sec,
-        "sample_rate": decoded.sample_rate,
+        "duration_sec": audio.duration_sec,
+        "sample_rate": audio.sample_rate,
         "ac": int(labels.ac),
         "fridge": int(labels.fridge),
         "state": labels.state,
         "daypart": labels.daypart,
         "recording_id": path.stem,
         "sha256": sha256_file(path),
-        "channels": decoded.channels,
+        "channels": audio.channels,
     }
     window_rows = pd.DataFrame({
         "recording_id": path.stem,
@@ -98,12 +107,21 @@ def describe_file(path: Path, window: WindowConfig) -> tuple[dict, pd.DataFrame]
 
 
 def prepare(samples_dir: Path, manifests_dir: Path, window: WindowConfig = WindowConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scan samples_dir and write files.csv, windows.parquet and manifest.yaml atomically."""
-    rows, window_frames = [], []
+    """Scan samples_dir and write files.csv, windows.parquet and manifest.yaml atomically.
+
+    Every file is tried; unusable ones (undecodable, too short) are listed together in one error."""
+    rows, window_frames, problems = [], [], []
     for path in find_samples(samples_dir):
-        file_row, window_rows = describe_file(path, window)
+        try:
+            file_row, window_rows = describe_file(path, window)
+        except AudioError as error:
+            problems.append(str(error))
+            continue
         rows.append(file_row)
         window_frames.append(window_rows)
+    if problems:
+        raise ManifestError(f"{len(problems)} recording(s) cannot be used; fix or remove them, then run prepare again:\n  "
+                            + "\n  ".join(problems))
     files = pd.DataFrame(rows)
     windows = pd.concat(window_frames, ignore_index=True)
     manifests_dir.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,16 @@
-"""The one audio path: decode any sample format to mono float32, resample to 16 kHz, slice windows.
+"""The one audio path: decode any sample format to mono float32, resample to 16 kHz, cut windows.
 
-Training and the Raspberry Pi both call these functions, so a file gives identical windows on
-both sides. Compressed formats (.m4a .aac .mp3) decode with PyAV, the others with soundfile;
-resampling is soxr's high-quality mode everywhere (also in streaming form for live input).
+Everything streams: a file is decoded frame by frame (PyAV for .m4a .aac .mp3, soundfile for the
+others), mixed to mono, resampled chunk by chunk with soxr's high-quality streaming resampler,
+and cut into windows by the :class:`Windower`, so memory holds a few windows whatever a file's
+length. Training, batch, stream and live all go through here, so a file gives identical windows
+everywhere (a microphone's chunks go through the same resampler and windower).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
@@ -19,86 +21,15 @@ from edge.core.defaults import SAMPLE_RATE, WindowConfig
 
 PYAV_SUFFIXES = (".m4a", ".aac", ".mp3", ".mp4")
 RESAMPLE_QUALITY = "HQ"
+SOUNDFILE_BLOCK = 1 << 16
 
 
 class AudioError(ValueError):
     """An audio file that cannot be used; the message names the file and what is wrong."""
 
 
-@dataclasses.dataclass(frozen=True)
-class DecodedAudio:
-    """Mono float32 samples in [-1, 1] with the file's native rate and channel count."""
-
-    samples: np.ndarray
-    sample_rate: int
-    channels: int
-
-    @property
-    def duration_sec(self) -> float:
-        return len(self.samples) / self.sample_rate
-
-
-def _decode_pyav(path: Path) -> DecodedAudio:
-    with av.open(str(path)) as container:
-        if not container.streams.audio:
-            raise AudioError(f"{path}: no audio stream in this file")
-        stream = container.streams.audio[0]
-        channels = stream.codec_context.channels
-        chunks = []
-        for frame in container.decode(stream):
-            planes = frame.to_ndarray()  # planar formats: [channels, n]; packed: [1, n * channels]
-            if not frame.format.is_planar:
-                planes = planes.reshape(-1, channels).T
-            chunks.append(_to_float(planes))
-        rate = stream.codec_context.sample_rate
-    if not chunks:
-        raise AudioError(f"{path}: the audio stream holds no samples")
-    return DecodedAudio(np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float32), rate, channels)
-
-
-def _to_float(planes: np.ndarray) -> np.ndarray:
-    if np.issubdtype(planes.dtype, np.integer):
-        return planes.astype(np.float32) / float(np.iinfo(planes.dtype).max + 1)
-    return planes.astype(np.float32)
-
-
-def _decode_soundfile(path: Path) -> DecodedAudio:
-    samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    return DecodedAudio(samples.mean(axis=1).astype(np.float32), rate, samples.shape[1])
-
-
-def decode(path: str | Path) -> DecodedAudio:
-    """Decode an audio file to mono float32 at its native rate; AudioError names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: the file is empty")
-    try:
-        if path.suffix.lower() in PYAV_SUFFIXES:
-            audio = _decode_pyav(path)
-        else:
-            audio = _decode_soundfile(path)
-    except AudioError:
-        raise
-    except Exception as error:  # codec libraries raise many types for corrupt input
-        raise AudioError(f"{path}: cannot decode audio ({error}); is the file complete and an audio format?") from error
-    if len(audio.samples) == 0:
-        raise AudioError(f"{path}: the file holds no audio samples")
-    if not np.all(np.isfinite(audio.samples)):
-        raise AudioError(f"{path}: the audio holds NaN or infinite samples")
-    return audio
-
-
-def resample(samples: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """High-quality resampling of mono float32 audio (soxr)."""
-    if rate == target_rate:
-        return np.ascontiguousarray(samples, dtype=np.float32)
-    return soxr.resample(samples.astype(np.float32), rate, target_rate, quality=RESAMPLE_QUALITY)
-
-
 class StreamResampler:
-    """Chunk-by-chunk form of :func:`resample` for live input."""
+    """Resample mono float32 chunks to the target rate (soxr HQ); :meth:`flush` returns the tail."""
 
     def __init__(self, rate: int, target_rate: int = SAMPLE_RATE) -> None:
         self._stream = (
@@ -110,11 +41,146 @@ class StreamResampler:
         chunk = np.ascontiguousarray(chunk, dtype=np.float32)
         return chunk if self._stream is None else self._stream.resample_chunk(chunk)
 
+    def flush(self) -> np.ndarray:
+        if self._stream is None:
+            return np.zeros(0, np.float32)
+        return self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
-def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, DecodedAudio]:
-    """Decode and resample: (mono float32 at target_rate, the decoded original)."""
-    decoded = decode(path)
-    return resample(decoded.samples, decoded.sample_rate, target_rate), decoded
+
+def _to_float(planes: np.ndarray) -> np.ndarray:
+    if np.issubdtype(planes.dtype, np.integer):
+        return planes.astype(np.float32) / float(np.iinfo(planes.dtype).max + 1)
+    return planes.astype(np.float32)
+
+
+class AudioFile:
+    """An audio file opened for streaming. ``sample_rate`` and ``channels`` are the file's own;
+    ``duration_sec`` counts what was decoded so far (the whole file once iterated)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AudioError(f"{self.path}: no such file")
+        if self.path.stat().st_size == 0:
+            raise AudioError(f"{self.path}: the file is empty")
+        self._pyav = self.path.suffix.lower() in PYAV_SUFFIXES
+        try:
+            if self._pyav:
+                with av.open(str(self.path)) as container:
+                    if not container.streams.audio:
+                        raise AudioError(f"{self.path}: no audio stream in this file")
+                    context = container.streams.audio[0].codec_context
+                    self.sample_rate, self.channels = context.sample_rate, context.channels
+            else:
+                info = soundfile.info(str(self.path))
+                self.sample_rate, self.channels = info.samplerate, info.channels
+        except AudioError:
+            raise
+        except Exception as error:  # codec libraries raise many types for corrupt input
+            raise self._undecodable(error) from error
+        self.native_samples = 0
+
+    @property
+    def duration_sec(self) -> float:
+        return self.native_samples / self.sample_rate
+
+    def _undecodable(self, error: Exception) -> AudioError:
+        return AudioError(f"{self.path}: cannot decode audio ({error}); is the file complete and an audio format?")
+
+    def native_chunks(self) -> Iterator[np.ndarray]:
+        """Mono float32 chunks at the file's own rate; AudioError names the file on any failure."""
+        self.native_samples = 0
+        try:
+            for chunk in (self._pyav_chunks() if self._pyav else self._soundfile_chunks()):
+                if not np.all(np.isfinite(chunk)):
+                    raise AudioError(f"{self.path}: the audio holds NaN or infinite samples")
+                self.native_samples += len(chunk)
+                yield chunk
+        except AudioError:
+            raise
+        except Exception as error:
+            raise self._undecodable(error) from error
+        if self.native_samples == 0:
+            raise AudioError(f"{self.path}: the file holds no audio samples")
+
+    def _pyav_chunks(self) -> Iterator[np.ndarray]:
+        with av.open(str(self.path)) as container:
+            stream = container.streams.audio[0]
+            for frame in container.decode(stream):
+                planes = frame.to_ndarray()  # planar formats: [channels, n]; packed: [1, n * channels]
+                if not frame.format.is_planar:
+                    planes = planes.reshape(-1, self.channels).T
+                yield _to_float(planes).mean(axis=0)
+
+    def _soundfile_chunks(self) -> Iterator[np.ndarray]:
+        for block in soundfile.blocks(str(self.path), blocksize=SOUNDFILE_BLOCK, dtype="float32", always_2d=True):
+            yield block.mean(axis=1)
+
+    def chunks(self, target_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+        """Mono float32 chunks resampled to target_rate."""
+        resample = StreamResampler(self.sample_rate, target_rate)
+        for chunk in self.native_chunks():
+            yield resample(chunk)
+        yield resample.flush()
+
+
+class Windower:
+    """Audio in, in chunks of any size; out, a full window every hop: windows start at 0, hop,
+    2 hop, ... of the audio pushed, and ``t`` is the audio time at a window's end.
+
+    Used for files (batch, stream, training) and for the microphone (live). It also keeps the last
+    `recent_samples` of audio up to the latest window's end, for clips.
+    """
+
+    def __init__(self, window_samples: int, hop_samples: int, sample_rate: int, recent_samples: int = 0) -> None:
+        self.window_samples, self.hop_samples, self.sample_rate = window_samples, hop_samples, sample_rate
+        self.recent_samples = max(recent_samples, window_samples)
+        self._buffer = np.zeros(0, np.float32)  # audio from the next window's start on
+        self._start_t = 0.0  # audio time of the buffer's first sample
+        self._seen = 0  # samples at the buffer's start already in `recent`
+        self.recent = np.zeros(0, np.float32)
+
+    @property
+    def pending_sec(self) -> float:
+        """Audio waiting beyond the next window: how far the decisions are behind the input."""
+        return max(0, len(self._buffer) - self.window_samples) / self.sample_rate
+
+    def push(self, samples: np.ndarray) -> None:
+        self._buffer = np.concatenate([self._buffer, np.asarray(samples, dtype=np.float32)])
+
+    def windows(self) -> Iterator[tuple[float, np.ndarray]]:
+        """(audio time at the window's end, window) for every window the pushed audio completes."""
+        while len(self._buffer) >= self.window_samples:
+            window = self._buffer[: self.window_samples]
+            self._remember(self.window_samples)
+            yield self._start_t + self.window_samples / self.sample_rate, window
+            self._drop(self.hop_samples)
+
+    def skip_backlog(self, keep_sec: float) -> float:
+        """When more than one hop + `keep_sec` waits beyond the next window, skip to the newest
+        window; the seconds skipped (0 when none)."""
+        backlog = len(self._buffer) - self.window_samples
+        if backlog <= self.hop_samples + keep_sec * self.sample_rate:
+            return 0.0
+        self._remember(backlog)
+        self._drop(backlog)
+        return backlog / self.sample_rate
+
+    def gap(self, seconds: float) -> None:
+        """Audio was lost: time moves on, and the next window starts afresh."""
+        self._start_t += len(self._buffer) / self.sample_rate + seconds
+        self._buffer, self._seen = np.zeros(0, np.float32), 0
+
+    def _remember(self, end: int) -> None:
+        if end > self._seen:
+            self.recent = np.concatenate([self.recent, self._buffer[self._seen : end]])[-self.recent_samples :]
+            self._seen = end
+
+    def _drop(self, count: int) -> None:
+        count = min(count, len(self._buffer))
+        self._buffer = self._buffer[count:]
+        self._start_t += count / self.sample_rate
+        self._seen = max(0, self._seen - count)
 
 
 def too_short(path: str | Path, duration_sec: float, window: WindowConfig) -> AudioError:
@@ -123,28 +189,23 @@ def too_short(path: str | Path, duration_sec: float, window: WindowConfig) -> Au
                       f"record at least {window.window_sec:g} s or leave the file out")
 
 
-def load_windows(path: str | Path, window: WindowConfig) -> tuple[np.ndarray, DecodedAudio]:
-    """Decode, resample and cut into full windows: ([n, window_samples] view, the decoded original).
+def iter_windows(audio: AudioFile, window: WindowConfig) -> Iterator[tuple[float, np.ndarray]]:
+    """(audio time at the window's end, window) of a file, decoded, resampled and cut as it streams.
 
-    A file shorter than one window is an AudioError (:func:`too_short`)."""
-    samples, decoded = load_audio(path, window.sample_rate)
-    windows = slice_windows(samples, window.window_samples, window.hop_samples)
-    if len(windows) == 0:
-        raise too_short(path, decoded.duration_sec, window)
-    return windows, decoded
-
-
-def window_starts(num_samples: int, window: int, hop: int) -> np.ndarray:
-    """Start offsets of every full window (none when the audio is shorter than one window)."""
-    if num_samples < window:
-        return np.zeros(0, dtype=np.int64)
-    return np.arange(0, num_samples - window + 1, hop, dtype=np.int64)
-
-
-def slice_windows(samples: np.ndarray, window: int, hop: int) -> np.ndarray:
-    """[n_windows, window] read-only view of full windows, `hop` samples apart."""
-    count = len(window_starts(len(samples), window, hop))
+    A file shorter than one window is an AudioError (:func:`too_short`) once it has been read."""
+    windower = Windower(window.window_samples, window.hop_samples, window.sample_rate)
+    count = 0
+    for chunk in audio.chunks(window.sample_rate):
+        windower.push(chunk)
+        for t, samples in windower.windows():
+            count += 1
+            yield t, samples
     if count == 0:
-        return np.zeros((0, window), dtype=samples.dtype)
-    view = np.lib.stride_tricks.sliding_window_view(samples, window)[::hop]
-    return view[:count]
+        raise too_short(audio.path, audio.duration_sec, window)
+
+
+def load_windows(path: str | Path, window: WindowConfig) -> tuple[np.ndarray, AudioFile]:
+    """Every window of a file in memory ([n, window_samples]), for training steps that need them all."""
+    audio = AudioFile(path)
+    windows = np.stack([samples.copy() for _, samples in iter_windows(audio, window)])
+    return windows, audio

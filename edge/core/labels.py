@@ -11,7 +11,8 @@ STATES = (AC_ON, FRIDGE_ON, BOTH_OFF)
 DAYPARTS = ("day", "night")
 AUDIO_SUFFIXES = (".m4a", ".aac", ".mp3", ".wav", ".flac", ".ogg")
 NAME_PATTERN = "ac-(on|off)-fridge-(on|off)-(day|night)[-TAG]"
-_NAME = re.compile(r"^ac-(on|off)-fridge-(on|off)-(day|night)(?:-([A-Za-z0-9_.]+))?$")
+TAG_RULE = "a TAG may hold letters (accented ones too), digits, '-', '_' and '.'"
+_NAME = re.compile(r"^ac-(on|off)-fridge-(on|off)-(day|night)(?:-([\w.-]+))?$")
 
 
 def state_of(ac_on: bool, fridge_on: bool) -> str:

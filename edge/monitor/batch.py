@@ -1,33 +1,51 @@
-"""Batch: one decision per audio file (median over all its windows)."""
+"""Batch: one decision per audio file (median over all its windows), streamed from disk."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterator
 
-from edge.core.audio import AudioError, load_windows
+import numpy as np
+
+from edge.core.audio import AudioError, AudioFile, iter_windows
 from edge.core.decision import decide_file
 from edge.core.defaults import DecisionConfig
 from edge.core.labels import is_audio
-from edge.monitor.runtime import Classifier
+from edge.monitor.runtime import DEFAULT_BATCH, Classifier
 
 
-def expand_paths(paths: list[Path]) -> Iterator[Path]:
-    """Files as given; directories as the audio files directly inside them, sorted."""
+class NoAudioError(ValueError):
+    """Paths that hold no audio file at all; the message lists what was searched."""
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; directories as every audio file below them (subdirectories too), sorted."""
+    found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if p.is_file() and is_audio(p))
+            found += sorted(p for p in path.rglob("*") if p.is_file() and is_audio(p))
         else:
-            yield path
+            found.append(path)
+    if not found:
+        raise NoAudioError(f"no audio files (.m4a .aac .mp3 .wav .flac .ogg) in {', '.join(map(str, paths))}")
+    return found
 
 
 def classify_file(classifier: Classifier, path: Path, decision: DecisionConfig) -> dict:
     """The batch line of one file; raises AudioError for unusable audio."""
-    window = classifier.bundle.window
-    windows, decoded = load_windows(path, window)
-    result = decide_file(classifier.predict(windows), decision)
+    audio = AudioFile(path)
+    probs, pending = [], []
+    for _, window in iter_windows(audio, classifier.bundle.window):
+        pending.append(window)
+        if len(pending) == DEFAULT_BATCH:
+            probs.append(classifier.predict(np.stack(pending)))
+            pending = []
+    if pending:
+        probs.append(classifier.predict(np.stack(pending)))
+    probs = np.concatenate(probs)
+    result = decide_file(probs, decision)
     return {"path": str(path), "status": result.status, "p_ac": result.p_ac, "p_fridge": result.p_fridge,
-            "windows": len(windows), "duration_sec": decoded.duration_sec}
+            "windows": len(probs), "duration_sec": audio.duration_sec}
 
 
 def run_batch(classifier: Classifier, paths: list[Path], decision: DecisionConfig) -> Iterator[dict]:

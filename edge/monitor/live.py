@@ -19,10 +19,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edge.core.audio import StreamResampler
+from edge.core.audio import StreamResampler, Windower
 from edge.core.decision import StreamDecider
 from edge.core.defaults import DecisionConfig
-from edge.monitor.hop import HopLine, Windower
+from edge.monitor.hop import HopLine
 from edge.monitor.runtime import Classifier
 from edge.monitor.stream import infer_window
 

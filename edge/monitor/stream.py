@@ -1,4 +1,4 @@
-"""Stream: live processing simulated over a file, one line per hop."""
+"""Stream: live processing simulated over a file, one line per hop (the file streams from disk)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Iterator
 
 import numpy as np
 
-from edge.core.audio import load_audio, too_short
+from edge.core.audio import AudioFile, iter_windows
 from edge.core.decision import StreamDecider
 from edge.core.defaults import DecisionConfig
-from edge.monitor.hop import HopLine, Windower
+from edge.monitor.hop import HopLine
 from edge.monitor.runtime import Classifier
 
 
@@ -25,14 +25,9 @@ def infer_window(classifier: Classifier, window: np.ndarray) -> tuple[np.ndarray
 def stream_file(classifier: Classifier, path: Path, decision: DecisionConfig, realtime: bool = False) -> Iterator[HopLine]:
     """Lines as a live monitor would have printed them; `t` is the audio time at each window's end."""
     window = classifier.bundle.window
-    samples, decoded = load_audio(path, window.sample_rate)
-    if len(samples) < window.window_samples:
-        raise too_short(path, decoded.duration_sec, window)
-    windower = Windower(window.window_samples, window.hop_samples, window.sample_rate)
     decider = StreamDecider(decision, window.hop_sec)
-    windower.push(samples)
     started = time.monotonic()
-    for t, audio in windower.windows():
+    for t, audio in iter_windows(AudioFile(path), window):
         if realtime:
             time.sleep(max(0.0, started + t - time.monotonic()))
         probs, infer_ms = infer_window(classifier, audio)
