@@ -14,6 +14,7 @@ import itertools
 import os
 import zlib
 from pathlib import Path
+from typing import Iterable
 
 import av
 import numpy as np
@@ -120,19 +121,21 @@ def synthesize(ac: bool, fridge_on: bool, daypart: str, seconds: float, seed: in
     return np.clip(stereo, -1, 1).astype(np.float32)
 
 
-def write_m4a(path: Path, stereo: np.ndarray) -> None:
-    """Encode [2, n] float32 as 44.1 kHz stereo AAC in an .m4a container (atomically)."""
+def write_m4a(path: Path, stereo: np.ndarray | Iterable[np.ndarray]) -> None:
+    """Encode [2, n] float32 (or blocks of it, for long files) as 44.1 kHz stereo AAC in an .m4a (atomically)."""
+    blocks = [stereo] if isinstance(stereo, np.ndarray) else stereo
     with atomic_path(path) as temporary:
         with av.open(str(temporary), mode="w", format="ipod") as container:
             stream = container.add_stream("aac", rate=RATE, layout="stereo")
             stream.bit_rate = AAC_BITRATE
-            for start in range(0, stereo.shape[1], 1024 * 64):
-                frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(stereo[:, start : start + 1024 * 64]), format="fltp", layout="stereo"
-                )
-                frame.sample_rate = RATE
-                for packet in stream.encode(frame):
-                    container.mux(packet)
+            for block in blocks:
+                for start in range(0, block.shape[1], 1024 * 64):
+                    frame = av.AudioFrame.from_ndarray(
+                        np.ascontiguousarray(block[:, start : start + 1024 * 64], dtype=np.float32), format="fltp",
+                        layout="stereo")
+                    frame.sample_rate = RATE
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
             for packet in stream.encode(None):
                 container.mux(packet)
 

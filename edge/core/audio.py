@@ -135,7 +135,9 @@ class Windower:
     def __init__(self, window_samples: int, hop_samples: int, sample_rate: int, recent_samples: int = 0) -> None:
         self.window_samples, self.hop_samples, self.sample_rate = window_samples, hop_samples, sample_rate
         self.recent_samples = max(recent_samples, window_samples)
-        self._buffer = np.zeros(0, np.float32)  # audio from the next window's start on
+        self._buffer = np.zeros(0, np.float32)  # audio from the next window's start on ...
+        self._incoming: list[np.ndarray] = []  # ... then chunks pushed since, joined only when needed
+        self._size = 0  # samples in both
         self._start_t = 0.0  # audio time of the buffer's first sample
         self._seen = 0  # samples at the buffer's start already in `recent`
         self.recent = np.zeros(0, np.float32)
@@ -143,14 +145,22 @@ class Windower:
     @property
     def pending_sec(self) -> float:
         """Audio waiting beyond the next window: how far the decisions are behind the input."""
-        return max(0, len(self._buffer) - self.window_samples) / self.sample_rate
+        return max(0, self._size - self.window_samples) / self.sample_rate
 
     def push(self, samples: np.ndarray) -> None:
-        self._buffer = np.concatenate([self._buffer, np.asarray(samples, dtype=np.float32)])
+        samples = np.asarray(samples, dtype=np.float32)
+        self._incoming.append(samples)
+        self._size += len(samples)
+
+    def _join(self) -> None:
+        if self._incoming:
+            self._buffer = np.concatenate([self._buffer, *self._incoming])
+            self._incoming = []
 
     def windows(self) -> Iterator[tuple[float, np.ndarray]]:
         """(audio time at the window's end, window) for every window the pushed audio completes."""
-        while len(self._buffer) >= self.window_samples:
+        while self._size >= self.window_samples:
+            self._join()
             window = self._buffer[: self.window_samples]
             self._remember(self.window_samples)
             yield self._start_t + self.window_samples / self.sample_rate, window
@@ -159,17 +169,18 @@ class Windower:
     def skip_backlog(self, keep_sec: float) -> float:
         """When more than one hop + `keep_sec` waits beyond the next window, skip to the newest
         window; the seconds skipped (0 when none)."""
-        backlog = len(self._buffer) - self.window_samples
+        backlog = self._size - self.window_samples
         if backlog <= self.hop_samples + keep_sec * self.sample_rate:
             return 0.0
+        self._join()
         self._remember(backlog)
         self._drop(backlog)
         return backlog / self.sample_rate
 
     def gap(self, seconds: float) -> None:
         """Audio was lost: time moves on, and the next window starts afresh."""
-        self._start_t += len(self._buffer) / self.sample_rate + seconds
-        self._buffer, self._seen = np.zeros(0, np.float32), 0
+        self._start_t += self._size / self.sample_rate + seconds
+        self._buffer, self._incoming, self._size, self._seen = np.zeros(0, np.float32), [], 0, 0
 
     def _remember(self, end: int) -> None:
         if end > self._seen:
@@ -179,6 +190,7 @@ class Windower:
     def _drop(self, count: int) -> None:
         count = min(count, len(self._buffer))
         self._buffer = self._buffer[count:]
+        self._size -= count
         self._start_t += count / self.sample_rate
         self._seen = max(0, self._seen - count)
 
