@@ -115,7 +115,9 @@ def parse_device(value: str | None) -> int | str | None:
 @click.option("--mqtt", "mqtt_url", default=None, metavar="URL", help="Publish to this broker: mqtt://HOST[:PORT] or mqtts://...")
 @click.option("--mqtt-user", envvar="HUMWATCH_MQTT_USER", default=None, help="[env HUMWATCH_MQTT_USER]")
 @click.option("--mqtt-password", envvar="HUMWATCH_MQTT_PASSWORD", default=None, help="[env HUMWATCH_MQTT_PASSWORD]")
-@click.option("--mqtt-device-id", default="humwatch", show_default=True, help="Topic and entity id: humwatch/<id>/...")
+@click.option("--name", default="humwatch", show_default=True,
+              help="This monitor's name: the Home Assistant device (e.g. Kitchen -> sensor.kitchen_state).")
+@click.option("--mqtt-device-id", default=None, help="Topic id: humwatch/<id>/... [default: the name as a slug]")
 @click.option("--mqtt-heartbeat", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds between state republishes when nothing changes.")
 @click.option("--http", "http_listen", default=None, metavar="[HOST:]PORT", help="Serve /state, /healthz, /metrics (a bare port: loopback).")
@@ -124,7 +126,7 @@ def parse_device(value: str | None) -> int | str | None:
 @click.option("--clips-seconds", type=click.FloatRange(min=1), default=20.0, show_default=True)
 @click.option("--clips-max-mb", type=click.FloatRange(min=1), default=500.0, show_default=True)
 def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, mqtt_url, mqtt_user, mqtt_password,
-         mqtt_device_id, mqtt_heartbeat, http_listen, clips_dir, clips_seconds, clips_max_mb, **overrides) -> None:
+         name, mqtt_device_id, mqtt_heartbeat, http_listen, clips_dir, clips_seconds, clips_max_mb, **overrides) -> None:
     """Listen to a microphone: one JSON line per hop.
 
     SIGINT / SIGTERM stop cleanly; see the README for MQTT, HTTP and clips.
@@ -143,7 +145,7 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
         if mqtt_url:
             from edge.home.mqtt import MqttPublisher, MqttSettings
 
-            settings = MqttSettings.from_url(mqtt_url, username=mqtt_user, password=mqtt_password,
+            settings = MqttSettings.from_url(mqtt_url, username=mqtt_user, password=mqtt_password, name=name,
                                              device_id=mqtt_device_id, heartbeat_sec=mqtt_heartbeat)
             sinks.append(MqttPublisher(settings))
             sinks[-1].start()

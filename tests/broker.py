@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").is_file() else None)
 
 
@@ -59,3 +61,30 @@ class Broker:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+class Subscriber:
+    """A paho client that records every message on humwatch/# and homeassistant/#."""
+
+    def __init__(self, port: int) -> None:
+        self.messages: list[tuple[str, str, bool]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload.decode(), bool(m.retain)))
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([("humwatch/#", 1), ("homeassistant/#", 1)])
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def wait(self, predicate, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(predicate(*message) for message in list(self.messages)):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def payloads(self, topic: str) -> list[str]:
+        return [payload for t, payload, _ in list(self.messages) if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -80,3 +80,38 @@ def bundle_dir(trained_runs, tmp_path_factory) -> Path:
 
     return export_run(trained_runs["night"], tmp_path_factory.mktemp("bundles") / "tiny", int8=True,
                       parity_windows_per_file=4, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def off_then_ac(project):
+    """24 s of both-off, then 24 s of AC, at 16 kHz."""
+    off = read_16k(project / "samples" / "ac-off-fridge-off-night.m4a")
+    on = read_16k(project / "samples" / "ac-on-fridge-off-night.m4a")
+    return off[: 16_000 * 24], on[: 16_000 * 24]
+
+
+def pinned_decision(bundle_dir):
+    """The bundle's decision with the fridge detector off: the random tiny encoder cannot hear it."""
+    from edge.core.bundle import load_bundle
+
+    return load_bundle(bundle_dir).decision.replace(fridge_on=1.0, fridge_off=1.0)
+
+
+FILE_SOURCE = """
+import sys, threading, time
+import soundfile
+
+class FileSource:  # stands in for the microphone: plays the WAV in argv[1] at 10x real time
+    def __init__(self, device=None):
+        pass
+    def start(self, callback):
+        audio, rate = soundfile.read(sys.argv[1], dtype="float32")
+        def feed():
+            for i in range(0, len(audio), 1600):
+                callback(audio[i : i + 1600], False)
+                time.sleep(0.01)
+        threading.Thread(target=feed, daemon=True).start()
+        return rate
+    def stop(self):
+        pass
+"""

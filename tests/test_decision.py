@@ -73,3 +73,15 @@ def test_spans_in_seconds_follow_the_hop():
     assert (config.median_windows(60.0), config.debounce_updates(60.0)) == (1, 1)
     with pytest.raises(ValueError, match="positive durations"):
         DecisionConfig(median_sec=0)
+
+
+def test_the_running_flags_and_the_state_come_from_the_same_debounced_detectors():
+    decider = StreamDecider(DecisionConfig(median_sec=1.0, debounce_sec=2.0), hop_sec=1.0)
+    updates = [decider.update(p_ac, p_fridge) for p_ac, p_fridge in
+               [(0.0, 0.0), (0.9, 0.0), (0.9, 0.9), (0.9, 0.9), (0.0, 0.9), (0.0, 0.9)]]
+    assert [u.debounced_status for u in updates] == [BOTH_OFF, BOTH_OFF, AC_ON, AC_ON, AC_ON, FRIDGE_ON]
+    assert [(u.ac_running, u.fridge_running) for u in updates] == [
+        (False, False), (False, False), (True, False), (True, True), (True, True), (False, True)]
+    for update in updates:  # what Home Assistant shows can never contradict itself
+        assert update.debounced_status == state_of(update.ac_running, update.fridge_running)
+    assert [u.changed for u in updates] == [True, False, True, False, False, True]

@@ -1,4 +1,4 @@
-"""Home integration: MQTT against a real broker (mosquitto or amqtt), the HTTP endpoint, clips of every change."""
+"""Home integration: the HTTP endpoint, clips of every change, the live command end to end."""
 
 import json
 import signal
@@ -11,159 +11,17 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
 import soundfile
 
-from broker import Broker, free_port
-from conftest import read_16k, REPO
+from broker import free_port
+from conftest import FILE_SOURCE, REPO, pinned_decision
 from edge.core.bundle import load_bundle
 from edge.home.clips import ClipWriter
 from edge.home.http_status import StatusServer, parse_listen
 from edge.core.labels import AC_ON
-from edge.home.mqtt import MqttPublisher, MqttSettings
 from edge.monitor.hop import HopLine
 from test_live import FakeSource, Harness
-
-@pytest.fixture
-def broker(tmp_path):
-    running = Broker(tmp_path).start()
-    yield running
-    running.stop()
-
-
-class Subscriber:
-    """A paho client that records every message on humwatch/# and homeassistant/#."""
-
-    def __init__(self, port: int) -> None:
-        self.messages: list[tuple[str, str, bool]] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload.decode(), bool(m.retain)))
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([("humwatch/#", 1), ("homeassistant/#", 1)])
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def wait(self, predicate, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(predicate(*message) for message in list(self.messages)):
-                return True
-            time.sleep(0.05)
-        return False
-
-    def payloads(self, topic: str) -> list[str]:
-        return [payload for t, payload, _ in list(self.messages) if t == topic]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture(scope="module")
-def off_then_ac(project):
-    """24 s of both-off, then 24 s of AC, at 16 kHz."""
-    off = read_16k(project / "samples" / "ac-off-fridge-off-night.m4a")
-    on = read_16k(project / "samples" / "ac-on-fridge-off-night.m4a")
-    return off[: 16_000 * 24], on[: 16_000 * 24]
-
-
-def _pinned(bundle_dir):
-    """The bundle's decision with the fridge detector off: the random tiny encoder cannot hear it."""
-    return load_bundle(bundle_dir).decision.replace(fridge_on=1.0, fridge_off=1.0)
-
-
-FILE_SOURCE = """
-import sys, threading, time
-import soundfile
-
-class FileSource:  # stands in for the microphone: plays the WAV in argv[1] at 10x real time
-    def __init__(self, device=None):
-        pass
-    def start(self, callback):
-        audio, rate = soundfile.read(sys.argv[1], dtype="float32")
-        def feed():
-            for i in range(0, len(audio), 1600):
-                callback(audio[i : i + 1600], False)
-                time.sleep(0.01)
-        threading.Thread(target=feed, daemon=True).start()
-        return rate
-    def stop(self):
-        pass
-"""
-
-MONITOR_SCRIPT = FILE_SOURCE + """
-from edge.core.bundle import load_bundle
-from edge.monitor.live import LiveMonitor
-from edge.home.mqtt import MqttPublisher, MqttSettings
-from edge.monitor.runtime import Classifier
-
-bundle = load_bundle(sys.argv[2])
-publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{sys.argv[3]}", device_id="test", heartbeat_sec=1))
-publisher.start()
-monitor = LiveMonitor(Classifier(bundle, "fp32", threads=1), bundle.decision, FileSource(), publisher,
-                      max_lag_sec=1000, stall_timeout_sec=1000)
-monitor.run()
-"""
-
-
-def test_mqtt_discovery_state_attributes_and_last_will(bundle_dir, broker, off_then_ac, tmp_path):
-    wav = tmp_path / "ac.wav"
-    soundfile.write(wav, off_then_ac[1], 16_000)
-    subscriber = Subscriber(broker.port)
-    monitor = subprocess.Popen([sys.executable, "-c", MONITOR_SCRIPT, str(wav), str(bundle_dir), str(broker.port)],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert subscriber.wait(lambda t, p, r: t == "humwatch/test/state"), "no state published"
-        assert subscriber.wait(lambda t, p, r: t == "humwatch/test/attributes")
-    finally:
-        monitor.send_signal(signal.SIGKILL)  # killed, not stopped: the broker must send the last will
-        monitor.wait(10)
-    assert subscriber.wait(lambda t, p, r: t == "humwatch/test/availability" and p == "offline"), "no last will"
-    assert "online" in subscriber.payloads("humwatch/test/availability")
-    attributes = json.loads(subscriber.payloads("humwatch/test/attributes")[-1])
-    assert {"p_ac", "p_fridge", "median_ac", "median_fridge", "infer_ms", "dropped_sec", "overflows", "ac_on"} <= set(attributes)
-    subscriber.close()
-
-    late = Subscriber(broker.port)  # joins after the fact: sees only what the broker retained
-    assert late.wait(lambda t, p, r: t == "humwatch/test/state" and r and p == AC_ON)
-    configs = {t: json.loads(p) for t, p, r in late.messages if t.startswith("homeassistant/") and r}
-    assert set(configs) == {"homeassistant/sensor/humwatch_test/state/config",
-                            "homeassistant/binary_sensor/humwatch_test/ac/config",
-                            "homeassistant/binary_sensor/humwatch_test/fridge/config"}
-    enum = configs["homeassistant/sensor/humwatch_test/state/config"]
-    assert enum["device_class"] == "enum" and enum["options"] == ["ac-on", "fridge-on", "both-off"]
-    assert enum["state_topic"] == "humwatch/test/state" and enum["availability_topic"] == "humwatch/test/availability"
-    assert len({json.dumps(c["device"]) for c in configs.values()}) == 1, "all three entities share one device"
-    assert late.payloads("humwatch/test/availability")[-1] == "offline"
-    late.close()
-
-
-def test_broker_outage_keeps_deciding_and_sends_the_latest_state_on_return(bundle_dir, broker, off_then_ac, caplog):
-    off, on = off_then_ac
-    publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", device_id="outage"))
-    publisher.start()
-    assert publisher.connected.wait(10)
-    source = FakeSource()
-    with caplog.at_level("WARNING", logger="humwatch.mqtt"), \
-            Harness(bundle_dir, source, sinks=[publisher], decision=_pinned(bundle_dir), max_lag_sec=100.0) as harness:
-        source.feed(off)
-        lines = harness.wait_for(13)
-        assert lines[-1].debounced_status != AC_ON
-        broker.stop()
-        deadline = time.monotonic() + 10
-        while publisher.connected.is_set() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not publisher.connected.is_set()
-        source.feed(on)  # the AC starts while the broker is down
-        lines = harness.wait_for(29)
-        assert len(lines) == 29 and lines[-1].debounced_status == AC_ON, "the monitor kept deciding"
-        broker.start()
-        subscriber = Subscriber(broker.port)
-        assert subscriber.wait(lambda t, p, r: t == "humwatch/outage/state" and p == AC_ON, timeout=30)
-        subscriber.close()
-    publisher.close()
-    assert "disconnected" in caplog.text and "keeping only the latest state" in caplog.text
-
 
 def _get(url: str) -> tuple[int, str]:
     try:
@@ -218,7 +76,7 @@ def test_a_state_change_writes_one_clip_matching_the_source(bundle_dir, off_then
     clips_dir = tmp_path / "clips"
     holder = {}
     writer = ClipWriter(clips_dir, lambda: holder["monitor"].recent_audio(), 16_000, seconds=20.0, max_mb=100)
-    with Harness(bundle_dir, source, sinks=[writer], decision=_pinned(bundle_dir), max_lag_sec=100.0) as harness:
+    with Harness(bundle_dir, source, sinks=[writer], decision=pinned_decision(bundle_dir), max_lag_sec=100.0) as harness:
         holder["monitor"] = harness.monitor
         source.feed(off)
         source.feed(on)
@@ -243,7 +101,8 @@ def test_clip_directory_stays_under_its_bound(tmp_path):
     written = []
     for index, state in enumerate(["both-off", "ac-on", "both-off", "ac-on", "fridge-on", "both-off"]):
         writer(HopLine(t=6.0 + index, status=state, debounced_status=state, changed=True, p_ac=0.5, p_fridge=0.5,
-                       median_ac=0.5, median_fridge=0.5, ac_on=False, fridge_on=False, infer_ms=1.0))
+                       median_ac=0.5, median_fridge=0.5, ac_on=False, fridge_on=False, ac_running=False,
+                       fridge_running=False, infer_ms=1.0))
         written.extend(sorted(tmp_path.glob("*.flac"))[-1:])
     remaining = sorted(tmp_path.glob("*.flac"))
     assert len(written) == 5 and 0 < len(remaining) < 5
@@ -284,14 +143,3 @@ def test_live_command_serves_writes_and_stops_cleanly_on_sigterm(bundle_dir, off
     assert len(written) == 29 and written == [json.loads(line) for line in stdout.splitlines()]
     assert written[-1]["debounced_status"] == AC_ON
     assert len(list(clips.glob("*.flac"))) == 1
-
-
-def test_mqtt_settings_from_url_never_show_the_password():
-    settings = MqttSettings.from_url("mqtts://ha:s%40cret@broker.lan", device_id="kitchen")
-    assert (settings.host, settings.port, settings.tls) == ("broker.lan", 8883, True)
-    assert (settings.username, settings.password) == ("ha", "s@cret")
-    assert "s@cret" not in repr(settings) and settings.base_topic == "humwatch/kitchen"
-    assert MqttSettings.from_url("mqtt://ha:x@b", username="other", password="y").username == "other"
-    assert MqttSettings.from_url("mqtt://broker").port == 1883
-    with pytest.raises(ValueError, match="expected mqtt://HOST"):
-        MqttSettings.from_url("http://broker")

@@ -1,9 +1,10 @@
 """From window probabilities to a state: the decision logic, in one place, pure numpy.
 
 Files: median over all windows, thresholds t_ac / t_fridge, the priority rule.
-Streams: median over the last N windows -> per-label hysteresis -> priority rule -> debounce
-(a new state is reported only after K identical updates in a row); N and K follow from the
-configured durations and the hop.
+Streams: median over the last N windows -> per-label hysteresis -> per-label debounce (a detector
+changes only after K identical updates in a row) -> priority rule; N and K follow from the
+configured durations and the hop. The reported state and the per-appliance "running" flags come
+from the same debounced detectors, so they always agree.
 """
 
 from __future__ import annotations
@@ -46,17 +47,38 @@ class Hysteresis:
         return self.active
 
 
+class Debounce:
+    """A boolean that takes its first value as it comes and later changes only after K identical,
+    different values in a row."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.value, self._run = k, None, 0
+
+    def update(self, value: bool) -> bool:
+        if self.value is None:
+            self.value = value
+        elif value == self.value:
+            self._run = 0
+        else:
+            self._run += 1
+            if self._run >= self.k:
+                self.value, self._run = value, 0
+        return self.value
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamUpdate:
     """One hop's decision, as reported in a stream / live line."""
 
-    status: str
-    debounced_status: str
-    changed: bool
+    status: str  # from the detectors of this hop
+    debounced_status: str  # from the debounced detectors: what is reported and published
+    changed: bool  # the debounced status changed (always True on the first hop)
     median_ac: float
     median_fridge: float
-    ac_on: bool  # the per-label detectors after hysteresis, before the priority rule
+    ac_on: bool  # the per-label detectors after hysteresis, before debouncing
     fridge_on: bool
+    ac_running: bool  # the same, debounced: debounced_status follows from these two
+    fridge_running: bool
 
 
 class StreamDecider:
@@ -64,36 +86,19 @@ class StreamDecider:
 
     def __init__(self, config: DecisionConfig, hop_sec: float) -> None:
         self.config = config
-        self.debounce_k = config.debounce_updates(hop_sec)
         self._recent = collections.deque(maxlen=config.median_windows(hop_sec))
         self._ac = Hysteresis(config.ac_on, config.ac_off)
         self._fridge = Hysteresis(config.fridge_on, config.fridge_off)
+        debounce_k = config.debounce_updates(hop_sec)
+        self._ac_running, self._fridge_running = Debounce(debounce_k), Debounce(debounce_k)
         self.debounced_status: str | None = None
-        self._candidate: str | None = None
-        self._candidate_count = 0
 
     def update(self, p_ac: float, p_fridge: float) -> StreamUpdate:
         self._recent.append((p_ac, p_fridge))
         median_ac, median_fridge = (float(v) for v in np.median(np.asarray(self._recent), axis=0))
         ac_on, fridge_on = self._ac.update(median_ac), self._fridge.update(median_fridge)
-        status = state_of(ac_on, fridge_on)
-        changed = self._debounce(status)
-        return StreamUpdate(status, self.debounced_status, changed, median_ac, median_fridge, ac_on, fridge_on)
-
-    def _debounce(self, status: str) -> bool:
-        """Track K identical statuses in a row; the first status is taken as it comes."""
-        if self.debounced_status is None:
-            self.debounced_status = status
-            return True
-        if status == self.debounced_status:
-            self._candidate, self._candidate_count = None, 0
-            return False
-        if status == self._candidate:
-            self._candidate_count += 1
-        else:
-            self._candidate, self._candidate_count = status, 1
-        if self._candidate_count >= self.debounce_k:
-            self.debounced_status = status
-            self._candidate, self._candidate_count = None, 0
-            return True
-        return False
+        ac_running, fridge_running = self._ac_running.update(ac_on), self._fridge_running.update(fridge_on)
+        debounced = state_of(ac_running, fridge_running)
+        changed, self.debounced_status = debounced != self.debounced_status, debounced
+        return StreamUpdate(state_of(ac_on, fridge_on), debounced, changed, median_ac, median_fridge, ac_on, fridge_on,
+                            ac_running, fridge_running)

@@ -1,13 +1,18 @@
 """Home Assistant over MQTT: discovery, retained state, attributes, availability with last will.
 
-Topics (``<base>`` = ``humwatch/<device_id>``):
-- ``<base>/state``: the debounced status, retained (``ac-on`` | ``fridge-on`` | ``both-off``)
-- ``<base>/attributes``: JSON (p_ac, p_fridge, medians, ac_on, fridge_on, infer_ms, drops, overflows)
-- ``<base>/availability``: ``online`` / ``offline`` (retained; ``offline`` is the last will)
-- ``homeassistant/.../config``: discovery for one enum sensor and two binary sensors, one device.
+Topics (``<base>`` = ``humwatch/<device_id>``, the id defaulting to the monitor's name as a slug):
+- ``<base>/attributes``: JSON with the debounced ``state``, ``ac_running`` and ``fridge_running``
+  and the raw detectors and probabilities (retained). All three Home Assistant entities read this
+  one message, so they agree at every moment.
+- ``<base>/state``: the debounced status alone, retained, for other consumers
+- ``<base>/availability``: ``online`` from the first decision on; ``offline`` on a clean stop and as
+  the last will, so a restarted monitor never shows a dead run's state as current
+- ``<base>/instances``: each monitor announces itself here, so two monitors under one id are seen
+- ``homeassistant/.../config``: one device named after the monitor, with an enum sensor and two
+  binary sensors (``sensor.<name>_state``, ``binary_sensor.<name>_ac_running``, ...).
 
-The broker being down never stops the monitor: paho reconnects in its own thread with backoff;
-while disconnected nothing is queued, only the latest line is kept and published on reconnect.
+The broker being down never stops the monitor: paho reconnects in its own thread with backoff
+(logged, with each delay); nothing is queued, only the latest line is kept and sent on reconnect.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ import dataclasses
 import importlib.metadata
 import json
 import logging
+import os
+import re
+import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -27,6 +36,15 @@ from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.mqtt")
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+BACKOFF_SEC = (1, 60)
+
+
+def slug(name: str) -> str:
+    """'Kitchen fridge' -> 'kitchen_fridge': how Home Assistant turns a name into an entity id."""
+    value = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if not value:
+        raise ValueError(f"--name {name!r}: needs at least one letter or digit")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +54,8 @@ class MqttSettings:
     tls: bool
     username: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)  # never printed
-    device_id: str = "humwatch"
-    device_name: str = "humwatch"
+    name: str = "humwatch"
+    device_id: str | None = None  # topic id; default: slug(name)
     discovery_prefix: str = "homeassistant"
     heartbeat_sec: float = 60.0
 
@@ -53,34 +71,45 @@ class MqttSettings:
                    **options)
 
     @property
+    def topic_id(self) -> str:
+        return self.device_id or slug(self.name)
+
+    @property
     def base_topic(self) -> str:
-        return f"humwatch/{self.device_id}"
+        return f"humwatch/{self.topic_id}"
 
 
 def discovery_messages(settings: MqttSettings) -> dict[str, dict]:
-    """Home Assistant discovery configs: topic -> payload."""
-    base, node = settings.base_topic, f"humwatch_{settings.device_id}"
-    device = {"identifiers": [node], "name": settings.device_name, "manufacturer": "humwatch",
+    """Home Assistant discovery configs: topic -> payload. Entity ids follow from the device name
+    and the entity names (has_entity_name), e.g. "Kitchen" + "State" -> sensor.kitchen_state."""
+    base, node = settings.base_topic, f"humwatch_{settings.topic_id}"
+    device = {"identifiers": [node], "name": settings.name, "manufacturer": "humwatch",
               "model": "humwatch live monitor", "sw_version": importlib.metadata.version("humwatch")}
-    common = {"availability_topic": f"{base}/availability", "device": device}
     attributes = f"{base}/attributes"
+    common = {"availability_topic": f"{base}/availability", "device": device, "state_topic": attributes}
     return {
         f"{settings.discovery_prefix}/sensor/{node}/state/config": {
-            **common, "name": "State", "unique_id": f"{node}_state", "state_topic": f"{base}/state",
+            **common, "name": "State", "unique_id": f"{node}_state", "value_template": "{{ value_json.state }}",
             "device_class": "enum", "options": list(STATES), "json_attributes_topic": attributes,
             "icon": "mdi:home-sound-in",
         },
         f"{settings.discovery_prefix}/binary_sensor/{node}/ac/config": {
-            **common, "name": "AC running", "unique_id": f"{node}_ac", "state_topic": attributes,
-            "value_template": "{{ 'ON' if value_json.ac_on else 'OFF' }}", "device_class": "running",
+            **common, "name": "AC running", "unique_id": f"{node}_ac",
+            "value_template": "{{ 'ON' if value_json.ac_running else 'OFF' }}", "device_class": "running",
             "icon": "mdi:air-conditioner",
         },
         f"{settings.discovery_prefix}/binary_sensor/{node}/fridge/config": {
-            **common, "name": "Fridge running", "unique_id": f"{node}_fridge", "state_topic": attributes,
-            "value_template": "{{ 'ON' if value_json.fridge_on else 'OFF' }}", "device_class": "running",
+            **common, "name": "Fridge running", "unique_id": f"{node}_fridge",
+            "value_template": "{{ 'ON' if value_json.fridge_running else 'OFF' }}", "device_class": "running",
             "icon": "mdi:fridge",
         },
     }
+
+
+def attributes_payload(line: HopLine) -> dict:
+    """The one JSON message every entity reads: debounced state and flags, raw detectors, figures."""
+    raw = {key: value for key, value in line.to_json().items() if key not in ("debounced_status", "changed", "lag_sec")}
+    return {"state": line.debounced_status, **raw}
 
 
 class MqttPublisher:
@@ -90,65 +119,116 @@ class MqttPublisher:
         self.settings = settings
         self.clock = clock
         self.latest: HopLine | None = None
+        self.rivals: dict[str, dict] = {}  # other monitors seen publishing under this id
         self._published: tuple | None = None
         self._last_publish = float("-inf")
+        self._online = False  # 'online' sent on this connection
+        self._closing = False
+        self._failures = 0
         self._lock = threading.Lock()
         self.connected = threading.Event()
         base = settings.base_topic
-        self.topics = {"state": f"{base}/state", "attributes": f"{base}/attributes", "availability": f"{base}/availability"}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"humwatch-{settings.device_id}")
+        self.topics = {name: f"{base}/{name}" for name in ("state", "attributes", "availability", "instances")}
+        host = socket.gethostname()
+        self.instance = {"id": f"{host}-{os.getpid()}-{secrets.token_hex(3)}", "host": host, "pid": os.getpid(),
+                         "name": settings.name}
+        # id + host + pid + a random part: two monitors never share a client id, so the broker never
+        # drops one for the other
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"humwatch-{settings.topic_id}-{self.instance['id']}")
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.tls:
             self.client.tls_set()
         self.client.will_set(self.topics["availability"], "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=60)
+        self.client.reconnect_delay_set(*BACKOFF_SEC)
         self.client.max_queued_messages_set(64)  # a safety bound; nothing is published while disconnected
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
 
     def start(self) -> None:
-        log.info("MQTT: connecting to %s:%d%s", self.settings.host, self.settings.port, " (TLS)" if self.settings.tls else "")
+        log.info("MQTT: connecting to %s:%d%s as %r (topics %s/...)", self.settings.host, self.settings.port,
+                 " (TLS)" if self.settings.tls else "", self.settings.name, self.settings.base_topic)
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=30)
         self.client.loop_start()
 
     def close(self) -> None:
         """Clean shutdown: say offline, then disconnect (the last will covers a crash)."""
+        self._closing = True
         if self.connected.is_set():
             self.client.publish(self.topics["availability"], "offline", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
 
+    def _retry_delay(self) -> int:
+        """The delay paho waits before its next try (reconnect_delay_set: doubling from 1 s to 60 s)."""
+        return min(BACKOFF_SEC[0] * 2 ** (self._failures - 1), BACKOFF_SEC[1])
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("MQTT: broker refused the connection: %s", reason_code)
+            self._failures += 1
+            log.warning("MQTT: broker %s:%d refused the connection (%s); check --mqtt-user / --mqtt-password; "
+                        "retrying in %d s", self.settings.host, self.settings.port, reason_code, self._retry_delay())
             return
+        self._failures = 0
         log.info("MQTT: connected to %s:%d", self.settings.host, self.settings.port)
+        client.subscribe(self.topics["instances"], qos=1)
         for topic, payload in discovery_messages(self.settings).items():
             client.publish(topic, json.dumps(payload), qos=1, retain=True)
-        client.publish(self.topics["availability"], "online", qos=1, retain=True)
+        self._announce()
         self.connected.set()
         with self._lock:
+            self._online = False
             if self.latest is not None:
                 self._publish(self.latest)
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._failures += 1
+        log.warning("MQTT: cannot reach the broker at %s:%d; the monitor keeps deciding; retrying in %d s",
+                    self.settings.host, self.settings.port, self._retry_delay())
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        if self._closing:
+            log.info("MQTT: disconnected: the monitor stopped")
+            return
         log.warning("MQTT: disconnected (%s); the monitor keeps deciding, reconnecting with backoff and "
                     "keeping only the latest state to send", reason_code)
+
+    def _announce(self) -> None:
+        self.client.publish(self.topics["instances"], json.dumps(self.instance), qos=1)
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            other = json.loads(message.payload)
+        except ValueError:
+            return
+        if not isinstance(other, dict) or other.get("id") in (self.instance["id"], *self.rivals):
+            return
+        self.rivals[other["id"]] = other
+        log.warning("MQTT: another monitor publishes under %s: %r on host %s (pid %s); this one is %r on host %s "
+                    "(pid %s). They overwrite each other's state: give each its own --name.",
+                    self.settings.base_topic, other.get("name"), other.get("host"), other.get("pid"),
+                    self.settings.name, self.instance["host"], self.instance["pid"])
 
     def __call__(self, line: HopLine) -> None:
         """Publish on a change of state or detectors, and at the heartbeat; otherwise just remember."""
         with self._lock:
             self.latest = line
-            key = (line.debounced_status, line.ac_on, line.fridge_on)
+            key = (line.debounced_status, line.ac_running, line.fridge_running, line.ac_on, line.fridge_on)
             due = self.clock() - self._last_publish >= self.settings.heartbeat_sec
             if self.connected.is_set() and (key != self._published or due):
+                if due:
+                    self._announce()
                 self._publish(line)
 
     def _publish(self, line: HopLine) -> None:
-        attributes = {key: value for key, value in line.to_json().items() if key not in ("debounced_status", "changed", "lag_sec")}
+        self.client.publish(self.topics["attributes"], json.dumps(attributes_payload(line)), qos=1, retain=True)
         self.client.publish(self.topics["state"], line.debounced_status, qos=1, retain=True)
-        self.client.publish(self.topics["attributes"], json.dumps(attributes), qos=1, retain=True)
-        self._published = (line.debounced_status, line.ac_on, line.fridge_on)
+        if not self._online:  # only now: Home Assistant never shows a dead run's state as current
+            self.client.publish(self.topics["availability"], "online", qos=1, retain=True)
+            self._online = True
+        self._published = (line.debounced_status, line.ac_running, line.fridge_running, line.ac_on, line.fridge_on)
         self._last_publish = self.clock()

@@ -22,8 +22,10 @@ class HopLine:
     p_fridge: float
     median_ac: float
     median_fridge: float
-    ac_on: bool  # the per-label detectors after hysteresis, before the priority rule
+    ac_on: bool  # the per-label detectors after hysteresis, before debouncing
     fridge_on: bool
+    ac_running: bool  # the same, debounced: debounced_status follows from these two
+    fridge_running: bool
     infer_ms: float
     lag_sec: float | None = None
     dropped_sec: float | None = None
@@ -34,7 +36,8 @@ class HopLine:
         return cls(t=round(t, 3), status=update.status, debounced_status=update.debounced_status,
                    changed=update.changed, p_ac=float(probs[0]), p_fridge=float(probs[1]),
                    median_ac=update.median_ac, median_fridge=update.median_fridge, ac_on=update.ac_on,
-                   fridge_on=update.fridge_on, infer_ms=round(infer_ms, 1), **live)
+                   fridge_on=update.fridge_on, ac_running=update.ac_running, fridge_running=update.fridge_running,
+                   infer_ms=round(infer_ms, 1), **live)
 
     def to_json(self) -> dict:
         """The JSON object printed for this hop (live-only fields left out when unset)."""

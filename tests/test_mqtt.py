@@ -1,0 +1,235 @@
+"""MQTT / Home Assistant against a real broker (mosquitto, or amqtt where mosquitto is absent)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import soundfile
+
+from broker import Broker, Subscriber, free_port
+from conftest import FILE_SOURCE, REPO, pinned_decision
+from edge.core.labels import AC_ON, state_of
+from edge.home.mqtt import MqttPublisher, MqttSettings, slug
+from edge.monitor.hop import HopLine
+from test_live import FakeSource, Harness
+
+MONITOR_SCRIPT = FILE_SOURCE + """
+from edge.core.bundle import load_bundle
+from edge.monitor.live import LiveMonitor
+from edge.home.mqtt import MqttPublisher, MqttSettings
+from edge.monitor.runtime import Classifier
+
+bundle = load_bundle(sys.argv[2])
+publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{sys.argv[3]}", name=sys.argv[4], heartbeat_sec=1))
+publisher.start()
+decision = bundle.decision.replace(fridge_on=1.0, fridge_off=1.0)
+monitor = LiveMonitor(Classifier(bundle, "fp32", threads=1), decision, FileSource(), publisher,
+                      max_lag_sec=1000, stall_timeout_sec=1000)
+monitor.run()
+"""
+
+
+@pytest.fixture
+def broker(tmp_path):
+    running = Broker(tmp_path).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def ac_wav(off_then_ac, tmp_path):
+    wav = tmp_path / "ac.wav"
+    soundfile.write(wav, off_then_ac[1], 16_000)
+    return wav
+
+
+def _monitor(bundle_dir, broker, wav, name: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", MONITOR_SCRIPT, str(wav), str(bundle_dir), str(broker.port), name],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _kill(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGKILL)  # killed, not stopped: the broker must send the last will
+    return process.communicate(timeout=10)[1]
+
+
+def _entity_ids(configs: dict[str, dict]) -> set[str]:
+    """The entity ids Home Assistant derives: <domain>.<slug of device name + entity name>."""
+    return {f"{topic.split('/')[1]}.{slug(config['device']['name'] + ' ' + config['name'])}" for topic, config in configs.items()}
+
+
+def test_mqtt_discovery_state_attributes_and_last_will(bundle_dir, broker, ac_wav):
+    subscriber = Subscriber(broker.port)
+    monitor = _monitor(bundle_dir, broker, ac_wav, "Test")
+    try:
+        assert subscriber.wait(lambda t, p, r: t == "humwatch/test/state"), "no state published"
+        assert subscriber.wait(lambda t, p, r: t == "humwatch/test/attributes")
+    finally:
+        _kill(monitor)
+    assert subscriber.wait(lambda t, p, r: t == "humwatch/test/availability" and p == "offline"), "no last will"
+    assert "online" in subscriber.payloads("humwatch/test/availability")
+    attributes = json.loads(subscriber.payloads("humwatch/test/attributes")[-1])
+    assert {"state", "ac_running", "fridge_running", "ac_on", "fridge_on", "status", "p_ac", "p_fridge", "median_ac",
+            "median_fridge", "infer_ms", "dropped_sec", "overflows"} <= set(attributes)
+    subscriber.close()
+
+    late = Subscriber(broker.port)  # joins after the fact: sees only what the broker retained
+    assert late.wait(lambda t, p, r: t == "humwatch/test/state" and r and p == AC_ON)
+    configs = {t: json.loads(p) for t, p, r in late.messages if t.startswith("homeassistant/") and r}
+    assert set(configs) == {"homeassistant/sensor/humwatch_test/state/config",
+                            "homeassistant/binary_sensor/humwatch_test/ac/config",
+                            "homeassistant/binary_sensor/humwatch_test/fridge/config"}
+    enum = configs["homeassistant/sensor/humwatch_test/state/config"]
+    assert enum["device_class"] == "enum" and enum["options"] == ["ac-on", "fridge-on", "both-off"]
+    assert all(c["state_topic"] == "humwatch/test/attributes" for c in configs.values()), "one message for all three"
+    assert enum["availability_topic"] == "humwatch/test/availability"
+    assert len({json.dumps(c["device"]) for c in configs.values()}) == 1, "all three entities share one device"
+    assert late.payloads("humwatch/test/availability")[-1] == "offline"
+    late.close()
+
+
+def test_two_named_monitors_make_two_devices(bundle_dir, broker, ac_wav):
+    subscriber = Subscriber(broker.port)
+    monitors = [_monitor(bundle_dir, broker, ac_wav, name) for name in ("Kitchen", "Living room")]
+    try:
+        for topic_id in ("kitchen", "living_room"):
+            assert subscriber.wait(lambda t, p, r, topic_id=topic_id: t == f"humwatch/{topic_id}/attributes")
+    finally:
+        stderr = [_kill(monitor) for monitor in monitors]
+    assert not any("another monitor" in text for text in stderr)
+    configs = {t: json.loads(p) for t, p, r in subscriber.messages if t.startswith("homeassistant/")}
+    assert {c["device"]["name"] for c in configs.values()} == {"Kitchen", "Living room"}
+    assert len({c["unique_id"] for c in configs.values()}) == 6
+    assert _entity_ids(configs) == {
+        "sensor.kitchen_state", "binary_sensor.kitchen_ac_running", "binary_sensor.kitchen_fridge_running",
+        "sensor.living_room_state", "binary_sensor.living_room_ac_running", "binary_sensor.living_room_fridge_running"}
+    subscriber.close()
+
+
+def test_two_monitors_under_one_id_are_detected_and_both_stay_connected(broker, caplog):
+    publishers = [MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Kitchen", heartbeat_sec=0.5))
+                  for _ in range(2)]
+    with caplog.at_level("WARNING", logger="humwatch.mqtt"):
+        for publisher in publishers:
+            publisher.start()
+            assert publisher.connected.wait(10)
+        line = _line()
+        deadline = time.monotonic() + 10
+        while not all(p.rivals for p in publishers) and time.monotonic() < deadline:
+            for publisher in publishers:
+                publisher(line)  # heartbeats announce each monitor
+            time.sleep(0.2)
+        assert all(publisher.connected.is_set() for publisher in publishers), "different client ids: nobody kicked off"
+        for publisher in publishers:
+            publisher.close()
+    assert [list(p.rivals.values())[0]["id"] for p in publishers] == [publishers[1].instance["id"], publishers[0].instance["id"]]
+    assert "another monitor publishes under humwatch/kitchen" in caplog.text and "give each its own --name" in caplog.text
+    assert publishers[0].client._client_id != publishers[1].client._client_id
+
+
+def _line(**fields):
+    values = dict(t=6.0, status="both-off", debounced_status="both-off", changed=True, p_ac=0.1, p_fridge=0.1,
+                  median_ac=0.1, median_fridge=0.1, ac_on=False, fridge_on=False, ac_running=False, fridge_running=False,
+                  infer_ms=1.0)
+    return HopLine(**{**values, **fields})
+
+
+def test_after_kill_9_and_restart_the_first_state_is_a_new_decision(bundle_dir, broker, ac_wav):
+    first = _monitor(bundle_dir, broker, ac_wav, "Test")
+    watcher = Subscriber(broker.port)
+    try:
+        assert watcher.wait(lambda t, p, r: t == "humwatch/test/availability" and p == "online")
+    finally:
+        _kill(first)
+    assert watcher.wait(lambda t, p, r: t == "humwatch/test/availability" and p == "offline")
+    watcher.close()
+    subscriber = Subscriber(broker.port)  # the dead run's retained state and 'offline' arrive first (retained)
+    assert subscriber.wait(lambda t, p, r: t == "humwatch/test/availability" and r and p == "offline")
+    second = _monitor(bundle_dir, broker, ac_wav, "Test")
+    try:
+        assert subscriber.wait(lambda t, p, r: t == "humwatch/test/availability" and not r and p == "online")
+    finally:
+        _kill(second)
+    live = [(t, p) for t, p, r in subscriber.messages if not r and t.startswith("humwatch/test/")]
+    online = live.index(("humwatch/test/availability", "online"))
+    before = [json.loads(p) for t, p in live[:online] if t == "humwatch/test/attributes"]
+    assert before and before[0]["t"] == 6.0, "online comes only with the new run's first decision"
+    subscriber.close()
+
+
+def test_the_three_entities_agree_on_every_message(bundle_dir, broker, off_then_ac):
+    """Through a real change of state, every attributes message is consistent with itself."""
+    off, on = off_then_ac
+    publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Agree"))
+    publisher.start()
+    subscriber = Subscriber(broker.port)
+    source = FakeSource()
+    with Harness(bundle_dir, source, sinks=[publisher], decision=pinned_decision(bundle_dir), max_lag_sec=100.0) as harness:
+        source.feed(off)
+        source.feed(on)
+        lines = harness.wait_for(29)
+        assert subscriber.wait(lambda t, p, r: t == "humwatch/agree/attributes" and json.loads(p)["state"] == AC_ON)
+    publisher.close()
+    messages = [json.loads(p) for p in subscriber.payloads("humwatch/agree/attributes")]
+    assert len(lines) == 29 and {m["state"] for m in messages} >= {"both-off", AC_ON}
+    for message in messages:
+        assert message["state"] == state_of(message["ac_running"], message["fridge_running"]), message
+    subscriber.close()
+
+
+def test_broker_outage_keeps_deciding_and_sends_the_latest_state_on_return(bundle_dir, broker, off_then_ac, caplog):
+    off, on = off_then_ac
+    publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="outage"))
+    publisher.start()
+    assert publisher.connected.wait(10)
+    source = FakeSource()
+    with caplog.at_level("INFO", logger="humwatch.mqtt"), \
+            Harness(bundle_dir, source, sinks=[publisher], decision=pinned_decision(bundle_dir), max_lag_sec=100.0) as harness:
+        source.feed(off)
+        lines = harness.wait_for(13)
+        assert lines[-1].debounced_status != AC_ON
+        broker.stop()
+        deadline = time.monotonic() + 10
+        while publisher.connected.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not publisher.connected.is_set()
+        source.feed(on)  # the AC starts while the broker is down
+        lines = harness.wait_for(29)
+        assert len(lines) == 29 and lines[-1].debounced_status == AC_ON, "the monitor kept deciding"
+        time.sleep(2.5)  # paho retries (1 s, 2 s, ...) and each failure is logged with its delay
+        broker.start()
+        subscriber = Subscriber(broker.port)
+        assert subscriber.wait(lambda t, p, r: t == "humwatch/outage/state" and p == AC_ON, timeout=30)
+        subscriber.close()
+        publisher.close()
+    assert "disconnected" in caplog.text and "keeping only the latest state" in caplog.text
+    assert "cannot reach the broker at 127.0.0.1" in caplog.text and "retrying in 1 s" in caplog.text
+    assert caplog.text.rstrip().endswith("MQTT: disconnected: the monitor stopped")
+
+
+def test_a_broker_that_is_down_at_start_is_logged_with_each_retry(caplog):
+    publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{free_port()}"))
+    with caplog.at_level("WARNING", logger="humwatch.mqtt"):
+        publisher.start()
+        deadline = time.monotonic() + 10
+        while caplog.text.count("cannot reach the broker") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        publisher.close()
+    assert "retrying in 1 s" in caplog.text and "retrying in 2 s" in caplog.text
+
+
+def test_mqtt_settings_from_url_never_show_the_password():
+    settings = MqttSettings.from_url("mqtts://ha:s%40cret@broker.lan", name="Kitchen")
+    assert (settings.host, settings.port, settings.tls) == ("broker.lan", 8883, True)
+    assert (settings.username, settings.password) == ("ha", "s@cret")
+    assert "s@cret" not in repr(settings) and settings.base_topic == "humwatch/kitchen"
+    assert MqttSettings.from_url("mqtt://b", name="Kitchen", device_id="k2").base_topic == "humwatch/k2"
+    assert MqttSettings.from_url("mqtt://ha:x@b", username="other", password="y").username == "other"
+    assert MqttSettings.from_url("mqtt://broker").port == 1883
+    with pytest.raises(ValueError, match="expected mqtt://HOST"):
+        MqttSettings.from_url("http://broker")
+    with pytest.raises(ValueError, match="needs at least one letter or digit"):
+        MqttSettings.from_url("mqtt://b", name="!!").base_topic
