@@ -131,17 +131,24 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
 
     SIGINT / SIGTERM stop cleanly; see the README for MQTT, HTTP and clips.
     """
-    from edge.monitor.live import LiveMonitor, SoundDeviceSource, fan_out
+    from edge.monitor.live import DeviceNotFound, DeviceUnavailable, LiveMonitor, SoundDeviceSource, fan_out
+    from edge.monitor.systemd import SystemdNotifier
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
+    try:
+        source = SoundDeviceSource(parse_device(device))
+    except (DeviceNotFound, DeviceUnavailable) as error:
+        raise click.ClickException(str(error)) from error
     sinks = []
-    monitor = LiveMonitor(classifier, decision, SoundDeviceSource(parse_device(device)), fan_out(sinks),
-                          max_lag_sec=max_lag, history_sec=clips_seconds)
+    monitor = LiveMonitor(classifier, decision, source, fan_out(sinks), max_lag_sec=max_lag, history_sec=clips_seconds)
     closers = []
     try:
         sinks.append(LinePrinter(output, only_changes))
         closers.append(sinks[-1].close)
+        notifier = SystemdNotifier()
+        sinks.append(notifier)
+        closers.append(notifier.close)
         if mqtt_url:
             from edge.home.mqtt import MqttPublisher, MqttSettings
 
@@ -167,6 +174,7 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
         raise click.ClickException(str(error)) from error
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: monitor.stop.set())
+    notifier.ready()
     try:
         monitor.run()
     finally:
@@ -197,18 +205,15 @@ class LinePrinter:
 @click.command()
 def devices() -> None:
     """List the audio input devices (index, name, channels, native rate)."""
-    from edge.monitor.live import DeviceUnavailable, import_sounddevice
+    from edge.monitor.live import DeviceUnavailable, import_sounddevice, input_devices
 
     try:
-        sd = import_sounddevice()
-        found = [(i, d) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+        found = input_devices(import_sounddevice())
     except DeviceUnavailable as error:
         raise click.ClickException(str(error)) from error
     if not found:
         raise click.ClickException("no audio input device found: is the USB microphone plugged in? (check 'arecord -l')")
-    rows = [{"index": i, "name": d["name"], "channels": d["max_input_channels"],
-             "native_rate": int(d["default_samplerate"])} for i, d in found]
-    click.echo(format_table(rows, ["index", "name", "channels", "native_rate"]))
+    click.echo(format_table(found, ["index", "name", "channels", "native_rate"]))
 
 
 @click.command("bench-bundle")

@@ -172,3 +172,51 @@ def test_backoff_starts_afresh_after_a_session_that_worked(bundle_dir, caplog):
             time.sleep(0.02)
     retries = [line for line in caplog.text.splitlines() if "retrying in" in line]
     assert [r.rsplit("retrying in ", 1)[1] for r in retries[:4]] == ["0.01 s", "0.02 s", "0.04 s", "0.01 s"]
+
+
+def test_the_systemd_watchdog_is_pinged_while_hops_flow_and_not_when_audio_stops(bundle_dir, tmp_path):
+    import socket
+
+    from edge.monitor.systemd import SystemdNotifier
+
+    address = str(tmp_path / "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.settimeout(0.1)
+
+    def received() -> list[str]:
+        messages = []
+        while True:
+            try:
+                messages.append(receiver.recv(4096).decode())
+            except TimeoutError:
+                return messages
+
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "600000"})  # pings every 0.3 s at most
+    source = FakeSource()
+    with Harness(bundle_dir, source, sinks=[notifier], max_lag_sec=100.0, stall_timeout_sec=100.0) as harness:
+        notifier.ready()
+        for _ in range(8):  # 8 s of audio in real time: hops flow
+            source.feed(_noise(1.0))
+            time.sleep(1.0)
+        flowing = received()
+        harness.wait_for(2)
+        time.sleep(2.0)  # the audio stops
+        silent = received()
+    notifier.close()
+    assert flowing[0] == "READY=1\nSTATUS=listening"
+    pings = [m for m in flowing if m.startswith("WATCHDOG=1")]
+    assert len(pings) >= 2
+    assert all(ping.split("\n")[1].split(" at ")[0] in ("STATUS=ac-on", "STATUS=fridge-on", "STATUS=both-off") for ping in pings)
+    assert not any(m.startswith("WATCHDOG=1") for m in silent), "no pings without audio"
+    assert received() == ["STOPPING=1"]
+    receiver.close()
+
+
+def test_outside_systemd_the_notifier_does_nothing():
+    from edge.monitor.systemd import SystemdNotifier
+
+    notifier = SystemdNotifier({})
+    notifier.ready()
+    notifier.close()
+    assert notifier.address is None and notifier.interval_sec is None

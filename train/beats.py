@@ -301,8 +301,9 @@ def load_beats(path: str | Path) -> BEATs:
         raise CheckpointError(f"{path}: no such BEATs checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
+    except Exception as error:  # torch raises many types (and cryptic texts) for a file that is not a checkpoint
+        raise CheckpointError(f"{path}: not a torch checkpoint (torch cannot read this {path.stat().st_size}-byte file); "
+                              "pass the BEATs_iter3_plus_AS2M.pt you downloaded") from error
     if not isinstance(checkpoint, dict) or not {"cfg", "model"} <= set(checkpoint):
         raise CheckpointError(
             f"{path}: not a BEATs checkpoint: expected a dict with 'cfg' and 'model' "
@@ -321,8 +322,12 @@ def load_beats(path: str | Path) -> BEATs:
             f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
             f"{' ...' if len(unexpected) > 8 else ''}"
         )
-    try:
-        model.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: state dict does not fit its cfg: {error}") from error
+    expected = model.state_dict()
+    wrong = sorted(key for key in expected if tuple(state[key].shape) != tuple(expected[key].shape))
+    if wrong:
+        key = wrong[0]
+        raise CheckpointError(f"{path}: {len(wrong)} weight(s) have another shape than its cfg gives (e.g. {key}: "
+                              f"{tuple(state[key].shape)} instead of {tuple(expected[key].shape)}); the file mixes two "
+                              "BEATs configs or was altered: download the checkpoint again")
+    model.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
     return model.eval()

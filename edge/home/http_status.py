@@ -8,6 +8,7 @@ GET /metrics  Prometheus text format: inference time histogram, overflows, drops
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import threading
@@ -57,7 +58,14 @@ class StatusServer:
         self.inference = Histogram(INFER_BUCKETS_SEC)
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"status": self})
-        self.server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ValueError(f"--http {host}:{port}: the port is in use (another humwatch or program "
+                                           f"listens there); pick another, e.g. --http {port + 1}, or stop that program") from error
+            raise ValueError(f"--http {host}:{port}: cannot listen there ({error.strerror}); "
+                                       "use an address of this machine, or a bare port for loopback") from error
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="humwatch-http", daemon=True)
 

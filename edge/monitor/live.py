@@ -79,12 +79,38 @@ class AudioBuffer:
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 
+class DeviceNotFound(LookupError):
+    """--device matches no input device at start-up; the message lists the devices there are."""
+
+
+def input_devices(sd) -> list[dict]:
+    """index, name, channels and native rate of every input device."""
+    return [{"index": index, "name": device["name"], "channels": device["max_input_channels"],
+             "native_rate": int(device["default_samplerate"])}
+            for index, device in enumerate(sd.query_devices()) if device["max_input_channels"] > 0]
+
+
 class SoundDeviceSource:
-    """A sounddevice (PortAudio) input at the device's native rate, mixed down to mono."""
+    """A sounddevice (PortAudio) input at the device's native rate, mixed down to mono.
+
+    Made at start-up, it checks that PortAudio is there (DeviceUnavailable) and that the device
+    exists (DeviceNotFound): a typo is an error, not a device lost and retried forever. A device
+    that existed and then vanished is retried by the monitor.
+    """
 
     def __init__(self, device: int | str | None = None) -> None:
         self.device = device
         self._stream = None
+        sd = import_sounddevice()
+        try:
+            sd.query_devices(device, "input")
+        except (sd.PortAudioError, ValueError) as error:
+            listed = "\n".join(f"  {d['index']}: {d['name']} ({d['channels']} ch, {d['native_rate']} Hz)"
+                                for d in input_devices(sd)) or "  (none: is the USB microphone plugged in? see 'arecord -l')"
+            raise DeviceNotFound(
+                f"--device {'(default)' if device is None else device}: no such input device ({error}). "
+                f"The input devices are:\n{listed}\nPick one by index or by (part of) its name."
+            ) from error
 
     def start(self, callback: AudioCallback) -> int:
         sd = import_sounddevice()
