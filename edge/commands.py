@@ -270,6 +270,10 @@ def check(bundle_dir: Path) -> None:
             if probs.shape != (1, 2) or not np.all((probs >= 0) & (probs <= 1)):
                 raise BundleError(f"{bundle_dir}: {precision} graphs returned {probs!r}, expected 2 probabilities")
             click.echo(f"{precision}: ok (p_ac {probs[0, 0]:.3f}, p_fridge {probs[0, 1]:.3f} on a noise window)")
+            report = loaded.manifest.parity.get(precision, {})
+            if "default_reason" in report:
+                role = "the default" if precision == loaded.default_precision else "offered"
+                click.echo(f"{precision}: {role}: {report['default_reason']}")
     except BundleError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{bundle_dir}: bundle ok (schema {loaded.manifest.schema_version}, "

@@ -35,9 +35,10 @@ def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path 
                f"file states agree {fp32['state_agreement']:.0%}")
     if "int8" in manifest.parity:
         q = manifest.parity["int8"]
-        click.echo(f"int8: max |dprob| {q['max_abs_diff']:.3f}, mean {q['mean_abs_diff']:.4f}, file states agree "
-                   f"{q['state_agreement']:.0%}, {q['speedup_vs_fp32']:.2f}x fp32 speed, "
-                   f"{q['encoder_bytes'] / 1e6:.1f} MB vs {q['fp32_encoder_bytes'] / 1e6:.1f} MB. {q['default_reason']}")
+        click.echo(f"int8: max |dprob| {q['max_abs_diff']:.3f}, file states agree {q['state_agreement']:.0%}, "
+                   f"debounced hops agree {q['debounced_hop_agreement']:.2%} over {q['evidence']['streamed_hops']} hops, "
+                   f"{q['speedup_vs_fp32']:.2f}x fp32 speed, {q['encoder_bytes'] / 1e6:.1f} MB vs "
+                   f"{q['fp32_encoder_bytes'] / 1e6:.1f} MB; {q['default_reason']}")
     click.echo(f"bundle written to {bundle_dir} (default precision {manifest.default_precision})")
 
 

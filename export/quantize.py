@@ -17,6 +17,9 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from edge.monitor.runtime import Classifier
 
 FBANK_MARKER = "fbank"
+# What onnxruntime's ARM64 (and x86) integer kernels run fast: unsigned activations, signed weights.
+QUANTIZATION = {"method": "dynamic", "activations": "uint8, per tensor, scaled at run time",
+                "weights": "int8, per output channel", "operators": "MatMul with a constant weight, outside the fbank"}
 
 
 def weight_matmuls(model_path: Path) -> list[str]:

@@ -13,6 +13,7 @@ from conftest import read_16k, REPO
 from edge.core.bundle import load_bundle
 from edge.cli import main
 from edge.core.labels import AC_ON, BOTH_OFF
+from edge.monitor.runtime import Classifier
 
 
 def _lines(output: str) -> list[dict]:
@@ -137,3 +138,13 @@ def test_base_install_alone_runs_batch(bundle_dir, project, tmp_path):
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert _lines(result.stdout)[0]["status"] == AC_ON
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_window_gives_the_same_result_alone_and_among_loud_batch_mates(bundle_dir, project, precision):
+    classifier = Classifier(load_bundle(bundle_dir), precision, threads=1)
+    quiet = read_16k(project / "samples" / "ac-off-fridge-off-night.m4a")[:96_000]
+    loud = np.random.default_rng(0).uniform(-1, 1, (3, 96_000)).astype(np.float32)  # full-scale noise
+    alone = classifier.predict(quiet[None])
+    among = classifier.predict(np.concatenate([loud[:2], quiet[None], loud[2:]]))
+    assert np.array_equal(alone[0], among[2])

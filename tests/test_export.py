@@ -1,6 +1,8 @@
 import json
 import shutil
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -26,19 +28,35 @@ def test_bundle_contents(bundle_dir, trained_runs):
     assert not any(path.suffix in (".pt", ".pkl", ".pickle") for path in bundle_dir.iterdir())
 
 
-def test_float_parity_within_tolerance(bundle_dir):
+def test_float_parity_within_tolerance_tones_included(bundle_dir):
     parity = load_bundle(bundle_dir).manifest.parity["fp32"]
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["state_agreement"] == 1.0
-    assert parity["windows"] == 4 * 4 + 3  # validation windows + silence, clipping, noise
+    cases = parity["edge_cases"]
+    assert {"silence", "white noise", "tone 1 kHz -6 dBFS", "tone 440 Hz -20 dBFS", "mains hum 50 Hz -60 dBFS",
+            "mains hum 60 Hz -60 dBFS"} <= set(cases)
+    assert all(0 <= figure <= 1e-4 for figure in cases.values())
+    assert parity["windows"] == 4 * 4 + len(cases)  # validation windows + edge cases
 
 
-def test_int8_report(bundle_dir):
+def test_int8_report_and_its_evidence(bundle_dir, trained_runs):
     manifest = load_bundle(bundle_dir).manifest
     report = manifest.parity["int8"]
-    assert report["quantized_matmuls"] > 0 and report["encoder_bytes"] > 0
-    assert report["speedup_vs_fp32"] > 0 and 0 <= report["state_agreement"] <= 1
-    expected_default = "int8" if report["state_agreement"] == 1.0 else "fp32"
-    assert manifest.default_precision == expected_default and report["default_reason"]
+    assert report["quantization"]["quantized_matmuls"] > 0 and report["quantization"]["activations"].startswith("uint8")
+    assert report["encoder_bytes"] > 0 and report["speedup_vs_fp32"] > 0
+    evidence = report["evidence"]
+    windows = pd.read_parquet(trained_runs["night"] / "val_predictions.parquet")
+    assert evidence == {"validation_files": 4, "windows": len(windows), "streamed_hops": len(windows),
+                        "edge_cases": len(manifest.parity["fp32"]["edge_cases"]), "batch": 1}
+    assert 0 <= report["debounced_hop_agreement"] <= 1 and "tone 1 kHz -6 dBFS" in report["edge_cases"]
+    # four validation files are below the bar's minimum: int8 is offered, fp32 stays the default
+    assert report["default_bar"]["min_validation_files"] > 4 and not report["meets_bar"]
+    assert manifest.default_precision == "fp32" and "only 4 validation files" in report["default_reason"]
+    assert manifest.gflop_per_window["fp32"] == pytest.approx(0.149, abs=0.001)
+
+
+def test_bundle_check_says_why_a_precision_is_not_the_default(bundle_dir):
+    result = _check(bundle_dir)
+    assert result.exit_code == 0 and "int8: offered: not the default: only 4 validation files" in result.output
 
 
 def test_export_never_overwrites(bundle_dir, trained_runs):
@@ -119,3 +137,21 @@ def test_reusing_an_encoder_from_other_weights_is_refused(bundle_copy, trained_r
     with pytest.raises(ExportError, match="its encoder comes from other weights"):
         export_run(trained_runs["day"], tmp_path / "refused", reuse_encoder=bundle_copy, log=lambda *_: None)
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_default_bar_needs_states_hops_and_enough_files():
+    from edge.core.defaults import DecisionConfig
+    from export.parity import agreement
+
+    rng = np.random.default_rng(0)
+    reference = {f"rec{i}": rng.uniform(0, 1, (200, 2)).astype(np.float32) for i in range(6)}
+    cases = np.zeros((2, 2), np.float32)
+    same = agreement(reference, reference, cases, cases, ["a", "b"], DecisionConfig(), 1.5)
+    assert same["meets_bar"] and same["debounced_hop_agreement"] == 1.0 and same["default_reason"].startswith("agrees")
+    flipped = {r: p.copy() for r, p in reference.items()}
+    flipped["rec0"][:100] = 1 - flipped["rec0"][:100]  # half a recording heard the other way
+    worse = agreement(reference, flipped, cases, cases, ["a", "b"], DecisionConfig(), 1.5)
+    assert not worse["meets_bar"] and "streamed debounced hops agree" in worse["default_reason"]
+    five = dict(list(reference.items())[:5])
+    few = agreement(five, five, cases, cases, ["a", "b"], DecisionConfig(), 1.5)
+    assert not few["meets_bar"] and "only 5 validation files" in few["default_reason"]

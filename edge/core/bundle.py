@@ -26,7 +26,8 @@ class BundleError(ValueError):
 @dataclasses.dataclass
 class Manifest:
     """Everything bundle.json says. ``graphs`` maps precision -> {"encoder": file, "head": file};
-    ``parity`` holds export's measured agreement per precision; ``files`` every file's checksum."""
+    ``parity`` holds export's measured agreement per precision (and, for each faster one, why it is
+    or is not the default); ``gflop_per_window`` the cost per precision; ``files`` every checksum."""
 
     name: str
     created: str
@@ -40,6 +41,7 @@ class Manifest:
     source: dict
     training_metrics: dict
     parity: dict = dataclasses.field(default_factory=dict)
+    gflop_per_window: dict[str, float] = dataclasses.field(default_factory=dict)  # counted from the graphs
     files: dict[str, dict] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     labels: tuple[str, ...] = LABELS

@@ -11,7 +11,7 @@ from edge.core.audio import AudioError, AudioFile, iter_windows
 from edge.core.decision import decide_file
 from edge.core.defaults import DecisionConfig
 from edge.core.labels import is_audio
-from edge.monitor.runtime import DEFAULT_BATCH, Classifier
+from edge.monitor.runtime import Classifier
 
 
 class NoAudioError(ValueError):
@@ -34,15 +34,7 @@ def expand_paths(paths: list[Path]) -> list[Path]:
 def classify_file(classifier: Classifier, path: Path, decision: DecisionConfig) -> dict:
     """The batch line of one file; raises AudioError for unusable audio."""
     audio = AudioFile(path)
-    probs, pending = [], []
-    for _, window in iter_windows(audio, classifier.bundle.window):
-        pending.append(window)
-        if len(pending) == DEFAULT_BATCH:
-            probs.append(classifier.predict(np.stack(pending)))
-            pending = []
-    if pending:
-        probs.append(classifier.predict(np.stack(pending)))
-    probs = np.concatenate(probs)
+    probs = np.concatenate([classifier.predict(window[None]) for _, window in iter_windows(audio, classifier.bundle.window)])
     result = decide_file(probs, decision)
     return {"path": str(path), "status": result.status, "p_ac": result.p_ac, "p_fridge": result.p_fridge,
             "windows": len(probs), "duration_sec": audio.duration_sec}
