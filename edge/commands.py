@@ -41,6 +41,23 @@ def runtime_options(function):
     return wrapper
 
 
+def pacing_options(function):
+    """--hop and --cpu-budget (stream and live)."""
+    function = click.option("--cpu-budget", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+                            help="With --hop auto: the share of all cores inference may use.")(function)
+    return click.option("--hop", default="auto", show_default=True, metavar="SECONDS|auto",
+                        help="Seconds between decisions, or auto: the shortest hop that fits --cpu-budget.")(function)
+
+
+def open_planner(classifier, hop: str, cpu_budget: float):
+    from edge.monitor.pacing import plan_hop
+
+    try:
+        return plan_hop(classifier, hop, cpu_budget)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--hop") from error
+
+
 def open_runtime(bundle_dir: Path, precision: str | None, threads: int | None, **overrides):
     """(classifier, decision) from a verified bundle with command-line overrides applied."""
     from edge.monitor.runtime import Classifier
@@ -88,13 +105,16 @@ def batch(bundle_dir, precision, threads, paths, output_format, **overrides) -> 
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--realtime", is_flag=True, help="Pace the output at wall-clock speed.")
 @click.option("--only-changes", is_flag=True, help="Print only lines where the debounced status changes.")
-def stream(bundle_dir, precision, threads, file, realtime, only_changes, **overrides) -> None:
+@pacing_options
+def stream(bundle_dir, precision, threads, file, realtime, only_changes, hop, cpu_budget, **overrides) -> None:
     """Simulate live processing over FILE: one JSON line per hop."""
     from edge.monitor.stream import stream_file
 
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
+    planner = open_planner(classifier, hop, cpu_budget)
     try:
-        for line in stream_file(classifier, file, decision, realtime=realtime):
+        for line in stream_file(classifier, file, decision, planner, realtime=realtime):
             if line.changed or not only_changes:
                 json_line(line.to_json())
     except AudioError as error:
@@ -125,8 +145,10 @@ def parse_device(value: str | None) -> int | str | None:
               help="Write the audio around every state change here (FLAC + JSON).")
 @click.option("--clips-seconds", type=click.FloatRange(min=1), default=20.0, show_default=True)
 @click.option("--clips-max-mb", type=click.FloatRange(min=1), default=500.0, show_default=True)
+@pacing_options
 def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, mqtt_url, mqtt_user, mqtt_password,
-         name, mqtt_device_id, mqtt_heartbeat, http_listen, clips_dir, clips_seconds, clips_max_mb, **overrides) -> None:
+         name, mqtt_device_id, mqtt_heartbeat, http_listen, clips_dir, clips_seconds, clips_max_mb, hop, cpu_budget,
+         **overrides) -> None:
     """Listen to a microphone: one JSON line per hop.
 
     SIGINT / SIGTERM stop cleanly; see the README for MQTT, HTTP and clips.
@@ -141,7 +163,8 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
     except (DeviceNotFound, DeviceUnavailable) as error:
         raise click.ClickException(str(error)) from error
     sinks = []
-    monitor = LiveMonitor(classifier, decision, source, fan_out(sinks), max_lag_sec=max_lag, history_sec=clips_seconds)
+    monitor = LiveMonitor(classifier, decision, source, fan_out(sinks), max_lag_sec=max_lag, history_sec=clips_seconds,
+                          planner=open_planner(classifier, hop, cpu_budget))
     closers = []
     try:
         sinks.append(LinePrinter(output, only_changes))

@@ -85,3 +85,21 @@ def test_the_running_flags_and_the_state_come_from_the_same_debounced_detectors(
     for update in updates:  # what Home Assistant shows can never contradict itself
         assert update.debounced_status == state_of(update.ac_running, update.fridge_running)
     assert [u.changed for u in updates] == [True, False, True, False, False, True]
+
+
+def test_the_hop_planner_fits_the_budget_and_follows_a_slowing_cpu():
+    from edge.monitor.pacing import RECHECK_EVERY, HopPlanner
+
+    planner = HopPlanner(None, cpu_sec=1.1, budget=0.5, cores=4)  # 1.1 CPU-s per window, 2 cores' worth allowed
+    assert planner.hop_sec == 1.0 and planner.cpu_share <= 0.5  # 0.55 s needed -> the 0.5 s grid gives 1.0 s
+    for _ in range(5 * RECHECK_EVERY):  # throttled: 3 CPU-s per window
+        changed = planner.observe(3.0)
+    assert planner.hop_sec == 1.5 and not changed  # grew as soon as it was needed, then stayed
+    for _ in range(5 * RECHECK_EVERY):  # back to 1.9 CPU-s: 1.0 s would use 95 % of the budget, above the margin
+        planner.observe(1.9)
+    assert planner.hop_sec == 1.5
+    for _ in range(5 * RECHECK_EVERY):
+        planner.observe(1.0)
+    assert planner.hop_sec == 1.0  # 0.5 s would use the whole budget: 1.0 s keeps the margin
+    fixed = HopPlanner(1.5, cpu_sec=3.0)
+    assert not any(fixed.observe(10.0) for _ in range(3 * RECHECK_EVERY)) and fixed.hop_sec == 1.5

@@ -74,7 +74,7 @@ FRIDGE_OFF = ["--fridge-on", "1.0", "--fridge-off", "1.0"]
 
 def test_stream_changes_once_with_the_expected_delay(bundle_dir, switching_recording):
     path, switch_at = switching_recording
-    result = CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), *FRIDGE_OFF, str(path)])
+    result = CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), "--hop", "1.5", *FRIDGE_OFF, str(path)])
     assert result.exit_code == 0, result.output
     lines = _lines(result.output)
     assert lines[0]["t"] == 6.0 and lines[1]["t"] == 7.5
@@ -89,12 +89,12 @@ def test_stream_changes_once_with_the_expected_delay(bundle_dir, switching_recor
     # the median needs a majority of N windows hearing the AC, the debounce K identical updates
     assert switch_at + (n // 2 + k - 1) * hop <= t_change <= switch_at + window + (n // 2 + k) * hop
 
-    only = CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), *FRIDGE_OFF, "--only-changes", str(path)])
+    only = CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), "--hop", "1.5", *FRIDGE_OFF, "--only-changes", str(path)])
     assert [line["debounced_status"] for line in _lines(only.output)] == [BOTH_OFF, AC_ON]
 
 
 def test_stream_int8_precision(bundle_dir, switching_recording):
-    result = CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), "--precision", "int8", str(switching_recording[0])])
+    result = CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), "--precision", "int8", "--hop", "1.5", str(switching_recording[0])])
     assert result.exit_code == 0 and len(_lines(result.output)) == 29
 
 
@@ -148,3 +148,16 @@ def test_a_window_gives_the_same_result_alone_and_among_loud_batch_mates(bundle_
     alone = classifier.predict(quiet[None])
     among = classifier.predict(np.concatenate([loud[:2], quiet[None], loud[2:]]))
     assert np.array_equal(alone[0], among[2])
+
+
+def test_stream_hop_fixed_or_from_the_cpu_budget(bundle_dir, switching_recording):
+    path = str(switching_recording[0])
+    fixed = _lines(CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), "--hop", "3", path]).output)
+    assert [line["t"] for line in fixed[:3]] == [6.0, 9.0, 12.0] and {line["hop_sec"] for line in fixed} == {3.0}
+    auto = CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), "--hop", "auto", "--cpu-budget", "0.5", path])
+    assert auto.exit_code == 0
+    hops = {line["hop_sec"] for line in _lines(auto.output)}
+    assert len(hops) == 1 and 0.5 <= hops.pop() <= 1.5  # the tiny model is cheap: the shortest hops fit
+    assert all(0 < line["cpu_share"] <= 0.5 for line in _lines(auto.output))
+    bad = CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), "--hop", "often", path])
+    assert bad.exit_code == 2 and "--hop 'often': expected seconds (e.g. 1.5) or 'auto'" in bad.output

@@ -125,7 +125,7 @@ def test_live_command_serves_writes_and_stops_cleanly_on_sigterm(bundle_dir, off
     soundfile.write(wav, np.concatenate(off_then_ac), 16_000)
     output, clips, port = tmp_path / "states.jsonl", tmp_path / "clips", free_port()
     process = subprocess.Popen(
-        [sys.executable, "-c", LIVE_COMMAND_SCRIPT, str(wav), "live", "--bundle", str(bundle_dir), "--output", str(output),
+        [sys.executable, "-c", LIVE_COMMAND_SCRIPT, str(wav), "live", "--bundle", str(bundle_dir), "--hop", "1.5", "--output", str(output),
          "--http", str(port), "--clips", str(clips), "--fridge-on", "1.0", "--fridge-off", "1.0"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

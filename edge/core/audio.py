@@ -147,6 +147,10 @@ class Windower:
         """Audio waiting beyond the next window: how far the decisions are behind the input."""
         return max(0, self._size - self.window_samples) / self.sample_rate
 
+    def retime(self, hop_sec: float) -> None:
+        """Windows from now on start `hop_sec` apart."""
+        self.hop_samples = round(hop_sec * self.sample_rate)
+
     def push(self, samples: np.ndarray) -> None:
         samples = np.asarray(samples, dtype=np.float32)
         self._incoming.append(samples)

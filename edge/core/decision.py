@@ -86,12 +86,17 @@ class StreamDecider:
 
     def __init__(self, config: DecisionConfig, hop_sec: float) -> None:
         self.config = config
-        self._recent = collections.deque(maxlen=config.median_windows(hop_sec))
+        self._recent: collections.deque = collections.deque()
         self._ac = Hysteresis(config.ac_on, config.ac_off)
         self._fridge = Hysteresis(config.fridge_on, config.fridge_off)
-        debounce_k = config.debounce_updates(hop_sec)
-        self._ac_running, self._fridge_running = Debounce(debounce_k), Debounce(debounce_k)
+        self._ac_running, self._fridge_running = Debounce(1), Debounce(1)
         self.debounced_status: str | None = None
+        self.retime(hop_sec)
+
+    def retime(self, hop_sec: float) -> None:
+        """A new hop: the same durations now span another number of windows and updates."""
+        self._recent = collections.deque(self._recent, maxlen=self.config.median_windows(hop_sec))
+        self._ac_running.k = self._fridge_running.k = self.config.debounce_updates(hop_sec)
 
     def update(self, p_ac: float, p_fridge: float) -> StreamUpdate:
         self._recent.append((p_ac, p_fridge))

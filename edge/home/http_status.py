@@ -107,6 +107,11 @@ class StatusServer:
         if line:
             rows += [f'humwatch_probability{{label="ac"}} {line.p_ac:.6f}',
                      f'humwatch_probability{{label="fridge"}} {line.p_fridge:.6f}']
+        if line and line.hop_sec is not None:
+            rows += ["# HELP humwatch_hop_seconds Seconds between decisions (chosen from the CPU budget with --hop auto).",
+                     "# TYPE humwatch_hop_seconds gauge", f"humwatch_hop_seconds {line.hop_sec:g}",
+                     "# HELP humwatch_cpu_share Share of all cores inference uses at this hop.",
+                     "# TYPE humwatch_cpu_share gauge", f"humwatch_cpu_share {line.cpu_share:.4f}"]
         rows += ["# HELP humwatch_uptime_seconds Seconds since the monitor started.", "# TYPE humwatch_uptime_seconds gauge",
                  f"humwatch_uptime_seconds {time.monotonic() - self.started:.3f}"]
         return "\n".join(rows) + "\n"

@@ -1,12 +1,18 @@
-"""The per-hop line: built here from a window's decision, read by every sink (stdout, file,
-MQTT, HTTP, clips) through its fields."""
+"""One hop, shared by stream and live: a window -> inference -> decision -> the per-hop line that
+every sink (stdout, file, MQTT, HTTP, clips) reads through its fields."""
 
 from __future__ import annotations
 
 import dataclasses
+import time
+
 import numpy as np
 
-from edge.core.decision import StreamUpdate
+from edge.core.audio import Windower
+from edge.core.decision import StreamDecider, StreamUpdate
+from edge.core.defaults import DecisionConfig
+from edge.monitor.pacing import HopPlanner
+from edge.monitor.runtime import Classifier
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +33,8 @@ class HopLine:
     ac_running: bool  # the same, debounced: debounced_status follows from these two
     fridge_running: bool
     infer_ms: float
+    hop_sec: float | None = None  # the hop in force and the share of the machine's CPU it costs
+    cpu_share: float | None = None
     lag_sec: float | None = None
     dropped_sec: float | None = None
     overflows: int | None = None
@@ -42,3 +50,30 @@ class HopLine:
     def to_json(self) -> dict:
         """The JSON object printed for this hop (live-only fields left out when unset)."""
         return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+
+
+def infer_window(classifier: Classifier, window: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(probabilities [2], wall milliseconds, process CPU seconds) for one window."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    probs = classifier.predict(window[None])[0]
+    return probs, (time.perf_counter() - start) * 1000, time.process_time() - cpu_start
+
+
+class HopDecider:
+    """One window -> one line: inference, the decision, and the hop planner kept up to date.
+    Shared by stream and live; `windower` follows the planner's hop."""
+
+    def __init__(self, classifier: Classifier, decision: DecisionConfig, planner: HopPlanner, windower: Windower) -> None:
+        self.classifier, self.planner, self.windower = classifier, planner, windower
+        self.decider = StreamDecider(decision, planner.hop_sec)
+        windower.retime(planner.hop_sec)
+
+    def __call__(self, t: float, window: np.ndarray, **live) -> HopLine:
+        probs, infer_ms, cpu_sec = infer_window(self.classifier, window)
+        update = self.decider.update(float(probs[0]), float(probs[1]))
+        line = HopLine.build(t, probs, update, infer_ms, hop_sec=self.planner.hop_sec,
+                             cpu_share=round(self.planner.cpu_share, 4), **live)
+        if self.planner.observe(cpu_sec):
+            self.decider.retime(self.planner.hop_sec)
+            self.windower.retime(self.planner.hop_sec)
+        return line

@@ -20,11 +20,10 @@ from typing import Callable, Protocol
 import numpy as np
 
 from edge.core.audio import StreamResampler, Windower
-from edge.core.decision import StreamDecider
 from edge.core.defaults import DecisionConfig
-from edge.monitor.hop import HopLine
+from edge.monitor.hop import HopDecider, HopLine
+from edge.monitor.pacing import HopPlanner
 from edge.monitor.runtime import Classifier
-from edge.monitor.stream import infer_window
 
 log = logging.getLogger("humwatch.live")
 
@@ -177,10 +176,10 @@ class LiveMonitor:
 
     def __init__(self, classifier: Classifier, decision: DecisionConfig, source: AudioSource,
                  on_line: Callable[[HopLine], None], max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
-                 backoff_sec: tuple[float, float] = (1.0, 60.0), history_sec: float = 20.0) -> None:
+                 backoff_sec: tuple[float, float] = (1.0, 60.0), history_sec: float = 20.0,
+                 planner: HopPlanner | None = None) -> None:
         self.classifier = classifier
         self.window = classifier.bundle.window
-        self.decider = StreamDecider(decision, self.window.hop_sec)
         self.source = source
         self.on_line = on_line
         self.max_lag_sec = max_lag_sec
@@ -194,6 +193,8 @@ class LiveMonitor:
         self._buffer: AudioBuffer | None = None
         self._windower = Windower(self.window.window_samples, self.window.hop_samples, self.window.sample_rate,
                                   int(history_sec * self.window.sample_rate))
+        self.planner = planner or HopPlanner(self.window.hop_sec, cpu_sec=0.0)
+        self._decide = HopDecider(classifier, decision, self.planner, self._windower)
 
     @property
     def overflows(self) -> int:
@@ -273,8 +274,6 @@ class LiveMonitor:
 
     def _decide_hops(self) -> None:
         for t, window in self._windower.windows():
-            probs, infer_ms = infer_window(self.classifier, window)
-            update = self.decider.update(float(probs[0]), float(probs[1]))
-            self.last_line = HopLine.build(t, probs, update, infer_ms, lag_sec=round(self._windower.pending_sec, 3),
-                                           dropped_sec=round(self.dropped_sec, 3), overflows=self.overflows)
+            self.last_line = self._decide(t, window, lag_sec=round(self._windower.pending_sec, 3),
+                                          dropped_sec=round(self.dropped_sec, 3), overflows=self.overflows)
             self.on_line(self.last_line)

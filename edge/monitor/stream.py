@@ -6,29 +6,27 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
-from edge.core.audio import AudioFile, iter_windows
-from edge.core.decision import StreamDecider
+from edge.core.audio import AudioFile, Windower, too_short
 from edge.core.defaults import DecisionConfig
-from edge.monitor.hop import HopLine
+from edge.monitor.hop import HopDecider, HopLine
+from edge.monitor.pacing import HopPlanner
 from edge.monitor.runtime import Classifier
 
 
-def infer_window(classifier: Classifier, window: np.ndarray) -> tuple[np.ndarray, float]:
-    """(probabilities [2], milliseconds) for one window."""
-    start = time.perf_counter()
-    probs = classifier.predict(window[None])[0]
-    return probs, (time.perf_counter() - start) * 1000
-
-
-def stream_file(classifier: Classifier, path: Path, decision: DecisionConfig, realtime: bool = False) -> Iterator[HopLine]:
+def stream_file(classifier: Classifier, path: Path, decision: DecisionConfig, planner: HopPlanner,
+                realtime: bool = False) -> Iterator[HopLine]:
     """Lines as a live monitor would have printed them; `t` is the audio time at each window's end."""
     window = classifier.bundle.window
-    decider = StreamDecider(decision, window.hop_sec)
-    started = time.monotonic()
-    for t, audio in iter_windows(AudioFile(path), window):
-        if realtime:
-            time.sleep(max(0.0, started + t - time.monotonic()))
-        probs, infer_ms = infer_window(classifier, audio)
-        yield HopLine.build(t, probs, decider.update(float(probs[0]), float(probs[1])), infer_ms)
+    windower = Windower(window.window_samples, window.hop_samples, window.sample_rate)
+    decide = HopDecider(classifier, decision, planner, windower)
+    audio = AudioFile(path)
+    started, count = time.monotonic(), 0
+    for chunk in audio.chunks(window.sample_rate):
+        windower.push(chunk)
+        for t, samples in windower.windows():
+            if realtime:
+                time.sleep(max(0.0, started + t - time.monotonic()))
+            count += 1
+            yield decide(t, samples)
+    if count == 0:
+        raise too_short(path, audio.duration_sec, window)
