@@ -72,3 +72,5 @@ class HumwatchGroup(click.Group):
 @click.version_option(package_name="humwatch")
 def main() -> None:
     """humwatch: is the air conditioner or the fridge running? (ac-on | fridge-on | both-off)"""
+if __name__ == "__main__":
+    main()

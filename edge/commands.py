@@ -241,33 +241,52 @@ def devices() -> None:
 
 @click.command("bench-bundle")
 @click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True)
-@click.option("--precision", type=click.Choice(["fp32", "int8", "both"]), default="both", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "int8", "all"]), default="all", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="[default: all cores]")
 @click.option("--windows", type=click.IntRange(min=2), default=20, show_default=True, help="Windows timed per precision.")
+@click.option("--cpu-budget", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="The share of all cores a monitor may use: sets the hops reported.")
+@click.option("--budget-run", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Also stream this recording in real time at --hop auto and measure its CPU from /proc.")
+@click.option("--allow-busy", is_flag=True, help="Time even while other processes keep the cores busy (and say so).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_bundle(bundle_dir, precision, threads, windows, as_json) -> None:
-    """Time a bundle on this machine: load, ms per window, real-time factor, memory.
+def bench_bundle(bundle_dir, precision, threads, windows, cpu_budget, budget_run, allow_busy, as_json) -> None:
+    """Time a bundle on this machine: ms, CPU and GFLOP/s per window, memory, hops here and on a Pi.
 
     Each precision runs in a fresh process, one after the other, so the figures compare fairly.
     """
-    from edge.monitor.bench import bench as run_bench
+    from edge.monitor.bench import PEAK_EFFICIENCY, PI_PEAKS, BusyMachine, bench, budget_run as run_budget, check_quiet
 
     try:
         bundle = load_bundle(bundle_dir)
-    except BundleError as error:
+        note = check_quiet(allow_busy)
+    except (BundleError, BusyMachine) as error:
         raise click.ClickException(str(error)) from error
-    precisions = list(bundle.precisions) if precision == "both" else [precision]
-    if precision != "both" and precision not in bundle.precisions:
+    precisions = list(bundle.precisions) if precision == "all" else [precision]
+    if precision != "all" and precision not in bundle.precisions:
         raise click.ClickException(f"{bundle_dir}: no {precision} model in this bundle (it has {', '.join(bundle.precisions)})")
-    results = run_bench(bundle_dir, precisions, threads, windows)
+    results = bench(bundle_dir, precisions, threads, windows, cpu_budget)
+    budget = run_budget(bundle_dir, budget_run, cpu_budget, None if precision == "all" else precision) if budget_run else None
     if as_json:
-        click.echo(json.dumps({"bundle": str(bundle_dir), "hop_sec": bundle.window.hop_sec, "results": results}, indent=2))
+        click.echo(json.dumps({"bundle": str(bundle_dir), "busy": note, "cpu_budget": cpu_budget, "results": results,
+                               "budget_run": budget}, indent=2))
         return
-    click.echo(f"{bundle_dir}: {bundle.window.window_sec:g} s windows, {bundle.window.hop_sec:g} s hop, {windows} windows each")
-    click.echo(format_table(results, ["precision", "threads", "load_sec", "p50_ms", "p95_ms", "real_time_factor",
-                                      "peak_rss_mb", "encoder_mb"]))
-    if len(results) == 2:
-        click.echo(f"int8 speed-up over fp32 (p50): {results[0]['p50_ms'] / results[1]['p50_ms']:.2f}x")
+    click.echo(f"{bundle_dir}: {bundle.window.window_sec:g} s windows, {windows} windows each, one at a time, "
+               f"CPU budget {cpu_budget:.0%} of the cores")
+    if note:
+        click.secho(f"WARNING: {note}: the figures are not clean", fg="yellow")
+    click.echo(format_table(results, ["precision", "threads", "load_sec", "p50_ms", "p95_ms", "cpu_ms", "gflop", "gflops",
+                                      "hop_here_sec", "pi4_hop_est_sec", "pi5_hop_est_sec", "peak_rss_mb", "encoder_mb"]))
+    for row in results[1:]:
+        click.echo(f"{row['precision']} speed-up over {results[0]['precision']} (p50): "
+                   f"{results[0]['p50_ms'] / row['p50_ms']:.2f}x")
+    click.echo("pi*_hop_est_sec are ESTIMATES: GFLOP per window / (published peak x "
+               f"{PEAK_EFFICIENCY:.0%}) on 4 cores; peaks: " +
+               "; ".join(f"{p['board']} {p['fp32']:g} GFLOP/s fp32, {p['int8']:g} GOP/s int8" for p in PI_PEAKS.values()))
+    if budget:
+        click.echo(f"budget run over {budget_run}: hop {budget['hop_sec']} s, CPU / wall {budget['cpu_over_wall']:.3f} cores "
+                   f"(limit {budget['limit']:.3f}: {'within' if budget['within_budget'] else 'OVER'}), debounced states "
+                   f"equal to hop 1.5 s on {budget['hops_agreeing']}/{budget['hops_compared']} hops away from changes")
 
 
 @click.group()

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,7 @@ def test_stream_int8_precision(bundle_dir, switching_recording):
 
 NO_TORCH = """
 import sys
+import time
 sys.modules["torch"] = sys.modules["torchaudio"] = None  # any import of torch now fails
 from edge.cli import main
 try:
@@ -161,3 +163,28 @@ def test_stream_hop_fixed_or_from_the_cpu_budget(bundle_dir, switching_recording
     assert all(0 < line["cpu_share"] <= 0.5 for line in _lines(auto.output))
     bad = CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), "--hop", "often", path])
     assert bad.exit_code == 2 and "--hop 'often': expected seconds (e.g. 1.5) or 'auto'" in bad.output
+
+
+def test_bench_bundle_reports_cost_hops_and_pi_estimates(bundle_dir):
+    result = CliRunner().invoke(main, ["bench-bundle", "--bundle", str(bundle_dir), "--windows", "3", "--allow-busy", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output[result.output.index("{"):])["results"]
+    assert [row["precision"] for row in rows] == ["fp32", "int8"]
+    for row in rows:
+        assert row["gflop"] == load_bundle(bundle_dir).manifest.gflop_per_window[row["precision"]]
+        assert row["gflops"] > 0 and row["cpu_ms"] > 0 and row["hop_here_sec"] >= 0.5
+        assert row["pi4_hop_est_sec"] >= row["pi5_hop_est_sec"] >= 0.5
+
+
+def test_bench_refuses_a_busy_machine_and_names_the_hog():
+    from edge.monitor.bench import BusyMachine, check_quiet
+
+    hog = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 4\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)
+        with pytest.raises(BusyMachine, match=rf"python[^,]* \(pid {hog.pid}, .* cores\).*--allow-busy"):
+            check_quiet(allow_busy=False)
+        assert f"pid {hog.pid}" in check_quiet(allow_busy=True)
+    finally:
+        hog.kill()
+        hog.wait()
