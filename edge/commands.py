@@ -145,10 +145,16 @@ def parse_device(value: str | None) -> int | str | None:
               help="Write the audio around every state change here (FLAC + JSON).")
 @click.option("--clips-seconds", type=click.FloatRange(min=1), default=20.0, show_default=True)
 @click.option("--clips-max-mb", type=click.FloatRange(min=1), default=500.0, show_default=True)
+@click.option("--history", "history_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Keep every change of each appliance and the monitor's uptime in this SQLite file.")
+@click.option("--history-days", type=click.FloatRange(min=1), default=400, show_default=True, help="Days the history keeps.")
+@click.option("--alarm", "alarm_rules", multiple=True, metavar="APPLIANCE-(run|off)-max=DURATION",
+              help="e.g. fridge-run-max=90m, fridge-off-max=6h (needs --history; repeat for more).")
+@click.option("--watts", default=None, metavar="ac=W,fridge=W", help="Power when running: energy sensors (needs --history).")
 @pacing_options
 def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, mqtt_url, mqtt_user, mqtt_password,
-         name, mqtt_device_id, mqtt_heartbeat, http_listen, clips_dir, clips_seconds, clips_max_mb, hop, cpu_budget,
-         **overrides) -> None:
+         name, mqtt_device_id, mqtt_heartbeat, http_listen, clips_dir, clips_seconds, clips_max_mb, history_path,
+         history_days, alarm_rules, watts, hop, cpu_budget, **overrides) -> None:
     """Listen to a microphone: one JSON line per hop.
 
     SIGINT / SIGTERM stop cleanly; see the README for MQTT, HTTP and clips.
@@ -165,25 +171,37 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
     sinks = []
     monitor = LiveMonitor(classifier, decision, source, fan_out(sinks), max_lag_sec=max_lag, history_sec=clips_seconds,
                           planner=open_planner(classifier, hop, cpu_budget))
-    closers = []
+    closers, household = [], None
     try:
-        sinks.append(LinePrinter(output, only_changes))
-        closers.append(sinks[-1].close)
+        printer = LinePrinter(output, only_changes)
+        sinks.append(printer)
+        closers.append(printer.close)
         notifier = SystemdNotifier()
         sinks.append(notifier)
         closers.append(notifier.close)
+        if (alarm_rules or watts) and not history_path:
+            raise ValueError("--alarm and --watts are computed from the history: add --history PATH")
+        if history_path:
+            from edge.home.alarms import AlarmRule, Alarms
+            from edge.home.history import History
+            from edge.home.household import Household, parse_watts
+
+            rules, power = [AlarmRule.parse(rule) for rule in alarm_rules], parse_watts(watts)
+            household = Household(History(history_path, history_days), Alarms(rules), power, printer.event)
+            sinks.append(household)
+            closers.append(household.close)
         if mqtt_url:
             from edge.home.mqtt import MqttPublisher, MqttSettings
 
             settings = MqttSettings.from_url(mqtt_url, username=mqtt_user, password=mqtt_password, name=name,
                                              device_id=mqtt_device_id, heartbeat_sec=mqtt_heartbeat)
-            sinks.append(MqttPublisher(settings))
+            sinks.append(MqttPublisher(settings, household=household))
             sinks[-1].start()
             closers.append(sinks[-1].close)
         if http_listen:
             from edge.home.http_status import StatusServer, parse_listen
 
-            sinks.append(StatusServer(monitor, *parse_listen(http_listen)))
+            sinks.append(StatusServer(monitor, *parse_listen(http_listen), household=household))
             sinks[-1].start()
             closers.append(sinks[-1].close)
         if clips_dir:
@@ -191,7 +209,7 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
 
             sinks.append(ClipWriter(clips_dir, monitor.recent_audio, classifier.bundle.window.sample_rate,
                                     clips_seconds, clips_max_mb))
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         for close in reversed(closers):
             close()
         raise click.ClickException(str(error)) from error
@@ -219,6 +237,12 @@ class LinePrinter:
         json_line(line.to_json())
         if self.sink:
             json_line(line.to_json(), self.sink)
+
+    def event(self, record: dict) -> None:
+        """An event line (an alarm raised or cleared): always printed, whatever --only-changes says."""
+        json_line(record)
+        if self.sink:
+            json_line(record, self.sink)
 
     def close(self) -> None:
         if self.sink:
@@ -322,4 +346,36 @@ def check(bundle_dir: Path) -> None:
                f"{len(loaded.manifest.files)} files verified, default precision {loaded.default_precision})")
 
 
-COMMANDS = (batch, stream, live, devices, bench_bundle, bundle)
+@click.command("history")
+@click.option("--db", "db_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
+              help="The monitor's --history file (or a copy of it).")
+@click.option("--days", type=click.IntRange(min=1), default=7, show_default=True)
+@click.option("--watts", default=None, metavar="ac=W,fridge=W", help="Power when running, for energy.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+def history(db_path, days, watts, output_format) -> None:
+    """Per day and appliance: run-time, cycles, longest run, energy (safe while a monitor writes)."""
+    import csv
+    import sqlite3
+    import time
+
+    from edge.home.history import connect, daily_table
+    from edge.home.household import parse_watts
+
+    try:
+        power = parse_watts(watts)
+        connection = connect(db_path, read_only=True)
+        rows = daily_table(connection, days, time.time(), power)
+    except (ValueError, sqlite3.Error) as error:
+        raise click.ClickException(f"{db_path}: {error}") from error
+    columns = ["day", "appliance", "observed_h", "runtime_h", "cycles", "longest_run_min", "energy_kwh"]
+    if output_format == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif output_format == "csv":
+        writer = csv.DictWriter(sys.stdout, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        click.echo(format_table(rows, columns))
+
+
+COMMANDS = (batch, stream, live, devices, bench_bundle, bundle, history)

@@ -15,6 +15,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from edge.core.defaults import LABELS
 from edge.core.labels import STATES
 from edge.monitor.hop import HopLine
 
@@ -52,8 +53,9 @@ class Histogram:
 class StatusServer:
     """A live-line sink that also serves /state, /healthz and /metrics from a daemon thread."""
 
-    def __init__(self, monitor, host: str, port: int) -> None:
+    def __init__(self, monitor, host: str, port: int, household=None) -> None:
         self.monitor = monitor
+        self.household = household  # with a history: statistics and alarms in /metrics
         self.started = time.monotonic()
         self.inference = Histogram(INFER_BUCKETS_SEC)
         self._lock = threading.Lock()
@@ -112,9 +114,26 @@ class StatusServer:
                      "# TYPE humwatch_hop_seconds gauge", f"humwatch_hop_seconds {line.hop_sec:g}",
                      "# HELP humwatch_cpu_share Share of all cores inference uses at this hop.",
                      "# TYPE humwatch_cpu_share gauge", f"humwatch_cpu_share {line.cpu_share:.4f}"]
+        if self.household is not None:
+            rows += self._household_rows(self.household.snapshot())
         rows += ["# HELP humwatch_uptime_seconds Seconds since the monitor started.", "# TYPE humwatch_uptime_seconds gauge",
                  f"humwatch_uptime_seconds {time.monotonic() - self.started:.3f}"]
         return "\n".join(rows) + "\n"
+
+
+    @staticmethod
+    def _household_rows(snapshot: dict) -> list[str]:
+        rows = ["# HELP humwatch_alarm An alarm's state (1 raised).", "# TYPE humwatch_alarm gauge"]
+        rows += [f'humwatch_alarm{{alarm="{name}"}} {int(active)}' for name, active in snapshot["alarms"].items()]
+        gauges = (("humwatch_runtime_today_seconds", "Seconds the appliance ran today.", "runtime_today_sec"),
+                  ("humwatch_duty_cycle_24h", "Share of the observed last 24 h the appliance ran.", "duty_24h"),
+                  ("humwatch_current_state_seconds", "Seconds in the current run or pause.", "current_sec"),
+                  ("humwatch_cycles_today", "Runs started today.", "cycles_today"))
+        for name, text, key in gauges:
+            rows += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+            rows += [f'{name}{{appliance="{a}"}} {snapshot[a][key]:.3f}' for a in LABELS
+                     if snapshot[a][key] is not None]
+        return rows
 
 
 class _Handler(BaseHTTPRequestHandler):

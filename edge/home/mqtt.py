@@ -79,7 +79,7 @@ class MqttSettings:
         return f"humwatch/{self.topic_id}"
 
 
-def discovery_messages(settings: MqttSettings) -> dict[str, dict]:
+def discovery_messages(settings: MqttSettings, household=None) -> dict[str, dict]:
     """Home Assistant discovery configs: topic -> payload. Entity ids follow from the device name
     and the entity names (has_entity_name), e.g. "Kitchen" + "State" -> sensor.kitchen_state."""
     base, node = settings.base_topic, f"humwatch_{settings.topic_id}"
@@ -87,7 +87,7 @@ def discovery_messages(settings: MqttSettings) -> dict[str, dict]:
               "model": "humwatch live monitor", "sw_version": importlib.metadata.version("humwatch")}
     attributes = f"{base}/attributes"
     common = {"availability_topic": f"{base}/availability", "device": device, "state_topic": attributes}
-    return {
+    messages = {
         f"{settings.discovery_prefix}/sensor/{node}/state/config": {
             **common, "name": "State", "unique_id": f"{node}_state", "value_template": "{{ value_json.state }}",
             "device_class": "enum", "options": list(STATES), "json_attributes_topic": attributes,
@@ -104,6 +104,61 @@ def discovery_messages(settings: MqttSettings) -> dict[str, dict]:
             "icon": "mdi:fridge",
         },
     }
+    if household is not None:
+        messages.update(stats_discovery(settings, common, node, household.watts, list(household.alarms.active)))
+    return messages
+
+
+APPLIANCE_NAMES = {"ac": "AC", "fridge": "Fridge"}
+# statistic -> (entity name suffix, unit, device_class, state_class): what Home Assistant's statistics
+# and Energy dashboard accept (total_increasing resets to 0 at local midnight: a new cycle for HA)
+STAT_ENTITIES = {
+    "duty_cycle_pct": ("duty cycle", "%", None, "measurement"),
+    "current_run_min": ("current run", "min", "duration", "measurement"),
+    "runtime_today_h": ("run-time today", "h", "duration", "total_increasing"),
+    "cycles_today": ("cycles today", None, None, "total_increasing"),
+}
+ENERGY_ENTITY = ("energy today", "kWh", "energy", "total_increasing")
+
+
+def stats_discovery(settings: MqttSettings, common: dict, node: str, watts: dict[str, float], alarms: list[str]) -> dict:
+    """Discovery of the history's entities: statistics per appliance, energy with watts, one problem
+    binary sensor per alarm; all read `<base>/stats`."""
+    stats = {**common, "state_topic": f"{settings.base_topic}/stats"}
+    messages = {}
+    for appliance, label in APPLIANCE_NAMES.items():
+        entities = dict(STAT_ENTITIES, **({"energy_today_kwh": ENERGY_ENTITY} if appliance in watts else {}))
+        for key, (name, unit, device_class, state_class) in entities.items():
+            config = {**stats, "name": f"{label} {name}", "unique_id": f"{node}_{appliance}_{key}",
+                      "value_template": f"{{{{ value_json.{appliance}.{key} }}}}", "state_class": state_class}
+            config.update({k: v for k, v in (("unit_of_measurement", unit), ("device_class", device_class)) if v})
+            messages[f"{settings.discovery_prefix}/sensor/{node}/{appliance}_{key}/config"] = config
+    for alarm in alarms:
+        messages[f"{settings.discovery_prefix}/binary_sensor/{node}/{alarm}/config"] = {
+            **stats, "name": f"Alarm {alarm}", "unique_id": f"{node}_alarm_{alarm}", "device_class": "problem",
+            "value_template": f"{{{{ 'ON' if value_json.alarms['{alarm}'] else 'OFF' }}}}",
+        }
+    return messages
+
+
+def stats_payload(snapshot: dict) -> dict:
+    """The `<base>/stats` message: per appliance the published statistics, and each alarm's state."""
+    payload: dict = {"alarms": snapshot["alarms"]}
+    for appliance in APPLIANCE_NAMES:
+        stats = snapshot[appliance]
+        payload[appliance] = {
+            "running": stats["running"],
+            "duty_cycle_pct": round(100 * (stats["duty_24h"] or 0.0), 1),
+            "duty_cycle_1h_pct": round(100 * (stats["duty_1h"] or 0.0), 1),
+            "current_run_min": round(stats["current_sec"] / 60, 1) if stats["running"] else 0.0,
+            "current_pause_min": round(stats["current_sec"] / 60, 1) if stats["running"] is False else 0.0,
+            "runtime_today_h": round(stats["runtime_today_sec"] / 3600, 4),
+            "cycles_today": stats["cycles_today"],
+            "mean_cycle_24h_min": None if stats["mean_cycle_24h_sec"] is None else round(stats["mean_cycle_24h_sec"] / 60, 1),
+            "longest_cycle_24h_min": None if stats["longest_cycle_24h_sec"] is None else round(stats["longest_cycle_24h_sec"] / 60, 1),
+            "energy_today_kwh": None if stats["energy_today_kwh"] is None else round(stats["energy_today_kwh"], 4),
+        }
+    return payload
 
 
 def attributes_payload(line: HopLine) -> dict:
@@ -115,8 +170,9 @@ def attributes_payload(line: HopLine) -> dict:
 class MqttPublisher:
     """A live-line sink that publishes to an MQTT broker."""
 
-    def __init__(self, settings: MqttSettings, clock=time.monotonic) -> None:
+    def __init__(self, settings: MqttSettings, clock=time.monotonic, household=None) -> None:
         self.settings = settings
+        self.household = household  # with a history: statistics and alarms too
         self.clock = clock
         self.latest: HopLine | None = None
         self.rivals: dict[str, dict] = {}  # other monitors seen publishing under this id
@@ -128,7 +184,7 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self.connected = threading.Event()
         base = settings.base_topic
-        self.topics = {name: f"{base}/{name}" for name in ("state", "attributes", "availability", "instances")}
+        self.topics = {name: f"{base}/{name}" for name in ("state", "attributes", "availability", "instances", "stats")}
         host = socket.gethostname()
         self.instance = {"id": f"{host}-{os.getpid()}-{secrets.token_hex(3)}", "host": host, "pid": os.getpid(),
                          "name": settings.name}
@@ -175,7 +231,7 @@ class MqttPublisher:
         self._failures = 0
         log.info("MQTT: connected to %s:%d", self.settings.host, self.settings.port)
         client.subscribe(self.topics["instances"], qos=1)
-        for topic, payload in discovery_messages(self.settings).items():
+        for topic, payload in discovery_messages(self.settings, self.household).items():
             client.publish(topic, json.dumps(payload), qos=1, retain=True)
         self._announce()
         self.connected.set()
@@ -217,7 +273,7 @@ class MqttPublisher:
         """Publish on a change of state or detectors, and at the heartbeat; otherwise just remember."""
         with self._lock:
             self.latest = line
-            key = (line.debounced_status, line.ac_running, line.fridge_running, line.ac_on, line.fridge_on)
+            key = self._key(line)
             due = self.clock() - self._last_publish >= self.settings.heartbeat_sec
             if self.connected.is_set() and (key != self._published or due):
                 if due:
@@ -230,5 +286,12 @@ class MqttPublisher:
         if not self._online:  # only now: Home Assistant never shows a dead run's state as current
             self.client.publish(self.topics["availability"], "online", qos=1, retain=True)
             self._online = True
-        self._published = (line.debounced_status, line.ac_running, line.fridge_running, line.ac_on, line.fridge_on)
+        if self.household is not None:
+            self.client.publish(self.topics["stats"], json.dumps(stats_payload(self.household.snapshot())), qos=1, retain=True)
+        self._published = self._key(line)
         self._last_publish = self.clock()
+
+    def _key(self, line: HopLine) -> tuple:
+        """What, when it changes, is published at once (else at the heartbeat)."""
+        alarms = tuple(self.household.alarms.active.values()) if self.household is not None else ()
+        return (line.debounced_status, line.ac_running, line.fridge_running, line.ac_on, line.fridge_on, alarms)

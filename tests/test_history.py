@@ -1,0 +1,246 @@
+"""The history: exact run-times and cycles over a simulated 6 hours, alarms, restarts, kill -9."""
+
+import datetime as dt
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from broker import Broker, Subscriber
+from conftest import REPO
+from edge.cli import main
+from edge.core.labels import state_of
+from edge.home.alarms import AlarmRule, Alarms, parse_duration
+from edge.home.history import History, HistoryError, midnight
+from edge.home.household import Household, parse_watts
+from edge.home.mqtt import MqttPublisher, MqttSettings
+from edge.monitor.hop import HopLine
+
+HOP = 10.0  # seconds of the simulated monitor's hop
+MIN = 60.0
+FRIDGE_RUNS = [(10, 30), (70, 90), (120, 220), (260, 280), (320, 340)]  # minutes after the start
+AC_RUNS = [(60, 150)]
+RESTART = (290, 295)  # the monitor is down from 4:50 to 4:55 (a fridge pause)
+
+
+def _running(runs, minute: float) -> bool:
+    return any(start <= minute < end for start, end in runs)
+
+
+def line_at(t: float) -> HopLine:
+    ac, fridge = _running(AC_RUNS, t / MIN), _running(FRIDGE_RUNS, t / MIN)
+    status = state_of(ac, fridge)
+    return HopLine(t=t, status=status, debounced_status=status, changed=False, p_ac=float(ac), p_fridge=float(fridge),
+                   median_ac=float(ac), median_fridge=float(fridge), ac_on=ac, fridge_on=fridge, ac_running=ac,
+                   fridge_running=fridge, infer_ms=1.0)
+
+
+class Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _household(path, clock, events):
+    rules = [AlarmRule.parse("fridge-run-max=90m"), AlarmRule.parse("fridge-off-max=35m")]
+    return Household(History(path, clock=clock), Alarms(rules, clock=clock), parse_watts("ac=1200,fridge=150"), events.append)
+
+
+@pytest.fixture(scope="module")
+def six_hours(tmp_path_factory):
+    """The schedule played through a monitor with a fake clock: (db path, start, events, snapshot at the end)."""
+    path = tmp_path_factory.mktemp("history") / "history.sqlite"
+    start = midnight(time.time()) - 86_400 + 3600  # yesterday 01:00: the whole run lies in one local day
+    clock, events = Clock(start), []
+    household = _household(path, clock, events)
+    for step in range(int(6 * 3600 / HOP)):
+        t = step * HOP
+        clock.now = start + t
+        minute = t / MIN
+        if minute == RESTART[0]:
+            household.close()
+        if RESTART[0] <= minute < RESTART[1]:
+            continue
+        if minute == RESTART[1]:
+            household = _household(path, clock, events)
+        household(line_at(t))
+    snapshot = household.snapshot()
+    household.close()
+    return path, start, events, snapshot
+
+
+def test_run_times_cycles_and_duty_are_exact(six_hours):
+    _, _, _, snapshot = six_hours
+    fridge, ac = snapshot["fridge"], snapshot["ac"]
+    observed = 6 * 3600 - (RESTART[1] - RESTART[0]) * MIN - HOP  # the last hop's interval is still open
+    assert fridge["runtime_24h_sec"] == pytest.approx(180 * MIN, abs=HOP)
+    assert ac["runtime_24h_sec"] == pytest.approx(90 * MIN, abs=HOP)
+    assert fridge["duty_24h"] == pytest.approx(180 * MIN / observed, abs=HOP / observed)
+    assert (fridge["cycles_today"], ac["cycles_today"]) == (5, 1)
+    assert fridge["longest_cycle_24h_sec"] == pytest.approx(100 * MIN, abs=HOP)
+    assert fridge["mean_cycle_24h_sec"] == pytest.approx(36 * MIN, abs=HOP)
+    assert fridge["running"] is False and fridge["current_sec"] == pytest.approx(20 * MIN - HOP, abs=HOP)
+    assert fridge["runtime_1h_sec"] == pytest.approx(20 * MIN, abs=HOP)  # 5:20-5:40 in the last hour
+    assert fridge["energy_today_kwh"] == pytest.approx(150 * 3 / 1000, abs=150 * HOP / 3.6e6)
+    assert ac["energy_today_kwh"] == pytest.approx(1200 * 1.5 / 1000, abs=1200 * HOP / 3.6e6)
+
+
+def test_alarms_are_raised_and_cleared_at_the_right_moments(six_hours):
+    _, start, events, snapshot = six_hours
+    moments = [(event["alarm"], event["state"], round((_wall(event) - start) / MIN, 2)) for event in events]
+    after = round(HOP / MIN, 2)  # raised on the first hop beyond the limit
+    assert moments == [
+        ("fridge-off-max", "raised", 65 + after), ("fridge-off-max", "cleared", 70),
+        ("fridge-run-max", "raised", 210 + after), ("fridge-run-max", "cleared", 220),
+        ("fridge-off-max", "raised", 255 + after), ("fridge-off-max", "cleared", 260),
+        # 4:40-5:20 is a 40-minute pause, but the monitor was down 4:50-4:55: only 25 min were observed
+    ]
+    assert snapshot["alarms"] == {"fridge-run-max": False, "fridge-off-max": False}
+    assert all(event["event"] == "alarm" and event["appliance"] == "fridge" for event in events)
+
+
+def _wall(event: dict) -> float:
+    return dt.datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+
+
+def test_restart_leaves_a_gap_not_an_off(six_hours):
+    path, start, _, _ = six_hours
+    connection = sqlite3.connect(path)
+    segments = connection.execute("SELECT started - ?, ended - ? FROM segments ORDER BY id", (start, start)).fetchall()
+    assert [(a, b) for a, b in segments] == [(0, RESTART[0] * MIN - HOP), (RESTART[1] * MIN, 360 * MIN - HOP)]
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_history_command_prints_the_day(six_hours):
+    path, start, _, _ = six_hours
+    result = CliRunner().invoke(main, ["history", "--db", str(path), "--days", "2", "--watts", "ac=1200,fridge=150",
+                                       "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = {(row["day"], row["appliance"]): row for row in json.loads(result.output)}
+    day = dt.date.fromtimestamp(start).isoformat()
+    assert rows[day, "fridge"]["runtime_h"] == pytest.approx(3.0, abs=0.01) and rows[day, "fridge"]["cycles"] == 5
+    assert rows[day, "fridge"]["longest_run_min"] == pytest.approx(100, abs=0.2)
+    assert rows[day, "ac"]["energy_kwh"] == pytest.approx(1.8, abs=0.01)
+    assert rows[day, "fridge"]["observed_h"] == pytest.approx(355 / 60, abs=0.01)
+    table = CliRunner().invoke(main, ["history", "--db", str(path), "--days", "2"])
+    assert table.exit_code == 0 and "runtime_h" in table.output and day in table.output
+    assert "3.000" in table.output or "2.997" in table.output
+
+
+def test_a_second_monitor_on_the_same_file_is_refused(tmp_path):
+    first = History(tmp_path / "h.sqlite")
+    with pytest.raises(HistoryError, match=r"h\.sqlite: already in use by a running monitor \(pid \d+"):
+        History(tmp_path / "h.sqlite")
+    first.close()
+    History(tmp_path / "h.sqlite").close()  # free again once the first one stopped
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from test_history import Clock, line_at
+from edge.home.history import History
+
+clock = Clock(time.time())
+history = History(sys.argv[1], clock=clock)
+step = 0
+while True:
+    clock.now += 10
+    history(line_at(step * 10.0))
+    print(clock.now, flush=True)  # after the commit
+    step += 1
+"""
+
+
+def test_kill_9_loses_at_most_one_hop_and_never_corrupts(tmp_path):
+    path = tmp_path / "killed.sqlite"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(REPO / "tests")], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    printed = [float(writer.stdout.readline()) for _ in range(300)]
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    ended = connection.execute("SELECT ended FROM segments").fetchone()[0]
+    assert ended >= printed[-1], "every committed hop is there"
+    changes = connection.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
+    assert changes >= 2
+
+
+def test_alarm_and_duration_parsing():
+    assert parse_duration("90m") == 5400 and parse_duration("1h30m") == 5400 and parse_duration("45s") == 45
+    rule = AlarmRule.parse("ac-run-max=2h")
+    assert (rule.appliance, rule.running, rule.limit_sec, rule.name) == ("ac", True, 7200, "ac-run-max")
+    with pytest.raises(ValueError, match="expected APPLIANCE-.run.off.-max=DURATION"):
+        AlarmRule.parse("oven-run-max=1h")
+    with pytest.raises(ValueError, match="expected a duration such as 90m"):
+        AlarmRule.parse("fridge-off-max=soon")
+    with pytest.raises(ValueError, match="given twice"):
+        Alarms([AlarmRule.parse("fridge-off-max=6h"), AlarmRule.parse("fridge-off-max=5h")])
+    with pytest.raises(ValueError, match="ac=1200,fridge=150"):
+        parse_watts("oven=2000")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    running = Broker(tmp_path).start()
+    yield running
+    running.stop()
+
+
+def test_home_assistant_gets_the_statistics_alarms_and_energy(broker, tmp_path):
+    clock, events = Clock(1_000_000.0), []
+    household = _household(tmp_path / "h.sqlite", clock, events)
+    settings = MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Kitchen", heartbeat_sec=MIN)
+    publisher = MqttPublisher(settings, clock=clock, household=household)  # heartbeats in simulated time
+    subscriber = Subscriber(broker.port)
+    publisher.start()
+    assert publisher.connected.wait(10)
+    for step in range(int(80 * MIN / HOP)):  # 0:00-1:20: a fridge run, a long pause (alarm), a second run
+        clock.now = 1_000_000.0 + step * HOP
+        line = line_at(step * HOP)
+        household(line)
+        publisher(line)
+        time.sleep(0.005)  # a pace the broker keeps up with
+    assert subscriber.wait(lambda t, p, r: t == "humwatch/kitchen/stats" and json.loads(p)["fridge"]["cycles_today"] == 2)
+    publisher.close()
+    configs = {t.split("/")[3]: json.loads(p) for t, p, r in subscriber.messages if t.startswith("homeassistant/")}
+    expected = {
+        "fridge_duty_cycle_pct": ("%", None, "measurement"),
+        "fridge_current_run_min": ("min", "duration", "measurement"),
+        "fridge_runtime_today_h": ("h", "duration", "total_increasing"),
+        "fridge_cycles_today": (None, None, "total_increasing"),
+        "fridge_energy_today_kwh": ("kWh", "energy", "total_increasing"),
+        "ac_energy_today_kwh": ("kWh", "energy", "total_increasing"),
+    }
+    for key, (unit, device_class, state_class) in expected.items():
+        config = configs[key]
+        assert (config.get("unit_of_measurement"), config.get("device_class"), config["state_class"]) == (unit, device_class, state_class)
+        assert config["state_topic"] == "humwatch/kitchen/stats" and config["device"]["name"] == "Kitchen"
+    assert configs["fridge-off-max"]["device_class"] == "problem"
+    stats = [json.loads(p) for p in subscriber.payloads("humwatch/kitchen/stats")]
+    assert any(s["alarms"]["fridge-off-max"] for s in stats), "the alarm was published while raised"
+    last = stats[-1]  # the heartbeat at 1:19
+    assert last["alarms"] == {"fridge-run-max": False, "fridge-off-max": False}
+    assert last["fridge"]["runtime_today_h"] == pytest.approx(29 / 60, abs=HOP / 3600)  # 0:10-0:30 and 1:10-1:19
+    assert last["fridge"]["current_run_min"] == pytest.approx(9, abs=HOP / MIN)
+    assert last["ac"]["runtime_today_h"] == pytest.approx(19 / 60, abs=HOP / 3600)  # 1:00-1:19
+    subscriber.close()
+    household.close()
+
+
+def test_alarms_need_a_history(bundle_dir, monkeypatch):
+    from test_errors import fake_sounddevice
+
+    import edge.monitor.live
+
+    monkeypatch.setattr(edge.monitor.live, "import_sounddevice", fake_sounddevice)
+    result = CliRunner().invoke(main, ["live", "--bundle", str(bundle_dir), "--hop", "1.5", "--alarm", "fridge-run-max=90m"])
+    assert result.exit_code == 1 and "add --history PATH" in result.output
