@@ -2,6 +2,7 @@
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -126,11 +127,12 @@ def test_live_command_serves_writes_and_stops_cleanly_on_sigterm(bundle_dir, off
     output, clips, port = tmp_path / "states.jsonl", tmp_path / "clips", free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", LIVE_COMMAND_SCRIPT, str(wav), "live", "--bundle", str(bundle_dir), "--hop", "1.5", "--output", str(output),
+         "--history", str(tmp_path / "history.sqlite"), "--alarm", "ac-run-max=0.5s",
          "--http", str(port), "--clips", str(clips), "--fridge-on", "1.0", "--fridge-off", "1.0"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while (not output.exists() or len(output.read_text().splitlines()) < 29) and time.monotonic() < deadline:
+        while (not output.exists() or output.read_text().count('"t": ') < 29) and time.monotonic() < deadline:
             time.sleep(0.1)
         code, body = _get(f"http://127.0.0.1:{port}/state")
         assert code == 200 and json.loads(body)["t"] >= 48.0
@@ -140,6 +142,13 @@ def test_live_command_serves_writes_and_stops_cleanly_on_sigterm(bundle_dir, off
     assert process.returncode == 0, stderr
     assert "stopped" in stderr
     written = [json.loads(line) for line in output.read_text().splitlines()]
-    assert len(written) == 29 and written == [json.loads(line) for line in stdout.splitlines()]
-    assert written[-1]["debounced_status"] == AC_ON
+    assert written == [json.loads(line) for line in stdout.splitlines()]
+    alarms = [line for line in written if line.get("event") == "alarm"]
+    hops = [line for line in written if "event" not in line]
+    assert len(hops) == 29 and hops[-1]["debounced_status"] == AC_ON
+    assert [(a["alarm"], a["state"]) for a in alarms] == [("ac-run-max", "raised")], "the AC ran longer than 0.5 s (wall clock; the audio plays at 10x)"
+    history = sqlite3.connect(tmp_path / "history.sqlite")
+    assert history.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert history.execute("SELECT appliance, running FROM changes ORDER BY id").fetchall() == [
+        ("ac", 0), ("fridge", 0), ("ac", 1)]
     assert len(list(clips.glob("*.flac"))) == 1
