@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from train.cli import DEVICE_OPTION
+
 
 @click.command()
 @click.option("--run", "run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
@@ -17,17 +19,20 @@ import click
               help="Copy the encoder graphs from this bundle (same weights): only head.onnx is new.")
 @click.option("--parity-windows", type=click.IntRange(min=1), default=16, show_default=True,
               help="Validation windows per file in the parity check.")
-def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path | None, parity_windows: int) -> None:
+@DEVICE_OPTION
+def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path | None, parity_windows: int,
+           device: str) -> None:
     """Export a run to an ONNX bundle, parity-checked against torch."""
     from edge.core.audio import AudioError
     from edge.core.bundle import load_bundle
     from export.exporter import ExportError, export_run
+    from train.device import DeviceError
     from train.run import RunError
 
     try:
         bundle_dir = export_run(run_dir, out_dir, int8=int8, parity_windows_per_file=parity_windows,
-                                reuse_encoder=reuse_encoder, log=click.echo)
-    except (ExportError, RunError, AudioError) as error:
+                                reuse_encoder=reuse_encoder, log=click.echo, device=device)
+    except (ExportError, RunError, AudioError, DeviceError) as error:
         raise click.ClickException(str(error)) from error
     manifest = load_bundle(bundle_dir).manifest
     fp32 = manifest.parity["fp32"]

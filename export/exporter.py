@@ -33,6 +33,7 @@ from export.quantize import QUANTIZATION, ms_per_window, quantize_encoder, weigh
 from train.beats import PATCH_SIZE
 from train.fbank import NUM_MEL_BINS, num_frames
 from train.head import HumwatchModel
+from train.device import resolve_device
 from train.run import Run
 
 PARITY_WINDOWS_PER_FILE = 16
@@ -133,16 +134,18 @@ class ExportJob:
     windows: pd.DataFrame
     fingerprint: str
     log: Callable[[str], None]
+    device: torch.device
 
 
 def export_run(run_dir: Path, out_dir: Path | None = None, int8: bool = False,
                parity_windows_per_file: int = PARITY_WINDOWS_PER_FILE, reuse_encoder: Path | None = None,
-               log=print) -> Path:
+               log=print, device: str = "auto") -> Path:
     """Export a run to a bundle directory and return its path.
 
     With reuse_encoder, the encoder graphs (float32 and, if there, int8) are copied from that
     bundle instead of exported, when they come from the same weights: only the head is new.
     """
+    torch_device = resolve_device(device)
     run = Run.open(run_dir)
     model = run.load_model()
     out_dir = Path(out_dir) if out_dir else Path("bundles") / run.path.name
@@ -155,7 +158,7 @@ def export_run(run_dir: Path, out_dir: Path | None = None, int8: bool = False,
         raise ExportError(f"{error}: pick another --out") from error
     with build:
         job = ExportJob(out_dir.name, run, model, run.decision, run.window, build.path, validation, windows,
-                        fingerprint, log)
+                        fingerprint, log, torch_device)
         write_bundle_manifest(build.path, _build(job, int8, reused))
     return build.final
 
@@ -197,8 +200,9 @@ def _build(job: ExportJob, int8: bool, reused: Bundle | None) -> Manifest:
     )
     bundle = Bundle(job.directory, manifest)
     fp32 = Classifier(bundle, "fp32")
-    job.log(f"parity: torch vs onnxruntime on {len(job.validation)} validation windows + edge cases ...")
-    parity, torch_probs, _ = check_float_parity(job.model, fp32, job.validation, job.windows, job.decision)
+    job.log(f"parity: torch ({job.device}) vs onnxruntime on {len(job.validation)} validation windows + edge cases ...")
+    parity = check_float_parity(job.model.to(job.device), fp32, job.validation, job.windows, job.decision)
+    job.model.cpu()
     manifest.parity["fp32"] = parity
     if not parity["passed"]:
         raise ExportError(f"parity failed (tolerance {parity['tolerance']}): {json.dumps(parity)}")

@@ -31,6 +31,7 @@ from train.cache import EmbeddingCache, Recording
 from train.head import AttentionPoolHead
 from train.manifests import prepare
 from train.synth import write_recordings
+from train.device import resolve_device
 from train.run import Run
 from train.trainer import Trainer, TrainOptions, bce_loss, cosine_with_warmup, train_head_epoch
 
@@ -69,7 +70,29 @@ def measure_head_epoch(dim: int, frames: int, windows: int = 1000, batch_size: i
     return _timed(lambda: train_head_epoch(head, optimizer, scheduler, loss_fn, inputs, torch.from_numpy(labels), rng, steps), 2)
 
 
-def run_benchmark(workdir: Path, seconds: float) -> None:
+def measure_cache_build(model, checkpoint: Path, window: WindowConfig, recordings: list, device_name: str) -> dict:
+    """Seconds per window building the embedding cache on the CPU and, when it is another, on `device`;
+    with two devices also the largest |difference| of their embeddings."""
+    devices = sorted({torch.device("cpu"), resolve_device(device_name)}, key=str)
+    report, caches = {}, {}
+    for device in devices:
+        cache = EmbeddingCache(Path(f"data/cache-{device.type}"), sha256_file(checkpoint), window, 0, [], device=device)
+        start = time.perf_counter()
+        stats = cache.build(model.to(device), recordings, views=1)
+        elapsed = time.perf_counter() - start
+        report[device.type] = {"windows": stats.encoded_windows, "sec": elapsed, "windows_per_sec": stats.encoded_windows / elapsed,
+                               "sec_per_window": elapsed / stats.encoded_windows}
+        caches[device.type] = cache
+    model.cpu()
+    if len(caches) == 2:
+        first, second = caches.values()
+        report["max_abs_embedding_diff"] = max(
+            float(np.max(np.abs(first.load(r, v).astype(np.float32) - second.load(r, v).astype(np.float32))))
+            for r in recordings for v in (0, 1))
+    return report
+
+
+def run_benchmark(workdir: Path, seconds: float, device: str = "auto") -> None:
     """Measure everything listed in the module docstring; print it and write <workdir>/benchmark.json."""
     workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)
@@ -85,14 +108,10 @@ def run_benchmark(workdir: Path, seconds: float) -> None:
 
     write_recordings(Path("samples"), seconds=seconds, seed=0)
     files, _ = prepare(Path("samples"), Path("data/manifests"), window)
-    options = TrainOptions(beats_checkpoint=checkpoint, epochs=3, views=2)
+    options = TrainOptions(beats_checkpoint=checkpoint, epochs=3, views=2, device=device)
     recordings = [Recording(r.recording_id, Path(r.path), r.sha256) for r in files.itertuples()]
     click.echo("embedding cache ...")
-    cache = EmbeddingCache(options.cache_dir, sha256_file(checkpoint), window, options.seed, [])
-    start = time.perf_counter()
-    stats = cache.build(model, recordings[:2], views=1)
-    elapsed = time.perf_counter() - start
-    report["cache_build"] = {"windows": stats.encoded_windows, "sec": elapsed, "sec_per_window": elapsed / stats.encoded_windows}
+    report["cache_build"] = measure_cache_build(model, checkpoint, window, recordings[:2], device)
     click.echo(json.dumps(report["cache_build"]))
 
     frames = embedding_frames(window.window_samples)
@@ -103,7 +122,8 @@ def run_benchmark(workdir: Path, seconds: float) -> None:
     run_dir = Trainer(options, log=lambda *_: None).run()
     click.echo("exporting with --int8 ...")
     start = time.perf_counter()
-    bundle_dir = export_run(run_dir, Path("bundles/full-random"), int8=True, parity_windows_per_file=4, log=click.echo)
+    bundle_dir = export_run(run_dir, Path("bundles/full-random"), int8=True, parity_windows_per_file=4, log=click.echo,
+                            device=device)
     report["export_sec"] = time.perf_counter() - start
     manifest = load_bundle(bundle_dir).manifest
     report["parity"] = manifest.parity

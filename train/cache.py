@@ -21,8 +21,7 @@ from edge.core.defaults import WindowConfig
 from edge.core.files import atomic_path
 from train.augment import AugmentConfig, augment_waveform, spec_augment
 from train.beats import BEATs
-
-ENCODE_BATCH = 8
+from train.device import NUMERICS, encode_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +45,11 @@ def pool_digest(pool_recordings: list[Recording]) -> str:
 
 class EmbeddingCache:
     def __init__(self, root: Path, checkpoint_sha256: str, window: WindowConfig, seed: int,
-                 pool: list[Recording], augment: AugmentConfig = AugmentConfig()) -> None:
-        self.directory = (
-            Path(root) / checkpoint_sha256[:16] / f"sr{window.sample_rate}-w{window.window_samples}-h{window.hop_samples}"
-        )
+                 pool: list[Recording], augment: AugmentConfig = AugmentConfig(), device: torch.device | None = None) -> None:
+        # Keyed by the numeric mode, not the device: see train.device for why cpu / cuda / mps share it.
+        self.directory = (Path(root) / checkpoint_sha256[:16] /
+                          f"{NUMERICS}-sr{window.sample_rate}-w{window.window_samples}-h{window.hop_samples}")
+        self.device = device or torch.device("cpu")
         self.window = window
         self.seed = seed
         self.pool = pool
@@ -96,15 +96,15 @@ class EmbeddingCache:
         return self._pool_windows
 
     def _encode(self, encoder: BEATs, recording: Recording, windows: np.ndarray, view: int, progress: tqdm) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(windows), ENCODE_BATCH):
-            batch = windows[start : start + ENCODE_BATCH]
+        outputs, size = [], encode_batch(self.device)
+        for start in range(0, len(windows), size):
+            batch = windows[start : start + size]
             with torch.inference_mode():
                 if view == 0:
-                    fbank = encoder.fbank(torch.tensor(batch))
+                    fbank = encoder.fbank(torch.tensor(batch).to(self.device))
                 else:
                     fbank = self._augmented_fbank(encoder, recording, batch, start, view)
-                outputs.append(encoder.encode_fbank(fbank).to(torch.float16).numpy())
+                outputs.append(encoder.encode_fbank(fbank).to(torch.float16).cpu().numpy())
             progress.update(len(batch))
         return np.concatenate(outputs)
 
@@ -113,6 +113,6 @@ class EmbeddingCache:
         for offset, window in enumerate(batch):
             rng = np.random.default_rng([self.seed, view, int(recording.sha256[:12], 16), start + offset])
             waveform = augment_waveform(window, rng, self._pool_array(), self.augment)
-            fbank = encoder.fbank(torch.from_numpy(waveform)[None])[0]
+            fbank = encoder.fbank(torch.from_numpy(waveform)[None].to(self.device))[0]
             fbanks.append(spec_augment(fbank, rng, self.augment))
         return torch.stack(fbanks)

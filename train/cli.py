@@ -12,6 +12,8 @@ from edge.core.output import format_table
 
 PATH = click.Path(path_type=Path)
 EXISTING_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
+DEVICE_OPTION = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+                             help="Where torch runs the encoder (auto: cuda, then mps, then cpu).")
 
 
 def _metrics_rows(metrics: dict) -> list[dict]:
@@ -71,23 +73,25 @@ def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: 
 @click.option("--manifests", "manifests_dir", type=PATH, default=Path("data/manifests"), show_default=True)
 @click.option("--models", "models_dir", type=PATH, default=Path("models"), show_default=True)
 @click.option("--cache-dir", type=PATH, default=Path("data/cache"), show_default=True)
+@DEVICE_OPTION
 def train(beats_checkpoint, val_daypart, val_recordings, unfreeze_blocks, epochs, stage2_epochs, views, seed,
-          manifests_dir, models_dir, cache_dir) -> None:
+          manifests_dir, models_dir, cache_dir, device) -> None:
     """Train the classifier on frozen BEATs embeddings (stage 1, optional stage 2)."""
     from edge.core.audio import AudioError
     from train.beats import CheckpointError
     from train.manifests import ManifestError
+    from train.device import DeviceError
     from train.trainer import SplitError, Trainer, TrainOptions
 
     options = TrainOptions(
         beats_checkpoint=beats_checkpoint, manifests_dir=manifests_dir, models_dir=models_dir, cache_dir=cache_dir,
         val_daypart=val_daypart, val_recordings=tuple(r for value in val_recordings for r in value.split(",") if r),
         views=views, epochs=epochs,
-        unfreeze_blocks=unfreeze_blocks, stage2_epochs=stage2_epochs, seed=seed,
+        unfreeze_blocks=unfreeze_blocks, stage2_epochs=stage2_epochs, seed=seed, device=device,
     )
     try:
         run_dir = Trainer(options, log=click.echo).run()
-    except (SplitError, ManifestError, CheckpointError, AudioError) as error:
+    except (SplitError, ManifestError, CheckpointError, AudioError, DeviceError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"next: humwatch thresholds --run {run_dir}")
 
@@ -95,31 +99,36 @@ def train(beats_checkpoint, val_daypart, val_recordings, unfreeze_blocks, epochs
 @click.command()
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
 def thresholds(run_dir: Path) -> None:
-    """Choose t_ac / t_fridge on the run's validation files; writes thresholds.yaml."""
+    """Choose t_ac / t_fridge on the run's validation files; writes thresholds.yaml and report.html."""
+    from train.report import render_report
     from train.run import Run, RunError
     from train.thresholds import choose_thresholds
 
     try:
-        result = choose_thresholds(Run.open(run_dir))
+        run = Run.open(run_dir)
+        result = choose_thresholds(run)
     except RunError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"t_ac {result['t_ac']:.2f}, t_fridge {result['t_fridge']:.2f} -> {run_dir / 'thresholds.yaml'}")
     print_metrics(result["validation_metrics"])
+    click.echo(f"report: {render_report(run)}")
 
 
 @click.command()
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path, exists=True, dir_okay=False))
-def evaluate(run_dir: Path, files: tuple[Path, ...]) -> None:
+@DEVICE_OPTION
+def evaluate(run_dir: Path, files: tuple[Path, ...], device: str) -> None:
     """Per-file table and metrics: the run's validation files, or FILES through the torch model."""
     from edge.core.audio import AudioError
     from train.evaluate import TABLE_COLUMNS, cross_split, evaluate_files, evaluate_validation
+    from train.device import DeviceError
     from train.run import Run, RunError
 
     try:
         run = Run.open(run_dir)
-        table, metrics = evaluate_files(run, list(files)) if files else evaluate_validation(run)
-    except (RunError, AudioError) as error:
+        table, metrics = evaluate_files(run, list(files), device) if files else evaluate_validation(run)
+    except (RunError, AudioError, DeviceError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(format_table(table.to_dict("records"), TABLE_COLUMNS))
     if metrics:
@@ -143,22 +152,37 @@ def evaluate(run_dir: Path, files: tuple[Path, ...]) -> None:
 @click.option("--seconds", type=click.FloatRange(min=12), default=60.0, show_default=True, help="Length of synthetic recordings.")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also export and measure an int8 encoder.")
-def demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8) -> None:
+@DEVICE_OPTION
+def demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, device) -> None:
     """The whole chain on synthetic recordings, no downloads."""
     from train.demo import run_demo
 
-    run_demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8)
+    run_demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, device)
 
 
 @click.command("bench-training")
 @click.option("--workdir", type=PATH, default=Path("bench-work"), show_default=True)
 @click.option("--seconds", type=click.FloatRange(min=12), default=30.0, show_default=True,
               help="Length of each synthetic recording.")
-def bench_training(workdir: Path, seconds: float) -> None:
+@DEVICE_OPTION
+def bench_training(workdir: Path, seconds: float, device: str) -> None:
     """Time the workstation steps with the full-size BEATs (random weights)."""
     from train.benchmark import run_benchmark
 
-    run_benchmark(workdir, seconds)
+    run_benchmark(workdir, seconds, device)
 
 
-COMMANDS = (synth, prepare, train, thresholds, evaluate, demo, bench_training)
+@click.command()
+@click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
+def report(run_dir: Path) -> None:
+    """Write the run's report.html: probabilities, thresholds, F1, curves (opens from disk)."""
+    from train.report import render_report
+    from train.run import Run, RunError
+
+    try:
+        click.echo(render_report(Run.open(run_dir)))
+    except RunError as error:
+        raise click.ClickException(str(error)) from error
+
+
+COMMANDS = (synth, prepare, train, thresholds, evaluate, report, demo, bench_training)

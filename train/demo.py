@@ -23,6 +23,7 @@ from export.exporter import export_run
 from train.beats import BeatsConfig, build_beats
 from train.manifests import prepare
 from train.synth import write_recordings
+from train.report import render_report
 from train.run import Run
 from train.thresholds import choose_thresholds
 from train.trainer import Trainer, TrainOptions
@@ -51,7 +52,7 @@ def _step(title: str) -> float:
 
 
 def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | None, seconds: float, epochs: int,
-             int8: bool) -> None:
+             int8: bool, device: str = "auto") -> None:
     """synth -> prepare -> train -> thresholds -> export -> batch, printing each step and a summary."""
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -71,13 +72,17 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
 
     _step("train: frozen encoder, cached embeddings, validation on the night recordings")
     options = TrainOptions(beats_checkpoint=beats_checkpoint, manifests_dir=manifests, models_dir=workdir / "models",
-                           cache_dir=workdir / "data" / "cache", epochs=epochs, batch_size=16, warmup_steps=40)
+                           cache_dir=workdir / "data" / "cache", epochs=epochs, batch_size=16, warmup_steps=40,
+                           device=device)
     run_dir = Trainer(options, log=click.echo).run()
     _step("thresholds")
-    thresholds = choose_thresholds(Run.open(run_dir))
-    click.echo(f"t_ac {thresholds['t_ac']:.2f}, t_fridge {thresholds['t_fridge']:.2f}")
+    run = Run.open(run_dir)
+    thresholds = choose_thresholds(run)
+    click.echo(f"t_ac {thresholds['t_ac']:.2f}, t_fridge {thresholds['t_fridge']:.2f}; "
+               f"report (open it in a browser): {render_report(run)}")
     _step("export: ONNX bundle, parity-checked" + (", with int8" if int8 else ""))
-    bundle_dir = export_run(run_dir, workdir / "bundles" / run_dir.name, int8=int8, parity_windows_per_file=8, log=click.echo)
+    bundle_dir = export_run(run_dir, workdir / "bundles" / run_dir.name, int8=int8, parity_windows_per_file=8,
+                            log=click.echo, device=device)
 
     _step("batch: every recording through the bundle with onnxruntime")
     bundle = load_bundle(bundle_dir)

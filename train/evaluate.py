@@ -12,6 +12,7 @@ from edge.core.decision import decide_file
 from edge.core.labels import parse_sample_name
 from train.head import predict_model
 from train.metrics import file_metrics, file_table
+from train.device import resolve_device
 from train.run import Run, RunError
 
 TABLE_COLUMNS = ["recording_id", "daypart", "true_state", "predicted_state", "p_ac", "p_fridge", "windows"]
@@ -25,9 +26,9 @@ def evaluate_validation(run: Run) -> tuple[pd.DataFrame, dict]:
     return file_table(predictions, probs, decision), file_metrics(predictions, probs, decision)
 
 
-def evaluate_files(run: Run, paths: list[Path]) -> tuple[pd.DataFrame, dict | None]:
-    """Run the run's torch model over audio files; metrics over the files whose names carry labels."""
-    model, decision, window = run.load_model(), run.decision, run.window
+def evaluate_files(run: Run, paths: list[Path], device: str = "auto") -> tuple[pd.DataFrame, dict | None]:
+    """Run the run's torch model over audio files (on `device`); metrics over the files whose names carry labels."""
+    model, decision, window = run.load_model().to(resolve_device(device)), run.decision, run.window
     rows, labelled, labelled_probs = [], [], []
     for path in paths:
         windows, _ = load_windows(path, window)

@@ -55,14 +55,19 @@ class HumwatchModel(nn.Module):
         return torch.sigmoid(self(waveform))
 
 
-PREDICT_BATCH = 8
-
-
 def predict_model(model: HumwatchModel, windows: np.ndarray) -> np.ndarray:
-    """Probabilities [n, 2] of waveform windows [n, N], in batches, without gradients."""
+    """Probabilities [n, 2] of waveform windows [n, N] on the model's device, in batches that suit
+    it, without gradients; a progress bar when there are many."""
+    from tqdm import tqdm
+
+    from train.device import encode_batch
+
     model.eval()
+    device = next(model.parameters()).device
+    size = encode_batch(device)
+    starts = range(0, len(windows), size)
     with torch.inference_mode():
         return np.concatenate([
-            model.probabilities(torch.tensor(windows[i : i + PREDICT_BATCH])).numpy()
-            for i in range(0, len(windows), PREDICT_BATCH)
+            model.probabilities(torch.tensor(windows[i : i + size]).to(device)).cpu().numpy()
+            for i in tqdm(starts, desc="torch model", unit="batch", leave=False, disable=len(windows) < 64)
         ])

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
 from edge.core.audio import load_windows
@@ -23,6 +24,7 @@ from edge.core.labels import BOTH_OFF, DAYPARTS
 from train.augment import AugmentConfig, augment_waveform, spec_augment
 from train.beats import load_beats
 from train.cache import EmbeddingCache, Recording
+from train.device import resolve_device
 from train.head import AttentionPoolHead, HumwatchModel, predict_model
 from train.manifests import ManifestError, load_manifests
 from train.metrics import file_metrics, selection_score
@@ -51,6 +53,7 @@ class TrainOptions:
     stage2_encoder_lr: float = 2e-5
     stage2_head_lr: float = 3e-4
     seed: int = 0
+    device: str = "auto"
 
 
 class SplitError(ValueError):
@@ -111,12 +114,14 @@ def bce_loss(labels: np.ndarray) -> nn.BCEWithLogitsLoss:
 
 def train_head_epoch(head: AttentionPoolHead, optimizer, scheduler, loss_fn, inputs: torch.Tensor,
                      labels: torch.Tensor, rng: np.random.Generator, steps: int) -> float:
-    """One pass over cached float16 embeddings in `steps` shuffled batches; returns the mean loss."""
+    """One pass over cached float16 embeddings in `steps` shuffled batches (on the head's device);
+    returns the mean loss."""
     head.train()
+    device = next(head.parameters()).device
     losses = []
     for batch in np.array_split(rng.permutation(len(inputs)), steps):
         batch = torch.from_numpy(np.sort(batch))
-        loss = loss_fn(head(inputs[batch].float()), labels[batch])
+        loss = loss_fn(head(inputs[batch].to(device).float()), labels[batch].to(device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -127,8 +132,9 @@ def train_head_epoch(head: AttentionPoolHead, optimizer, scheduler, loss_fn, inp
 
 def predict_head(head: AttentionPoolHead, embeddings: torch.Tensor) -> np.ndarray:
     head.eval()
+    device = next(head.parameters()).device
     with torch.inference_mode():
-        return np.concatenate([torch.sigmoid(head(embeddings[i : i + EVAL_BATCH].float())).numpy()
+        return np.concatenate([torch.sigmoid(head(embeddings[i : i + EVAL_BATCH].to(device).float())).cpu().numpy()
                                for i in range(0, len(embeddings), EVAL_BATCH)])
 
 
@@ -159,13 +165,15 @@ class Trainer:
         files, windows, window = load_manifests(options.manifests_dir)
         training_ids, validation_ids = split_recordings(files, options.val_daypart, options.val_recordings)
         self.log(f"training on {len(training_ids)} recordings, validating on {validation_ids}")
-        encoder = load_beats(options.beats_checkpoint)
+        self.device = device = resolve_device(options.device)
+        self.log(f"device: {device}")
+        encoder = load_beats(options.beats_checkpoint).to(device)
         checkpoint_sha = sha256_file(options.beats_checkpoint)
         torch.manual_seed(options.seed)
         recordings = self._recordings(files)
         states = files.set_index("recording_id").state
         pool = [recordings[r] for r in training_ids if states[r] == BOTH_OFF]
-        cache = EmbeddingCache(options.cache_dir, checkpoint_sha, window, options.seed, pool, AugmentConfig())
+        cache = EmbeddingCache(options.cache_dir, checkpoint_sha, window, options.seed, pool, AugmentConfig(), device)
         stats = cache.build(encoder, [recordings[r] for r in training_ids], options.views)
         val_stats = cache.build(encoder, [recordings[r] for r in validation_ids], 0)
         self.log(f"embedding cache: encoded {stats.encoded_windows + val_stats.encoded_windows} windows, "
@@ -209,7 +217,7 @@ class Trainer:
             }
             predictions = val_windows[["recording_id", "window_index", "daypart", "ac", "fridge"]].copy()
             predictions["p_ac"], predictions["p_fridge"] = val_probs[:, 0], val_probs[:, 1]
-            self._save(run, model, config, best, predictions)
+            self._save(run, model.cpu(), config, best, predictions)
         self.log(f"run written to {build.final}")
         return build.final
 
@@ -237,11 +245,11 @@ class Trainer:
     def _stage1(self, dim: int, train_set: Dataset, val_set: Dataset, run: Run) -> tuple[AttentionPoolHead, dict]:
         options = self.options
         generator = np.random.default_rng(options.seed)
-        head = AttentionPoolHead(dim)
+        head = AttentionPoolHead(dim).to(self.device)
         optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=options.weight_decay)
         steps_per_epoch = math.ceil(len(train_set.inputs) / options.batch_size)
         scheduler = cosine_with_warmup(optimizer, options.epochs * steps_per_epoch, options.warmup_steps)
-        loss_fn = bce_loss(train_set.labels)
+        loss_fn = bce_loss(train_set.labels).to(self.device)
         labels = torch.from_numpy(train_set.labels.copy())
         best, best_state, since_best = None, None, 0
         for epoch in range(1, options.epochs + 1):
@@ -291,7 +299,7 @@ class Trainer:
         pool_audio = train_audio[train_windows.recording_id.isin([r.recording_id for r in pool]).to_numpy()]
         val_set = Dataset(val_windows, val_audio)
         labels = torch.tensor(train_windows[list(LABELS)].to_numpy(dtype=np.float32))
-        loss_fn = bce_loss(labels.numpy())
+        loss_fn = bce_loss(labels.numpy()).to(self.device)
         steps_per_epoch = math.ceil(len(train_audio) / options.batch_size)
         scheduler = cosine_with_warmup(optimizer, options.stage2_epochs * steps_per_epoch, options.warmup_steps)
         rng = np.random.default_rng([options.seed, 2])
@@ -300,12 +308,14 @@ class Trainer:
         for epoch in range(1, options.stage2_epochs + 1):
             model.train()
             losses = []
-            for batch in np.array_split(rng.permutation(len(train_audio)), steps_per_epoch):
+            batches = np.array_split(rng.permutation(len(train_audio)), steps_per_epoch)
+            for batch in tqdm(batches, desc=f"stage 2 epoch {epoch}", unit="batch", leave=False):
                 fbank = torch.stack([
-                    spec_augment(model.encoder.fbank(torch.from_numpy(augment_waveform(train_audio[i], rng, pool_audio, augment))[None])[0], rng, augment)
+                    spec_augment(model.encoder.fbank(torch.from_numpy(
+                        augment_waveform(train_audio[i], rng, pool_audio, augment))[None].to(self.device))[0], rng, augment)
                     for i in batch
                 ])
-                loss = loss_fn(model.head(model.encoder.encode_fbank(fbank)), labels[batch])
+                loss = loss_fn(model.head(model.encoder.encode_fbank(fbank)), labels[batch].to(self.device))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
