@@ -111,7 +111,7 @@ def _summary(lines: list[dict], thresholds: dict, bundle, precision: str, batch_
     windows = sum(line.get("windows", 0) for line in lines)
     click.echo(f"bundle: {bundle.path} (default precision {bundle.default_precision})")
     click.echo(f"onnxruntime {precision}: {1000 * batch_sec / max(windows, 1):.1f} ms per window "
-               f"(batch of {windows} windows, decoding included)")
+               f"({windows} windows one at a time, decoding included)")
     click.echo(f"demo took {total_sec:.0f} s")
     if stand_in:
         click.secho("\n" + STAND_IN_CAVEAT, fg="yellow")
