@@ -16,22 +16,14 @@ from edge.monitor.runtime import Classifier
 
 
 @dataclasses.dataclass(frozen=True)
-class HopLine:
-    """One hop's decision. ``t`` is seconds of audio at the window's end; the last three fields are
-    the live monitor's (None in stream)."""
+class HopLine(StreamUpdate):
+    """One hop's decision (the StreamUpdate fields) with its time, probabilities and costs. ``t`` is
+    seconds of audio at the window's end; lag, drops and overflows are the live monitor's (None in
+    stream)."""
 
     t: float
-    status: str
-    debounced_status: str
-    changed: bool
     p_ac: float
     p_fridge: float
-    median_ac: float
-    median_fridge: float
-    ac_on: bool  # the per-label detectors after hysteresis, before debouncing
-    fridge_on: bool
-    ac_running: bool  # the same, debounced: debounced_status follows from these two
-    fridge_running: bool
     infer_ms: float
     hop_sec: float | None = None  # the hop in force and the share of the machine's CPU it costs
     cpu_share: float | None = None
@@ -41,15 +33,13 @@ class HopLine:
 
     @classmethod
     def build(cls, t: float, probs: np.ndarray, update: StreamUpdate, infer_ms: float, **live) -> HopLine:
-        return cls(t=round(t, 3), status=update.status, debounced_status=update.debounced_status,
-                   changed=update.changed, p_ac=float(probs[0]), p_fridge=float(probs[1]),
-                   median_ac=update.median_ac, median_fridge=update.median_fridge, ac_on=update.ac_on,
-                   fridge_on=update.fridge_on, ac_running=update.ac_running, fridge_running=update.fridge_running,
+        return cls(**dataclasses.asdict(update), t=round(t, 3), p_ac=float(probs[0]), p_fridge=float(probs[1]),
                    infer_ms=round(infer_ms, 1), **live)
 
     def to_json(self) -> dict:
-        """The JSON object printed for this hop (live-only fields left out when unset)."""
-        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+        """The JSON object printed for this hop, `t` first (live-only fields left out when unset)."""
+        fields = dataclasses.asdict(self)
+        return {"t": fields.pop("t"), **{key: value for key, value in fields.items() if value is not None}}
 
 
 def infer_window(classifier: Classifier, window: np.ndarray) -> tuple[np.ndarray, float, float]:
