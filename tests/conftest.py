@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,10 +27,8 @@ def tiny_checkpoint(beats_fixtures: Path) -> Path:
     return beats_fixtures / "tiny_beats.pt"
 
 
-def read_16k(path) -> "np.ndarray":
+def read_16k(path) -> np.ndarray:
     """A whole file as mono float32 at 16 kHz, through the project's one audio path."""
-    import numpy as np
-
     from edge.core.audio import AudioFile
 
     return np.concatenate(list(AudioFile(path).chunks()))

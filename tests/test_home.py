@@ -5,11 +5,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +15,6 @@ import soundfile
 
 from broker import free_port
 from conftest import FILE_SOURCE, REPO, pinned_decision
-from edge.core.bundle import load_bundle
 from edge.home.clips import ClipWriter
 from edge.home.http_status import StatusServer, parse_listen
 from edge.core.labels import AC_ON
