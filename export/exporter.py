@@ -20,6 +20,7 @@ import onnx
 import onnxruntime
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from edge.core.audio import load_windows
 from edge.core.bundle import Bundle, BundleError, Manifest, load_bundle, verify_files, write_bundle_manifest
@@ -74,8 +75,8 @@ def validation_windows(run: Run, per_file: int) -> tuple[np.ndarray, pd.DataFram
 
 def validation_probs(classifier: Classifier, run: Run) -> dict[str, np.ndarray]:
     """{recording id: probabilities of every window} of the run's validation recordings (batch 1)."""
-    return {recording.recording_id: classifier.predict(load_windows(recording.path, run.window)[0])
-            for recording in run.recordings("validation")}
+    recordings = tqdm(run.recordings("validation"), desc=f"onnxruntime {classifier.precision}", unit="file", leave=False)
+    return {recording.recording_id: classifier.predict(load_windows(recording.path, run.window)[0]) for recording in recordings}
 
 
 def _precision_report(job: ExportJob, fp32: Classifier, candidate: Classifier, reference: dict[str, np.ndarray]) -> dict:
