@@ -23,9 +23,9 @@ from edge.core.labels import state_of
 from export.parity import streamed_statuses
 from train.beats import BeatsConfig
 from train.evaluate import cross_split
-from train.metrics import f1, file_metrics
+from train.metrics import file_metrics
 from train.run import Run
-from train.thresholds import GRID
+from train.thresholds import GRID, best_run, f1_curve
 
 REPORT = "report.html"
 COLORS = {"ac": "#d62728", "fridge": "#1f77b4"}
@@ -88,21 +88,16 @@ def _traces(run: Run) -> str:
     return "\n".join(figures)
 
 
-def _best_range(scores: np.ndarray) -> tuple[float, float]:
-    best = np.isclose(scores, scores.max())
-    return float(GRID[best.argmax()]), float(GRID[len(best) - 1 - best[::-1].argmax()])
-
-
 def _f1_curves(run: Run) -> str:
     predictions = run.val_predictions()
     files = predictions.groupby("recording_id").agg(ac=("ac", "first"), fridge=("fridge", "first"),
                                                     p_ac=("p_ac", "median"), p_fridge=("p_fridge", "median"))
-    decision = run.decision
+    decision, start = run.decision, run.config["decision"]  # start: where choose_thresholds began
     figure = Figure(figsize=(9, 2.6))
     axes = figure.subplots(1, 2)
     for axis, label, chosen in ((axes[0], "ac", decision.t_ac), (axes[1], "fridge", decision.t_fridge)):
-        scores = np.array([f1(files[label], files[f"p_{label}"] >= t) for t in GRID])
-        low, high = _best_range(scores)
+        scores = f1_curve(files[label].to_numpy(), files[f"p_{label}"].to_numpy())
+        low, high = (float(GRID[i]) for i in best_run(scores, start[f"t_{label}"]))
         axis.plot(GRID, scores, color=COLORS[label])
         axis.axvspan(low, high, color=COLORS[label], alpha=0.1)
         axis.axvline(chosen, color="black", linestyle="--", linewidth=1)

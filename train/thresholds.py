@@ -23,10 +23,14 @@ def hysteresis_off(threshold: float) -> float:
     return round(max(0.01, threshold - HYSTERESIS_BELOW), 2)
 
 
-def best_threshold(truth: np.ndarray, scores: np.ndarray, start: float) -> float:
-    """The middle of the widest run of grid values with the best F1 (the largest margin on both
-    sides); among equally wide runs, the one nearest `start`, the design's starting value."""
-    f1s = np.array([f1(truth, scores >= t) for t in GRID])
+def f1_curve(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """File-level F1 at every GRID threshold."""
+    return np.array([f1(truth, scores >= t) for t in GRID])
+
+
+def best_run(f1s: np.ndarray, start: float) -> tuple[int, int]:
+    """GRID indices (low, high) of the widest run of grid values with the best F1; among equally
+    wide runs, the one nearest `start`, the design's starting value."""
     best = np.isclose(f1s, f1s.max())
     runs, first = [], None
     for index, flag in enumerate([*best, False]):
@@ -35,7 +39,12 @@ def best_threshold(truth: np.ndarray, scores: np.ndarray, start: float) -> float
         elif not flag and first is not None:
             runs.append((first, index - 1))
             first = None
-    low, high = max(runs, key=lambda run: (run[1] - run[0], -abs(GRID[(run[0] + run[1]) // 2] - start)))
+    return max(runs, key=lambda run: (run[1] - run[0], -abs(GRID[(run[0] + run[1]) // 2] - start)))
+
+
+def best_threshold(truth: np.ndarray, scores: np.ndarray, start: float) -> float:
+    """The middle of :func:`best_run` (the largest margin on both sides)."""
+    low, high = best_run(f1_curve(truth, scores), start)
     return float(GRID[(low + high) // 2])
 
 
