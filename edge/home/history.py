@@ -122,12 +122,17 @@ def current(connection: sqlite3.Connection, appliance: str) -> tuple[bool | None
     return (None, 0.0) if row is None else (bool(row[0]), row[2] - row[1])
 
 
-def appliance_stats(connection: sqlite3.Connection, appliance: str, now: float, watts: float | None = None) -> ApplianceStats:
-    """The statistics of one appliance at `now`, from the rows alone."""
-    day = intervals(connection, now - DAY, now)
-    run_1h, seen_1h = _runtime(intervals(connection, now - 3600, now), appliance)
+def household_stats(connection: sqlite3.Connection, now: float, watts: dict[str, float]) -> dict[str, ApplianceStats]:
+    """Every appliance's statistics at `now`, from the rows alone (each time window read once)."""
+    windows = (intervals(connection, now - 3600, now), intervals(connection, now - DAY, now),
+               intervals(connection, midnight(now), now))
+    return {appliance: _appliance_stats(connection, appliance, *windows, watts.get(appliance)) for appliance in LABELS}
+
+
+def _appliance_stats(connection: sqlite3.Connection, appliance: str, hour: list[Interval], day: list[Interval],
+                     today: list[Interval], watts: float | None) -> ApplianceStats:
+    run_1h, seen_1h = _runtime(hour, appliance)
     run_24h, seen_24h = _runtime(day, appliance)
-    today = intervals(connection, midnight(now), now)
     run_today, _ = _runtime(today, appliance)
     complete = [i.end - i.start for i in day if i.appliance == appliance and i.running
                 and i.begins_with_change and i.ends_with_change]
@@ -228,9 +233,7 @@ class History:
             cursor.execute("UPDATE segments SET ended = ? WHERE id = ?", (now, self.segment))
 
     def stats(self, watts: dict[str, float] | None = None) -> dict[str, ApplianceStats]:
-        now = self.clock()
-        return {appliance: appliance_stats(self.connection, appliance, now, (watts or {}).get(appliance))
-                for appliance in LABELS}
+        return household_stats(self.connection, self.clock(), watts or {})
 
     def close(self) -> None:
         self.connection.close()
