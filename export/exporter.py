@@ -7,7 +7,6 @@ bundle.json was written (edge.core.files.DirectoryBuild); a failed export leaves
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -31,7 +30,7 @@ from export.graphs import OPSET, export_encoder, export_head
 from export.flops import graph_gflop
 from export.parity import agreement, check_float_parity, edge_case_windows
 from export.quantize import QUANTIZATION, ms_per_window, quantize_encoder, weight_matmuls
-from train.beats import PATCH_SIZE
+from train.beats import PATCH_SIZE, encoder_fingerprint
 from train.fbank import NUM_MEL_BINS, num_frames
 from train.head import HumwatchModel
 from train.device import resolve_device
@@ -95,15 +94,6 @@ def _precision_report(job: ExportJob, fp32: Classifier, candidate: Classifier, r
         "speedup_vs_fp32": fp32_ms / candidate_ms,
     })
     return report
-
-
-def encoder_fingerprint(encoder: torch.nn.Module) -> str:
-    """sha256 over the encoder's weights: equal fingerprints export to interchangeable graphs."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(encoder.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def reusable_encoder(bundle_dir: Path, fingerprint: str, window: WindowConfig) -> Bundle:

@@ -9,6 +9,8 @@ flow, so the module exports to ONNX.
 
 from __future__ import annotations
 
+import hashlib
+
 import dataclasses
 import math
 from pathlib import Path
@@ -331,3 +333,12 @@ def load_beats(path: str | Path) -> BEATs:
                               "BEATs configs or was altered: download the checkpoint again")
     model.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
     return model.eval()
+
+
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """sha256 over the encoder's weights: equal fingerprints export to interchangeable graphs."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(encoder.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -108,11 +108,16 @@ class EmbeddingCache:
             progress.update(len(batch))
         return np.concatenate(outputs)
 
+    def augmented_waveform(self, recording: Recording, window: np.ndarray, index: int, view: int) -> tuple[np.ndarray, np.random.Generator]:
+        """Window `index` of `recording` as augmented view `view` (>= 1) sees it, and the generator
+        to draw that view's SpecAugment from: the same audio every time, for the cache and the student."""
+        rng = np.random.default_rng([self.seed, view, int(recording.sha256[:12], 16), index])
+        return augment_waveform(window, rng, self._pool_array(), self.augment), rng
+
     def _augmented_fbank(self, encoder: BEATs, recording: Recording, batch: np.ndarray, start: int, view: int) -> torch.Tensor:
         fbanks = []
         for offset, window in enumerate(batch):
-            rng = np.random.default_rng([self.seed, view, int(recording.sha256[:12], 16), start + offset])
-            waveform = augment_waveform(window, rng, self._pool_array(), self.augment)
+            waveform, rng = self.augmented_waveform(recording, window, start + offset, view)
             fbank = encoder.fbank(torch.from_numpy(waveform)[None].to(self.device))[0]
             fbanks.append(spec_augment(fbank, rng, self.augment))
         return torch.stack(fbanks)

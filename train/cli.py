@@ -115,6 +115,29 @@ def thresholds(run_dir: Path) -> None:
 
 
 @click.command()
+@click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id> (its BEATs model is the teacher)")
+@click.option("--label-weight", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Share of each target taken from the true label; the rest is the teacher's probability.")
+@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@DEVICE_OPTION
+def distill(run_dir: Path, label_weight: float, epochs: int, seed: int, device: str) -> None:
+    """Train a small student (~1 MFLOP a window) on what the run's BEATs model says: models/<run_id>/student[-N]."""
+    from edge.core.audio import AudioError
+    from train.device import DeviceError
+    from train.run import RunError
+    from train.student import DistillOptions, Distiller
+
+    options = DistillOptions(label_weight=label_weight, epochs=epochs, seed=seed, device=device)
+    try:
+        student_dir = Distiller(run_dir, options, log=click.echo).run_distillation()
+    except (RunError, AudioError, DeviceError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"next: humwatch export --run {run_dir}  (the newest student goes into the bundle as precision 'student')")
+    click.echo(f"student: {student_dir}")
+
+
+@click.command()
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @DEVICE_OPTION
@@ -185,4 +208,4 @@ def report(run_dir: Path) -> None:
         raise click.ClickException(str(error)) from error
 
 
-COMMANDS = (synth, prepare, train, thresholds, evaluate, report, demo, bench_training)
+COMMANDS = (synth, prepare, train, thresholds, distill, evaluate, report, demo, bench_training)

@@ -39,19 +39,19 @@ def _mel(freq):
     return 1127.0 * (1.0 + freq / 700.0).log() if torch.is_tensor(freq) else 1127.0 * math.log(1.0 + freq / 700.0)
 
 
-def kaldi_mel_banks() -> torch.Tensor:
-    """Triangular mel filters [FFT_SIZE // 2, NUM_MEL_BINS] as Kaldi builds them (no VTLN).
+def kaldi_mel_banks(fft_size: int = FFT_SIZE, bins: int = NUM_MEL_BINS) -> torch.Tensor:
+    """Triangular mel filters [fft_size // 2, bins] as Kaldi builds them (no VTLN); the defaults are BEATs'.
 
     Computed in float32, as the reference does: at a pure tone's quiet bands the result sits at
     float32 resolution, so the rounding of the filters themselves shows.
     """
     mel_low, mel_high = _mel(LOW_FREQ), _mel(SAMPLE_RATE / 2)
-    mel_delta = (mel_high - mel_low) / (NUM_MEL_BINS + 1)
-    mel_bin = torch.arange(NUM_MEL_BINS, dtype=torch.float32)[None, :]
+    mel_delta = (mel_high - mel_low) / (bins + 1)
+    mel_bin = torch.arange(bins, dtype=torch.float32)[None, :]
     left = mel_low + mel_bin * mel_delta
     center = mel_low + (mel_bin + 1.0) * mel_delta
     right = mel_low + (mel_bin + 2.0) * mel_delta
-    fft_mel = _mel(SAMPLE_RATE / FFT_SIZE * torch.arange(FFT_SIZE // 2, dtype=torch.float32))[:, None]
+    fft_mel = _mel(SAMPLE_RATE / fft_size * torch.arange(fft_size // 2, dtype=torch.float32))[:, None]
     up = (fft_mel - left) / (center - left)
     down = (right - fft_mel) / (right - center)
     return torch.clamp(torch.minimum(up, down), min=0.0)

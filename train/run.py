@@ -8,6 +8,8 @@
       best_metrics.json        the epoch that was kept
       val_predictions.parquet  the validation windows' probabilities
       thresholds.yaml          the chosen decision settings and their metrics (humwatch thresholds)
+      student[-N]/             students distilled from the run (humwatch distill): student.pt,
+                               config.yaml and the same metrics / predictions / thresholds files
 
 Paths inside a run are absolute, so thresholds, evaluate and export work from any directory.
 A run is built beside its destination and renamed into place when complete (edge.core.files).
@@ -51,38 +53,26 @@ class RunRecording:
     fridge: int
 
 
-class Run:
-    """One run directory. ``Run.open`` checks it is finished; ``Run(path)`` is for the trainer writing it."""
+class TrainedDirectory:
+    """What a training run and a student share: config.yaml, the epochs, the validation predictions
+    and the chosen thresholds. ``open`` checks the directory is finished."""
+
+    KIND, WEIGHTS, MAKE = "training run", MODEL, "train one with 'humwatch train'"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
 
     @classmethod
-    def open(cls, path: str | Path) -> Run:
-        run = cls(path)
-        if not (run.path / MODEL).is_file() or not (run.path / CONFIG).is_file():
-            raise RunError(f"{path}: not a finished training run (no {MODEL} / {CONFIG}); train one with 'humwatch train'")
-        return run
+    def open(cls, path: str | Path):
+        opened = cls(path)
+        if not (opened.path / cls.WEIGHTS).is_file() or not (opened.path / CONFIG).is_file():
+            raise RunError(f"{path}: not a finished {cls.KIND} (no {cls.WEIGHTS} / {CONFIG}); {cls.MAKE}")
+        return opened
 
     # -- reading ---------------------------------------------------------------------------------
     @functools.cached_property
     def config(self) -> dict:
         return read_yaml(self.path / CONFIG)
-
-    @property
-    def run_id(self) -> str:
-        return self.config["run_id"]
-
-    @property
-    def window(self) -> WindowConfig:
-        return WindowConfig.from_dict(self.config["window"])
-
-    def recordings(self, split: str) -> list[RunRecording]:
-        """The run's 'validation' or 'training' recordings, in the order training used them."""
-        ids = self.config["split"]["val_recordings" if split == "validation" else "train_recordings"]
-        known = self.config["recordings"]
-        return [RunRecording(r, Path(known[r]["path"]), known[r]["sha256"], known[r]["daypart"], known[r]["ac"],
-                             known[r]["fridge"]) for r in ids]
 
     @property
     def thresholds(self) -> dict | None:
@@ -106,6 +96,50 @@ class Run:
         """metrics.jsonl: one record per epoch."""
         return [json.loads(line) for line in (self.path / METRICS).read_text(encoding="utf-8").splitlines() if line]
 
+    # -- writing ---------------------------------------------------------------------------------
+    def append_epoch(self, record: dict) -> None:
+        with open(self.path / METRICS, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def write_thresholds(self, decision: DecisionConfig, validation_metrics: dict) -> None:
+        write_yaml_atomic(self.path / THRESHOLDS, {**decision.to_dict(), "validation_metrics": validation_metrics})
+
+    def update_config(self, **values) -> None:
+        """Add or replace top-level entries of config.yaml."""
+        write_yaml_atomic(self.path / CONFIG, {**self.config, **values})
+        self.__dict__.pop("config", None)
+
+    def _save_common(self, config: dict, best: dict, predictions: pd.DataFrame) -> None:
+        with atomic_path(self.path / PREDICTIONS) as temporary:
+            predictions.to_parquet(temporary, index=False)
+        write_yaml_atomic(self.path / CONFIG, config)
+        write_json_atomic(self.path / BEST, best)
+        self.__dict__.pop("config", None)
+
+
+class Run(TrainedDirectory):
+    """One training run. ``Run.open`` checks it is finished; ``Run(path)`` is for the trainer writing it."""
+
+    @property
+    def run_id(self) -> str:
+        return self.config["run_id"]
+
+    @property
+    def window(self) -> WindowConfig:
+        return WindowConfig.from_dict(self.config["window"])
+
+    def recordings(self, split: str) -> list[RunRecording]:
+        """The run's 'validation' or 'training' recordings, in the order training used them."""
+        ids = self.config["split"]["val_recordings" if split == "validation" else "train_recordings"]
+        known = self.config["recordings"]
+        return [RunRecording(r, Path(known[r]["path"]), known[r]["sha256"], known[r]["daypart"], known[r]["ac"],
+                             known[r]["fridge"]) for r in ids]
+
+    def students(self) -> list[Path]:
+        """The run's finished student directories, oldest first."""
+        found = [p for p in self.path.glob("student*") if (p / "student.pt").is_file()]
+        return sorted(found, key=lambda p: p.stat().st_mtime)
+
     def load_model(self) -> HumwatchModel:
         """The run's model, rebuilt from model.pt (weights_only)."""
         saved = torch.load(self.path / MODEL, map_location="cpu", weights_only=True)
@@ -118,11 +152,6 @@ class Run:
         head.load_state_dict(saved["head"], strict=True)
         return HumwatchModel(encoder, head).eval()
 
-    # -- writing ---------------------------------------------------------------------------------
-    def append_epoch(self, record: dict) -> None:
-        with open(self.path / METRICS, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
     def save(self, model: HumwatchModel, config: dict, best: dict, predictions: pd.DataFrame) -> None:
         """Everything training leaves, each file written atomically."""
         with atomic_path(self.path / MODEL) as temporary:
@@ -132,11 +161,4 @@ class Run:
                 "window": config["window"], "labels": list(LABELS),
                 "encoder": model.encoder.state_dict(), "head": model.head.state_dict(),
             }, temporary)
-        with atomic_path(self.path / PREDICTIONS) as temporary:
-            predictions.to_parquet(temporary, index=False)
-        write_yaml_atomic(self.path / CONFIG, config)
-        write_json_atomic(self.path / BEST, best)
-        self.__dict__.pop("config", None)
-
-    def write_thresholds(self, decision: DecisionConfig, validation_metrics: dict) -> None:
-        write_yaml_atomic(self.path / THRESHOLDS, {**decision.to_dict(), "validation_metrics": validation_metrics})
+        self._save_common(config, best, predictions)

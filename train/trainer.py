@@ -138,7 +138,8 @@ def predict_head(head: AttentionPoolHead, embeddings: torch.Tensor) -> np.ndarra
                                for i in range(0, len(embeddings), EVAL_BATCH)])
 
 
-def _bce(probs: np.ndarray, labels: np.ndarray) -> float:
+def mean_bce(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Binary cross-entropy of probabilities against (soft) labels, averaged."""
     probs = np.clip(probs, 1e-7, 1 - 1e-7)
     return float(-np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)))
 
@@ -270,7 +271,7 @@ class Trainer:
     def _evaluate(self, stage: str, epoch: int, train_loss: float, val_set: Dataset, probs: np.ndarray, run: Run) -> dict:
         metrics = file_metrics(val_set.windows, probs, DecisionConfig())
         record = {"stage": stage, "epoch": epoch, "train_loss": train_loss,
-                  "val_loss": _bce(probs, val_set.labels), "score": selection_score(metrics), **metrics}
+                  "val_loss": mean_bce(probs, val_set.labels), "score": selection_score(metrics), **metrics}
         run.append_epoch(record)
         self.log(f"{stage} epoch {epoch}: train loss {train_loss:.4f}, val loss {record['val_loss']:.4f}, "
                  f"F1 ac {metrics['f1_ac']:.2f}, F1 fridge {metrics['f1_fridge']:.2f}, "
