@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from edge.core.audio import AudioError
-from edge.core.bundle import BundleError, load_bundle, verify_files
+from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
 from edge.core.output import format_table, json_line
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
@@ -26,7 +26,8 @@ DECISION_OPTIONS = {
 def runtime_options(function):
     """--bundle, --precision, --threads and the decision overrides (defaults come from the bundle)."""
     @click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True, help="Bundle directory (from humwatch export).")
-    @click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None, help="Model variant [default: the bundle's]")
+    @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                  help="fp32 or int8 (BEATs), or student (distilled) [default: the bundle's]")
     @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads [default: all cores]")
     @click.option("--median-sec", type=click.FloatRange(min=0, min_open=True), default=None,
                   help="Seconds of windows in the running median [bundle]")
@@ -66,7 +67,7 @@ def open_runtime(bundle_dir: Path, precision: str | None, threads: int | None, *
         bundle = load_bundle(bundle_dir)
         verify_files(bundle)
         classifier = Classifier(bundle, precision, threads)
-        decision = bundle.decision.replace(**overrides)
+        decision = classifier.decision.replace(**overrides)
     except (BundleError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     return classifier, decision
@@ -265,7 +266,7 @@ def devices() -> None:
 
 @click.command("bench-bundle")
 @click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True)
-@click.option("--precision", type=click.Choice(["fp32", "int8", "all"]), default="all", show_default=True)
+@click.option("--precision", type=click.Choice([*PRECISIONS, "all"]), default="all", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="[default: all cores]")
 @click.option("--windows", type=click.IntRange(min=2), default=20, show_default=True, help="Windows timed per precision.")
 @click.option("--cpu-budget", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
@@ -300,7 +301,7 @@ def bench_bundle(bundle_dir, precision, threads, windows, cpu_budget, budget_run
     if note:
         click.secho(f"WARNING: {note}: the figures are not clean", fg="yellow")
     click.echo(format_table(results, ["precision", "threads", "load_sec", "p50_ms", "p95_ms", "cpu_ms", "gflop", "gflops",
-                                      "hop_here_sec", "pi4_hop_est_sec", "pi5_hop_est_sec", "peak_rss_mb", "encoder_mb"]))
+                                      "realtime_factor", "hop_here_sec", "pi4_hop_est_sec", "pi5_hop_est_sec", "peak_rss_mb", "model_mb"]))
     for row in results[1:]:
         click.echo(f"{row['precision']} speed-up over {results[0]['precision']} (p50): "
                    f"{results[0]['p50_ms'] / row['p50_ms']:.2f}x")

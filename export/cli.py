@@ -19,9 +19,12 @@ from train.cli import DEVICE_OPTION
               help="Copy the encoder graphs from this bundle (same weights): only head.onnx is new.")
 @click.option("--parity-windows", type=click.IntRange(min=1), default=16, show_default=True,
               help="Validation windows per file in the parity check.")
+@click.option("--student", "student_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="The student to include [default: the run's newest, if it has one (humwatch distill)].")
+@click.option("--no-student", is_flag=True, help="Leave the run's student out.")
 @DEVICE_OPTION
 def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path | None, parity_windows: int,
-           device: str) -> None:
+           student_dir: Path | None, no_student: bool, device: str) -> None:
     """Export a run to an ONNX bundle, parity-checked against torch."""
     from edge.core.audio import AudioError
     from edge.core.bundle import load_bundle
@@ -31,19 +34,21 @@ def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path 
 
     try:
         bundle_dir = export_run(run_dir, out_dir, int8=int8, parity_windows_per_file=parity_windows,
-                                reuse_encoder=reuse_encoder, log=click.echo, device=device)
+                                reuse_encoder=reuse_encoder, log=click.echo, device=device,
+                                student=False if no_student else student_dir or True)
     except (ExportError, RunError, AudioError, DeviceError) as error:
         raise click.ClickException(str(error)) from error
     manifest = load_bundle(bundle_dir).manifest
     fp32 = manifest.parity["fp32"]
     click.echo(f"parity fp32: max |dprob| {fp32['max_abs_diff']:.2e} over {fp32['windows']} windows, "
                f"file states agree {fp32['state_agreement']:.0%}")
-    if "int8" in manifest.parity:
-        q = manifest.parity["int8"]
-        click.echo(f"int8: max |dprob| {q['max_abs_diff']:.3f}, file states agree {q['state_agreement']:.0%}, "
-                   f"debounced hops agree {q['debounced_hop_agreement']:.2%} over {q['evidence']['streamed_hops']} hops, "
-                   f"{q['speedup_vs_fp32']:.2f}x fp32 speed, {q['encoder_bytes'] / 1e6:.1f} MB vs "
-                   f"{q['fp32_encoder_bytes'] / 1e6:.1f} MB; {q['default_reason']}")
+    for precision in ("int8", "student"):
+        if precision in manifest.parity:
+            q = manifest.parity[precision]
+            click.echo(f"{precision}: max |dprob| {q['max_abs_diff']:.3f} vs fp32, file states agree {q['state_agreement']:.0%}, "
+                       f"debounced hops agree {q['debounced_hop_agreement']:.2%} over {q['evidence']['streamed_hops']} hops, "
+                       f"{manifest.gflop_per_window[precision]:.4g} GFLOP, {q['speedup_vs_fp32']:.1f}x fp32 speed, "
+                       f"{q['model_bytes'] / 1e6:.2f} MB vs {q['fp32_model_bytes'] / 1e6:.1f} MB; {q['default_reason']}")
     click.echo(f"bundle written to {bundle_dir} (default precision {manifest.default_precision})")
 
 

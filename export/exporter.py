@@ -26,15 +26,16 @@ from edge.core.bundle import Bundle, BundleError, Manifest, load_bundle, verify_
 from edge.core.defaults import DecisionConfig, WindowConfig
 from edge.core.files import DirectoryBuild
 from edge.monitor.runtime import Classifier
-from export.graphs import OPSET, export_encoder, export_head
+from export.graphs import OPSET, export_encoder, export_head, export_student
 from export.flops import graph_gflop
-from export.parity import agreement, check_float_parity, edge_case_windows
+from export.parity import DEFAULT_BAR, STUDENT_BAR, agreement, check_float_parity, edge_case_windows
 from export.quantize import QUANTIZATION, ms_per_window, quantize_encoder, weight_matmuls
 from train.beats import PATCH_SIZE, encoder_fingerprint
 from train.fbank import NUM_MEL_BINS, num_frames
 from train.head import HumwatchModel
 from train.device import resolve_device
 from train.run import Run
+from train.student import StudentRun, latest_student
 
 PARITY_WINDOWS_PER_FILE = 16
 SPEED_WINDOWS = 4
@@ -78,17 +79,23 @@ def validation_probs(classifier: Classifier, run: Run) -> dict[str, np.ndarray]:
     return {recording.recording_id: classifier.predict(load_windows(recording.path, run.window)[0]) for recording in recordings}
 
 
-def _precision_report(job: ExportJob, fp32: Classifier, candidate: Classifier, reference: dict[str, np.ndarray]) -> dict:
-    """Agreement of a faster precision with fp32, its speed and its size."""
+def _graph_bytes(classifier: Classifier) -> int:
+    return sum(path.stat().st_size for path in classifier.bundle.graph_paths(classifier.precision).values())
+
+
+def _precision_report(job: ExportJob, fp32: Classifier, candidate: Classifier, reference: dict[str, np.ndarray],
+                      bar: dict = DEFAULT_BAR, flop_share: float | None = None) -> dict:
+    """Agreement of a faster precision with fp32 (each with its own decision settings), its speed and its size."""
     cases = edge_case_windows(job.window.window_samples)
     case_inputs = np.stack(list(cases.values()))
     report = agreement(reference, validation_probs(candidate, job.run), fp32.predict(case_inputs),
-                       candidate.predict(case_inputs), list(cases), job.decision, job.window.hop_sec)
+                       candidate.predict(case_inputs), list(cases), job.decision, job.window.hop_sec,
+                       bar=bar, candidate_decision=candidate.decision, flop_share=flop_share)
     speed_inputs = case_inputs[:SPEED_WINDOWS]
     fp32_ms, candidate_ms = ms_per_window(fp32, speed_inputs), ms_per_window(candidate, speed_inputs)
     report.update({
-        "encoder_bytes": candidate.bundle.graph_paths(candidate.precision)["encoder"].stat().st_size,
-        "fp32_encoder_bytes": fp32.bundle.graph_paths("fp32")["encoder"].stat().st_size,
+        "model_bytes": _graph_bytes(candidate),
+        "fp32_model_bytes": _graph_bytes(fp32),
         "fp32_ms_per_window": fp32_ms,
         "ms_per_window": candidate_ms,
         "speedup_vs_fp32": fp32_ms / candidate_ms,
@@ -126,18 +133,21 @@ class ExportJob:
     fingerprint: str
     log: Callable[[str], None]
     device: torch.device
+    student: StudentRun | None
 
 
 def export_run(run_dir: Path, out_dir: Path | None = None, int8: bool = False,
                parity_windows_per_file: int = PARITY_WINDOWS_PER_FILE, reuse_encoder: Path | None = None,
-               log=print, device: str = "auto") -> Path:
+               log=print, device: str = "auto", student: Path | None | bool = True) -> Path:
     """Export a run to a bundle directory and return its path.
 
     With reuse_encoder, the encoder graphs (float32 and, if there, int8) are copied from that
     bundle instead of exported, when they come from the same weights: only the head is new.
+    `student`: True takes the run's newest student (if it has one), a path that student, False none.
     """
     torch_device = resolve_device(device)
     run = Run.open(run_dir)
+    chosen_student = _student(run, student)
     model = run.load_model()
     out_dir = Path(out_dir) if out_dir else Path("bundles") / run.path.name
     fingerprint = encoder_fingerprint(model.encoder)
@@ -149,9 +159,21 @@ def export_run(run_dir: Path, out_dir: Path | None = None, int8: bool = False,
         raise ExportError(f"{error}: pick another --out") from error
     with build:
         job = ExportJob(out_dir.name, run, model, run.decision, run.window, build.path, validation, windows,
-                        fingerprint, log, torch_device)
+                        fingerprint, log, torch_device, chosen_student)
         write_bundle_manifest(build.path, _build(job, int8, reused))
     return build.final
+
+
+def _student(run: Run, student: Path | None | bool) -> StudentRun | None:
+    if student is False:
+        return None
+    if student is True:
+        return latest_student(run)
+    opened = StudentRun.open(student)
+    if opened.config.get("teacher_run_id") != run.run_id:
+        raise ExportError(f"--student {student}: distilled from run {opened.config.get('teacher_run_id')}, "
+                          f"not {run.run_id}; pick one of {[p.name for p in run.students()]}")
+    return opened
 
 
 def _encoders(job: ExportJob, int8: bool, reused: Bundle | None) -> dict[str, str]:
@@ -198,16 +220,40 @@ def _build(job: ExportJob, int8: bool, reused: Bundle | None) -> Manifest:
     if not parity["passed"]:
         raise ExportError(f"parity failed (tolerance {parity['tolerance']}): {json.dumps(parity)}")
     manifest.gflop_per_window["fp32"] = graph_gflop([job.directory / name for name in manifest.graphs["fp32"].values()])
+    reference = validation_probs(fp32, job.run) if "int8" in encoders or job.student else None
     if "int8" in encoders:
         manifest.graphs["int8"] = {"encoder": encoders["int8"], "head": "head.onnx"}
         job.log("int8 vs fp32: every validation window at batch 1, the recordings streamed, edge cases ...")
-        report = _precision_report(job, fp32, Classifier(bundle, "int8"), validation_probs(fp32, job.run))
+        report = _precision_report(job, fp32, Classifier(bundle, "int8"), reference)
         report["quantization"] = {**QUANTIZATION, "quantized_matmuls": len(weight_matmuls(job.directory / encoders["fp32"]))}
         manifest.parity["int8"] = report
         manifest.gflop_per_window["int8"] = manifest.gflop_per_window["fp32"]  # the same operations, in int8
         if report["meets_bar"]:
             manifest.default_precision = "int8"
+    if job.student:
+        _add_student(job, bundle, fp32, reference)
     return manifest
+
+
+def _add_student(job: ExportJob, bundle: Bundle, fp32: Classifier, reference: dict[str, np.ndarray]) -> None:
+    """student.onnx: parity with its torch model, agreement with BEATs fp32; the default if it meets STUDENT_BAR."""
+    manifest, student = bundle.manifest, job.student.load_student()
+    job.log(f"exporting student.onnx from {job.student.path} ...")
+    export_student(student, job.window.window_samples, job.directory / "student.onnx")
+    manifest.graphs["student"] = {"model": "student.onnx"}
+    manifest.decisions["student"] = job.student.decision.to_dict()
+    manifest.gflop_per_window["student"] = graph_gflop([job.directory / "student.onnx"])
+    classifier = Classifier(bundle, "student")
+    parity = check_float_parity(student, classifier, job.validation, job.windows, classifier.decision)
+    if not parity["passed"]:
+        raise ExportError(f"student parity failed (tolerance {parity['tolerance']}): {json.dumps(parity)}")
+    job.log("student vs BEATs fp32: every validation window, the recordings streamed, edge cases ...")
+    share = manifest.gflop_per_window["student"] / manifest.gflop_per_window["fp32"]
+    report = _precision_report(job, fp32, classifier, reference, STUDENT_BAR, share)
+    report.update(float_parity=parity, distilled_from=job.student.path.name)
+    manifest.parity["student"] = report
+    if report["meets_bar"]:
+        manifest.default_precision = "student"
 
 
 def _training_metrics(run: Run) -> dict:

@@ -1,5 +1,6 @@
-"""torch -> ONNX for the two graphs of a bundle: encoder (waveform -> frame embeddings) and head
-(frame embeddings -> probabilities). Sample axis fixed, batch axis dynamic."""
+"""torch -> ONNX for the graphs of a bundle: encoder (waveform -> frame embeddings), head (frame
+embeddings -> probabilities) and the student (waveform -> probabilities). Sample axis fixed, batch
+axis dynamic."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from train.beats import BEATs
 from train.head import AttentionPoolHead, ProbabilityHead
+from train.student import StudentNet
 
 OPSET = 18
 EXAMPLE_BATCH = 2
@@ -49,3 +51,19 @@ def export_encoder(encoder: BEATs, window_samples: int, path: Path) -> None:
 def export_head(head: AttentionPoolHead, frames: int, path: Path) -> None:
     example = torch.randn(EXAMPLE_BATCH, frames, head.config["dim"])
     _export(ProbabilityHead(copy.deepcopy(head)), example, path, "embeddings", "probs")
+
+
+class StudentGraph(nn.Module):
+    """The exported student: waveform -> sigmoid probabilities."""
+
+    def __init__(self, student: StudentNet) -> None:
+        super().__init__()
+        self.student = copy.deepcopy(student).eval()
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.student.probabilities(waveform)
+
+
+def export_student(student: StudentNet, window_samples: int, path: Path) -> None:
+    example = torch.randn(EXAMPLE_BATCH, window_samples) * 0.1
+    _export(StudentGraph(student), example, path, "waveform", "probs")

@@ -45,7 +45,7 @@ FRAME = 1024  # 64 ms at 16 kHz: 15.6 Hz bins, fine enough for mains harmonics
 STRIDE = 2048  # one frame every 128 ms: half the audio is analysed, the hum is stationary
 MELS = 40
 HIDDEN = 32
-POWER_FLOOR = 1e-10
+POWER_FLOOR = 1e-6  # about -90 dBFS per bin: keeps float32 rounding in a tone's quiet bins out of the logs
 STUDENT_FORMAT, STUDENT_FORMAT_VERSION, STUDENT_WEIGHTS = "humwatch-student", 1, "student.pt"
 
 
@@ -68,12 +68,12 @@ class StudentNet(nn.Module):
 
     def features(self, waveform: torch.Tensor) -> torch.Tensor:
         """[B, N] -> [B, 2 * mels]: log of the mean band power, and the mean log power per band."""
-        frames = waveform[:, : self.frames * STRIDE].reshape(-1, self.frames, STRIDE)[:, :, :FRAME]
+        frames = waveform[:, : self.frames * STRIDE].unflatten(1, (self.frames, STRIDE))[:, :, :FRAME]
         frames = (frames - frames.mean(dim=-1, keepdim=True)) * self.window
         spectrum = torch.fft.rfft(frames)[..., : FRAME // 2]
         power = spectrum.real.square() + spectrum.imag.square()
-        mean_power = torch.log(power.mean(dim=1) @ self.bands + POWER_FLOOR)
-        mean_log = torch.log(power + POWER_FLOOR).mean(dim=1) @ self.band_means
+        mean_power = torch.clamp(power.mean(dim=1) @ self.bands, min=POWER_FLOOR).log()
+        mean_log = torch.clamp(power, min=POWER_FLOOR).log().mean(dim=1) @ self.band_means
         return torch.cat([mean_power, mean_log], dim=-1)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,10 @@ from edge.core.files import sha256_file, write_json_atomic
 
 SCHEMA_VERSION = 2
 MANIFEST = "bundle.json"
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "student")  # BEATs in float32, BEATs in int8, the distilled student
+TEACHERS = ("fp32", "int8")
+REMEDY = {"int8": "re-export with --int8", "student": "run 'humwatch distill' and re-export",
+          "fp32": "re-export the float model"}
 
 
 class BundleError(ValueError):
@@ -25,8 +28,9 @@ class BundleError(ValueError):
 
 @dataclasses.dataclass
 class Manifest:
-    """Everything bundle.json says. ``graphs`` maps precision -> {"encoder": file, "head": file};
-    ``parity`` holds export's measured agreement per precision (and, for each faster one, why it is
+    """Everything bundle.json says. ``graphs`` maps precision -> its graphs run in order
+    ({"encoder": file, "head": file} for BEATs, {"model": file} for the student); ``decision`` is
+    BEATs' decision, ``decisions`` a precision's own (the student's thresholds); ``parity`` holds export's measured agreement per precision (and, for each faster one, why it is
     or is not the default); ``gflop_per_window`` the cost per precision; ``files`` every checksum."""
 
     name: str
@@ -43,6 +47,7 @@ class Manifest:
     parity: dict = dataclasses.field(default_factory=dict)
     gflop_per_window: dict[str, float] = dataclasses.field(default_factory=dict)  # counted from the graphs
     files: dict[str, dict] = dataclasses.field(default_factory=dict)
+    decisions: dict[str, dict] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     labels: tuple[str, ...] = LABELS
 
@@ -53,11 +58,12 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict) -> Manifest:
-        fields = {field.name for field in dataclasses.fields(cls)}
-        missing = sorted(fields - set(data))
+        required = {field.name for field in dataclasses.fields(cls)
+                    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING}
+        missing = sorted(required - set(data))
         if missing:
             raise KeyError(f"missing fields {missing}")
-        values = {key: data[key] for key in fields}
+        values = {field.name: data[field.name] for field in dataclasses.fields(cls) if field.name in data}
         values.update(window=WindowConfig.from_dict(data["window"]), decision=DecisionConfig.from_dict(data["decision"]),
                       labels=tuple(data["labels"]))
         return cls(**values)
@@ -76,7 +82,19 @@ class Bundle:
 
     @property
     def decision(self) -> DecisionConfig:
-        return self.manifest.decision
+        """The decision settings of the default precision."""
+        return self.decision_for(self.default_precision)
+
+    def decision_for(self, precision: str) -> DecisionConfig:
+        """A precision's decision settings: its own thresholds (the student) or BEATs'."""
+        own = self.manifest.decisions.get(precision)
+        return DecisionConfig.from_dict(own) if own else self.manifest.decision
+
+    @property
+    def teacher_precision(self) -> str:
+        """The BEATs precision that audits the student: int8 when it met its bar, else fp32."""
+        int8 = self.manifest.parity.get("int8", {})
+        return "int8" if "int8" in self.manifest.graphs and int8.get("meets_bar") else "fp32"
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -87,12 +105,12 @@ class Bundle:
         return self.manifest.default_precision
 
     def graph_paths(self, precision: str | None = None) -> dict[str, Path]:
-        """{'encoder': path, 'head': path} of a precision (default: the bundle's default)."""
+        """{role: path} of a precision's graphs, in the order they run (default: the bundle's default)."""
         precision = precision or self.default_precision
         if precision not in self.manifest.graphs:
             raise BundleError(
                 f"{self.path}: no {precision} model in this bundle (it has: {', '.join(self.precisions)}); "
-                f"re-export with {'--int8' if precision == 'int8' else 'the float model'} or pick another --precision"
+                f"{REMEDY.get(precision, 're-export')}, or pick another --precision"
             )
         return {role: self.path / name for role, name in self.manifest.graphs[precision].items()}
 

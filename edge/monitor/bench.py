@@ -94,7 +94,7 @@ def measure(bundle_dir: Path, precision: str, threads: int | None, windows: int,
     status = Path("/proc/self/status").read_text()
     return {
         "precision": precision,
-        "threads": classifier.encoder.get_session_options().intra_op_num_threads,
+        "threads": classifier.sessions[0].get_session_options().intra_op_num_threads,
         "windows": windows,
         "load_sec": load_sec,
         "p50_ms": 1000 * float(p50),
@@ -104,8 +104,9 @@ def measure(bundle_dir: Path, precision: str, threads: int | None, windows: int,
         "gflops": gflop / float(p50),
         "hop_here_sec": HopPlanner(None, cpu_sec, budget).hop_sec,
         **{f"{pi}_hop_est_sec": pi_hop(gflop, precision, pi, budget) for pi in PI_PEAKS},
+        "realtime_factor": float(p50) / bundle.window.hop_sec,  # share of real time at the default hop
         "peak_rss_mb": int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024,
-        "encoder_mb": classifier.bundle.graph_paths(precision)["encoder"].stat().st_size / 1e6,
+        "model_mb": sum(path.stat().st_size for path in bundle.graph_paths(precision).values()) / 1e6,
     }
 
 
@@ -153,7 +154,8 @@ def _stream(bundle_dir: Path, audio: Path, *options: str) -> tuple[list[dict], f
 def budget_run(bundle_dir: Path, audio: Path, budget: float, precision: str | None) -> dict:
     """`stream --realtime --hop auto --cpu-budget` over a recording: CPU time / wall time from /proc
     against the budget, and its debounced decisions against hop 1.5 s away from state changes."""
-    decision = load_bundle(bundle_dir).decision
+    bundle = load_bundle(bundle_dir)
+    decision = bundle.decision_for(precision or bundle.default_precision)
     extra = ["--precision", precision] if precision else []
     auto, cpu_sec, wall_sec = _stream(bundle_dir, audio, "--realtime", "--hop", "auto", "--cpu-budget", str(budget), *extra)
     reference, _, _ = _stream(bundle_dir, audio, "--hop", "1.5", *extra)

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge.core.bundle import Bundle, BundleError
+from edge.core.defaults import DecisionConfig
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """Full graph optimisation; intra-op threads default to the machine's cores and never spin."""
@@ -30,28 +31,32 @@ def _input_shape(session: ort.InferenceSession) -> list:
 
 
 class Classifier:
-    """The bundle's encoder + head graphs in onnxruntime sessions."""
+    """A precision's graphs in onnxruntime sessions, run one after the other: BEATs' encoder then
+    head, or the student's single graph. Each waveform window -> probabilities (ac, fridge)."""
 
     def __init__(self, bundle: Bundle, precision: str | None = None, threads: int | None = None) -> None:
         self.bundle = bundle
         self.precision = precision or bundle.default_precision
         paths = bundle.graph_paths(self.precision)
         options = session_options(threads)
-        providers = ["CPUExecutionProvider"]
         try:
-            self.encoder = ort.InferenceSession(str(paths["encoder"]), options, providers=providers)
-            self.head = ort.InferenceSession(str(paths["head"]), options, providers=providers)
+            self.sessions = [ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                             for path in paths.values()]
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BundleError(f"{bundle.path}: onnxruntime cannot load the {self.precision} graphs ({error})") from error
         expected = bundle.window.window_samples
-        shape = _input_shape(self.encoder)
+        shape = _input_shape(self.sessions[0])
         if len(shape) != 2 or shape[1] != expected:
             raise BundleError(
-                f"{paths['encoder']}: input shape {shape} does not match bundle.json's "
+                f"{next(iter(paths.values()))}: input shape {shape} does not match bundle.json's "
                 f"window_samples {expected}; re-export the bundle"
             )
-        self._encoder_input = self.encoder.get_inputs()[0].name
-        self._head_input = self.head.get_inputs()[0].name
+        self._inputs = [session.get_inputs()[0].name for session in self.sessions]
+
+    @property
+    def decision(self) -> DecisionConfig:
+        """This precision's decision settings from the bundle."""
+        return self.bundle.decision_for(self.precision)
 
     @property
     def window_samples(self) -> int:
@@ -62,8 +67,10 @@ class Classifier:
         windows = np.asarray(windows, dtype=np.float32)
         if windows.ndim != 2 or windows.shape[1] != self.window_samples:
             raise ValueError(f"expected windows of shape [n, {self.window_samples}], got {list(windows.shape)}")
-        outputs = [
-            self.head.run(None, {self._head_input: self.encoder.run(None, {self._encoder_input: window[None]})[0]})[0]
-            for window in np.ascontiguousarray(windows)
-        ]
+        outputs = [self._run(window[None]) for window in np.ascontiguousarray(windows)]
         return np.concatenate(outputs) if outputs else np.zeros((0, 2), dtype=np.float32)
+
+    def _run(self, value: np.ndarray) -> np.ndarray:
+        for session, name in zip(self.sessions, self._inputs):
+            value = session.run(None, {name: value})[0]
+        return value
