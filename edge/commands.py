@@ -152,10 +152,16 @@ def parse_device(value: str | None) -> int | str | None:
 @click.option("--alarm", "alarm_rules", multiple=True, metavar="APPLIANCE-(run|off)-max=DURATION",
               help="e.g. fridge-run-max=90m, fridge-off-max=6h (needs --history; repeat for more).")
 @click.option("--watts", default=None, metavar="ac=W,fridge=W", help="Power when running: energy sensors (needs --history).")
+@click.option("--audit-every", type=click.IntRange(min=0), default=40, show_default=True,
+              help="With the student deciding: BEATs also decides every Nth hop and the two are compared (0: never).")
+@click.option("--audit-max-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="/healthz says degraded when more than this share of the last hour's audits disagree.")
+@click.option("--audit-fallback", type=click.FloatRange(0, 1), default=None, metavar="RATE",
+              help="Switch to BEATs for good when more than RATE of the last hour's audits disagree.")
 @pacing_options
 def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, mqtt_url, mqtt_user, mqtt_password,
          name, mqtt_device_id, mqtt_heartbeat, http_listen, clips_dir, clips_seconds, clips_max_mb, history_path,
-         history_days, alarm_rules, watts, hop, cpu_budget, **overrides) -> None:
+         history_days, alarm_rules, watts, audit_every, audit_max_rate, audit_fallback, hop, cpu_budget, **overrides) -> None:
     """Listen to a microphone: one JSON line per hop.
 
     SIGINT / SIGTERM stop cleanly; see the README for MQTT, HTTP and clips.
@@ -171,7 +177,8 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
         raise click.ClickException(str(error)) from error
     sinks = []
     monitor = LiveMonitor(classifier, decision, source, fan_out(sinks), max_lag_sec=max_lag, history_sec=clips_seconds,
-                          planner=open_planner(classifier, hop, cpu_budget))
+                          planner=open_planner(classifier, hop, cpu_budget),
+                          auditor=open_auditor(classifier, threads, audit_every, audit_max_rate, audit_fallback))
     closers, household = [], None
     try:
         printer = LinePrinter(output, only_changes)
@@ -223,6 +230,24 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
         for close in reversed(closers):
             close()
     logging.getLogger("humwatch.live").info("stopped")
+
+
+def open_auditor(classifier, threads: int | None, every: int, max_rate: float, fallback: float | None):
+    """The teacher's audit of the student (None when another model decides or --audit-every is 0)."""
+    from edge.monitor.audit import Auditor
+    from edge.monitor.runtime import Classifier
+
+    if classifier.precision != "student":
+        if fallback is not None:
+            raise click.BadParameter(f"the {classifier.precision} model decides, so there is no student to audit; "
+                                     "use --precision student", param_hint="--audit-fallback")
+        return None
+    if every == 0:
+        if fallback is not None:
+            raise click.BadParameter("needs audits: set --audit-every above 0", param_hint="--audit-fallback")
+        return None
+    bundle = classifier.bundle
+    return Auditor(lambda: Classifier(bundle, bundle.teacher_precision, threads), every, max_rate, fallback)
 
 
 class LinePrinter:

@@ -42,7 +42,7 @@ def test_int8_report_and_its_evidence(bundle_dir, trained_runs):
     manifest = load_bundle(bundle_dir).manifest
     report = manifest.parity["int8"]
     assert report["quantization"]["quantized_matmuls"] > 0 and report["quantization"]["activations"].startswith("uint8")
-    assert report["encoder_bytes"] > 0 and report["speedup_vs_fp32"] > 0
+    assert report["model_bytes"] > 0 and report["speedup_vs_fp32"] > 0
     evidence = report["evidence"]
     windows = pd.read_parquet(trained_runs["night"] / "val_predictions.parquet")
     assert evidence == {"validation_files": 4, "windows": len(windows), "streamed_hops": len(windows),
@@ -51,7 +51,7 @@ def test_int8_report_and_its_evidence(bundle_dir, trained_runs):
     # four validation files are below the bar's minimum: int8 is offered, fp32 stays the default
     assert report["default_bar"]["min_validation_files"] > 4 and not report["meets_bar"]
     assert manifest.default_precision == "fp32" and "only 4 validation files" in report["default_reason"]
-    assert manifest.gflop_per_window["fp32"] == pytest.approx(0.149, abs=0.001)
+    assert manifest.gflop_per_window["fp32"] == pytest.approx(0.156, abs=0.001)  # 0.149 in products, 0.007 in the DFT
 
 
 def test_bundle_check_says_why_a_precision_is_not_the_default(bundle_dir):

@@ -39,11 +39,12 @@ class FakeSource:
 class Harness:
     """A monitor running in a thread, collecting its lines."""
 
-    def __init__(self, bundle_dir, source, sinks=(), decision=None, **options):
+    def __init__(self, bundle_dir, source, sinks=(), decision=None, classifier=None, **options):
         bundle = load_bundle(bundle_dir)
         self.lines = []
         self.sinks = [self.lines.append, *sinks]  # a sink that needs the monitor can be appended later
-        self.monitor = LiveMonitor(Classifier(bundle, "fp32", threads=1), decision or bundle.decision, source,
+        classifier = classifier or Classifier(bundle, "fp32", threads=1)
+        self.monitor = LiveMonitor(classifier, decision or classifier.decision, source,
                                    fan_out(self.sinks), backoff_sec=(0.01, 0.05), **options)
         self.thread = threading.Thread(target=self.monitor.run, daemon=True)
 

@@ -114,12 +114,29 @@ class StatusServer:
                      "# TYPE humwatch_hop_seconds gauge", f"humwatch_hop_seconds {line.hop_sec:g}",
                      "# HELP humwatch_cpu_share Share of all cores inference uses at this hop.",
                      "# TYPE humwatch_cpu_share gauge", f"humwatch_cpu_share {line.cpu_share:.4f}"]
+        if self.monitor.auditor is not None:
+            rows += self._audit_rows(self.monitor.auditor)
         if self.household is not None:
             rows += self._household_rows(self.household.snapshot())
         rows += ["# HELP humwatch_uptime_seconds Seconds since the monitor started.", "# TYPE humwatch_uptime_seconds gauge",
                  f"humwatch_uptime_seconds {time.monotonic() - self.started:.3f}"]
         return "\n".join(rows) + "\n"
 
+
+    @staticmethod
+    def _audit_rows(auditor) -> list[str]:
+        rate = auditor.hour_rate
+        rows = []
+        for name, kind, text, value in (
+            ("humwatch_audits_total", "counter", "Windows the teacher (BEATs) also decided.", auditor.audits),
+            ("humwatch_audit_disagreements_total", "counter", "Audits where teacher and student disagreed.", auditor.disagreements),
+            ("humwatch_audit_disagreement_rate", "gauge", "Share of the last hour's audits that disagreed.", rate),
+            ("humwatch_audit_fallback", "gauge", "1 once the monitor switched to the teacher.", int(auditor.fell_back)),
+            ("humwatch_audit_teacher_memory_mb", "gauge", "Memory the teacher took when loaded.", auditor.teacher_mb),
+        ):
+            if value is not None:
+                rows += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
+        return rows
 
     @staticmethod
     def _household_rows(snapshot: dict) -> list[str]:

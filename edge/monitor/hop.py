@@ -11,6 +11,7 @@ import numpy as np
 from edge.core.audio import Windower
 from edge.core.decision import StreamDecider, StreamUpdate
 from edge.core.defaults import DecisionConfig
+from edge.monitor.audit import Auditor
 from edge.monitor.pacing import HopPlanner
 from edge.monitor.runtime import Classifier
 
@@ -30,6 +31,9 @@ class HopLine(StreamUpdate):
     lag_sec: float | None = None
     dropped_sec: float | None = None
     overflows: int | None = None
+    precision: str | None = None  # with an audited student: the model deciding, and the audit's counts
+    audits: int | None = None
+    audit_disagreements: int | None = None
 
     @classmethod
     def build(cls, t: float, probs: np.ndarray, update: StreamUpdate, infer_ms: float, **live) -> HopLine:
@@ -50,11 +54,12 @@ def infer_window(classifier: Classifier, window: np.ndarray) -> tuple[np.ndarray
 
 
 class HopDecider:
-    """One window -> one line: inference, the decision, and the hop planner kept up to date.
-    Shared by stream and live; `windower` follows the planner's hop."""
+    """One window -> one line: inference, the decision, the audit (when the student decides), and
+    the hop planner kept up to date. Shared by stream and live; `windower` follows the planner's hop."""
 
-    def __init__(self, classifier: Classifier, decision: DecisionConfig, planner: HopPlanner, windower: Windower) -> None:
-        self.classifier, self.planner, self.windower = classifier, planner, windower
+    def __init__(self, classifier: Classifier, decision: DecisionConfig, planner: HopPlanner, windower: Windower,
+                 auditor: Auditor | None = None) -> None:
+        self.classifier, self.planner, self.windower, self.auditor = classifier, planner, windower, auditor
         self.decider = StreamDecider(decision, planner.hop_sec)
         windower.retime(planner.hop_sec)
 
@@ -63,6 +68,14 @@ class HopDecider:
         update = self.decider.update(float(probs[0]), float(probs[1]))
         line = HopLine.build(t, probs, update, infer_ms, hop_sec=self.planner.hop_sec,
                              cpu_share=round(self.planner.cpu_share, 4), **live)
+        if self.auditor is not None:
+            deciding, cpu_before = self.classifier.precision, time.process_time()
+            if self.auditor(window, line):
+                self.classifier = self.auditor.teacher
+                self.decider = StreamDecider(self.classifier.decision, self.planner.hop_sec)
+            cpu_sec += time.process_time() - cpu_before
+            line = dataclasses.replace(line, precision=deciding, audits=self.auditor.audits,
+                                       audit_disagreements=self.auditor.disagreements)
         if self.planner.observe(cpu_sec):
             self.decider.retime(self.planner.hop_sec)
             self.windower.retime(self.planner.hop_sec)

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge.core.audio import StreamResampler, Windower
 from edge.core.defaults import DecisionConfig
+from edge.monitor.audit import Auditor
 from edge.monitor.hop import HopDecider, HopLine
 from edge.monitor.pacing import HopPlanner
 from edge.monitor.runtime import Classifier
@@ -177,7 +178,7 @@ class LiveMonitor:
     def __init__(self, classifier: Classifier, decision: DecisionConfig, source: AudioSource,
                  on_line: Callable[[HopLine], None], max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
                  backoff_sec: tuple[float, float] = (1.0, 60.0), history_sec: float = 20.0,
-                 planner: HopPlanner | None = None) -> None:
+                 planner: HopPlanner | None = None, auditor: Auditor | None = None) -> None:
         self.classifier = classifier
         self.window = classifier.bundle.window
         self.source = source
@@ -194,7 +195,8 @@ class LiveMonitor:
         self._windower = Windower(self.window.window_samples, self.window.hop_samples, self.window.sample_rate,
                                   int(history_sec * self.window.sample_rate))
         self.planner = planner or HopPlanner(self.window.hop_sec, cpu_sec=0.0)
-        self._decide = HopDecider(classifier, decision, self.planner, self._windower)
+        self.auditor = auditor
+        self._decide = HopDecider(classifier, decision, self.planner, self._windower, auditor)
 
     @property
     def overflows(self) -> int:
@@ -213,8 +215,12 @@ class LiveMonitor:
             ok, reason = False, f"no audio for {now - self.last_audio_at:.0f} s"
         elif self.last_line is not None and self.last_line.lag_sec > self.max_lag_sec:
             ok, reason = False, f"inference is {self.last_line.lag_sec:.1f} s behind (max {self.max_lag_sec:g} s)"
+        elif self.auditor is not None and self.auditor.problem():
+            ok, reason = False, self.auditor.problem()
         else:
             ok, reason = True, "audio arriving, inference keeping up"
+            if self.auditor is not None and self.auditor.fell_back:
+                reason += "; the teacher decides since the student failed its audit"
         return Health(ok, reason, self.overflows, self.dropped_sec, self.device_losses)
 
     def run(self) -> None:

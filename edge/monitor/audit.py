@@ -1,0 +1,107 @@
+"""The teacher audits the student: every Nth hop the BEATs model also decides the window.
+
+The teacher keeps its own stream decider at the audit spacing (N hops apart, so its median and
+debounce span one window), and each audit compares its debounced status with the student's.
+Disagreements over the last hour give a rate: above `degraded_rate` the monitor reports itself
+degraded (/healthz); above `fallback_rate` (when set) the monitor switches to the teacher for good
+and says so. The teacher's sessions are loaded at the first audit, and the memory they took is
+reported.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge.core.decision import StreamDecider
+from edge.monitor.runtime import Classifier
+
+log = logging.getLogger("humwatch.audit")
+HOUR_SEC = 3600.0
+MIN_AUDITS = 5  # no verdict on the rate from fewer audits than this in the last hour
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (VmRSS)."""
+    return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+
+class Auditor:
+    """Call it with each hop's window and the student's line; it answers whether to fall back now."""
+
+    def __init__(self, load_teacher: Callable[[], Classifier], every: int = 40, degraded_rate: float = 0.1,
+                 fallback_rate: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.load_teacher, self.every, self.clock = load_teacher, every, clock
+        self.degraded_rate, self.fallback_rate = degraded_rate, fallback_rate
+        self.teacher: Classifier | None = None
+        self.teacher_mb: float | None = None
+        self.hops = self.audits = self.disagreements = 0
+        self.max_abs_diff = 0.0
+        self.fell_back = False
+        self._recent: collections.deque[tuple[float, bool]] = collections.deque()
+        self._decider: StreamDecider | None = None
+        self._spacing = 0.0
+
+    def _teacher(self) -> Classifier:
+        if self.teacher is None:
+            before = resident_mb()
+            self.teacher = self.load_teacher()
+            self.teacher_mb = resident_mb() - before
+            log.info("audit: teacher (%s) loaded, %.0f MB more memory", self.teacher.precision, self.teacher_mb)
+        return self.teacher
+
+    def __call__(self, window: np.ndarray, line) -> bool:
+        """Audit this hop if it is the Nth; True when the rate calls for the fallback."""
+        self.hops += 1
+        if self.fell_back or self.hops % self.every:
+            return False
+        teacher = self._teacher()
+        probs = teacher.predict(window[None])[0]
+        spacing = line.hop_sec * self.every
+        if self._decider is None:
+            self._decider = StreamDecider(teacher.decision, spacing)
+        elif spacing != self._spacing:
+            self._decider.retime(spacing)
+        self._spacing = spacing
+        verdict = self._decider.update(float(probs[0]), float(probs[1])).debounced_status
+        disagreed = verdict != line.debounced_status
+        self.audits += 1
+        self.disagreements += disagreed
+        self.max_abs_diff = max(self.max_abs_diff, float(np.abs(probs - [line.p_ac, line.p_fridge]).max()))
+        now = self.clock()
+        self._recent.append((now, disagreed))
+        while self._recent and self._recent[0][0] < now - HOUR_SEC:
+            self._recent.popleft()
+        if disagreed:
+            log.warning("audit at t=%.1f s: the teacher says %s, the student %s (p_ac %.2f vs %.2f, p_fridge %.2f vs %.2f); "
+                        "%d of %d audits disagree", line.t, verdict, line.debounced_status, probs[0], line.p_ac,
+                        probs[1], line.p_fridge, self.disagreements, self.audits)
+        rate = self.hour_rate
+        if self.fallback_rate is not None and rate is not None and rate > self.fallback_rate:
+            self.fell_back = True
+            log.warning("audit: the student disagrees with the teacher on %.0f%% of the last hour's audits "
+                        "(--audit-fallback %.0f%%): switching to the teacher (%s) for good",
+                        100 * rate, 100 * self.fallback_rate, teacher.precision)
+            return True
+        return False
+
+    @property
+    def hour_rate(self) -> float | None:
+        """Share of the last hour's audits that disagreed; None with fewer than MIN_AUDITS of them."""
+        if len(self._recent) < MIN_AUDITS:
+            return None
+        return sum(disagreed for _, disagreed in self._recent) / len(self._recent)
+
+    def problem(self) -> str | None:
+        """Why the monitor is degraded by the audit, or None (also once it fell back to the teacher)."""
+        rate = None if self.fell_back else self.hour_rate
+        if rate is not None and rate > self.degraded_rate:
+            return (f"the student disagrees with the teacher on {rate:.0%} of {len(self._recent)} audits in the last hour "
+                    f"(degraded above {self.degraded_rate:.0%})")
+        return None
