@@ -1,6 +1,6 @@
 """The demo (`humwatch demo`): the whole chain in a work directory, with no downloads.
 
-synth (unless --samples) -> prepare -> train -> thresholds -> export -> batch, then a summary.
+synth (unless --samples) -> prepare -> train -> thresholds -> distill -> export -> batch, then a summary.
 Without --beats-checkpoint it writes a small BEATs-architecture checkpoint with random weights
 and says so: that shows the pipeline working, not what BEATs can hear.
 """
@@ -25,6 +25,7 @@ from train.manifests import prepare
 from train.synth import write_recordings
 from train.report import render_report
 from train.run import Run
+from train.student import DistillOptions, Distiller
 from train.thresholds import choose_thresholds
 from train.trainer import Trainer, TrainOptions
 
@@ -80,7 +81,9 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
     thresholds = choose_thresholds(run)
     click.echo(f"t_ac {thresholds['t_ac']:.2f}, t_fridge {thresholds['t_fridge']:.2f}; "
                f"report (open it in a browser): {render_report(run)}")
-    _step("export: ONNX bundle, parity-checked" + (", with int8" if int8 else ""))
+    _step("distill: a small student taught by the run's model")
+    Distiller(run_dir, DistillOptions(device=device), log=click.echo).run_distillation()
+    _step("export: ONNX bundle, parity-checked, with the student" + (" and int8" if int8 else ""))
     bundle_dir = export_run(run_dir, workdir / "bundles" / run_dir.name, int8=int8, parity_windows_per_file=8,
                             log=click.echo, device=device)
 
@@ -110,6 +113,12 @@ def _summary(lines: list[dict], thresholds: dict, bundle, precision: str, batch_
                f"3-state accuracy {metrics['state_accuracy']:.2f}")
     windows = sum(line.get("windows", 0) for line in lines)
     click.echo(f"bundle: {bundle.path} (default precision {bundle.default_precision})")
+    student, gflop = bundle.manifest.parity["student"], bundle.manifest.gflop_per_window
+    teacher = "its stand-in teacher" if stand_in else "BEATs"
+    click.echo(f"student: {gflop['student'] * 1000:.2f} MFLOP a window ({student['flop_share']:.2%} of {teacher}); "
+               f"file states equal {teacher}'s on {student['files'] - len(student['disagreeing_files'])}/{student['files']} "
+               f"validation files, debounced states on {student['debounced_hop_agreement']:.1%} of "
+               f"{student['evidence']['streamed_hops']} streamed hops")
     click.echo(f"onnxruntime {precision}: {1000 * batch_sec / max(windows, 1):.1f} ms per window "
                f"({windows} windows one at a time, decoding included)")
     click.echo(f"demo took {total_sec:.0f} s")
