@@ -141,7 +141,12 @@ def parse_device(value: str | None) -> int | str | None:
 @click.option("--mqtt-device-id", default=None, help="Topic id: humwatch/<id>/... [default: the name as a slug]")
 @click.option("--mqtt-heartbeat", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds between state republishes when nothing changes.")
-@click.option("--http", "http_listen", default=None, metavar="[HOST:]PORT", help="Serve /state, /healthz, /metrics (a bare port: loopback).")
+@click.option("--http", "http_listen", default=None, metavar="[HOST:]PORT",
+              help="Serve the page at / and /state, /healthz, /metrics (a bare port: loopback only).")
+@click.option("--http-token", envvar="HUMWATCH_HTTP_TOKEN", default=None,
+              help="Needed to relabel when --http listens beyond loopback [env HUMWATCH_HTTP_TOKEN].")
+@click.option("--relabel-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The page's relabel control writes correctly named copies of clips here (needs --clips).")
 @click.option("--clips", "clips_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write the audio around every state change here (FLAC + JSON).")
 @click.option("--clips-seconds", type=click.FloatRange(min=1), default=20.0, show_default=True)
@@ -160,7 +165,7 @@ def parse_device(value: str | None) -> int | str | None:
               help="Switch to BEATs for good when more than RATE of the last hour's audits disagree.")
 @pacing_options
 def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, mqtt_url, mqtt_user, mqtt_password,
-         name, mqtt_device_id, mqtt_heartbeat, http_listen, clips_dir, clips_seconds, clips_max_mb, history_path,
+         name, mqtt_device_id, mqtt_heartbeat, http_listen, http_token, relabel_dir, clips_dir, clips_seconds, clips_max_mb, history_path,
          history_days, alarm_rules, watts, audit_every, audit_max_rate, audit_fallback, hop, cpu_budget, **overrides) -> None:
     """Listen to a microphone: one JSON line per hop.
 
@@ -189,6 +194,8 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
         closers.append(notifier.close)
         if (alarm_rules or watts) and not history_path:
             raise ValueError("--alarm and --watts are computed from the history: add --history PATH")
+        if relabel_dir and not (clips_dir and http_listen):
+            raise ValueError("--relabel-dir relabels clips from the page: add --clips DIR and --http [HOST:]PORT")
         if history_path:
             from edge.home.alarms import AlarmRule, Alarms
             from edge.home.history import History
@@ -208,8 +215,10 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
             closers.append(sinks[-1].close)
         if http_listen:
             from edge.home.http_status import StatusServer, parse_listen
+            from edge.home.page import Page, PageSettings
 
-            sinks.append(StatusServer(monitor, *parse_listen(http_listen), household=household))
+            page = Page(PageSettings(clips_dir, relabel_dir, history_path), decision, household)
+            sinks.append(StatusServer(monitor, *parse_listen(http_listen), household=household, page=page, token=http_token))
             sinks[-1].start()
             closers.append(sinks[-1].close)
         if clips_dir:

@@ -19,6 +19,7 @@ import datetime as dt
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -61,7 +62,7 @@ def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
         source.backup(copy)  # a consistent snapshot, even while a monitor writes
         source.close()
         return copy
-    connection = sqlite3.connect(path, isolation_level=None)
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # History serialises its use
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     return connection
@@ -193,6 +194,7 @@ class History:
         self._lock.write(f"pid {os.getpid()} on {os.uname().nodename}")
         self._lock.flush()
         self.connection = connect(self.path)
+        self._in_use = threading.RLock()  # the monitor writes, HTTP and MQTT threads read
         self.connection.executescript(SCHEMA)
         version = self.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if version is None:
@@ -206,15 +208,22 @@ class History:
         self._running: dict[str, bool] = {}
 
     @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held by this thread until the block ends."""
+        with self._in_use:
+            yield self.connection
+
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        cursor = self.connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        try:
-            yield cursor
-            cursor.execute("COMMIT")
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
+        with self._in_use:
+            cursor = self.connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
 
     def _prune(self) -> None:
         cutoff = self.clock() - self.retention_days * DAY
@@ -233,8 +242,10 @@ class History:
             cursor.execute("UPDATE segments SET ended = ? WHERE id = ?", (now, self.segment))
 
     def stats(self, watts: dict[str, float] | None = None) -> dict[str, ApplianceStats]:
-        return household_stats(self.connection, self.clock(), watts or {})
+        with self.reading() as connection:
+            return household_stats(connection, self.clock(), watts or {})
 
     def close(self) -> None:
-        self.connection.close()
+        with self._in_use:
+            self.connection.close()
         self._lock.close()

@@ -36,7 +36,9 @@ class Household:
 
     def __call__(self, line: HopLine) -> None:
         self.history(line)
-        for event in self.alarms.update({a: current(self.history.connection, a) for a in LABELS}):
+        with self.history.reading() as connection:
+            states = {a: current(connection, a) for a in LABELS}
+        for event in self.alarms.update(states):
             self.on_event(event)
 
     def snapshot(self) -> dict:

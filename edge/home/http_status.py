@@ -1,26 +1,48 @@
-"""A small HTTP endpoint for the live monitor (standard library only).
+"""A small HTTP server for the live monitor (standard library only).
 
-GET /state    the last JSON line (503 before the first decision)
-GET /healthz  200 while audio arrives and inference keeps up, else 503 with the reason
-GET /metrics  Prometheus text format: inference time histogram, overflows, drops, device
-              losses, the state as a gauge, probabilities, uptime
+GET  /              the page (edge.home.page): state, last hour, 24-h timeline, clips
+GET  /api/page      what the page shows, as JSON
+GET  /clips/NAME    a clip's FLAC
+POST /api/relabel   {"clip", "ac", "fridge", "daypart"}: the one write; off loopback it needs the token
+GET  /state         the last JSON line (503 before the first decision)
+GET  /healthz       200 while audio arrives and inference keeps up, else 503 with the reason
+GET  /metrics       Prometheus text format: inference time histogram, overflows, drops, device
+                    losses, the state as a gauge, probabilities, uptime
+
+Reads are open to whoever reaches the server; it listens on loopback unless told otherwise. Each
+connection has its own thread with a socket timeout and bodies are bounded, so a slow or broken
+client holds only its own thread, never the monitor.
 """
 
 from __future__ import annotations
 
 import errno
+import hmac
+import ipaddress
 import json
 import logging
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from edge.core.defaults import LABELS
 from edge.core.labels import STATES
+from edge.home.page import Page, RelabelError, clip_path, page_html
 from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.http")
 INFER_BUCKETS_SEC = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0)
+MAX_BODY_BYTES = 4096
+CLIENT_TIMEOUT_SEC = 10.0
+TOKEN_HEADER = "X-Humwatch-Token"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -51,11 +73,15 @@ class Histogram:
 
 
 class StatusServer:
-    """A live-line sink that also serves /state, /healthz and /metrics from a daemon thread."""
+    """A live-line sink that also serves the page and /state, /healthz, /metrics from a daemon thread."""
 
-    def __init__(self, monitor, host: str, port: int, household=None) -> None:
+    def __init__(self, monitor, host: str, port: int, household=None, page: Page | None = None,
+                 token: str | None = None) -> None:
         self.monitor = monitor
         self.household = household  # with a history: statistics and alarms in /metrics
+        self.page = page
+        self.token = token
+        self.loopback = is_loopback(host)
         self.started = time.monotonic()
         self.inference = Histogram(INFER_BUCKETS_SEC)
         self._lock = threading.Lock()
@@ -77,7 +103,7 @@ class StatusServer:
 
     def start(self) -> None:
         self.thread.start()
-        log.info("HTTP: serving /state, /healthz, /metrics on http://%s:%d", *self.address)
+        log.info("HTTP: the page and /state, /healthz, /metrics on http://%s:%d/", *self.address)
 
     def close(self) -> None:
         self.server.shutdown()
@@ -86,6 +112,19 @@ class StatusServer:
     def __call__(self, line: HopLine) -> None:
         with self._lock:
             self.inference.observe(line.infer_ms / 1000)
+        if self.page is not None:
+            self.page(line)
+
+    def may_write(self, token: str | None) -> tuple[int, str] | None:
+        """None when a write is allowed, else (HTTP status, why): off loopback it takes the token."""
+        if self.loopback:
+            return None
+        if not self.token:
+            return 403, ("writes over the network are off: start the monitor with --http-token "
+                         "(or HUMWATCH_HTTP_TOKEN), or relabel from the Pi itself")
+        if not token or not hmac.compare_digest(token.encode(), self.token.encode()):
+            return 401, f"a valid token is needed (the {TOKEN_HEADER} header)"
+        return None
 
     def metrics(self) -> str:
         health, line = self.monitor.health(), self.monitor.last_line
@@ -155,9 +194,22 @@ class StatusServer:
 
 class _Handler(BaseHTTPRequestHandler):
     status: StatusServer
+    timeout = CLIENT_TIMEOUT_SEC  # a client that sends nothing loses its connection, not the server's time
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-        if self.path == "/state":
+        page = self.status.page
+        if page is not None and self.path in ("/", "/index.html"):
+            self._send(200, page_html(), "text/html; charset=utf-8")
+        elif page is not None and self.path == "/api/page":
+            self._send(200, page.data(self.status.monitor.last_line))
+        elif page is not None and self.path.startswith("/clips/") and page.settings.clips_dir:
+            try:
+                clip = clip_path(page.settings.clips_dir, urllib.parse.unquote(self.path[len("/clips/"):]))
+            except RelabelError as error:
+                self._send(error.status, {"error": str(error)})
+                return
+            self._send(200, clip.read_bytes(), "audio/flac")
+        elif self.path == "/state":
             line = self.status.monitor.last_line
             self._send(200 if line else 503, line.to_json() if line else {"error": "no decision yet"})
         elif self.path == "/healthz":
@@ -166,10 +218,38 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/metrics":
             self._send(200, self.status.metrics(), "text/plain; version=0.0.4")
         else:
-            self._send(404, {"error": f"no such endpoint {self.path}; try /state, /healthz or /metrics"})
+            self._send(404, {"error": f"no such endpoint {self.path}; try /, /state, /healthz or /metrics"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        page = self.status.page
+        if page is None or self.path != "/api/relabel":
+            self._send(404, {"error": f"no such endpoint {self.path}; the one write is POST /api/relabel"})
+            return
+        refusal = self.status.may_write(self.headers.get(TOKEN_HEADER))
+        if refusal:
+            self._send(refusal[0], {"error": refusal[1]})
+            return
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit():
+            self._send(411, {"error": "a Content-Length header is needed"})
+            return
+        if int(length) > MAX_BODY_BYTES:
+            self._send(413, {"error": f"body of {length} bytes; the limit is {MAX_BODY_BYTES}"})
+            return
+        try:
+            request = json.loads(self.rfile.read(int(length)))
+            written = page.relabel(request["clip"], bool(request["ac"]), bool(request["fridge"]), request["daypart"])
+        except (ValueError, KeyError, TypeError) as error:
+            status = error.status if isinstance(error, RelabelError) else 400
+            message = str(error) if isinstance(error, RelabelError) else (
+                f"expected JSON {{clip, ac, fridge, daypart}} ({type(error).__name__}: {error})")
+            self._send(status, {"error": message})
+            return
+        log.info("relabelled %s as %s", request["clip"], written.name)
+        self._send(200, {"written": written.name})
 
     def _send(self, code: int, body, content_type: str = "application/json") -> None:
-        data = (body if isinstance(body, str) else json.dumps(body)).encode()
+        data = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
