@@ -114,3 +114,32 @@ class FileSource:  # stands in for the microphone: plays the WAV in argv[1] at 1
     def stop(self):
         pass
 """
+
+
+BROWSER_HINT = ("install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
+                ".ci/run does), then: uv run pytest -q -m browser")
+
+
+def browser_available() -> bool:
+    import shutil
+
+    return bool((shutil.which("chromium") or os.path.exists("/usr/bin/chromium")) and
+                (shutil.which("chromedriver") or os.path.exists("/usr/bin/chromedriver")))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without a browser, the browser tests are deselected (and the summary says so), never skipped silently."""
+    if browser_available() or config.getoption("-m"):
+        return
+    deselected = [item for item in items if item.get_closest_marker("browser")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("browser")]
+        config._humwatch_browser_deselected = len(deselected)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    count = getattr(config, "_humwatch_browser_deselected", 0)
+    if count:
+        terminalreporter.write_line(f"{count} browser test(s) deselected: no chromium / chromedriver on this machine; "
+                                    f"{BROWSER_HINT}", yellow=True)

@@ -14,12 +14,27 @@ import soundfile
 
 from conftest import pinned_decision
 from edge.home import http_status
+from edge.home.alarms import AlarmRule, Alarms
 from edge.home.clips import ClipWriter
+from edge.home.household import Household
 from edge.home.history import History
 from edge.home.http_status import StatusServer, is_loopback
 from edge.home.page import Page, PageSettings
 from test_home import _get
 from test_live import FakeSource, Harness
+
+
+class Clock:
+    """Wall time that moves two minutes a hop, so 29 hops fill the page's hour as a real one would."""
+
+    def __init__(self, hops: int = 30, step: float = 120.0) -> None:
+        self.now, self.step = time.time() - hops * step, step
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, line) -> None:
+        self.now += self.step
 
 
 class PageHarness:
@@ -29,12 +44,15 @@ class PageHarness:
         self.clips, self.relabel = tmp_path / "clips", tmp_path / "relabel"
         self.source = FakeSource()
         decision = pinned_decision(bundle_dir)
-        self.history = History(tmp_path / "history.db")
+        clock = Clock()
+        self.history = History(tmp_path / "history.db", clock=clock)
+        household = Household(self.history, Alarms([AlarmRule.parse("ac-run-max=30m")], clock=clock), {}, lambda _: None)
         self.harness = Harness(bundle_dir, self.source, decision=decision, max_lag_sec=100.0, history_sec=12.0)
         monitor = self.harness.monitor
-        page = Page(PageSettings(self.clips, self.relabel, tmp_path / "history.db"), decision)
+        page = Page(PageSettings(self.clips, self.relabel, tmp_path / "history.db"), decision, household, clock=clock)
         self.server = StatusServer(monitor, "127.0.0.1", 0, page=page, token=token)
-        self.harness.sinks += [self.history, ClipWriter(self.clips, monitor.recent_audio, 16_000, 12.0), self.server]
+        self.harness.sinks += [household, ClipWriter(self.clips, monitor.recent_audio, 16_000, 12.0), self.server,
+                               clock.tick]
         self.base = "http://%s:%d" % self.server.address
 
     def __enter__(self):
