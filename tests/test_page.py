@@ -6,7 +6,6 @@ import shutil
 import socket
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
