@@ -29,7 +29,7 @@ from torch import nn
 
 from edge.core.audio import load_windows
 from edge.core.decision import decide_file
-from edge.core.defaults import LABELS
+from edge.core.defaults import LABELS, DecisionConfig
 from edge.core.files import DirectoryBuild, atomic_path
 from edge.core.labels import BOTH_OFF, state_of
 from train.beats import encoder_fingerprint
@@ -252,7 +252,7 @@ class Distiller:
 def teacher_agreement(directory: StudentRun) -> dict:
     """File states of the student (its thresholds) against the teacher's (the run's) on validation."""
     predictions = directory.val_predictions()
-    teacher_decision = type(directory.decision).from_dict(directory.config["teacher_decision"])
+    teacher_decision = DecisionConfig.from_dict(directory.config["teacher_decision"])
     states = {}
     for recording_id, group in predictions.groupby("recording_id"):
         states[recording_id] = (decide_file(group[["teacher_p_ac", "teacher_p_fridge"]].to_numpy(), teacher_decision).status,
