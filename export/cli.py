@@ -1,4 +1,5 @@
-"""The workstation's `humwatch export` command."""
+"""The workstation's commands above training: `humwatch export`, and the two that drive the whole
+chain, `humwatch demo` and `humwatch bench-training`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from train.cli import DEVICE_OPTION
+from train.cli import DEVICE_OPTION, EXISTING_DIR, PATH
 
 
 @click.command()
@@ -52,4 +53,34 @@ def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path 
     click.echo(f"bundle written to {bundle_dir} (default precision {manifest.default_precision})")
 
 
-COMMANDS = (export,)
+@click.command()
+@click.option("--beats-checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="A real BEATs checkpoint; without one a random stand-in is used (and said so).")
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=Path("demo"), show_default=True,
+              help="Everything the demo writes goes here.")
+@click.option("--samples", "samples_dir", type=EXISTING_DIR, default=None,
+              help="Use these recordings (read only) instead of synthesizing.")
+@click.option("--seconds", type=click.FloatRange(min=12), default=60.0, show_default=True, help="Length of synthetic recordings.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--int8/--no-int8", default=True, show_default=True, help="Also export and measure an int8 encoder.")
+@DEVICE_OPTION
+def demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, device) -> None:
+    """The whole chain on synthetic recordings, no downloads."""
+    from export.demo import run_demo
+
+    run_demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, device)
+
+
+@click.command("bench-training")
+@click.option("--workdir", type=PATH, default=Path("bench-work"), show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=12), default=30.0, show_default=True,
+              help="Length of each synthetic recording.")
+@DEVICE_OPTION
+def bench_training(workdir: Path, seconds: float, device: str) -> None:
+    """Time the workstation steps with the full-size BEATs (random weights)."""
+    from export.benchmark import run_benchmark
+
+    run_benchmark(workdir, seconds, device)
+
+
+COMMANDS = (export, demo, bench_training)

@@ -30,8 +30,7 @@ from export.graphs import OPSET, export_encoder, export_head, export_student
 from export.flops import graph_gflop
 from export.parity import DEFAULT_BAR, STUDENT_BAR, agreement, check_float_parity, edge_case_windows
 from export.quantize import QUANTIZATION, ms_per_window, quantize_encoder, weight_matmuls
-from train.beats import PATCH_SIZE, encoder_fingerprint
-from train.fbank import NUM_MEL_BINS, num_frames
+from train.beats import embedding_frames, encoder_fingerprint
 from train.head import HumwatchModel
 from train.device import resolve_device
 from train.run import Run
@@ -52,11 +51,6 @@ def _versions() -> dict:
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
-
-
-def embedding_frames(window_samples: int) -> int:
-    """Frame embeddings BEATs yields for one window: (fbank frames // 16) time x 8 frequency patches."""
-    return (num_frames(window_samples) // PATCH_SIZE) * (NUM_MEL_BINS // PATCH_SIZE)
 
 
 def validation_windows(run: Run, per_file: int) -> tuple[np.ndarray, pd.DataFrame]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from edge.core.decision import StreamDecider, decide_file
+from edge.core.agreement import hop_agreement, state_agreement
+from edge.core.decision import decide_file
 from edge.core.defaults import SAMPLE_RATE, DecisionConfig
 from edge.monitor.runtime import Classifier
 from train.head import HumwatchModel, predict_model
@@ -58,12 +59,6 @@ def file_states(windows: pd.DataFrame, probs: np.ndarray, decision: DecisionConf
             for recording_id, group in windows.reset_index(drop=True).groupby("recording_id")}
 
 
-def _state_agreement(reference: dict[str, str], candidate: dict[str, str]) -> dict:
-    agreeing = sum(reference[r] == candidate[r] for r in reference)
-    return {"files": len(reference), "state_agreement": agreeing / len(reference) if reference else 1.0,
-            "disagreeing_files": sorted(r for r in reference if reference[r] != candidate[r])}
-
-
 def parity_inputs(validation: np.ndarray, window_samples: int) -> tuple[np.ndarray, list[str]]:
     cases = edge_case_windows(window_samples)
     return np.concatenate([validation, np.stack(list(cases.values()))]), list(cases)
@@ -81,18 +76,12 @@ def check_float_parity(model: HumwatchModel, classifier: Classifier, validation:
         "windows": int(len(inputs)),
         "max_abs_diff": float(difference.max()),
         "mean_abs_diff": float(difference.mean()),
-        **_state_agreement(file_states(windows, torch_probs[:n], decision), file_states(windows, onnx_probs[:n], decision)),
+        **state_agreement(file_states(windows, torch_probs[:n], decision), file_states(windows, onnx_probs[:n], decision)),
         "edge_cases": {case: float(difference[n + i].max()) for i, case in enumerate(cases)},
         "tolerance": FLOAT_TOLERANCE,
     }
     report["passed"] = report["max_abs_diff"] <= FLOAT_TOLERANCE and report["state_agreement"] == 1.0
     return report
-
-
-def streamed_statuses(probs: np.ndarray, decision: DecisionConfig, hop_sec: float) -> list[str]:
-    """The debounced status after each hop of one recording streamed window by window."""
-    decider = StreamDecider(decision, hop_sec)
-    return [decider.update(float(p_ac), float(p_fridge)).debounced_status for p_ac, p_fridge in probs]
 
 
 def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], reference_cases: np.ndarray,
@@ -105,14 +94,9 @@ def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
     candidate_decision = candidate_decision or decision
     all_reference, all_candidate = np.concatenate(list(reference.values())), np.concatenate(list(candidate.values()))
     difference = np.abs(all_reference - all_candidate)
-    states = _state_agreement({r: decide_file(p, decision).status for r, p in reference.items()},
-                              {r: decide_file(p, candidate_decision).status for r, p in candidate.items()})
-    hops = agreeing_hops = 0
-    for recording, probs in reference.items():
-        expected = streamed_statuses(probs, decision, hop_sec)
-        got = streamed_statuses(candidate[recording], candidate_decision, hop_sec)
-        hops += len(expected)
-        agreeing_hops += sum(a == b for a, b in zip(expected, got))
+    states = state_agreement({r: decide_file(p, decision).status for r, p in reference.items()},
+                             {r: decide_file(p, candidate_decision).status for r, p in candidate.items()})
+    hops, agreeing_hops = hop_agreement(reference, candidate, decision, candidate_decision, hop_sec)
     report = {
         "evidence": {"validation_files": len(reference), "windows": int(len(all_reference)), "streamed_hops": hops,
                      "edge_cases": len(case_names), "batch": 1},

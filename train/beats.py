@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.fbank import BeatsFbank
+from train.fbank import NUM_MEL_BINS, BeatsFbank, num_frames
 
 PATCH_SIZE = 16
 LAYER_NORM_EPS = 1e-5
@@ -333,6 +333,11 @@ def load_beats(path: str | Path) -> BEATs:
                               "BEATs configs or was altered: download the checkpoint again")
     model.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
     return model.eval()
+
+
+def embedding_frames(window_samples: int) -> int:
+    """Frame embeddings BEATs yields for one window: (fbank frames // 16) time x 8 frequency patches."""
+    return (num_frames(window_samples) // PATCH_SIZE) * (NUM_MEL_BINS // PATCH_SIZE)
 
 
 def encoder_fingerprint(encoder: torch.nn.Module) -> str:

@@ -166,36 +166,6 @@ def evaluate(run_dir: Path, files: tuple[Path, ...], device: str) -> None:
 
 
 @click.command()
-@click.option("--beats-checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="A real BEATs checkpoint; without one a random stand-in is used (and said so).")
-@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=Path("demo"), show_default=True,
-              help="Everything the demo writes goes here.")
-@click.option("--samples", "samples_dir", type=EXISTING_DIR, default=None,
-              help="Use these recordings (read only) instead of synthesizing.")
-@click.option("--seconds", type=click.FloatRange(min=12), default=60.0, show_default=True, help="Length of synthetic recordings.")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option("--int8/--no-int8", default=True, show_default=True, help="Also export and measure an int8 encoder.")
-@DEVICE_OPTION
-def demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, device) -> None:
-    """The whole chain on synthetic recordings, no downloads."""
-    from train.demo import run_demo
-
-    run_demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, device)
-
-
-@click.command("bench-training")
-@click.option("--workdir", type=PATH, default=Path("bench-work"), show_default=True)
-@click.option("--seconds", type=click.FloatRange(min=12), default=30.0, show_default=True,
-              help="Length of each synthetic recording.")
-@DEVICE_OPTION
-def bench_training(workdir: Path, seconds: float, device: str) -> None:
-    """Time the workstation steps with the full-size BEATs (random weights)."""
-    from train.benchmark import run_benchmark
-
-    run_benchmark(workdir, seconds, device)
-
-
-@click.command()
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
 def report(run_dir: Path) -> None:
     """Write the run's report.html: probabilities, thresholds, F1, curves (opens from disk)."""
@@ -208,4 +178,4 @@ def report(run_dir: Path) -> None:
         raise click.ClickException(str(error)) from error
 
 
-COMMANDS = (synth, prepare, train, thresholds, distill, evaluate, report, demo, bench_training)
+COMMANDS = (synth, prepare, train, thresholds, distill, evaluate, report)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure  # the object API: no display, no global state
 
+from edge.core.agreement import streamed_statuses
 from edge.core.decision import decide_file
 from edge.core.files import write_text_atomic
 from edge.core.labels import state_of
-from export.parity import streamed_statuses
 from train.beats import BeatsConfig
 from train.evaluate import cross_split
 from train.metrics import file_metrics

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from edge.core.agreement import state_agreement
 from edge.core.audio import load_windows
 from edge.core.decision import decide_file
 from edge.core.defaults import LABELS, DecisionConfig
@@ -253,12 +254,12 @@ def teacher_agreement(directory: StudentRun) -> dict:
     """File states of the student (its thresholds) against the teacher's (the run's) on validation."""
     predictions = directory.val_predictions()
     teacher_decision = DecisionConfig.from_dict(directory.config["teacher_decision"])
-    states = {}
-    for recording_id, group in predictions.groupby("recording_id"):
-        states[recording_id] = (decide_file(group[["teacher_p_ac", "teacher_p_fridge"]].to_numpy(), teacher_decision).status,
-                                decide_file(group[["p_ac", "p_fridge"]].to_numpy(), directory.decision).status)
-    disagreeing = sorted(r for r, (teacher, student) in states.items() if teacher != student)
-    return {"files": len(states), "agreeing_files": len(states) - len(disagreeing), "disagreeing_files": disagreeing}
+    files = dict(list(predictions.groupby("recording_id")))
+    agreement = state_agreement(
+        {r: decide_file(group[["teacher_p_ac", "teacher_p_fridge"]].to_numpy(), teacher_decision).status for r, group in files.items()},
+        {r: decide_file(group[["p_ac", "p_fridge"]].to_numpy(), directory.decision).status for r, group in files.items()})
+    disagreeing = agreement["disagreeing_files"]
+    return {"files": len(files), "agreeing_files": len(files) - len(disagreeing), "disagreeing_files": disagreeing}
 
 
 def _features(student: StudentNet, audio: np.ndarray) -> np.ndarray:

@@ -25,8 +25,8 @@ from edge.core.bundle import load_bundle
 from edge.core.defaults import WindowConfig
 from edge.core.files import sha256_file
 from edge.monitor.runtime import Classifier
-from export.exporter import export_run, embedding_frames
-from train.beats import BeatsConfig, build_beats
+from export.exporter import export_run
+from train.beats import BeatsConfig, build_beats, embedding_frames
 from train.cache import EmbeddingCache, Recording
 from train.head import AttentionPoolHead
 from train.manifests import prepare

@@ -1,0 +1,38 @@
+"""How far one model's decisions are from another's on the same recordings: their file states, and
+the debounced states of each recording streamed hop by hop, as a monitor would have reported them.
+Export measures a faster precision against fp32 with these rules, distillation the student against
+its teacher, and the run's report draws the streamed states."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.core.decision import StreamDecider
+from edge.core.defaults import DecisionConfig
+
+
+def streamed_statuses(probs: np.ndarray, decision: DecisionConfig, hop_sec: float) -> list[str]:
+    """The debounced status after each hop of one recording streamed window by window."""
+    decider = StreamDecider(decision, hop_sec)
+    return [decider.update(float(p_ac), float(p_fridge)).debounced_status for p_ac, p_fridge in probs]
+
+
+def state_agreement(reference: dict[str, str], candidate: dict[str, str]) -> dict:
+    """Files whose state the candidate gives as the reference does ({recording: state} each)."""
+    disagreeing = sorted(r for r in reference if reference[r] != candidate[r])
+    return {"files": len(reference),
+            "state_agreement": (len(reference) - len(disagreeing)) / len(reference) if reference else 1.0,
+            "disagreeing_files": disagreeing}
+
+
+def hop_agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], decision: DecisionConfig,
+                  candidate_decision: DecisionConfig, hop_sec: float) -> tuple[int, int]:
+    """(streamed hops, hops whose debounced status agrees) over recordings ({recording: probs [n, 2]}),
+    each model streamed with its own decision settings."""
+    hops = agreeing = 0
+    for recording, probs in reference.items():
+        expected = streamed_statuses(probs, decision, hop_sec)
+        got = streamed_statuses(candidate[recording], candidate_decision, hop_sec)
+        hops += len(expected)
+        agreeing += sum(a == b for a, b in zip(expected, got))
+    return hops, agreeing
