@@ -1,8 +1,10 @@
 """Alarms on how long an appliance runs or rests: ``--alarm fridge-run-max=90m``, ``fridge-off-max=6h``.
 
 An alarm is raised when the current run (or pause) has been observed for longer than its limit,
-and cleared when the appliance changes state. The current run comes from the history, so an
-alarm survives a restart (time the monitor was not running is not counted).
+and cleared when that run ends; the cleared event carries how long the run it ended was observed.
+The current run is read from the history's latest segment, so after a restart it starts afresh:
+time the monitor was not running is never counted, and an alarm raised before the restart is
+raised again only once the new run passes the limit.
 """
 
 from __future__ import annotations
@@ -59,18 +61,24 @@ class Alarms:
             raise ValueError(f"--alarm {', '.join(duplicated)} given twice; keep one limit for each")
         self.rules, self.clock = rules, clock
         self.active: dict[str, bool] = {rule.name: False for rule in rules}
+        self.observed: dict[str, float] = {rule.name: 0.0 for rule in rules}  # the rule's current run so far
 
     def update(self, current: dict[str, tuple[bool | None, float]]) -> list[dict]:
-        """current: appliance -> (running, seconds in that state)."""
+        """current: appliance -> (running, seconds in that state). Each event's `observed_sec` is
+        the run's length: so far when raised, and when cleared the length of the run it ended (as
+        of its last decision: the change fell between that decision and this one)."""
         events = []
         for rule in self.rules:
             running, seconds = current[rule.appliance]
-            raised = running is rule.running and seconds > rule.limit_sec
+            in_run = running is rule.running
+            raised = in_run and seconds > rule.limit_sec
+            ended, self.observed[rule.name] = self.observed[rule.name], seconds if in_run else 0.0
             if raised != self.active[rule.name]:
                 self.active[rule.name] = raised
                 events.append({
                     "event": "alarm", "alarm": rule.name, "state": "raised" if raised else "cleared",
-                    "appliance": rule.appliance, "limit_sec": rule.limit_sec, "observed_sec": round(seconds, 1),
+                    "appliance": rule.appliance, "limit_sec": rule.limit_sec,
+                    "observed_sec": round(seconds if raised else ended, 1),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.clock())),
                 })
         return events
