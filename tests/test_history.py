@@ -37,7 +37,7 @@ def line_at(t: float) -> HopLine:
     status = state_of(ac, fridge)
     return HopLine(t=t, status=status, debounced_status=status, changed=False, p_ac=float(ac), p_fridge=float(fridge),
                    median_ac=float(ac), median_fridge=float(fridge), ac_on=ac, fridge_on=fridge, ac_running=ac,
-                   fridge_running=fridge, infer_ms=1.0)
+                   fridge_running=fridge, infer_ms=1.0, hop_sec=HOP)
 
 
 class Clock:
@@ -244,3 +244,64 @@ def test_alarms_need_a_history(bundle_dir, monkeypatch):
     monkeypatch.setattr(edge.monitor.live, "import_sounddevice", fake_sounddevice)
     result = CliRunner().invoke(main, ["live", "--bundle", str(bundle_dir), "--hop", "1.5", "--alarm", "fridge-run-max=90m"])
     assert result.exit_code == 1 and "add --history PATH" in result.output
+
+
+def _hops(history, clock, start_wall, start_t, count, ac, hop=1.5):
+    """`count` hops of `hop` seconds from (start_wall, start_t), AC as given, the fridge off."""
+    for step in range(count):
+        clock.now = start_wall + step * hop
+        history(HopLine(t=start_t + step * hop, status="x", debounced_status="x", changed=False, p_ac=float(ac),
+                        p_fridge=0.0, median_ac=float(ac), median_fridge=0.0, ac_on=ac, fridge_on=False,
+                        ac_running=ac, fridge_running=False, infer_ms=1.0, hop_sec=hop))
+
+
+def test_time_without_audio_is_a_gap_not_a_run(tmp_path):
+    """A paused feed: 180 s of AC, 65 s with no hop, then hops again: 180 s of AC, not 245."""
+    clock = Clock(1_000_000.0)
+    history = History(tmp_path / "h.sqlite", clock=clock)
+    _hops(history, clock, 1_000_000.0, 0.0, 121, ac=True)  # 0 ... 180 s
+    _hops(history, clock, 1_000_245.0, 180.0, 41, ac=True)  # the feed resumes 65 s later (audio time goes on)
+    stats = history.stats()
+    history.close()
+    assert stats["ac"].runtime_1h_sec == pytest.approx(180 + 60)  # 0-180 s and 245-305 s
+    assert stats["ac"].duty_1h == 1.0  # observed 240 s, all of it on
+    assert stats["ac"].current_sec == 60, "the current run began when the audio came back"
+    connection = sqlite3.connect(tmp_path / "h.sqlite")
+    assert connection.execute("SELECT started - 1e6, ended - 1e6 FROM segments ORDER BY id").fetchall() == [(0, 180), (245, 305)]
+    # the states are recorded again at the first hop after the gap, with that hop's times
+    assert connection.execute("SELECT segment, appliance, running, wall - 1e6, audio_t FROM changes ORDER BY id").fetchall() == [
+        (1, "ac", 1, 0, 0), (1, "fridge", 0, 0, 0), (2, "ac", 1, 245, 180), (2, "fridge", 0, 245, 180)]
+
+
+def test_the_gap_follows_the_hop(tmp_path):
+    """Up to max(3 hops, 10 s) between two hops is one segment; beyond, a gap."""
+    clock = Clock(1_000_000.0)
+    history = History(tmp_path / "h.sqlite", clock=clock)
+    _hops(history, clock, 1_000_000.0, 0.0, 3, ac=False, hop=5.0)  # 0, 5, 10
+    _hops(history, clock, 1_000_025.0, 15.0, 2, ac=False, hop=5.0)  # 15 s after the last: 3 hops, one segment
+    _hops(history, clock, 1_000_040.0, 25.0, 2, ac=False, hop=2.0)  # 10 s after: one segment
+    _hops(history, clock, 1_000_052.5, 29.0, 1, ac=False, hop=2.0)  # 10.5 s after at a 2 s hop: a gap
+    history.close()
+    connection = sqlite3.connect(tmp_path / "h.sqlite")
+    assert connection.execute("SELECT started - 1e6, ended - 1e6 FROM segments ORDER BY id").fetchall() == [(0, 42), (52.5, 52.5)]
+
+
+def test_a_dead_microphone_adds_no_segments(tmp_path):
+    """A monitor restarted over and over that never decides writes nothing; older empty segments go."""
+    path = tmp_path / "h.sqlite"
+    clock = Clock(1_000_000.0)
+    history = History(path, clock=clock)
+    _hops(history, clock, 1_000_000.0, 0.0, 5, ac=True)
+    history.close()
+    for restart in range(200):
+        clock.now += 40  # the watchdog's kill after 30 s, the restart after 10 s
+        History(path, clock=clock).close()
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 1
+    with connection:  # what an older humwatch left: a segment at each start, none of them decided
+        connection.executemany("INSERT INTO segments (started, ended) VALUES (?, ?)", [(clock.now + i, clock.now + i) for i in range(50)])
+    connection.close()
+    History(path, clock=clock).close()
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT COUNT(*), MIN(started) FROM segments").fetchone() == (1, 1_000_000.0)
+    assert connection.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 2, "the decided segment is kept whole"

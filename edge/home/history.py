@@ -1,14 +1,18 @@
 """What the states mean for the home: a SQLite history of each appliance, its statistics, alarms.
 
 The database (stdlib sqlite3, WAL, synchronous=FULL) holds:
-- ``segments``: when the monitor was running (start and last hop, wall clock), so "no data" is
-  never counted as "off";
+- ``segments``: spans of wall clock the monitor heard and decided (its first and last hop), so
+  "no data" is never counted as "off": a stop, a restart, or a hop arriving later than
+  :func:`gap_sec` after the previous one (a paused feed, a dead sound server) ends a segment;
 - ``changes``: every change of each appliance's debounced detector (and its state at the first
   decision of a segment), with wall-clock and audio time.
+A segment is written at its first decision, so a monitor that never hears anything writes none.
 Each hop is one transaction: a SIGKILL or a power cut loses at most that hop and never corrupts
-the file. One monitor per database: a second one is refused (an advisory lock, freed by the
-kernel when the holder dies). Statistics and alarms are computed from the rows, so they survive
-restarts.
+the file. A hop that cannot be written (a full disk) is kept in memory and written with the next
+one, with its own times. One monitor per database: a second one is refused (an advisory lock,
+freed by the kernel when the holder dies). Readers use connections of their own (:func:`reading`)
+and never wait on, or hold up, the monitor's writes. Statistics and alarms are computed from the
+rows, so they survive restarts.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import fcntl
+import itertools
+import logging
 import os
 import sqlite3
 import threading
@@ -27,6 +34,8 @@ from typing import Callable, Iterator
 from edge.core.defaults import LABELS
 from edge.monitor.hop import HopLine
 
+log = logging.getLogger("humwatch.history")
+
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,12 +44,30 @@ CREATE TABLE IF NOT EXISTS changes (
     id INTEGER PRIMARY KEY, segment INTEGER NOT NULL REFERENCES segments(id), appliance TEXT NOT NULL,
     running INTEGER NOT NULL, wall REAL NOT NULL, audio_t REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS changes_by_time ON changes (appliance, wall);
+CREATE INDEX IF NOT EXISTS changes_by_segment ON changes (segment, appliance, wall);
 """
 DAY = 86_400.0
+GAP_MIN_SEC = 10.0  # a hop later than this (or GAP_HOPS hops) after the previous one starts a new segment
+GAP_HOPS = 3
 
 
-class HistoryError(RuntimeError):
-    """A history database that cannot be used; the message names it and the fix."""
+class HistoryError(OSError):
+    """A history database that cannot be used or written; the message names it, the cause and the fix
+    (a write that failed carries the errno: ENOSPC for a full disk)."""
+
+
+def gap_sec(hop_sec: float | None) -> float:
+    """The longest wall-clock time between two hops of one segment; more is time without audio."""
+    return max(GAP_HOPS * (hop_sec or 0.0), GAP_MIN_SEC)
+
+
+def _disk_full(error: Exception) -> bool:
+    return getattr(error, "sqlite_errorname", None) == "SQLITE_FULL" or getattr(error, "errno", None) == errno.ENOSPC
+
+
+def cause(error: Exception) -> str:
+    """What went wrong, in words: 'disk full' for no space, else the error's own text."""
+    return "disk full" if _disk_full(error) else str(error) or type(error).__name__
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,34 +83,59 @@ class Interval:
 
 
 def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    """The monitor's connection (WAL, every commit synced), or a read-only one of the caller's own."""
     if read_only:
-        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        copy = sqlite3.connect(":memory:")
-        source.backup(copy)  # a consistent snapshot, even while a monitor writes
-        source.close()
-        return copy
+        return sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # History serialises its use
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     return connection
 
 
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection of its own in one read transaction (a consistent snapshot), closed
+    after the block. Under WAL it neither waits for the monitor's writes nor holds them up."""
+    connection = connect(path, read_only=True)
+    try:
+        connection.execute("BEGIN")
+        yield connection
+    finally:
+        connection.close()
+
+
+_SEGMENTS_IN_WINDOW = "SELECT id, started, ended FROM segments WHERE ended >= :since AND started <= :until"
+# Per segment and appliance in the window: its last change before `since` (the state at `since`),
+# then every change inside the window; both read through an index.
+_CHANGES_IN_WINDOW = f"""
+WITH overlapping(id) AS (SELECT id FROM segments WHERE ended >= :since AND started <= :until),
+     appliances(name) AS (VALUES {", ".join(f"('{label}')" for label in LABELS)})
+SELECT c.segment, c.appliance, c.running, c.wall, c.id FROM overlapping s JOIN appliances a
+    JOIN changes c ON c.id = (SELECT id FROM changes WHERE segment = s.id AND appliance = a.name AND wall < :since
+                              ORDER BY wall DESC, id DESC LIMIT 1)
+UNION ALL
+SELECT c.segment, c.appliance, c.running, c.wall, c.id FROM overlapping s JOIN appliances a
+    JOIN changes c ON c.segment = s.id AND c.appliance = a.name AND c.wall >= :since AND c.wall <= :until
+ORDER BY 1, 2, 4, 5
+"""
+
+
 def intervals(connection: sqlite3.Connection, since: float, until: float) -> list[Interval]:
     """Every observed interval of each appliance overlapping [since, until], clipped to it."""
+    window = {"since": since, "until": until}
+    ended = {segment: end for segment, _, end in connection.execute(_SEGMENTS_IN_WINDOW, window)}
     found = []
-    segments = connection.execute("SELECT id, started, ended FROM segments WHERE ended >= ? AND started <= ? ORDER BY id",
-                                  (since, until)).fetchall()
-    for segment, started, ended in segments:
-        for appliance in LABELS:
-            rows = connection.execute("SELECT running, wall FROM changes WHERE segment = ? AND appliance = ? ORDER BY wall, id",
-                                      (segment, appliance)).fetchall()
-            for index, (running, wall) in enumerate(rows):
-                end = rows[index + 1][1] if index + 1 < len(rows) else ended
-                start, stop = max(wall, since), min(end, until)
-                if stop >= start:  # (a run that starts at this very hop counts as a cycle already)
-                    found.append(Interval(appliance, bool(running), start, stop,
-                                          begins_with_change=index > 0 and wall >= since,  # not one before `since`
-                                          ends_with_change=index + 1 < len(rows) and end <= until))
+    rows = connection.execute(_CHANGES_IN_WINDOW, window).fetchall()
+    for (segment, appliance), group in itertools.groupby(rows, key=lambda row: row[:2]):
+        group = list(group)
+        for index, (_, _, running, wall, _) in enumerate(group):
+            end = group[index + 1][3] if index + 1 < len(group) else ended[segment]
+            start, stop = max(wall, since), min(end, until)
+            if stop >= start:  # (a run that starts at this very hop counts as a cycle already)
+                found.append(Interval(appliance, bool(running), start, stop,
+                                      # the first row of a segment is its start, not a change; nor is one before `since`
+                                      begins_with_change=index > 0 and wall >= since,
+                                      ends_with_change=index + 1 < len(group) and end <= until))
     return found
 
 
@@ -172,8 +224,23 @@ def daily_table(connection: sqlite3.Connection, days: int, now: float, watts: di
     return rows
 
 
+@dataclasses.dataclass
+class _Segment:
+    """A segment being recorded: its row once written, its span, the states decided in it
+    (appliance -> (running, since when)) and the changes not yet written."""
+
+    started: float
+    ended: float
+    row: int | None = None
+    states: dict[str, tuple[bool, float]] = dataclasses.field(default_factory=dict)
+    unwritten: list[tuple[str, bool, float, float]] = dataclasses.field(default_factory=list)  # appliance, running, wall, t
+
+
 class History:
-    """A live-line sink that records the debounced detectors; one per database (locked)."""
+    """A live-line sink that records the debounced detectors; one per database (locked).
+
+    A hop that cannot be written raises HistoryError (path and cause) and stays in memory, with
+    its times, until a later hop writes it: the file never holds a state the monitor did not decide."""
 
     def __init__(self, path: Path, retention_days: float = 400, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
@@ -189,12 +256,30 @@ class History:
             self._lock.close()
             raise HistoryError(f"--history {self.path}: already in use by a running monitor ({holder}); "
                                "give each monitor its own database") from None
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        self._lock.flush()
-        self.connection = connect(self.path)
-        self._in_use = threading.RLock()  # the monitor writes, HTTP and MQTT threads read
+        self.connection: sqlite3.Connection | None = None
+        try:
+            self._lock.seek(0)
+            self._lock.truncate()
+            self._lock.write(f"pid {os.getpid()} on {os.uname().nodename}")
+            self._lock.flush()
+            self.connection = connect(self.path)
+            self._open()
+        except BaseException as error:
+            if self.connection is not None:
+                self.connection.close()
+            self._lock.close()
+            if isinstance(error, (sqlite3.Error, OSError)) and not isinstance(error, HistoryError):
+                raise HistoryError(self._start_error(error)) from None
+            raise
+        self._writing = threading.Lock()  # the monitor's hops and close()
+        self._segments: list[_Segment] = []  # the open segment last, after any written only in part
+        self._behind = False  # the last write failed: self._segments holds what it could not write
+
+    def _open(self) -> None:
+        """Check the file, create or check the schema, drop rows past retention."""
+        problems = [row[0] for row in self.connection.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise HistoryError(self._corrupt("; ".join(problems[:3])))
         self.connection.executescript(SCHEMA)
         version = self.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if version is None:
@@ -202,50 +287,98 @@ class History:
         elif int(version[0]) != SCHEMA_VERSION:
             raise HistoryError(f"--history {self.path}: schema version {version[0]}, this humwatch writes "
                                f"{SCHEMA_VERSION}; move the old file aside")
-        self._prune()
-        now = self.clock()
-        self.segment = self.connection.execute("INSERT INTO segments (started, ended) VALUES (?, ?)", (now, now)).lastrowid
-        self._running: dict[str, bool] = {}
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        """The connection, held by this thread until the block ends."""
-        with self._in_use:
-            yield self.connection
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with self._in_use:
-            cursor = self.connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                yield cursor
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-
-    def _prune(self) -> None:
         cutoff = self.clock() - self.retention_days * DAY
-        with self._transaction() as cursor:
-            cursor.execute("DELETE FROM changes WHERE segment IN (SELECT id FROM segments WHERE ended < ?)", (cutoff,))
-            cursor.execute("DELETE FROM segments WHERE ended < ?", (cutoff,))
+        self.connection.execute("BEGIN IMMEDIATE")
+        self.connection.execute("DELETE FROM changes WHERE segment IN (SELECT id FROM segments WHERE ended < ?)", (cutoff,))
+        # ... and segments without a decision (older humwatch wrote one at each start, even with a dead microphone)
+        self.connection.execute("DELETE FROM segments WHERE ended < ? OR id NOT IN (SELECT segment FROM changes)", (cutoff,))
+        self.connection.execute("COMMIT")
+
+    def _corrupt(self, detail: str) -> str:
+        return (f"--history {self.path}: not a readable history database ({detail}); move it aside with any "
+                f"{self.path.name}-wal and -shm beside it (mv {self.path} {self.path}.broken) and start again: "
+                "the monitor begins a new history")
+
+    def _start_error(self, error: Exception) -> str:
+        if getattr(error, "sqlite_errorname", None) in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            return self._corrupt(str(error))
+        if cause(error) == "disk full":
+            return (f"--history {self.path}: disk full ({error}); free space on {self.path.parent} "
+                    "or give --history a file on another disk")
+        return f"--history {self.path}: cannot open it: {cause(error)}"
+
+    def reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A read-only snapshot of the history (see :func:`reading`): safe from any thread, never
+        in the monitor's way. It shows what is written; a full disk holds back the newest hops."""
+        return reading(self.path)
 
     def __call__(self, line: HopLine) -> None:
         now = self.clock()
-        with self._transaction() as cursor:
-            for appliance, running in (("ac", line.ac_running), ("fridge", line.fridge_running)):
-                if self._running.get(appliance) != running:
-                    cursor.execute("INSERT INTO changes (segment, appliance, running, wall, audio_t) VALUES (?, ?, ?, ?, ?)",
-                                   (self.segment, appliance, int(running), now, line.t))
-                    self._running[appliance] = running
-            cursor.execute("UPDATE segments SET ended = ? WHERE id = ?", (now, self.segment))
+        with self._writing:
+            segment = self._segments[-1] if self._segments else None
+            if segment is None or not 0 <= now - segment.ended <= gap_sec(line.hop_sec):
+                segment = _Segment(started=now, ended=now)  # the first decision, or one after time without audio
+                self._segments.append(segment)
+            for appliance in LABELS:
+                running = getattr(line, f"{appliance}_running")
+                if segment.states.get(appliance, (None,))[0] != running:
+                    segment.states[appliance] = (running, now)
+                    segment.unwritten.append((appliance, running, now, line.t))
+            segment.ended = now
+            try:
+                self._write()
+            except (sqlite3.Error, OSError) as error:
+                code = errno.ENOSPC if _disk_full(error) else getattr(error, "errno", None) or errno.EIO
+                raise HistoryError(code, f"--history {self.path}: {cause(error)}; the changes decided meanwhile are "
+                                         "kept in memory and written, with their times, once it can") from None
+
+    def _write(self) -> None:
+        """One transaction with everything not yet written; on failure all of it stays for the next hop."""
+        self._behind = True
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            rows = []
+            for segment in self._segments:
+                if segment.row is None:
+                    rows.append(cursor.execute("INSERT INTO segments (started, ended) VALUES (?, ?)",
+                                               (segment.started, segment.ended)).lastrowid)
+                else:
+                    rows.append(segment.row)
+                    cursor.execute("UPDATE segments SET ended = ? WHERE id = ?", (segment.ended, segment.row))
+                cursor.executemany("INSERT INTO changes (segment, appliance, running, wall, audio_t) VALUES (?, ?, ?, ?, ?)",
+                                   [(rows[-1], a, int(running), wall, t) for a, running, wall, t in segment.unwritten])
+            cursor.execute("COMMIT")
+        except BaseException:
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+            raise
+        for segment, row in zip(self._segments, rows):
+            segment.row = row
+            segment.unwritten.clear()
+        del self._segments[:-1]
+        self._behind = False
+
+    def current(self) -> dict[str, tuple[bool | None, float]]:
+        """Each appliance's decided state and for how long it has been observed in this segment
+        ((None, 0) before a decision), from memory: it counts hops a full disk held back."""
+        segment = self._segments[-1] if self._segments else _Segment(0.0, 0.0)
+        return {appliance: (segment.states[appliance][0], segment.ended - segment.states[appliance][1])
+                if appliance in segment.states else (None, 0.0) for appliance in LABELS}
 
     def stats(self, watts: dict[str, float] | None = None) -> dict[str, ApplianceStats]:
         with self.reading() as connection:
             return household_stats(connection, self.clock(), watts or {})
 
     def close(self) -> None:
-        with self._in_use:
+        """Write what a full disk held back if it can (else say what is lost), and free the file."""
+        with self._writing:
+            if self._behind:
+                try:
+                    self._write()
+                except (sqlite3.Error, OSError) as error:
+                    lost = sum(len(segment.unwritten) for segment in self._segments)
+                    log.warning("--history %s: the last hops could not be written before closing (%s); "
+                                "%d change(s) and the time since the last write are missing", self.path, cause(error), lost)
             self.connection.close()
         self._lock.close()

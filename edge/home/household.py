@@ -8,7 +8,7 @@ from typing import Callable
 
 from edge.core.defaults import LABELS
 from edge.home.alarms import Alarms
-from edge.home.history import History, current
+from edge.home.history import History
 from edge.monitor.hop import HopLine
 
 
@@ -35,11 +35,13 @@ class Household:
         self.history, self.alarms, self.watts, self.on_event = history, alarms, watts, on_event
 
     def __call__(self, line: HopLine) -> None:
-        self.history(line)
-        with self.history.reading() as connection:
-            states = {a: current(connection, a) for a in LABELS}
-        for event in self.alarms.update(states):
-            self.on_event(event)
+        """Record the hop; the alarms follow the decided states even when the history cannot be
+        written (its HistoryError is raised after them)."""
+        try:
+            self.history(line)
+        finally:
+            for event in self.alarms.update(self.history.current()):
+                self.on_event(event)
 
     def snapshot(self) -> dict:
         """{appliance: statistics, 'alarms': {name: active}} at this moment."""
