@@ -247,12 +247,12 @@ class History:
         self.clock = clock
         self.retention_days = retention_days
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path.with_name(self.path.name + ".lock"), "a+")
+        self._lock = open(self.path.with_name(self.path.name + ".lock"), "a+b", buffering=0)  # (nothing left to flush on close)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.seek(0)
-            holder = self._lock.read().strip() or "another process"
+            holder = self._lock.read().decode(errors="replace").strip() or "another process"
             self._lock.close()
             raise HistoryError(f"--history {self.path}: already in use by a running monitor ({holder}); "
                                "give each monitor its own database") from None
@@ -260,8 +260,7 @@ class History:
         try:
             self._lock.seek(0)
             self._lock.truncate()
-            self._lock.write(f"pid {os.getpid()} on {os.uname().nodename}")
-            self._lock.flush()
+            self._lock.write(f"pid {os.getpid()} on {os.uname().nodename}".encode())
             self.connection = connect(self.path)
             self._open()
         except BaseException as error:
@@ -335,24 +334,24 @@ class History:
     def _write(self) -> None:
         """One transaction with everything not yet written; on failure all of it stays for the next hop."""
         self._behind = True
-        cursor = self.connection.cursor()
-        try:
-            cursor.execute("BEGIN IMMEDIATE")
-            rows = []
-            for segment in self._segments:
-                if segment.row is None:
-                    rows.append(cursor.execute("INSERT INTO segments (started, ended) VALUES (?, ?)",
-                                               (segment.started, segment.ended)).lastrowid)
-                else:
-                    rows.append(segment.row)
-                    cursor.execute("UPDATE segments SET ended = ? WHERE id = ?", (segment.ended, segment.row))
-                cursor.executemany("INSERT INTO changes (segment, appliance, running, wall, audio_t) VALUES (?, ?, ?, ?, ?)",
-                                   [(rows[-1], a, int(running), wall, t) for a, running, wall, t in segment.unwritten])
-            cursor.execute("COMMIT")
-        except BaseException:
-            if self.connection.in_transaction:
-                self.connection.execute("ROLLBACK")
-            raise
+        with contextlib.closing(self.connection.cursor()) as cursor:  # a failed statement kept alive would keep the file open
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                rows = []
+                for segment in self._segments:
+                    if segment.row is None:
+                        rows.append(cursor.execute("INSERT INTO segments (started, ended) VALUES (?, ?)",
+                                                   (segment.started, segment.ended)).lastrowid)
+                    else:
+                        rows.append(segment.row)
+                        cursor.execute("UPDATE segments SET ended = ? WHERE id = ?", (segment.ended, segment.row))
+                    cursor.executemany("INSERT INTO changes (segment, appliance, running, wall, audio_t) VALUES (?, ?, ?, ?, ?)",
+                                       [(rows[-1], a, int(running), wall, t) for a, running, wall, t in segment.unwritten])
+                cursor.execute("COMMIT")
+            except BaseException:
+                if self.connection.in_transaction:
+                    self.connection.execute("ROLLBACK")
+                raise
         for segment, row in zip(self._segments, rows):
             segment.row = row
             segment.unwritten.clear()
