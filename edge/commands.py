@@ -393,13 +393,13 @@ def history(db_path, days, watts, output_format) -> None:
     import sqlite3
     import time
 
-    from edge.home.history import connect, daily_table
+    from edge.home.history import daily_table, reading
     from edge.home.household import parse_watts
 
     try:
         power = parse_watts(watts)
-        connection = connect(db_path, read_only=True)
-        rows = daily_table(connection, days, time.time(), power)
+        with reading(db_path) as connection:  # one snapshot for every day
+            rows = daily_table(connection, days, time.time(), power)
     except (ValueError, sqlite3.Error) as error:
         raise click.ClickException(f"{db_path}: {error}") from error
     columns = ["day", "appliance", "observed_h", "runtime_h", "cycles", "longest_run_min", "energy_kwh"]
