@@ -13,7 +13,7 @@ import click
 
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
-from edge.core.output import format_table, json_line
+from edge.core.output import LinePrinter, format_table, json_line
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 DECISION_OPTIONS = {
@@ -60,13 +60,11 @@ def open_planner(classifier, hop: str, cpu_budget: float):
 
 
 def open_runtime(bundle_dir: Path, precision: str | None, threads: int | None, **overrides):
-    """(classifier, decision) from a verified bundle with command-line overrides applied."""
-    from edge.monitor.runtime import Classifier
+    """(classifier, decision) from a checked bundle (open_classifier) with command-line overrides applied."""
+    from edge.monitor.runtime import open_classifier
 
     try:
-        bundle = load_bundle(bundle_dir)
-        verify_files(bundle)
-        classifier = Classifier(bundle, precision, threads)
+        classifier = open_classifier(bundle_dir, precision, threads)
         decision = classifier.decision.replace(**overrides)
     except (BundleError, ValueError) as error:
         raise click.ClickException(str(error)) from error
@@ -90,12 +88,15 @@ def batch(bundle_dir, precision, threads, paths, output_format, **overrides) -> 
         raise click.ClickException(f"{error}; pass audio files or directories that hold some") from error
     classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
     rows, failed = [], 0
-    for line in run_batch(classifier, list(paths), decision):
-        failed += "error" in line
-        if output_format == "jsonl":
-            json_line(line)
-        else:
-            rows.append(line)
+    try:
+        for line in run_batch(classifier, list(paths), decision):
+            failed += "error" in line
+            if output_format == "jsonl":
+                json_line(line)
+            else:
+                rows.append(line)
+    except BundleError as error:  # the graphs gave no probabilities (ModelOutputError): never NaN in a line
+        raise click.ClickException(str(error)) from error
     if output_format == "table":
         click.echo(format_table(rows, ["path", "status", "p_ac", "p_fridge", "windows", "duration_sec", "error"]))
     sys.exit(1 if failed else 0)
@@ -118,7 +119,7 @@ def stream(bundle_dir, precision, threads, file, realtime, only_changes, hop, cp
         for line in stream_file(classifier, file, decision, planner, realtime=realtime):
             if line.changed or not only_changes:
                 json_line(line.to_json())
-    except AudioError as error:
+    except (AudioError, BundleError) as error:  # BundleError: the graphs gave no probabilities (ModelOutputError)
         raise click.ClickException(str(error)) from error
 
 
@@ -143,6 +144,8 @@ def parse_device(value: str | None) -> int | str | None:
               help="Seconds between state republishes when nothing changes.")
 @click.option("--http", "http_listen", default=None, metavar="[HOST:]PORT",
               help="Serve the page at / and /state, /healthz, /metrics (a bare port: loopback only).")
+@click.option("--http-host", "http_hosts", multiple=True, metavar="NAME",
+              help="A name the page is opened by besides localhost and IP addresses (e.g. pi.local; repeat for more).")
 @click.option("--http-token", envvar="HUMWATCH_HTTP_TOKEN", default=None,
               help="Needed to relabel when --http listens beyond loopback [env HUMWATCH_HTTP_TOKEN].")
 @click.option("--relabel-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -157,21 +160,21 @@ def parse_device(value: str | None) -> int | str | None:
 @click.option("--alarm", "alarm_rules", multiple=True, metavar="APPLIANCE-(run|off)-max=DURATION",
               help="e.g. fridge-run-max=90m, fridge-off-max=6h (needs --history; repeat for more).")
 @click.option("--watts", default=None, metavar="ac=W,fridge=W", help="Power when running: energy sensors (needs --history).")
-@click.option("--audit-every", type=click.IntRange(min=0), default=40, show_default=True,
-              help="With the student deciding: BEATs also decides every Nth hop and the two are compared (0: never).")
+@click.option("--audit-every-sec", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="With the student deciding: BEATs also decides a window this often and the two are compared (0: never).")
 @click.option("--audit-max-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="/healthz says degraded when more than this share of the last hour's audits disagree.")
 @click.option("--audit-fallback", type=click.FloatRange(0, 1), default=None, metavar="RATE",
               help="Switch to BEATs for good when more than RATE of the last hour's audits disagree.")
 @pacing_options
 def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, mqtt_url, mqtt_user, mqtt_password,
-         name, mqtt_device_id, mqtt_heartbeat, http_listen, http_token, relabel_dir, clips_dir, clips_seconds, clips_max_mb, history_path,
-         history_days, alarm_rules, watts, audit_every, audit_max_rate, audit_fallback, hop, cpu_budget, **overrides) -> None:
+         name, mqtt_device_id, mqtt_heartbeat, http_listen, http_hosts, http_token, relabel_dir, clips_dir, clips_seconds, clips_max_mb, history_path,
+         history_days, alarm_rules, watts, audit_every_sec, audit_max_rate, audit_fallback, hop, cpu_budget, **overrides) -> None:
     """Listen to a microphone: one JSON line per hop.
 
     SIGINT / SIGTERM stop cleanly; see the README for MQTT, HTTP and clips.
     """
-    from edge.monitor.live import DeviceNotFound, DeviceUnavailable, LiveMonitor, SoundDeviceSource, fan_out
+    from edge.monitor.live import DeviceNotFound, DeviceUnavailable, FanOut, LiveMonitor, SoundDeviceSource
     from edge.monitor.systemd import SystemdNotifier
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -180,20 +183,22 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
         source = SoundDeviceSource(parse_device(device))
     except (DeviceNotFound, DeviceUnavailable) as error:
         raise click.ClickException(str(error)) from error
-    sinks = []
-    monitor = LiveMonitor(classifier, decision, source, fan_out(sinks), max_lag_sec=max_lag, history_sec=clips_seconds,
+    outputs = FanOut()
+    monitor = LiveMonitor(classifier, decision, source, outputs, max_lag_sec=max_lag, history_sec=clips_seconds,
                           planner=open_planner(classifier, hop, cpu_budget),
-                          auditor=open_auditor(classifier, threads, audit_every, audit_max_rate, audit_fallback))
-    closers, household = [], None
+                          auditor=open_auditor(classifier, threads, audit_every_sec, audit_max_rate, audit_fallback))
+    # Everything that can refuse (a history in use, a port taken, bad options) is made before anything
+    # starts or any file is opened for writing: a refused monitor leaves no trace.
+    closers, starters, household = [], [], None
     try:
-        printer = LinePrinter(output, only_changes)
-        sinks.append(printer)
+        printer = outputs.add(LinePrinter(only_changes), "--output" if output else "stdout")
         closers.append(printer.close)
-        notifier = SystemdNotifier()
-        sinks.append(notifier)
+        notifier = outputs.add(SystemdNotifier(), "systemd")
         closers.append(notifier.close)
         if (alarm_rules or watts) and not history_path:
             raise ValueError("--alarm and --watts are computed from the history: add --history PATH")
+        if http_hosts and not http_listen:
+            raise ValueError("--http-host names the page's host: add --http [HOST:]PORT")
         if relabel_dir and not (clips_dir and http_listen):
             raise ValueError("--relabel-dir relabels clips from the page: add --clips DIR and --http [HOST:]PORT")
         if history_path:
@@ -202,30 +207,35 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
             from edge.home.household import Household, parse_watts
 
             rules, power = [AlarmRule.parse(rule) for rule in alarm_rules], parse_watts(watts)
-            household = Household(History(history_path, history_days), Alarms(rules), power, printer.event)
-            sinks.append(household)
+            household = outputs.add(Household(History(history_path, history_days), Alarms(rules), power, printer.event),
+                                    "--history")
             closers.append(household.close)
         if mqtt_url:
             from edge.home.mqtt import MqttPublisher, MqttSettings
 
             settings = MqttSettings.from_url(mqtt_url, username=mqtt_user, password=mqtt_password, name=name,
                                              device_id=mqtt_device_id, heartbeat_sec=mqtt_heartbeat)
-            sinks.append(MqttPublisher(settings, household=household))
-            sinks[-1].start()
-            closers.append(sinks[-1].close)
+            publisher = outputs.add(MqttPublisher(settings, household=household), "MQTT")
+            starters.append(publisher.start)
+            closers.append(publisher.close)
         if http_listen:
             from edge.home.http_status import StatusServer, parse_listen
             from edge.home.page import Page, PageSettings
 
-            page = Page(PageSettings(clips_dir, relabel_dir, history_path), decision, household)
-            sinks.append(StatusServer(monitor, *parse_listen(http_listen), household=household, page=page, token=http_token))
-            sinks[-1].start()
-            closers.append(sinks[-1].close)
+            page = Page(PageSettings(clips_dir, relabel_dir), decision, household)
+            server = outputs.add(StatusServer(monitor, *parse_listen(http_listen), household=household, page=page,
+                                              token=http_token, hosts=http_hosts), "HTTP")
+            starters.append(server.start)
+            closers.append(server.close)
         if clips_dir:
             from edge.home.clips import ClipWriter
 
-            sinks.append(ClipWriter(clips_dir, monitor.recent_audio, classifier.bundle.window.sample_rate,
-                                    clips_seconds, clips_max_mb))
+            outputs.add(ClipWriter(clips_dir, monitor.recent_audio, classifier.bundle.window.sample_rate,
+                                   clips_seconds, clips_max_mb), "--clips")
+        if output:
+            printer.append_to(output)
+        for start in starters:
+            start()
     except (ValueError, OSError, RuntimeError) as error:
         for close in reversed(closers):
             close()
@@ -241,8 +251,8 @@ def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, 
     logging.getLogger("humwatch.live").info("stopped")
 
 
-def open_auditor(classifier, threads: int | None, every: int, max_rate: float, fallback: float | None):
-    """The teacher's audit of the student (None when another model decides or --audit-every is 0)."""
+def open_auditor(classifier, threads: int | None, every_sec: float, max_rate: float, fallback: float | None):
+    """The teacher's audit of the student (None when another model decides or --audit-every-sec is 0)."""
     from edge.monitor.audit import Auditor
     from edge.monitor.runtime import Classifier
 
@@ -251,37 +261,12 @@ def open_auditor(classifier, threads: int | None, every: int, max_rate: float, f
             raise click.BadParameter(f"the {classifier.precision} model decides, so there is no student to audit; "
                                      "use --precision student", param_hint="--audit-fallback")
         return None
-    if every == 0:
+    if every_sec == 0:
         if fallback is not None:
-            raise click.BadParameter("needs audits: set --audit-every above 0", param_hint="--audit-fallback")
+            raise click.BadParameter("needs audits: set --audit-every-sec above 0", param_hint="--audit-fallback")
         return None
     bundle = classifier.bundle
-    return Auditor(lambda: Classifier(bundle, bundle.teacher_precision, threads), every, max_rate, fallback)
-
-
-class LinePrinter:
-    """Prints lines to stdout and, optionally, appends them to a file."""
-
-    def __init__(self, output: Path | None, only_changes: bool) -> None:
-        self.only_changes = only_changes
-        self.sink = open(output, "a", encoding="utf-8") if output else None
-
-    def __call__(self, line) -> None:
-        if self.only_changes and not line.changed:
-            return
-        json_line(line.to_json())
-        if self.sink:
-            json_line(line.to_json(), self.sink)
-
-    def event(self, record: dict) -> None:
-        """An event line (an alarm raised or cleared): always printed, whatever --only-changes says."""
-        json_line(record)
-        if self.sink:
-            json_line(record, self.sink)
-
-    def close(self) -> None:
-        if self.sink:
-            self.sink.close()
+    return Auditor(lambda: Classifier(bundle, bundle.teacher_precision, threads), every_sec, max_rate, fallback)
 
 
 @click.command()
@@ -314,18 +299,21 @@ def bench_bundle(bundle_dir, precision, threads, windows, cpu_budget, budget_run
 
     Each precision runs in a fresh process, one after the other, so the figures compare fairly.
     """
-    from edge.monitor.bench import PEAK_EFFICIENCY, PI_PEAKS, BusyMachine, bench, budget_run as run_budget, check_quiet
+    from edge.monitor.bench import PEAK_EFFICIENCY, PI_PEAKS, BenchError, bench, budget_run as run_budget, check_quiet
 
     try:
         bundle = load_bundle(bundle_dir)
         note = check_quiet(allow_busy)
-    except (BundleError, BusyMachine) as error:
+    except (BundleError, BenchError) as error:
         raise click.ClickException(str(error)) from error
     precisions = list(bundle.precisions) if precision == "all" else [precision]
     if precision != "all" and precision not in bundle.precisions:
         raise click.ClickException(f"{bundle_dir}: no {precision} model in this bundle (it has {', '.join(bundle.precisions)})")
     results = bench(bundle_dir, precisions, threads, windows, cpu_budget)
-    budget = run_budget(bundle_dir, budget_run, cpu_budget, None if precision == "all" else precision) if budget_run else None
+    try:
+        budget = run_budget(bundle_dir, budget_run, cpu_budget, None if precision == "all" else precision) if budget_run else None
+    except BenchError as error:
+        raise click.ClickException(str(error)) from error
     if as_json:
         click.echo(json.dumps({"bundle": str(bundle_dir), "busy": note, "cpu_budget": cpu_budget, "results": results,
                                "budget_run": budget}, indent=2))
@@ -356,25 +344,19 @@ def bundle() -> None:
 @bundle.command("check")
 @click.argument("bundle_dir", type=BUNDLE_DIR)
 def check(bundle_dir: Path) -> None:
-    """Schema, checksums, graph shapes, and one window through onnxruntime."""
-    import numpy as np
-
+    """Every field of bundle.json, checksums, graph shapes, and one window through each precision."""
     from edge.monitor.runtime import Classifier
 
     try:
         loaded = load_bundle(bundle_dir)
         verify_files(loaded)
         for precision in loaded.precisions:
-            classifier = Classifier(loaded, precision, threads=None)
-            window = (np.random.default_rng(0).standard_normal(classifier.window_samples) * 0.05).astype(np.float32)
-            probs = classifier.predict(window[None])
-            if probs.shape != (1, 2) or not np.all((probs >= 0) & (probs <= 1)):
-                raise BundleError(f"{bundle_dir}: {precision} graphs returned {probs!r}, expected 2 probabilities")
-            click.echo(f"{precision}: ok (p_ac {probs[0, 0]:.3f}, p_fridge {probs[0, 1]:.3f} on a noise window)")
-            report = loaded.manifest.parity.get(precision, {})
-            if "default_reason" in report:
+            p_ac, p_fridge = Classifier(loaded, precision, threads=None).check()  # the same checks as open_classifier
+            click.echo(f"{precision}: ok (p_ac {p_ac:.3f}, p_fridge {p_fridge:.3f} on a noise window)")
+            report = loaded.manifest.report(precision)
+            if report is not None:
                 role = "the default" if precision == loaded.default_precision else "offered"
-                click.echo(f"{precision}: {role}: {report['default_reason']}")
+                click.echo(f"{precision}: {role}: {report.default_reason}")
     except BundleError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{bundle_dir}: bundle ok (schema {loaded.manifest.schema_version}, "

@@ -108,7 +108,7 @@ def test_bundle_check_fails_on_a_wrong_schema_version(bundle_copy):
 
 
 def test_bundle_check_fails_when_graph_shape_disagrees(bundle_copy):
-    _edit_manifest(bundle_copy, lambda m: m["window"].update(window_sec=5.0))
+    _edit_manifest(bundle_copy, lambda m: m["window"].update(window_sec=5.0, window_samples=80_000))
     result = _check(bundle_copy)
     assert result.exit_code == 1 and "does not match bundle.json's window_samples 80000" in result.output
 

@@ -1,37 +1,169 @@
 """The bundle: what the Pi receives. A directory of ONNX graphs plus ``bundle.json``.
 
 This module is the only one that writes or reads ``bundle.json``: :class:`Manifest` is its
-content, :func:`write_bundle_manifest` writes it (last, with every file's sha256 and size, so it
-marks a complete bundle) and :func:`load_bundle` reads and validates it.
+content, :class:`FloatParity` and :class:`PrecisionReport` its parity entries,
+:func:`write_bundle_manifest` writes it (last, with every file's sha256 and size, so it marks a
+complete bundle) and :func:`load_bundle` reads it and validates every field, each error naming
+the field and the file. A graph is a plain file name inside the bundle; :meth:`Bundle.read_graph`
+is the one way to its bytes, checked against bundle.json, so the bytes hashed are the bytes run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import re
+import stat
 from pathlib import Path
+from typing import Any
 
 from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
+from edge.core.fields import FieldError, Fields
 from edge.core.files import sha256_file, write_json_atomic
 
 SCHEMA_VERSION = 2
 MANIFEST = "bundle.json"
+MAX_MANIFEST_BYTES = 1_000_000  # today's bundle.json is under 10 kB
+MAX_DEPTH = 16  # today's nests 4 deep
 PRECISIONS = ("fp32", "int8", "student")  # BEATs in float32, BEATs in int8, the distilled student
 TEACHERS = ("fp32", "int8")
+REFERENCE = "fp32"  # every bundle has it; the other precisions are measured against it
 REMEDY = {"int8": "re-export with --int8", "student": "run 'humwatch distill' and re-export",
           "fp32": "re-export the float model"}
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class BundleError(ValueError):
     """A bundle that cannot be used; the message names the file and the fix."""
 
 
+def plain_name(value: Any, field: str) -> str:
+    """A file name inside the bundle directory: no path, no link out, nothing hidden."""
+    if not isinstance(value, str) or not PLAIN_NAME.fullmatch(value):
+        raise FieldError(f"{field}: {value!r} is not a plain file name inside the bundle "
+                         "(letters, digits, '.', '_' and '-'; no '/', '\\\\' or '..')")
+    return value
+
+
+def _json(record) -> dict:
+    """A record's JSON form: lists for tuples, records nested as their JSON, optional extras left out when unset."""
+    data = {}
+    for field in dataclasses.fields(record):
+        value = getattr(record, field.name)
+        if value is None and field.name in record.OPTIONAL:
+            continue
+        data[field.name] = (value.to_json() if hasattr(value, "to_json") else
+                            list(value) if isinstance(value, tuple) else value)
+    return data
+
+
+@dataclasses.dataclass(frozen=True)
+class FloatParity:
+    """torch against onnxruntime for one precision's float graphs (bundle.json ``parity.fp32``, and a
+    student report's ``float_parity``): probabilities within ``tolerance`` and the same file states,
+    on validation windows plus edge cases. Export refuses a bundle that did not pass."""
+
+    windows: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    files: int
+    state_agreement: float
+    disagreeing_files: tuple[str, ...]
+    edge_cases: dict[str, float]
+    tolerance: float
+    passed: bool
+    OPTIONAL = ()
+
+    def to_json(self) -> dict:
+        return _json(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "") -> FloatParity:
+        """The record of :meth:`to_json`; a FieldError names a wrong field by its path under `where`."""
+        fields = Fields(data, where)
+        fields.only(*(field.name for field in dataclasses.fields(cls)))
+        return cls(windows=fields.integer("windows"), max_abs_diff=fields.number("max_abs_diff", 0),
+                   mean_abs_diff=fields.number("mean_abs_diff", 0), files=fields.integer("files"),
+                   state_agreement=fields.number("state_agreement", 0, 1),
+                   disagreeing_files=fields.texts("disagreeing_files"), edge_cases=fields.numbers("edge_cases", 0),
+                   tolerance=fields.number("tolerance", 0), passed=fields.flag("passed"))
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionReport:
+    """A faster precision (int8, the student) against BEATs fp32 (bundle.json ``parity.<precision>``).
+
+    ``evidence`` counts what was compared (validation files, windows, streamed hops, edge cases, the
+    batch size); the agreement of file states and of debounced states streamed hop by hop, each
+    model with its own decision settings; per edge case the largest |Δprob|; its share of fp32's
+    FLOPs; the bar it had to meet to become the default, whether it did and why; size and speed.
+    Optional: int8's ``quantization``, the student's ``float_parity`` (its torch model against its
+    graph) and ``distilled_from``, and ``measured_on``: where the speed was measured (machine, CPU,
+    onnxruntime version, kernel mode ...; a flat object).
+    """
+
+    evidence: dict[str, int]
+    max_abs_diff: float
+    mean_abs_diff: float
+    files: int
+    state_agreement: float
+    disagreeing_files: tuple[str, ...]
+    debounced_hop_agreement: float
+    edge_cases: dict[str, float]
+    flop_share: float | None
+    default_bar: dict[str, float]
+    meets_bar: bool
+    default_reason: str
+    model_bytes: int
+    fp32_model_bytes: int
+    fp32_ms_per_window: float
+    ms_per_window: float
+    speedup_vs_fp32: float
+    quantization: dict | None = None
+    float_parity: FloatParity | None = None
+    distilled_from: str | None = None
+    measured_on: dict | None = None
+    OPTIONAL = ("quantization", "float_parity", "distilled_from", "measured_on")
+
+    def to_json(self) -> dict:
+        return _json(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "") -> PrecisionReport:
+        """The record of :meth:`to_json`; a FieldError names a wrong field by its path under `where`."""
+        fields = Fields(data, where)
+        fields.only(*(field.name for field in dataclasses.fields(cls)))
+        evidence = fields.object("evidence")
+        parity = fields.object("float_parity", default=None)
+        return cls(
+            evidence={name: evidence.integer(name) for name in evidence.data},
+            max_abs_diff=fields.number("max_abs_diff", 0), mean_abs_diff=fields.number("mean_abs_diff", 0),
+            files=fields.integer("files"), state_agreement=fields.number("state_agreement", 0, 1),
+            disagreeing_files=fields.texts("disagreeing_files"),
+            debounced_hop_agreement=fields.number("debounced_hop_agreement", 0, 1),
+            edge_cases=fields.numbers("edge_cases", 0), flop_share=fields.number("flop_share", 0, default=None),
+            default_bar=fields.numbers("default_bar", 0), meets_bar=fields.flag("meets_bar"),
+            default_reason=fields.text("default_reason"), model_bytes=fields.integer("model_bytes"),
+            fp32_model_bytes=fields.integer("fp32_model_bytes"),
+            fp32_ms_per_window=fields.number("fp32_ms_per_window", 0),
+            ms_per_window=fields.number("ms_per_window", 0), speedup_vs_fp32=fields.number("speedup_vs_fp32", 0),
+            quantization=fields.scalars("quantization", default=None),
+            float_parity=FloatParity.from_json(parity.data, parity.where) if parity else None,
+            distilled_from=fields.text("distilled_from", default=None),
+            measured_on=fields.scalars("measured_on", default=None),
+        )
+
+
 @dataclasses.dataclass
 class Manifest:
     """Everything bundle.json says. ``graphs`` maps precision -> its graphs run in order
     ({"encoder": file, "head": file} for BEATs, {"model": file} for the student); ``decision`` is
-    BEATs' decision, ``decisions`` a precision's own (the student's thresholds); ``parity`` holds export's measured agreement per precision (and, for each faster one, why it is
-    or is not the default); ``gflop_per_window`` the cost per precision; ``files`` every checksum."""
+    BEATs' decision, ``decisions`` a precision's own (the student's thresholds); ``parity`` holds
+    the JSON form of export's reports (fp32: :class:`FloatParity`, the others:
+    :class:`PrecisionReport`; read them with :meth:`float_parity` and :meth:`report`);
+    ``gflop_per_window`` the cost per precision; ``files`` every checksum."""
 
     name: str
     created: str
@@ -56,22 +188,106 @@ class Manifest:
         data.update(window=self.window.to_dict(), decision=self.decision.to_dict(), labels=list(self.labels))
         return data
 
+    def float_parity(self) -> FloatParity | None:
+        """fp32's parity with torch (None when export recorded none)."""
+        entry = self.parity.get(REFERENCE)
+        return None if entry is None else FloatParity.from_json(entry, f"parity.{REFERENCE}")
+
+    def report(self, precision: str) -> PrecisionReport | None:
+        """A faster precision's agreement with fp32 (None for fp32, or when export recorded none)."""
+        entry = self.parity.get(precision)
+        return None if entry is None or precision == REFERENCE else PrecisionReport.from_json(entry, f"parity.{precision}")
+
     @classmethod
-    def from_json(cls, data: dict) -> Manifest:
-        required = {field.name for field in dataclasses.fields(cls)
-                    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING}
-        missing = sorted(required - set(data))
-        if missing:
-            raise KeyError(f"missing fields {missing}")
-        values = {field.name: data[field.name] for field in dataclasses.fields(cls) if field.name in data}
-        values.update(window=WindowConfig.from_dict(data["window"]), decision=DecisionConfig.from_dict(data["decision"]),
-                      labels=tuple(data["labels"]))
-        return cls(**values)
+    def from_json(cls, data: Any) -> Manifest:
+        """The manifest of a bundle.json document, every field checked; a FieldError names a wrong one."""
+        fields = Fields(data)
+        version = fields.integer("schema_version")
+        if version != SCHEMA_VERSION:
+            raise FieldError(f"schema_version {version}, this humwatch reads {SCHEMA_VERSION} "
+                             "(export with the humwatch version the edge runs)")
+        fields.only(*(field.name for field in dataclasses.fields(cls)))
+        labels = fields.texts("labels", default=LABELS)
+        if tuple(labels) != LABELS:
+            raise FieldError(f"labels: {list(labels)}, expected {list(LABELS)}")
+        graphs = _graphs(fields)
+        default_precision = fields.text("default_precision", choices=PRECISIONS)
+        if default_precision not in graphs:
+            raise FieldError(f"default_precision: {default_precision!r} has no graphs (it has: {', '.join(graphs)})")
+        files = _files(fields)
+        for precision, roles in graphs.items():
+            for role, name in roles.items():
+                if name not in files:
+                    raise FieldError(f"graphs.{precision}.{role}: {name} has no checksum entry in files")
+        parity = _per_precision(fields, "parity", graphs)
+        for precision in parity.data:
+            parse = FloatParity.from_json if precision == REFERENCE else PrecisionReport.from_json
+            parse(parity.data[precision], parity.name(precision))
+        decisions = _per_precision(fields, "decisions", graphs)
+        for precision in decisions.data:
+            DecisionConfig.from_dict(decisions.data[precision], decisions.name(precision))
+        gflop = _per_precision(fields, "gflop_per_window", graphs)
+        for precision in gflop.data:
+            gflop.number(precision, 0, low_open=True)
+        embedding = fields.object("embedding")
+        embedding.integer("frames", 1)
+        embedding.integer("dim", 1)
+        for name in ("source", "training_metrics"):
+            fields.object(name)
+        return cls(name=fields.text("name"), created=fields.text("created"),
+                   window=WindowConfig.from_dict(fields.data.get("window"), "window"),
+                   decision=DecisionConfig.from_dict(fields.data.get("decision"), "decision"),
+                   graphs=graphs, default_precision=default_precision, embedding=embedding.data,
+                   opset=fields.integer("opset", 1, 1000), versions=fields.scalars("versions"),
+                   source=fields.data["source"], training_metrics=fields.data["training_metrics"],
+                   parity=parity.data, gflop_per_window=gflop.data, files=files, decisions=decisions.data,
+                   schema_version=version, labels=tuple(labels))
+
+
+def _graphs(fields: Fields) -> dict[str, dict[str, str]]:
+    """{precision: {role: file name}}: known precisions, fp32 among them, plain file names."""
+    graphs = fields.object("graphs")
+    for precision in graphs.data:
+        if precision not in PRECISIONS:
+            raise FieldError(f"{graphs.name(precision)}: unknown precision (known: {', '.join(PRECISIONS)})")
+        roles = graphs.object(precision)
+        if not roles.data:
+            raise FieldError(f"{roles.where}: no graphs")
+        for role in roles.data:
+            plain_name(roles.text(role), roles.name(role))
+    if REFERENCE not in graphs.data:
+        raise FieldError(f"graphs.{REFERENCE}: missing (every bundle has the float model)")
+    return {precision: dict(roles) for precision, roles in graphs.data.items()}
+
+
+def _files(fields: Fields) -> dict[str, dict]:
+    """{file name: {"sha256": hex, "bytes": size}}."""
+    files = fields.object("files", default={})
+    if isinstance(files, dict):
+        return files
+    for name in files.data:
+        plain_name(name, files.name(name))
+        entry = files.object(name)
+        entry.only("sha256", "bytes")
+        if not re.fullmatch(r"[0-9a-f]{64}", entry.text("sha256")):
+            raise FieldError(f"{entry.name('sha256')}: not a sha256 (64 lower-case hex digits)")
+        entry.integer("bytes")
+    return files.data
+
+
+def _per_precision(fields: Fields, key: str, graphs: dict) -> Fields:
+    """An object keyed by precision (absent: empty), each a precision the bundle has graphs for."""
+    entries = fields.object(key, default={})
+    entries = entries if isinstance(entries, Fields) else Fields({}, key)
+    for precision in entries.data:
+        if precision not in graphs:
+            raise FieldError(f"{entries.name(precision)}: no such precision among the graphs ({', '.join(graphs)})")
+    return entries
 
 
 @dataclasses.dataclass(frozen=True)
 class Bundle:
-    """A bundle read from disk (checksums not verified; see :func:`verify_files`)."""
+    """A bundle read from disk; its graphs' bytes are checked as they are read (:meth:`read_graph`)."""
 
     path: Path
     manifest: Manifest
@@ -88,13 +304,13 @@ class Bundle:
     def decision_for(self, precision: str) -> DecisionConfig:
         """A precision's decision settings: its own thresholds (the student) or BEATs'."""
         own = self.manifest.decisions.get(precision)
-        return DecisionConfig.from_dict(own) if own else self.manifest.decision
+        return DecisionConfig.from_dict(own, f"decisions.{precision}") if own else self.manifest.decision
 
     @property
     def teacher_precision(self) -> str:
         """The BEATs precision that audits the student: int8 when it met its bar, else fp32."""
-        int8 = self.manifest.parity.get("int8", {})
-        return "int8" if "int8" in self.manifest.graphs and int8.get("meets_bar") else "fp32"
+        int8 = self.manifest.report("int8")
+        return "int8" if "int8" in self.manifest.graphs and int8 and int8.meets_bar else REFERENCE
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -104,57 +320,104 @@ class Bundle:
     def default_precision(self) -> str:
         return self.manifest.default_precision
 
-    def graph_paths(self, precision: str | None = None) -> dict[str, Path]:
-        """{role: path} of a precision's graphs, in the order they run (default: the bundle's default)."""
+    def graph_names(self, precision: str | None = None) -> dict[str, str]:
+        """{role: file name} of a precision's graphs, in the order they run (default: the bundle's default)."""
         precision = precision or self.default_precision
         if precision not in self.manifest.graphs:
             raise BundleError(
                 f"{self.path}: no {precision} model in this bundle (it has: {', '.join(self.precisions)}); "
                 f"{REMEDY.get(precision, 're-export')}, or pick another --precision"
             )
-        return {role: self.path / name for role, name in self.manifest.graphs[precision].items()}
+        return dict(self.manifest.graphs[precision])
+
+    def graph_paths(self, precision: str | None = None) -> dict[str, Path]:
+        """{role: path} of a precision's graphs, in the order they run (default: the bundle's default)."""
+        return {role: self.graph_file(name) for role, name in self.graph_names(precision).items()}
+
+    def graph_file(self, name: str) -> Path:
+        """The path of the bundle's file `name`: a plain name, and no link out of the bundle."""
+        try:
+            path = self.path / plain_name(name, "graph")
+        except FieldError as error:
+            raise BundleError(f"{self.path / MANIFEST}: {error}") from error
+        real = path.resolve()
+        if real.parent != self.path.resolve():
+            raise BundleError(f"{path}: a link to {real}, outside the bundle; copy the file itself into {self.path}")
+        return path
+
+    def read_graph(self, name: str) -> bytes:
+        """The bytes of the bundle's file `name`, read once and checked against the size and sha256
+        bundle.json records (a bundle being exported has no checksums yet and is read as it is)."""
+        path = self.graph_file(name)
+        entry = self.manifest.files.get(name)
+        try:  # the link was resolved above; a link swapped in since then is refused by O_NOFOLLOW
+            handle = os.open(path.resolve(), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError as error:
+            raise BundleError(f"{path}: missing from the bundle; copy the whole bundle directory again") from error
+        except OSError as error:
+            raise BundleError(f"{path}: cannot be read ({error.strerror}); copy the bundle again") from error
+        with os.fdopen(handle, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise BundleError(f"{path}: not a regular file; copy the bundle again")
+            if entry is not None and info.st_size != entry["bytes"]:
+                raise BundleError(_mismatch(path))
+            data = file.read()
+        if entry is not None and (len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]):
+            raise BundleError(_mismatch(path))
+        return data
+
+
+def _mismatch(path: Path) -> str:
+    return f"{path}: checksum mismatch with {MANIFEST} (altered or incompletely copied); copy the bundle again"
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and objects nest in a JSON value (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def read_manifest(manifest_path: Path) -> dict:
+    """bundle.json as JSON, refused when over MAX_MANIFEST_BYTES or nested deeper than MAX_DEPTH."""
+    try:
+        with open(manifest_path, "rb") as file:
+            raw = file.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{manifest_path}: over {MAX_MANIFEST_BYTES // 1_000_000} MB, not a bundle.json "
+                              "humwatch wrote; re-export the bundle")
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError as error:
+        raise BundleError(f"{manifest_path}: nested deeper than {MAX_DEPTH} levels; re-export the bundle") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{manifest_path}: unreadable ({error}); re-export the bundle") from error
+    if _depth(data) > MAX_DEPTH:
+        raise BundleError(f"{manifest_path}: nested deeper than {MAX_DEPTH} levels; re-export the bundle")
+    return data
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Read and validate bundle.json; raise BundleError naming what is wrong."""
+    """Read bundle.json and validate every field; a BundleError names the file, the field and the fix."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a bundle (no {MANIFEST}); export one with 'humwatch export --run models/<run_id>'")
     try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise BundleError(f"{manifest_path}: unreadable ({error}); re-export the bundle") from error
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if version != SCHEMA_VERSION:
-        raise BundleError(
-            f"{manifest_path}: schema_version {version!r}, this humwatch reads {SCHEMA_VERSION}; "
-            "re-export the bundle with a matching humwatch version"
-        )
-    try:
-        manifest = Manifest.from_json(data)
-    except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(f"{manifest_path}: bad or missing settings ({error}); re-export the bundle") from error
-    if manifest.labels != LABELS:
-        raise BundleError(f"{manifest_path}: labels {list(manifest.labels)}, expected {list(LABELS)}")
+        manifest = Manifest.from_json(read_manifest(manifest_path))
+    except FieldError as error:
+        raise BundleError(f"{manifest_path}: {error}; re-export the bundle") from error
     return Bundle(path, manifest)
 
 
 def verify_files(bundle: Bundle) -> None:
-    """Every file bundle.json lists exists with its recorded size and sha256."""
-    for name, entry in bundle.manifest.files.items():
-        file_path = bundle.path / name
-        if not file_path.is_file():
-            raise BundleError(f"{file_path}: missing from the bundle; copy the whole bundle directory again")
-        if file_path.stat().st_size != entry["bytes"] or sha256_file(file_path) != entry["sha256"]:
-            raise BundleError(
-                f"{file_path}: checksum mismatch with {MANIFEST} (altered or incompletely copied); "
-                "copy the bundle again"
-            )
-    for precision in bundle.precisions:
-        for role, graph in bundle.graph_paths(precision).items():
-            if graph.name not in bundle.manifest.files:
-                raise BundleError(f"{bundle.path / MANIFEST}: {precision} {role} graph {graph.name} has no checksum entry")
+    """Every file bundle.json lists is in the bundle with its recorded size and sha256."""
+    for name in bundle.manifest.files:
+        bundle.read_graph(name)
 
 
 def write_bundle_manifest(directory: Path, manifest: Manifest) -> None:

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from edge.core.fields import FieldError, Fields, join, number
+
 SAMPLE_RATE = 16_000
 LABELS = ("ac", "fridge")
+MAX_WINDOW_SEC = 60.0  # window and hop; BEATs was trained on 10-s clips
+MAX_SPAN_SEC = 3600.0  # the running median and the debounce
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,6 +22,15 @@ class WindowConfig:
     window_sec: float = 6.0
     hop_sec: float = 1.5
     sample_rate: int = SAMPLE_RATE
+
+    def __post_init__(self) -> None:
+        number("window_sec", self.window_sec, 0, MAX_WINDOW_SEC, low_open=True)
+        number("hop_sec", self.hop_sec, 0, MAX_WINDOW_SEC, low_open=True)
+        if self.sample_rate != SAMPLE_RATE:
+            raise FieldError(f"sample_rate: {self.sample_rate} Hz, but humwatch's models hear {SAMPLE_RATE} Hz")
+        for name in ("window_sec", "hop_sec"):
+            if round(getattr(self, name) * self.sample_rate) < 1:
+                raise FieldError(f"{name}: {getattr(self, name):g} s is shorter than one sample")
 
     @property
     def window_samples(self) -> int:
@@ -37,8 +50,19 @@ class WindowConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> WindowConfig:
-        return cls(float(data["window_sec"]), float(data["hop_sec"]), int(data["sample_rate"]))
+    def from_dict(cls, data: dict, where: str = "") -> WindowConfig:
+        """The fields of :meth:`to_dict` (the sample counts, when there, must agree); errors name the field."""
+        fields = Fields(data, where)
+        fields.only(*cls().to_dict())
+        values = fields.number("window_sec"), fields.number("hop_sec"), fields.integer("sample_rate")
+        try:
+            window = cls(*values)
+        except FieldError as error:
+            raise FieldError(join(where, str(error))) from error
+        for key in ("window_samples", "hop_samples"):
+            if fields.integer(key, default=getattr(window, key)) != getattr(window, key):
+                raise FieldError(f"{fields.name(key)}: {data[key]}, but the seconds and the rate give {getattr(window, key)}")
+        return window
 
 
 PROBABILITY_FIELDS = ("t_ac", "t_fridge", "ac_on", "ac_off", "fridge_on", "fridge_off")
@@ -63,14 +87,16 @@ class DecisionConfig:
     debounce_sec: float = 3.0
 
     def __post_init__(self) -> None:
+        """Errors are FieldErrors (ValueErrors) that start with the field's name."""
         for name in PROBABILITY_FIELDS:
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value} is not a probability in [0, 1]")
-        if self.ac_off > self.ac_on or self.fridge_off > self.fridge_on:
-            raise ValueError("a hysteresis 'off' threshold must not exceed its 'on' threshold")
-        if self.median_sec <= 0 or self.debounce_sec <= 0:
-            raise ValueError(f"median_sec={self.median_sec} and debounce_sec={self.debounce_sec} must be positive durations")
+            number(name, getattr(self, name), 0.0, 1.0)
+        for appliance in LABELS:
+            on, off = getattr(self, f"{appliance}_on"), getattr(self, f"{appliance}_off")
+            if off > on:
+                raise FieldError(f"{appliance}_off: {off:g} is above {appliance}_on {on:g}; "
+                                 "a hysteresis 'off' threshold must not exceed its 'on' threshold")
+        for name in ("median_sec", "debounce_sec"):
+            number(name, getattr(self, name), 0.0, MAX_SPAN_SEC, low_open=True)
 
     def median_windows(self, hop_sec: float) -> int:
         """Windows in the running median at this hop (at least 1)."""
@@ -84,9 +110,14 @@ class DecisionConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> DecisionConfig:
-        """The fields of :meth:`to_dict`; other keys are ignored, a missing one is a KeyError."""
-        return cls(**{field.name: float(data[field.name]) for field in dataclasses.fields(cls)})
+    def from_dict(cls, data: dict, where: str = "") -> DecisionConfig:
+        """The fields of :meth:`to_dict` (other keys are ignored); errors name the field."""
+        fields = Fields(data, where)
+        values = {field.name: fields.number(field.name) for field in dataclasses.fields(cls)}
+        try:
+            return cls(**values)
+        except FieldError as error:
+            raise FieldError(join(where, str(error))) from error
 
     def replace(self, **overrides) -> DecisionConfig:
         """A copy with the given fields changed; None values are ignored."""
