@@ -5,10 +5,16 @@ others), mixed to mono, resampled chunk by chunk with soxr's high-quality stream
 and cut into windows by the :class:`Windower`, so memory holds a few windows whatever a file's
 length. Training, batch, stream and live all go through here, so a file gives identical windows
 everywhere (a microphone's chunks go through the same resampler and windower).
+
+A file that cannot be used is an :class:`AudioError` naming it, never another exception: unreadable,
+empty, undecodable or cut short, a corrupt header (a rate or channel count no audio has), samples
+that are NaN, infinite or far beyond full scale.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +28,13 @@ from edge.core.defaults import SAMPLE_RATE, WindowConfig
 PYAV_SUFFIXES = (".m4a", ".aac", ".mp3", ".mp4")
 RESAMPLE_QUALITY = "HQ"
 SOUNDFILE_BLOCK = 1 << 16
+RATE_RANGE = (1_000, 768_000)  # Hz; a header outside it is corrupt (random bytes decode as 0 Hz streams)
+MAX_CHANNELS = 64  # a soundfile block holds SOUNDFILE_BLOCK frames of every channel
+PYAV_MAX_CHANNELS = 7  # PyAV reads past the plane list of a planar frame with 8 or more (a crash)
+MAX_PEAK = 16.0  # +24 dBFS: float files may go a little over full scale, never this far unless broken
+# What the codec libraries raise for a corrupt, truncated or unreadable file. Anything else is a bug
+# and goes on as itself.
+DECODER_ERRORS = (OSError, av.FFmpegError, soundfile.SoundFileError)
 
 
 class AudioError(ValueError):
@@ -59,25 +72,38 @@ class AudioFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        if not self.path.exists():
             raise AudioError(f"{self.path}: no such file")
-        if self.path.stat().st_size == 0:
+        if not self.path.is_file():
+            raise AudioError(f"{self.path}: not a regular file")
+        try:
+            with open(self.path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+        except OSError as error:
+            raise AudioError(f"{self.path}: cannot read the file ({error.strerror}); check its permissions") from error
+        if size == 0:
             raise AudioError(f"{self.path}: the file is empty")
         self._pyav = self.path.suffix.lower() in PYAV_SUFFIXES
         try:
             if self._pyav:
-                with av.open(str(self.path)) as container:
+                with self._open_container() as container:
                     if not container.streams.audio:
                         raise AudioError(f"{self.path}: no audio stream in this file")
                     context = container.streams.audio[0].codec_context
+                    if context is None:
+                        raise AudioError(f"{self.path}: no decoder for this file's audio codec")
                     self.sample_rate, self.channels = context.sample_rate, context.channels
             else:
                 info = soundfile.info(str(self.path))
                 self.sample_rate, self.channels = info.samplerate, info.channels
-        except AudioError:
-            raise
-        except Exception as error:  # codec libraries raise many types for corrupt input
+        except DECODER_ERRORS as error:
             raise self._undecodable(error) from error
+        self._max_channels = PYAV_MAX_CHANNELS if self._pyav else MAX_CHANNELS
+        low, high = RATE_RANGE
+        if not (low <= self.sample_rate <= high and 1 <= self.channels <= self._max_channels):
+            raise AudioError(f"{self.path}: the stream says {self.sample_rate} Hz, {self.channels} channel(s), but "
+                             f"{low}-{high} Hz and 1-{self._max_channels} channels are readable; the file is corrupt "
+                             f"or not audio (or mix it down: ffmpeg -i IN -ac 1 OUT.wav)")
         self.native_samples = 0
 
     @property
@@ -92,29 +118,45 @@ class AudioFile:
         self.native_samples = 0
         try:
             for chunk in (self._pyav_chunks() if self._pyav else self._soundfile_chunks()):
-                if not np.all(np.isfinite(chunk)):
-                    raise AudioError(f"{self.path}: the audio holds NaN or infinite samples")
                 self.native_samples += len(chunk)
                 yield chunk
-        except AudioError:
-            raise
-        except Exception as error:
+        except DECODER_ERRORS as error:
             raise self._undecodable(error) from error
         if self.native_samples == 0:
             raise AudioError(f"{self.path}: the file holds no audio samples")
 
+    def _usable(self, samples: np.ndarray) -> np.ndarray:
+        """`samples` (any channels, before mixing) when finite and within MAX_PEAK, else an AudioError."""
+        peak = float(np.max(np.abs(samples), initial=0.0))
+        if not math.isfinite(peak):
+            raise AudioError(f"{self.path}: the audio holds NaN or infinite samples; the file is corrupt")
+        if peak > MAX_PEAK:
+            raise AudioError(f"{self.path}: samples reach {peak:.3g}, far outside the full scale [-1, 1]; "
+                             f"normalize the file (e.g. sox IN OUT norm -1) or re-export it")
+        return samples
+
+    def _open_container(self):
+        return av.open(str(self.path), metadata_errors="replace")  # mangled tags never stop the audio
+
     def _pyav_chunks(self) -> Iterator[np.ndarray]:
-        with av.open(str(self.path)) as container:
+        with self._open_container() as container:
             stream = container.streams.audio[0]
             for frame in container.decode(stream):
-                planes = frame.to_ndarray()  # planar formats: [channels, n]; packed: [1, n * channels]
+                channels = frame.layout.nb_channels
+                if frame.sample_rate != self.sample_rate or not 1 <= channels <= self._max_channels:
+                    raise AudioError(f"{self.path}: the stream turns to {frame.sample_rate} Hz, {channels} channel(s) "
+                                     f"after {self.sample_rate} Hz, {self.channels}; the file is corrupt or spliced")
+                try:
+                    planes = frame.to_ndarray()  # planar formats: [channels, n]; packed: [1, n * channels]
+                except ValueError as error:  # a sample format PyAV cannot convert
+                    raise AudioError(f"{self.path}: {error}") from error
                 if not frame.format.is_planar:
-                    planes = planes.reshape(-1, self.channels).T
-                yield _to_float(planes).mean(axis=0)
+                    planes = planes.reshape(-1, channels).T
+                yield self._usable(_to_float(planes)).mean(axis=0)
 
     def _soundfile_chunks(self) -> Iterator[np.ndarray]:
         for block in soundfile.blocks(str(self.path), blocksize=SOUNDFILE_BLOCK, dtype="float32", always_2d=True):
-            yield block.mean(axis=1)
+            yield self._usable(block).mean(axis=1)
 
     def chunks(self, target_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
         """Mono float32 chunks resampled to target_rate."""
