@@ -104,32 +104,29 @@ def reading(path: Path) -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
-_SEGMENTS_IN_WINDOW = "SELECT id, started, ended FROM segments WHERE ended >= :since AND started <= :until"
 # Per segment and appliance in the window: its last change before `since` (the state at `since`),
-# then every change inside the window; both read through an index.
+# then every change inside the window; both read through an index, with the segment's end.
 _CHANGES_IN_WINDOW = f"""
-WITH overlapping(id) AS (SELECT id FROM segments WHERE ended >= :since AND started <= :until),
+WITH overlapping(id, ended) AS (SELECT id, ended FROM segments WHERE ended >= :since AND started <= :until),
      appliances(name) AS (VALUES {", ".join(f"('{label}')" for label in LABELS)})
-SELECT c.segment, c.appliance, c.running, c.wall, c.id FROM overlapping s JOIN appliances a
+SELECT c.segment, c.appliance, c.running, c.wall, c.id, s.ended FROM overlapping s JOIN appliances a
     JOIN changes c ON c.id = (SELECT id FROM changes WHERE segment = s.id AND appliance = a.name AND wall < :since
                               ORDER BY wall DESC, id DESC LIMIT 1)
 UNION ALL
-SELECT c.segment, c.appliance, c.running, c.wall, c.id FROM overlapping s JOIN appliances a
+SELECT c.segment, c.appliance, c.running, c.wall, c.id, s.ended FROM overlapping s JOIN appliances a
     JOIN changes c ON c.segment = s.id AND c.appliance = a.name AND c.wall >= :since AND c.wall <= :until
 ORDER BY 1, 2, 4, 5
 """
 
 
 def intervals(connection: sqlite3.Connection, since: float, until: float) -> list[Interval]:
-    """Every observed interval of each appliance overlapping [since, until], clipped to it."""
-    window = {"since": since, "until": until}
-    ended = {segment: end for segment, _, end in connection.execute(_SEGMENTS_IN_WINDOW, window)}
+    """Every observed interval of each appliance overlapping [since, until], clipped to it (one query)."""
     found = []
-    rows = connection.execute(_CHANGES_IN_WINDOW, window).fetchall()
-    for (segment, appliance), group in itertools.groupby(rows, key=lambda row: row[:2]):
+    rows = connection.execute(_CHANGES_IN_WINDOW, {"since": since, "until": until}).fetchall()
+    for (_, appliance), group in itertools.groupby(rows, key=lambda row: row[:2]):
         group = list(group)
-        for index, (_, _, running, wall, _) in enumerate(group):
-            end = group[index + 1][3] if index + 1 < len(group) else ended[segment]
+        for index, (_, _, running, wall, _, ended) in enumerate(group):
+            end = group[index + 1][3] if index + 1 < len(group) else ended
             start, stop = max(wall, since), min(end, until)
             if stop >= start:  # (a run that starts at this very hop counts as a cycle already)
                 found.append(Interval(appliance, bool(running), start, stop,
