@@ -105,7 +105,7 @@ def _teacher(bundle):
 
 def test_a_disagreeing_student_is_counted_and_trips_healthz(bundle_dir):
     bundle = load_bundle(bundle_dir)
-    auditor = Auditor(lambda: _teacher(bundle), every=2, degraded_rate=0.1)
+    auditor = Auditor(lambda: _teacher(bundle), every_sec=3.0, degraded_rate=0.1)
     source = FakeSource()
     harness = Harness(bundle_dir, source, classifier=AlwaysAcStudent(bundle), auditor=auditor, max_lag_sec=100.0)
     server = StatusServer(harness.monitor, "127.0.0.1", 0)
@@ -129,7 +129,7 @@ def test_a_disagreeing_student_is_counted_and_trips_healthz(bundle_dir):
 
 def test_audit_fallback_switches_to_the_teacher(bundle_dir):
     bundle = load_bundle(bundle_dir)
-    auditor = Auditor(lambda: _teacher(bundle), every=1, degraded_rate=0.1, fallback_rate=0.5)
+    auditor = Auditor(lambda: _teacher(bundle), every_sec=1.5, degraded_rate=0.1, fallback_rate=0.5)
     source = FakeSource()
     harness = Harness(bundle_dir, source, classifier=AlwaysAcStudent(bundle), auditor=auditor, max_lag_sec=100.0)
     with harness:

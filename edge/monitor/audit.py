@@ -1,7 +1,9 @@
-"""The teacher audits the student: every Nth hop the BEATs model also decides the window.
+"""The teacher audits the student: every `every_sec` seconds of audio the BEATs model also decides
+the window (at the first hop that reaches the spacing, so at any hop the audits stay about that
+far apart).
 
-The teacher keeps its own stream decider at the audit spacing (N hops apart, so its median and
-debounce span one window), and each audit compares its debounced status with the student's.
+The teacher keeps its own stream decider at the audit spacing (so its median and debounce are
+durations, as everywhere), and each audit compares its debounced status with the student's.
 Disagreements over the last hour give a rate: above `degraded_rate` the monitor reports itself
 degraded (/healthz); above `fallback_rate` (when set) the monitor switches to the teacher for good
 and says so. The teacher's sessions are loaded at the first audit, and the memory they took is
@@ -35,18 +37,21 @@ def resident_mb() -> float:
 class Auditor:
     """Call it with each hop's window and the student's line; it answers whether to fall back now."""
 
-    def __init__(self, load_teacher: Callable[[], Classifier], every: int = 40, degraded_rate: float = 0.1,
+    def __init__(self, load_teacher: Callable[[], Classifier], every_sec: float = 60.0, degraded_rate: float = 0.1,
                  fallback_rate: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.load_teacher, self.every, self.clock = load_teacher, every, clock
+        if not every_sec > 0:
+            raise ValueError(f"the audit spacing must be above 0 s, got {every_sec!r}")
+        self.load_teacher, self.every_sec, self.clock = load_teacher, every_sec, clock
         self.degraded_rate, self.fallback_rate = degraded_rate, fallback_rate
         self.teacher: Classifier | None = None
         self.teacher_mb: float | None = None
-        self.hops = self.audits = self.disagreements = 0
+        self.audits = self.disagreements = 0
         self.max_abs_diff = 0.0
         self.fell_back = False
         self._recent: collections.deque[tuple[float, bool]] = collections.deque()
         self._decider: StreamDecider | None = None
         self._spacing = 0.0
+        self._since_sec = 0.0  # audio seconds since the last audit
 
     def _teacher(self) -> Classifier:
         if self.teacher is None:
@@ -57,13 +62,13 @@ class Auditor:
         return self.teacher
 
     def __call__(self, window: np.ndarray, line) -> bool:
-        """Audit this hop if it is the Nth; True when the rate calls for the fallback."""
-        self.hops += 1
-        if self.fell_back or self.hops % self.every:
+        """Audit this hop if `every_sec` of audio passed since the last audit; True when the rate calls for the fallback."""
+        self._since_sec += line.hop_sec
+        if self.fell_back or self._since_sec < self.every_sec - 1e-6:
             return False
+        spacing, self._since_sec = round(self._since_sec, 6), 0.0
         teacher = self._teacher()
         probs = teacher.predict(window[None])[0]
-        spacing = line.hop_sec * self.every
         if self._decider is None:
             self._decider = StreamDecider(teacher.decision, spacing)
         elif spacing != self._spacing:
