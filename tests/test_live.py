@@ -1,11 +1,14 @@
+import errno
+import re
 import threading
 import time
 
 import numpy as np
 
 from edge.core.bundle import load_bundle
-from edge.monitor.live import AudioBuffer, DeviceUnavailable, LiveMonitor, fan_out
-from edge.monitor.runtime import Classifier
+from edge.monitor import live
+from edge.monitor.live import AudioBuffer, DeviceUnavailable, FanOut, LiveMonitor
+from edge.monitor.runtime import Classifier, ModelOutputError
 
 
 class FakeSource:
@@ -45,7 +48,7 @@ class Harness:
         self.sinks = [self.lines.append, *sinks]  # a sink that needs the monitor can be appended later
         classifier = classifier or Classifier(bundle, "fp32", threads=1)
         self.monitor = LiveMonitor(classifier, decision or classifier.decision, source,
-                                   fan_out(self.sinks), backoff_sec=(0.01, 0.05), **options)
+                                   FanOut(self.sinks), backoff_sec=(0.01, 0.05), **options)
         self.thread = threading.Thread(target=self.monitor.run, daemon=True)
 
     def __enter__(self):
@@ -150,16 +153,108 @@ def test_stop_ends_the_loop_promptly(bundle_dir):
     assert time.monotonic() - started < 2 and harness.lines == []
 
 
-def test_a_failing_sink_does_not_stop_the_monitor(bundle_dir, caplog):
-    def broken(line):
-        raise OSError("disk full")
+def eventually(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_a_sink_that_cannot_write_is_logged_once_named_in_healthz_and_recovers(bundle_dir, caplog):
+    full = threading.Event()
+    full.set()
+    written = []
+
+    def disk(line):
+        if full.is_set():
+            raise OSError(errno.ENOSPC, "/var/lib/humwatch/history.sqlite: No space left on device")
+        written.append(line.t)
 
     source = FakeSource()
-    with caplog.at_level("ERROR", logger="humwatch.live"), \
-            Harness(bundle_dir, source, sinks=[broken], max_lag_sec=100.0) as harness:
-        source.feed(_noise(9.0))
+    with caplog.at_level("INFO", logger="humwatch.live"), Harness(bundle_dir, source, max_lag_sec=100.0) as harness:
+        harness.monitor.outputs.add(disk, "--history")
+        source.feed(_noise(10.5))
+        assert len(harness.wait_for(4)) == 4, "a failing sink never stops the monitor"
+        assert eventually(lambda: not harness.monitor.health().ok)
+        reason = harness.monitor.health().reason
+        assert reason.startswith("cannot write --history: /var/lib/humwatch/history.sqlite: No space left on device (disk full)")
+        full.clear()
+        source.feed(_noise(1.5))
+        assert eventually(lambda: written == [12.0])
+        health = harness.monitor.health()
+    assert health.ok and health.reason == "audio arriving, inference keeping up, outputs written"
+    failures = [record for record in caplog.records if "cannot write" in record.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is None, "one line per failure kind, no traceback"
+    assert failures[0].levelname == "ERROR" and "disk full" in failures[0].getMessage()
+    assert re.search(r"--history works again after \d+ s \(4 failed tries\)", caplog.text)
+
+
+def test_a_new_kind_of_failure_is_logged_again(caplog):
+    errors = [OSError(errno.ENOSPC, "a: No space left on device")] * 3 + [OSError(errno.EACCES, "a: Permission denied")] * 2
+
+    def sink(line):
+        raise errors.pop(0)
+
+    outputs = FanOut()
+    outputs.add(sink, "--output")
+    with caplog.at_level("INFO", logger="humwatch.live"):
+        for _ in range(5):
+            outputs(None)
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        "cannot write --output: a: No space left on device (disk full)", "cannot write --output: a: Permission denied"]
+    assert outputs.failures.problems(time.monotonic())[0].startswith("cannot write --output: a: Permission denied (for ")
+
+
+def test_audio_dropped_in_the_last_minute_makes_healthz_degraded(bundle_dir, monkeypatch):
+    monkeypatch.setattr(live, "DROP_WINDOW_SEC", 1.0)
+    source = FakeSource()
+    with Harness(bundle_dir, source, max_lag_sec=2.0) as harness:
+        source.feed(_noise(30.0), chunk=16_000 * 30)  # 24 s are dropped; the newest window is decided in time
+        harness.wait_for(1)
+        assert eventually(lambda: harness.monitor.last_line is not None)
+        health = harness.monitor.health()
+        assert harness.monitor.last_line.lag_sec <= 2.0, "the lag alone would say all is well"
+        assert not health.ok and "24.0 s of audio dropped in the last minute" in health.reason
+        assert "audio buffer full" in health.reason and "inference fell behind" in health.reason
+        time.sleep(1.1)
+        later = harness.monitor.health()
+    assert later.ok and later.dropped_sec == 24.0
+
+
+class FlakyClassifier:
+    """A classifier whose graphs give non-finite probabilities while `broken` is set."""
+
+    def __init__(self, classifier):
+        self.inner, self.broken, self.failures = classifier, threading.Event(), 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict(self, windows):
+        if self.broken.is_set():
+            self.failures += 1
+            raise ModelOutputError("fp32 graphs returned non-finite probabilities (nan)")
+        return self.inner.predict(windows)
+
+
+def test_a_window_whose_inference_fails_is_skipped_logged_once_and_reported(bundle_dir, caplog):
+    classifier = FlakyClassifier(Classifier(load_bundle(bundle_dir), "fp32", threads=1))
+    source = FakeSource()
+    with caplog.at_level("INFO", logger="humwatch.live"), \
+            Harness(bundle_dir, source, classifier=classifier, max_lag_sec=100.0) as harness:
+        source.feed(_noise(7.5))
+        harness.wait_for(2)
+        classifier.broken.set()
+        source.feed(_noise(3.0))
+        assert eventually(lambda: classifier.failures == 2)
+        health = harness.monitor.health()
+        classifier.broken.clear()
+        source.feed(_noise(1.5))
         lines = harness.wait_for(3)
-    assert len(lines) == 3 and "output function failed" in caplog.text
+        assert eventually(lambda: harness.monitor.health().ok)
+    assert not health.ok and "inference failed at t=10.5 s, the window gets no decision: fp32 graphs returned non-finite" in health.reason
+    assert [line.t for line in lines] == [6.0, 7.5, 12.0]
+    assert caplog.text.count("inference failed") == 1 and "inference works again" in caplog.text
 
 
 def test_backoff_starts_afresh_after_a_session_that_worked(bundle_dir, caplog):

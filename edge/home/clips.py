@@ -2,11 +2,17 @@
 
 A clip is the last `seconds` of 16 kHz audio up to the window that made the change (default 20 s:
 the window plus history). The directory is bounded: the oldest clips go first. Rename a clip by
-the sample pattern into samples/ and it becomes training data.
+the sample pattern into samples/ and it becomes training data. A clip that cannot be written (a
+full disk) leaves no file behind and waits in memory (the latest MAX_WAITING_CLIPS) to be written
+on a later hop; the error names the directory.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import io
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,10 +21,23 @@ from typing import Callable
 import numpy as np
 import soundfile
 
-from edge.core.files import atomic_path, write_json_atomic
+from edge.core.files import atomic_path
+from edge.core.output import error_text
 from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.clips")
+MAX_WAITING_CLIPS = 3  # about 1.3 MB of audio each at 20 s
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    """A change and its audio, captured at the hop it happened."""
+
+    line: HopLine
+    old: str
+    new: str
+    audio: np.ndarray
+    wall: float
 
 
 class ClipWriter:
@@ -33,29 +52,48 @@ class ClipWriter:
         self.seconds = seconds
         self.max_bytes = int(max_mb * 1e6)
         self.previous: str | None = None
+        self.waiting: collections.deque[Clip] = collections.deque()
+        self.lost = 0  # clips given up after waiting
 
     def __call__(self, line: HopLine) -> None:
+        """Capture a change; write every clip that waits (OSError, naming the directory, while that fails)."""
         status, previous = line.debounced_status, self.previous
         self.previous = status
-        if previous is None or status == previous:
-            return
-        self.write(line, previous, status)
-        self.enforce_bound()
+        if previous is not None and status != previous:
+            if len(self.waiting) >= MAX_WAITING_CLIPS:
+                self.waiting.popleft()
+                self.lost += 1
+            audio = self.recent_audio()[-int(self.seconds * self.sample_rate):]
+            self.waiting.append(Clip(line, previous, status, audio, time.time()))
+        while self.waiting:
+            try:
+                self.write(self.waiting[0])
+            except OSError as error:
+                lost = f", {self.lost} given up" if self.lost else ""
+                raise OSError(error.errno, f"--clips {self.directory}: {error_text(error)}; "
+                                           f"{len(self.waiting)} clips wait to be written{lost}") from None
+            self.waiting.popleft()
+            self.enforce_bound()
 
-    def write(self, line: HopLine, old: str, new: str) -> Path:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        stem = f"{stamp}-t{line.t:09.1f}-{old}-to-{new}"
-        audio = self.recent_audio()[-int(self.seconds * self.sample_rate):]
-        clip = self.directory / f"{stem}.flac"
-        with atomic_path(clip) as temporary:
-            soundfile.write(temporary, audio, self.sample_rate, format="FLAC", subtype="PCM_24")
-        write_json_atomic(self.directory / f"{stem}.json", {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "t": line.t, "old_state": old, "new_state": new,
-            "duration_sec": len(audio) / self.sample_rate, "sample_rate": self.sample_rate,
-            "p_ac": line.p_ac, "p_fridge": line.p_fridge, "median_ac": line.median_ac, "median_fridge": line.median_fridge,
-        })
-        log.info("clip written: %s (%s -> %s)", clip, old, new)
-        return clip
+    def write(self, clip: Clip) -> Path:
+        """The FLAC and its sidecar, each complete or absent (encoded in memory, renamed into place)."""
+        line = clip.line
+        stem = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(clip.wall))}-t{line.t:09.1f}-{clip.old}-to-{clip.new}"
+        encoded = io.BytesIO()
+        soundfile.write(encoded, clip.audio, self.sample_rate, format="FLAC", subtype="PCM_24")
+        sidecar = json.dumps({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(clip.wall)), "t": line.t,
+            "old_state": clip.old, "new_state": clip.new, "duration_sec": len(clip.audio) / self.sample_rate,
+            "sample_rate": self.sample_rate, "p_ac": line.p_ac, "p_fridge": line.p_fridge,
+            "median_ac": line.median_ac, "median_fridge": line.median_fridge,
+        }, indent=2) + "\n"
+        path = self.directory / f"{stem}.flac"
+        # the sidecar lands first, the FLAC (which makes it a clip) last; neither is renamed before both are written
+        with atomic_path(path) as flac, atomic_path(path.with_suffix(".json")) as json_file:
+            flac.write_bytes(encoded.getvalue())
+            json_file.write_text(sidecar, encoding="utf-8")
+        log.info("clip written: %s (%s -> %s)", path, clip.old, clip.new)
+        return path
 
     def enforce_bound(self) -> None:
         """Remove the oldest clips (FLAC and sidecar together) until the directory fits max_mb."""

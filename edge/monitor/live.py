@@ -5,6 +5,8 @@ last window, and runs inference every hop. When inference falls behind by more t
 seconds it skips to the newest audio and reports what it dropped; the buffer itself is bounded,
 so memory never grows. A device that stops delivering audio (or cannot be opened) is retried
 with exponential backoff. The audio source is a parameter, so tests drive it with a fake one.
+Every hop's line goes to the sinks through a FanOut: a sink that cannot write (a full disk) is
+logged once, named in /healthz while it fails, and called again next hop.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import numpy as np
 
 from edge.core.audio import StreamResampler, Windower
 from edge.core.defaults import DecisionConfig
+from edge.core.output import error_text
 from edge.monitor.audit import Auditor
 from edge.monitor.hop import HopDecider, HopLine
 from edge.monitor.pacing import HopPlanner
-from edge.monitor.runtime import Classifier
+from edge.monitor.runtime import Classifier, ModelOutputError
 
 log = logging.getLogger("humwatch.live")
+DROP_WINDOW_SEC = 60.0  # /healthz is degraded while audio was dropped this recently
 
 AudioCallback = Callable[[np.ndarray, bool], None]
 
@@ -150,15 +154,69 @@ def import_sounddevice():
     return sounddevice
 
 
-def fan_out(sinks: list[Callable[[HopLine], None]]) -> Callable[[HopLine], None]:
-    """One on_line callback feeding every sink; a failing sink is logged, never fatal."""
-    def on_line(line: HopLine) -> None:
-        for sink in sinks:
+class Failures:
+    """What fails now, by name: one log line when a kind of failure starts (not one per hop), one
+    when it works again, and the latest message for /healthz meanwhile."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._now: dict[str, _Failure] = {}
+
+    def failed(self, name: str, message: str, error: Exception) -> None:
+        kind = (type(error).__name__, getattr(error, "errno", None))
+        failure = self._now.get(name)
+        if failure is None or failure.kind != kind:
+            # OSError (disk, network) and ValueError (bad data) are one line; anything else is a bug: its traceback, once
+            log.error("%s; the monitor goes on and retries every hop", message,
+                      exc_info=None if isinstance(error, (OSError, ValueError)) else error)
+            self._now[name] = failure = _Failure(kind, message, self.clock() if failure is None else failure.since)
+        failure.message, failure.count = message, failure.count + 1
+
+    def worked(self, name: str) -> None:
+        failure = self._now.pop(name, None)
+        if failure is not None:
+            log.info("%s works again after %.0f s (%d failed tries)", name, self.clock() - failure.since, failure.count)
+
+    def problems(self, now: float) -> list[str]:
+        return [f"{failure.message} (for {now - failure.since:.0f} s)" for failure in list(self._now.values())]
+
+
+@dataclasses.dataclass
+class _Failure:
+    kind: tuple[str, int | None]
+    message: str
+    since: float
+    count: int = 0
+
+
+class FanOut:
+    """One on_line callback feeding every sink (stdout and --output, history, MQTT, HTTP, clips); a
+    sink that raises is reported in `failures` and called again on the next hop, never fatal."""
+
+    def __init__(self, sinks: list[Callable[[HopLine], None]] | None = None) -> None:
+        self.sinks = [] if sinks is None else sinks  # the caller may add sinks to its list later
+        self.failures = Failures()
+        self._names: dict[int, str] = {}
+
+    def add(self, sink: Callable[[HopLine], None], name: str) -> Callable[[HopLine], None]:
+        """Append a sink under the name that log lines and /healthz give it (e.g. "--history")."""
+        self.sinks.append(sink)
+        self._names[id(sink)] = name
+        return sink
+
+    def name(self, sink) -> str:
+        return self._names.get(id(sink)) or getattr(sink, "__name__", None) or type(sink).__name__
+
+    def __call__(self, line: HopLine) -> None:
+        for sink in list(self.sinks):
+            name = self.name(sink)
             try:
                 sink(line)
-            except Exception:  # a full disk or a broken sink must not stop the monitor
-                log.exception("output %s failed on a line; the monitor goes on", type(sink).__name__)
-    return on_line
+            except Exception as error:  # a full disk or a broken sink must not stop the monitor
+                text = error_text(error)
+                self.failures.failed(name, f"cannot write {text if text.startswith(name) else f'{name}: {text}'}", error)
+            else:
+                self.failures.worked(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +231,12 @@ class Health:
 
 
 class LiveMonitor:
-    """Runs the decision loop over an audio source until `stop` is set."""
+    """Runs the decision loop over an audio source until `stop` is set.
+
+    `on_line` gets every hop's line: a FanOut, or one sink (then wrapped in one), whose failures
+    /healthz reports. A window whose graphs give unusable probabilities (ModelOutputError: NaN,
+    infinity) gets no line: it is logged once, /healthz says so while it lasts, and the monitor goes on.
+    """
 
     def __init__(self, classifier: Classifier, decision: DecisionConfig, source: AudioSource,
                  on_line: Callable[[HopLine], None], max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
@@ -182,12 +245,14 @@ class LiveMonitor:
         self.classifier = classifier
         self.window = classifier.bundle.window
         self.source = source
-        self.on_line = on_line
+        self.outputs = on_line if isinstance(on_line, FanOut) else FanOut([on_line])
+        self.failures = Failures()  # inference
         self.max_lag_sec = max_lag_sec
         self.stall_timeout_sec = stall_timeout_sec
         self.backoff_sec = backoff_sec
         self.stop = threading.Event()
         self.dropped_sec = 0.0
+        self._drops: collections.deque[tuple[float, float, str]] = collections.deque()  # (when, seconds, why)
         self.device_losses = 0
         self.last_audio_at: float | None = None
         self.last_line: HopLine | None = None
@@ -207,21 +272,28 @@ class LiveMonitor:
         return self._windower.recent
 
     def health(self, now: float | None = None) -> Health:
-        """Healthy while audio arrives and inference keeps up; the reason either way."""
+        """Healthy while audio arrives, none was dropped in the last minute, inference keeps up and
+        every output can be written; otherwise every reason why not."""
         now = time.monotonic() if now is None else now
+        problems = []
         if self.last_audio_at is None:
-            ok, reason = False, "no audio received yet"
+            problems.append("no audio received yet")
         elif now - self.last_audio_at > self.stall_timeout_sec:
-            ok, reason = False, f"no audio for {now - self.last_audio_at:.0f} s"
+            problems.append(f"no audio for {now - self.last_audio_at:.0f} s")
         elif self.last_line is not None and self.last_line.lag_sec > self.max_lag_sec:
-            ok, reason = False, f"inference is {self.last_line.lag_sec:.1f} s behind (max {self.max_lag_sec:g} s)"
-        elif self.auditor is not None and self.auditor.problem():
-            ok, reason = False, self.auditor.problem()
-        else:
-            ok, reason = True, "audio arriving, inference keeping up"
-            if self.auditor is not None and self.auditor.fell_back:
-                reason += "; the teacher decides since the student failed its audit"
-        return Health(ok, reason, self.overflows, self.dropped_sec, self.device_losses)
+            problems.append(f"inference is {self.last_line.lag_sec:.1f} s behind (max {self.max_lag_sec:g} s)")
+        drops = [(seconds, why) for at, seconds, why in list(self._drops) if at > now - DROP_WINDOW_SEC]
+        if drops:
+            whys = ", ".join(sorted({why for _, why in drops}))
+            problems.append(f"{sum(seconds for seconds, _ in drops):.1f} s of audio dropped in the last minute ({whys}); "
+                            f"{self.dropped_sec:.1f} s in all")
+        problems += self.failures.problems(now) + self.outputs.failures.problems(now)
+        if self.auditor is not None and self.auditor.problem():
+            problems.append(self.auditor.problem())
+        reason = "; ".join(problems) or "audio arriving, inference keeping up, outputs written"
+        if not problems and self.auditor is not None and self.auditor.fell_back:
+            reason += "; the teacher decides since the student failed its audit"
+        return Health(not problems, reason, self.overflows, self.dropped_sec, self.device_losses)
 
     def run(self) -> None:
         """Open the source, decide every hop, and reopen it with backoff when it fails."""
@@ -275,11 +347,22 @@ class LiveMonitor:
         self._buffer.push(chunk, overflowed)
 
     def _report_drop(self, seconds: float, why: str) -> None:
+        now = time.monotonic()
         self.dropped_sec += seconds
+        self._drops.append((now, seconds, why))
+        while self._drops[0][0] <= now - DROP_WINDOW_SEC:  # /healthz reads the last minute
+            self._drops.popleft()
         log.warning("dropped %.2f s of audio (%s); %.1f s dropped in all", seconds, why, self.dropped_sec)
 
     def _decide_hops(self) -> None:
         for t, window in self._windower.windows():
-            self.last_line = self._decide(t, window, lag_sec=round(self._windower.pending_sec, 3),
-                                          dropped_sec=round(self.dropped_sec, 3), overflows=self.overflows)
-            self.on_line(self.last_line)
+            try:
+                line = self._decide(t, window, lag_sec=round(self._windower.pending_sec, 3),
+                                    dropped_sec=round(self.dropped_sec, 3), overflows=self.overflows)
+            except ModelOutputError as error:  # e.g. probabilities that are not finite: this window has no decision
+                self.failures.failed("inference", f"inference failed at t={t:.1f} s, the window gets no decision: "
+                                                  f"{error_text(error)}", error)
+                continue
+            self.failures.worked("inference")
+            self.last_line = line
+            self.outputs(line)
