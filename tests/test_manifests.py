@@ -82,7 +82,7 @@ def test_every_unusable_recording_is_listed_and_nothing_is_written(tmp_path):
     with pytest.raises(ManifestError) as error:
         prepare(samples, tmp_path / "manifests")
     message = str(error.value)
-    assert message.startswith("3 recording(s) cannot be used")
+    assert message.startswith("3 recording(s) or folder(s) cannot be used")
     assert "ac-on-fridge-off-day.wav: 4.0 s is shorter than one 6 s window; record at least 6 s" in message
     assert "ac-off-fridge-off-day-take-2.m4a: cannot decode audio" in message
     assert "kitchen/ac-off-fridge-on-night-café.flac: cannot decode audio" in message  # found in a subdirectory

@@ -17,8 +17,8 @@ import pandas as pd
 
 from edge.core.audio import AudioError, AudioFile, iter_windows
 from edge.core.defaults import WindowConfig
-from edge.core.files import atomic_path, sha256_file
-from edge.core.labels import NAME_PATTERN, TAG_RULE, is_audio, parse_sample_name
+from edge.core.files import atomic_path, sha256_file, walk_files
+from edge.core.labels import NAME_PATTERN, TAG_RULE, is_audio, parse_sample_name, shown_name
 from train.yamlfile import read_yaml, write_yaml_atomic
 
 FILES_CSV = "files.csv"
@@ -39,15 +39,17 @@ def _display_path(path: Path) -> str:
         return str(path.resolve())
 
 
-def find_samples(samples_dir: Path) -> list[Path]:
-    """Audio files in samples_dir and its subdirectories; every one must be named by the pattern,
-    and no two may share a name (the name is the recording id)."""
+def find_samples(samples_dir: Path) -> tuple[list[Path], list[str]]:
+    """Audio files in samples_dir and its subdirectories, and the error for each folder that could not
+    be read; every file must be named by the pattern, and no two may share a name (the name is the
+    recording id)."""
     if not samples_dir.is_dir():
         raise ManifestError(f"{samples_dir}: no such samples directory (record some, or run 'humwatch synth {samples_dir}')")
-    audio = sorted(p for p in samples_dir.rglob("*") if p.is_file() and is_audio(p))
-    if not audio:
+    files, unreadable = walk_files(samples_dir)
+    audio = [p for p in files if is_audio(p)]
+    if not audio and not unreadable:
         raise ManifestError(f"{samples_dir}: no audio files (.m4a .aac .mp3 .wav .flac .ogg) found")
-    bad = [str(p.relative_to(samples_dir)) for p in audio if parse_sample_name(p) is None]
+    bad = [shown_name(p.relative_to(samples_dir)) for p in audio if parse_sample_name(p) is None]
     if bad:
         raise ManifestError(
             f"{samples_dir}: {len(bad)} audio file name(s) do not say what was running: {', '.join(bad)}. "
@@ -61,7 +63,7 @@ def find_samples(samples_dir: Path) -> list[Path]:
         raise ManifestError(f"{samples_dir}: recordings must have different names, but "
                             + "; ".join(" and ".join(paths) for paths in clashes.values())
                             + " share one; add a -TAG to tell them apart")
-    return audio
+    return audio, list(unreadable.values())
 
 
 def outlier_flags(rms: np.ndarray, fraction: float = OUTLIER_FRACTION) -> np.ndarray:
@@ -109,9 +111,11 @@ def describe_file(path: Path, window: WindowConfig) -> tuple[dict, pd.DataFrame]
 def prepare(samples_dir: Path, manifests_dir: Path, window: WindowConfig = WindowConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scan samples_dir and write files.csv, windows.parquet and manifest.yaml atomically.
 
-    Every file is tried; unusable ones (undecodable, too short) are listed together in one error."""
-    rows, window_frames, problems = [], [], []
-    for path in find_samples(samples_dir):
+    Every file is tried; unusable ones (undecodable, too short, unreadable) and unreadable folders are
+    listed together in one error."""
+    rows, window_frames = [], []
+    audio, problems = find_samples(samples_dir)
+    for path in audio:
         try:
             file_row, window_rows = describe_file(path, window)
         except AudioError as error:
@@ -120,7 +124,8 @@ def prepare(samples_dir: Path, manifests_dir: Path, window: WindowConfig = Windo
         rows.append(file_row)
         window_frames.append(window_rows)
     if problems:
-        raise ManifestError(f"{len(problems)} recording(s) cannot be used; fix or remove them, then run prepare again:\n  "
+        raise ManifestError(f"{len(problems)} recording(s) or folder(s) cannot be used; fix or remove them, "
+                            f"then run prepare again:\n  "
                             + "\n  ".join(problems))
     files = pd.DataFrame(rows)
     windows = pd.concat(window_frames, ignore_index=True)

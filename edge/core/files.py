@@ -1,5 +1,6 @@
-"""Small file helpers: checksums, atomic writes (a reader never sees half a file), and directories
-built beside their destination and renamed into place only when complete."""
+"""Small file helpers: a folder walk that reports what it cannot read, checksums, atomic writes (a
+reader never sees half a file), and directories built beside their destination and renamed into
+place only when complete."""
 
 from __future__ import annotations
 
@@ -11,6 +12,21 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def walk_files(root: Path) -> tuple[list[Path], dict[Path, str]]:
+    """Every file below `root` (subfolders too; linked folders are not followed), sorted, and for each
+    folder that could not be read, the error naming it: os.walk and Path.rglob alone skip it silently."""
+    found: list[Path] = []
+    unreadable: dict[Path, str] = {}
+
+    def note(error: OSError) -> None:
+        unreadable[Path(error.filename)] = (f"{error.filename}: cannot read this folder ({error.strerror}); "
+                                            f"nothing in it was searched: check its permissions")
+
+    for folder, _, names in os.walk(root, onerror=note):
+        found += (Path(folder, name) for name in names)
+    return sorted(found), unreadable
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

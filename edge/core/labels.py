@@ -12,7 +12,8 @@ DAYPARTS = ("day", "night")
 AUDIO_SUFFIXES = (".m4a", ".aac", ".mp3", ".wav", ".flac", ".ogg")
 NAME_PATTERN = "ac-(on|off)-fridge-(on|off)-(day|night)[-TAG]"
 TAG_RULE = "a TAG may hold letters (accented ones too), digits, '-', '_' and '.'"
-_NAME = re.compile(r"^ac-(on|off)-fridge-(on|off)-(day|night)(?:-([\w.-]+))?$")
+_NAME = re.compile(r"ac-(on|off)-fridge-(on|off)-(day|night)(?:-([\w.-]+))?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # a newline, a tab, ...: never in a good name
 
 
 def state_of(ac_on: bool, fridge_on: bool) -> str:
@@ -37,13 +38,27 @@ class SampleName:
 
 
 def is_audio(path: Path) -> bool:
-    return path.suffix.lower() in AUDIO_SUFFIXES
+    """An audio suffix, also one that control characters follow (``x.wav\\n``): a name to refuse, not to skip."""
+    return _CONTROL.sub("", path.suffix).lower() in AUDIO_SUFFIXES
+
+
+def shown_name(path: str | Path) -> str:
+    """`path` for a message: control characters written as escapes (a newline as ``\\n``)."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], str(path))
+
+
+def control_characters_error(path: str | Path) -> str | None:
+    """The refusal of a file name that holds control characters (a trailing newline, a tab ...), or None."""
+    if _CONTROL.search(Path(path).name) is None:
+        return None
+    return f"{shown_name(path)}: the file name holds control characters (shown escaped); rename the file without them"
 
 
 def parse_sample_name(path: str | Path) -> SampleName | None:
-    """The labels in a file name such as ``ac-off-fridge-on-night-2.m4a``, or None."""
-    match = _NAME.match(Path(path).stem)
-    if match is None:
+    """The labels in a file name such as ``ac-off-fridge-on-night-2.m4a``, or None (also for any control
+    character in the name, a newline after the suffix too)."""
+    match = _NAME.fullmatch(Path(path).stem)
+    if match is None or _CONTROL.search(Path(path).name):
         return None
     ac, fridge, daypart, tag = match.groups()
     return SampleName(ac == "on", fridge == "on", daypart, tag)

@@ -10,7 +10,8 @@ import numpy as np
 from edge.core.audio import AudioError, AudioFile, iter_windows
 from edge.core.decision import decide_file
 from edge.core.defaults import DecisionConfig
-from edge.core.labels import is_audio
+from edge.core.files import walk_files
+from edge.core.labels import control_characters_error, is_audio
 from edge.monitor.runtime import Classifier
 
 
@@ -18,21 +19,27 @@ class NoAudioError(ValueError):
     """Paths that hold no audio file at all; the message lists what was searched."""
 
 
-def expand_paths(paths: list[Path]) -> list[Path]:
-    """Files as given; directories as every audio file below them (subdirectories too), sorted."""
+def expand_paths(paths: list[Path]) -> tuple[list[Path], dict[Path, str]]:
+    """Files as given; directories as every audio file below them (subdirectories too), sorted; and
+    the error for each folder that could not be read."""
     found: list[Path] = []
+    unreadable: dict[Path, str] = {}
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and is_audio(p))
+            files, problems = walk_files(path)
+            found += (p for p in files if is_audio(p))
+            unreadable |= problems
         else:
             found.append(path)
-    if not found:
+    if not found and not unreadable:
         raise NoAudioError(f"no audio files (.m4a .aac .mp3 .wav .flac .ogg) in {', '.join(map(str, paths))}")
-    return found
+    return found, unreadable
 
 
 def classify_file(classifier: Classifier, path: Path, decision: DecisionConfig) -> dict:
-    """The batch line of one file; raises AudioError for unusable audio."""
+    """The batch line of one file; raises AudioError for unusable audio or a name with control characters."""
+    if refusal := control_characters_error(path):
+        raise AudioError(refusal)
     audio = AudioFile(path)
     probs = np.concatenate([classifier.predict(window[None]) for _, window in iter_windows(audio, classifier.bundle.window)])
     result = decide_file(probs, decision)
@@ -41,8 +48,12 @@ def classify_file(classifier: Classifier, path: Path, decision: DecisionConfig) 
 
 
 def run_batch(classifier: Classifier, paths: list[Path], decision: DecisionConfig) -> Iterator[dict]:
-    """One line per file; a file that fails yields a line with `error` and the others still run."""
-    for path in expand_paths(paths):
+    """One line per file, and one per folder that could not be read; a file that fails yields a line
+    with `error` and the others still run."""
+    found, unreadable = expand_paths(paths)
+    for folder, error in unreadable.items():
+        yield {"path": str(folder), "error": error}
+    for path in found:
         try:
             yield classify_file(classifier, path, decision)
         except AudioError as error:
