@@ -180,6 +180,7 @@ BAD_FIELDS = [  # (change to bundle.json, the field the message must name)
     (_set("window", "sample_rate", 0), "window.sample_rate"),
     (_set("window", "sample_rate", 44_100), "window.sample_rate"),
     (_set("window", "hop_samples", 7), "window.hop_samples"),
+    (lambda m: m.pop("window"), "window: missing"),
     (_set("decision", "median_sec", math.nan), "decision.median_sec"),
     (_set("decision", "median_sec", math.inf), "decision.median_sec"),
     (_set("decision", "median_sec", 1e12), "decision.median_sec"),

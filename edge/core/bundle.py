@@ -150,7 +150,7 @@ class PrecisionReport:
             fp32_ms_per_window=fields.number("fp32_ms_per_window", 0),
             ms_per_window=fields.number("ms_per_window", 0), speedup_vs_fp32=fields.number("speedup_vs_fp32", 0),
             quantization=fields.scalars("quantization", default=None),
-            float_parity=FloatParity.from_json(parity.data, parity.where) if parity else None,
+            float_parity=FloatParity.from_json(parity.data, parity.where) if parity is not None else None,
             distilled_from=fields.text("distilled_from", default=None),
             measured_on=fields.scalars("measured_on", default=None),
         )
@@ -235,8 +235,8 @@ class Manifest:
         for name in ("source", "training_metrics"):
             fields.object(name)
         return cls(name=fields.text("name"), created=fields.text("created"),
-                   window=WindowConfig.from_dict(fields.data.get("window"), "window"),
-                   decision=DecisionConfig.from_dict(fields.data.get("decision"), "decision"),
+                   window=WindowConfig.from_dict(fields.object("window").data, "window"),
+                   decision=DecisionConfig.from_dict(fields.object("decision").data, "decision"),
                    graphs=graphs, default_precision=default_precision, embedding=embedding.data,
                    opset=fields.integer("opset", 1, 1000), versions=fields.scalars("versions"),
                    source=fields.data["source"], training_metrics=fields.data["training_metrics"],
