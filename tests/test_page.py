@@ -1,11 +1,16 @@
-"""The page (issue 15): what it serves, who may write, and a real headless browser driving it."""
+"""The page (issues 15, 20): what it serves, how much, who may write, and a real headless browser
+driving it, and attacking it from another origin."""
 
 import json
+import logging
 import os
+import re
 import shutil
 import socket
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -13,12 +18,14 @@ import soundfile
 
 from conftest import pinned_decision
 from edge.home import http_status
+from edge.core.defaults import DecisionConfig
 from edge.home.alarms import AlarmRule, Alarms
 from edge.home.clips import ClipWriter
 from edge.home.household import Household
-from edge.home.history import History
+from edge.home.history import DAY, History, Interval
 from edge.home.http_status import StatusServer, is_loopback
-from edge.home.page import Page, PageSettings
+from edge.home.page import CHART_COLUMNS, Page, PageSettings, timeline_svg
+from edge.monitor.hop import HopLine
 from test_home import _get
 from test_live import FakeSource, Harness
 
@@ -39,7 +46,7 @@ class Clock:
 class PageHarness:
     """A monitor on a fake microphone with clips, a history and the page, served on loopback."""
 
-    def __init__(self, bundle_dir, tmp_path, token=None):
+    def __init__(self, bundle_dir, tmp_path, token=None, hosts=()):
         self.clips, self.relabel = tmp_path / "clips", tmp_path / "relabel"
         self.source = FakeSource()
         decision = pinned_decision(bundle_dir)
@@ -48,8 +55,8 @@ class PageHarness:
         household = Household(self.history, Alarms([AlarmRule.parse("ac-run-max=30m")], clock=clock), {}, lambda _: None)
         self.harness = Harness(bundle_dir, self.source, decision=decision, max_lag_sec=100.0, history_sec=12.0)
         monitor = self.harness.monitor
-        page = Page(PageSettings(self.clips, self.relabel, tmp_path / "history.db"), decision, household, clock=clock)
-        self.server = StatusServer(monitor, "127.0.0.1", 0, page=page, token=token)
+        page = Page(PageSettings(self.clips, self.relabel), decision, household, clock=clock)
+        self.server = StatusServer(monitor, "127.0.0.1", 0, page=page, token=token, hosts=hosts)
         self.harness.sinks += [household, ClipWriter(self.clips, monitor.recent_audio, 16_000, 12.0), self.server,
                                clock.tick]
         self.base = "http://%s:%d" % self.server.address
@@ -69,6 +76,15 @@ class PageHarness:
         lines = self.harness.wait_for(29)
         assert lines[-1].debounced_status == "ac-on" and len(list(self.clips.glob("*.flac"))) == 1
         return next(self.clips.glob("*.flac")).name
+
+
+def write_clip(clips_dir, name: str, seed: int) -> bytes:
+    """A short FLAC clip (and its sidecar) as the ClipWriter leaves them; returns its bytes."""
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    audio = (np.random.default_rng(seed).standard_normal(1600) * 0.1).astype(np.float32)
+    soundfile.write(clips_dir / name, audio, 16_000, format="FLAC", subtype="PCM_24")
+    (clips_dir / name).with_suffix(".json").write_text(json.dumps({"old_state": "both-off", "new_state": "ac-on"}))
+    return (clips_dir / name).read_bytes()
 
 
 def _post(url, body: bytes, token=None, headers=None):
@@ -138,6 +154,73 @@ def test_bad_clip_names_and_bodies_are_refused(bundle_dir, off_then_ac, tmp_path
         assert not page.relabel.exists()
 
 
+def _hop(t: float, p_ac: float, p_fridge: float) -> HopLine:
+    state = "ac-on" if p_ac > 0.5 else "both-off"
+    return HopLine(status=state, debounced_status=state, changed=False, median_ac=p_ac, median_fridge=p_fridge,
+                   ac_on=p_ac > 0.5, fridge_on=False, ac_running=p_ac > 0.5, fridge_running=False,
+                   t=t, p_ac=p_ac, p_fridge=p_fridge, infer_ms=4.0)
+
+
+def _chart_points(chart: str, name: str) -> list[tuple[float, float]]:
+    points = re.search(rf'points="([^"]*)"[^>]*class="p-{name}"', chart).group(1)
+    return [tuple(map(float, point.split(","))) for point in points.split()]
+
+
+def test_the_page_data_stays_small_after_an_hour_of_half_second_hops(tmp_path):
+    hops = 7200  # an hour at the 0.5 s hop --hop auto picks on a Pi
+    clock = Clock(hops=hops, step=0.5)
+    history = History(tmp_path / "history.db", clock=clock)
+    household = Household(history, Alarms([], clock=clock), {}, lambda _: None)
+    clips = tmp_path / "clips"
+    for minute in range(0, 60, 5):
+        write_clip(clips, f"20261124-21{minute:02d}00-t{minute * 60:09.1f}-both-off-to-ac-on.flac", minute)
+    page = Page(PageSettings(clips, tmp_path / "relabel"), DecisionConfig(), household, clock=clock)
+    noise = np.random.default_rng(0).uniform(0, 0.3, size=(hops, 2))
+    try:
+        for hop in range(hops):
+            clock.now += 0.5
+            running = hop // 1200 % 2 == 1  # the AC runs every other 10 minutes
+            p_ac = 0.99 if hop == 3000 else noise[hop, 0] + (0.65 if running else 0)  # one spike while off
+            line = _hop(hop * 0.5, p_ac, noise[hop, 1])
+            page(line)
+            if hop % 20 == 0:  # the history needs only the changes: every 10 s keeps the test quick
+                household(line)
+        first = page.data(line)
+        polled = page.data(line, clips_seen=first["clips_version"])
+    finally:
+        history.close()
+    first_size, polled_size = len(json.dumps(first)), len(json.dumps(polled))
+    print(f"/api/page after an hour of 0.5 s hops: {first_size} bytes with the 12 clips, {polled_size} bytes per poll after")
+    assert len(first["clips"]) == 12 and "clips" not in polled and polled["clips_version"] == first["clips_version"]
+    assert polled_size < 20_000 and first_size < polled_size + 3_000
+    assert 'class="ac-on"' in polled["timeline"] and 'class="ac-off"' in polled["timeline"]
+    for name in ("ac", "fridge"):
+        points = _chart_points(polled["chart"], name)
+        assert CHART_COLUMNS <= len(points) <= 2 * CHART_COLUMNS + 2  # the hour, at most two points a column
+        assert points[0][0] < 2 and points[-1][0] > 598 and [x for x, _ in points] == sorted(x for x, _ in points)
+    heights = [y for _, y in _chart_points(polled["chart"], "ac")]
+    assert min(heights) == pytest.approx(160 * (1 - 0.99), abs=0.06)  # the one-hop spike is kept
+    assert max(heights) > 160 * (1 - 0.01)  # and so are the lows
+
+
+def test_the_timeline_is_drawn_by_column_whatever_the_day_holds():
+    now, hour = 1_800_000_000.0, 3600.0
+    day = [Interval("ac", False, now - DAY, now - 12 * hour, False, True),
+           Interval("ac", True, now - 12 * hour, now - 6 * hour, True, True),
+           Interval("ac", False, now - 6 * hour, now - 3 * hour, True, False)]  # then the monitor stopped
+    svg = timeline_svg(day, now)
+    assert 'd="M360 0h180v22h-180z" fill="#1f77b4" fill-opacity="0.9" class="ac-on"' in svg
+    assert 'd="M0 0h360v22h-360zM540 0h90v22h-90z"' in svg and "fridge-" not in svg
+    # a dead microphone's day: a segment every 40 s, each with its own short run
+    restless = [Interval("fridge", True, now - DAY + 40 * i, now - DAY + 40 * i + 10, True, True) for i in range(2160)]
+    svg = timeline_svg(restless + [Interval("fridge", False, i.end, i.end + 20, True, False) for i in restless], now)
+    assert len(svg) < 1000 and 'd="M0 28h720v22h-720z"' in svg
+    # the worst case, a different kind every column, stays bounded by the width
+    columns = [Interval("ac", c % 3 == 0, now - DAY + 120 * c, now - DAY + 120 * c + 60, True, True)
+               for c in range(720) if c % 3 != 2]
+    assert len(timeline_svg(columns, now)) < 20_000
+
+
 def test_a_silent_client_does_not_delay_the_hops(bundle_dir, off_then_ac, tmp_path):
     with PageHarness(bundle_dir, tmp_path) as page:
         host, port = page.server.address
@@ -153,7 +236,7 @@ def test_a_silent_client_does_not_delay_the_hops(bundle_dir, off_then_ac, tmp_pa
                 connection.close()
 
 
-def _browser():
+def _browser(*extra_flags):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -161,9 +244,102 @@ def _browser():
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=800,1100"):
+                 "--window-size=800,1100", *extra_flags):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
+
+
+ATTACK_SCRIPT = """
+async function attack() {
+  const results = {};
+  const tries = [
+    ["text", TARGET + "/api/relabel", {method: "POST", body: BODY, headers: {"Content-Type": "text/plain"}}],
+    ["blind", TARGET + "/api/relabel", {method: "POST", body: BODY, mode: "no-cors", headers: {"Content-Type": "text/plain"}}],
+    ["json", TARGET + "/api/relabel", {method: "POST", body: BODY, headers: {"Content-Type": "application/json"}}],
+    ["read", TARGET + "/api/page", {}],
+  ];
+  for (const [name, url, init] of tries) {
+    try {
+      const response = await fetch(url, init);
+      results[name] = response.type === "opaque" ? "sent blind" : await response.text();
+    } catch (error) {
+      results[name] = "blocked";
+    }
+  }
+  document.getElementById("form").submit();  // and the classic: a form posting text/plain JSON
+  return results;
+}
+"""
+
+
+class AttackerSite:
+    """Another origin on loopback serving a page that tries to relabel through the visitor's browser."""
+
+    def __init__(self, target: str, fields: dict) -> None:
+        body = json.dumps(fields)
+        form_name = body[:-1] + ', "pad": "'  # text/plain form bodies are NAME=VALUE: this one is JSON
+        page = (f"<!doctype html><title>another site</title><form id='form' method='POST' enctype='text/plain' "
+                f"target='sink' action='{target}/api/relabel'><input name='{form_name}' value='\"}}'></form>"
+                f"<iframe name='sink'></iframe><script>const TARGET = {json.dumps(target)}, "
+                f"BODY = {json.dumps(body)};{ATTACK_SCRIPT}</script>").encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.browser
+def test_another_site_cannot_use_the_browser_to_relabel_or_read(bundle_dir, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="humwatch.http")
+    with PageHarness(bundle_dir, tmp_path) as page:
+        clip = "20261124-213005-t0000010.5-both-off-to-ac-on.flac"
+        write_clip(page.clips, clip, 1)
+        fields = {"clip": clip, "ac": False, "fridge": True, "daypart": "night"}
+        attacker = AttackerSite(page.base, fields)
+        # evil.test stands in for a DNS-rebinding name: the browser resolves it to loopback
+        browser = _browser("--host-resolver-rules=MAP evil.test 127.0.0.1")
+        port = page.server.address[1]
+        try:
+            browser.set_script_timeout(20)
+            for origin in (f"http://127.0.0.1:{attacker.port}", f"http://evil.test:{attacker.port}"):  # same-site, cross-site
+                browser.get(origin + "/")
+                results = browser.execute_async_script("attack().then(arguments[arguments.length - 1]);")
+                assert results == {"text": "blocked", "blind": "sent blind", "json": "blocked", "read": "blocked"}, results
+                deadline = time.monotonic() + 10  # the form's POST lands in the hidden frame
+                while sum("POST /api/relabel" in r.getMessage() for r in caplog.records) < 3 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                posts = [r.getMessage() for r in caplog.records if "POST /api/relabel" in r.getMessage()]
+                assert len(posts) == 3 and all('" 403 ' in post for post in posts), posts  # they came, and were refused
+                assert any('"OPTIONS /api/relabel' in r.getMessage() for r in caplog.records)  # JSON: a preflight only
+                caplog.clear()
+                assert not page.relabel.exists()
+            # a rebinding page: same origin as the monitor by name, so the browser lets it read; the Host refuses
+            browser.get(f"http://evil.test:{port}/")
+            assert "--http-host" in browser.find_element("tag name", "body").text
+            answer = browser.execute_async_script(
+                "fetch('/api/page').then(r => r.text().then(t => arguments[0]([r.status, t])));")
+            assert answer[0] == 421 and "--http-host" in answer[1]
+        finally:
+            browser.quit()
+            attacker.close()
+        assert not page.relabel.exists()
+        code, answer = _post(page.base + "/api/relabel", json.dumps(fields).encode())  # the same request, from no page
+        assert code == 200 and [p.name for p in page.relabel.iterdir()] == [answer["written"]]
 
 
 @pytest.mark.browser
@@ -181,7 +357,7 @@ def test_the_page_in_a_real_browser(bundle_dir, off_then_ac, tmp_path):
             assert browser.find_element(By.ID, "state").get_attribute("class") == "ac-on"
             points = browser.find_elements(By.CSS_SELECTOR, "#chart polyline.p-ac")[0].get_attribute("points")
             assert len(points.split()) == 29
-            assert browser.find_elements(By.CSS_SELECTOR, "#timeline rect.ac-on")
+            assert browser.find_elements(By.CSS_SELECTOR, "#timeline path.ac-on")
             assert browser.find_element(By.CSS_SELECTOR, "#chart svg").size["height"] > 100
             row = browser.find_element(By.CSS_SELECTOR, f'.clip[data-clip="{clip}"]')
             Select(row.find_element(By.NAME, "ac")).select_by_value("off")

@@ -3,15 +3,20 @@
 GET  /              the page (edge.home.page): state, last hour, 24-h timeline, clips
 GET  /api/page      what the page shows, as JSON
 GET  /clips/NAME    a clip's FLAC
-POST /api/relabel   {"clip", "ac", "fridge", "daypart"}: the one write; off loopback it needs the token
+POST /api/relabel   {"clip", "ac", "fridge", "daypart"}: the one write (JSON only, from the page's
+                    own origin; off loopback it needs the token)
 GET  /state         the last JSON line (503 before the first decision)
 GET  /healthz       200 while audio arrives and inference keeps up, else 503 with the reason
 GET  /metrics       Prometheus text format: inference time histogram, overflows, drops, device
                     losses, the state as a gauge, probabilities, uptime
 
-Reads are open to whoever reaches the server; it listens on loopback unless told otherwise. Each
-connection has its own thread with a socket timeout and bodies are bounded, so a slow or broken
-client holds only its own thread, never the monitor.
+Reads are open to whoever reaches the server; it listens on loopback unless told otherwise. No
+other web page may use the user's browser to read or write: every request's Host must be an IP
+address, localhost, the listen address or a name allowed with --http-host (a DNS-rebinding page
+names its own host), and a write must be JSON (a cross-origin JSON POST needs a CORS preflight,
+which is never granted) with no foreign Origin or Sec-Fetch-Site. Each connection has its own
+thread with a socket timeout and bodies are bounded, so a slow or broken client holds only its own
+thread, never the monitor; any request gets an answer, a failure a 500 naming the log.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -28,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from edge.core.defaults import LABELS
 from edge.core.labels import STATES
-from edge.home.page import Page, RelabelError, clip_path, page_html
+from edge.home.page import Page, Refused, clip_path, page_html, parse_relabel
 from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.http")
@@ -36,6 +42,8 @@ INFER_BUCKETS_SEC = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0)
 MAX_BODY_BYTES = 4096
 CLIENT_TIMEOUT_SEC = 10.0
 TOKEN_HEADER = "X-Humwatch-Token"
+HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.-]+)(?::\d{1,5})?")  # a Host header: name or [IPv6], port
+WRITING_SITES = (None, "same-origin", "none")  # Sec-Fetch-Site of the page itself, or not a browser
 
 
 def is_loopback(host: str) -> bool:
@@ -43,6 +51,31 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def host_name(header: str | None) -> str | None:
+    """The host in a Host header ('pi.local:8321', '[::1]:8321'), lower case, without port,
+    brackets or final dot; None when it is not one."""
+    match = HOST.fullmatch(header or "")
+    return match.group(1).strip("[]").rstrip(".").lower() if match else None
+
+
+def allowed_hosts(listen_host: str, names: tuple[str, ...] | list[str]) -> frozenset[str]:
+    """The names requests may be addressed to: localhost, the listen address and `names` (--http-host)."""
+    allowed = {"localhost", listen_host.lower()}
+    for name in names:
+        if host_name(name) is None:
+            raise ValueError(f"--http-host {name!r}: expected a host name such as pi.local (no scheme, no path)")
+        allowed.add(host_name(name))
+    return frozenset(allowed)
+
+
+def is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -76,12 +109,13 @@ class StatusServer:
     """A live-line sink that also serves the page and /state, /healthz, /metrics from a daemon thread."""
 
     def __init__(self, monitor, host: str, port: int, household=None, page: Page | None = None,
-                 token: str | None = None) -> None:
+                 token: str | None = None, hosts: tuple[str, ...] = ()) -> None:
         self.monitor = monitor
         self.household = household  # with a history: statistics and alarms in /metrics
         self.page = page
         self.token = token
         self.loopback = is_loopback(host)
+        self.hosts = allowed_hosts(host, hosts)
         self.started = time.monotonic()
         self.inference = Histogram(INFER_BUCKETS_SEC)
         self._lock = threading.Lock()
@@ -115,16 +149,33 @@ class StatusServer:
         if self.page is not None:
             self.page(line)
 
-    def may_write(self, token: str | None) -> tuple[int, str] | None:
-        """None when a write is allowed, else (HTTP status, why): off loopback it takes the token."""
-        if self.loopback:
-            return None
-        if not self.token:
-            return 403, ("writes over the network are off: start the monitor with --http-token "
-                         "(or HUMWATCH_HTTP_TOKEN), or relabel from the Pi itself")
-        if not token or not hmac.compare_digest(token.encode(), self.token.encode()):
-            return 401, f"a valid token is needed (the {TOKEN_HEADER} header)"
-        return None
+    def check_host(self, header: str | None) -> None:
+        """Refused (421) unless the request is addressed to this monitor: an IP address (a browser
+        sends one only for a page of that very address), localhost, or an allowed name."""
+        name = host_name(header)
+        if name is None or not (name in self.hosts or is_ip_address(name)):
+            said = f"Host {header[:100]!r}" if header is not None else "no Host header"
+            raise Refused(421, f"{said}: not a name of this monitor; open it by IP address or as localhost, or start "
+                               "it with --http-host NAME for the name you use (a guard against DNS rebinding)")
+
+    def check_write(self, headers) -> None:
+        """Refused unless a write comes from this monitor's own page (or no browser) as JSON, and off
+        loopback carries the token."""
+        site, origin = headers.get("Sec-Fetch-Site"), headers.get("Origin")
+        if site not in WRITING_SITES:
+            raise Refused(403, f"a request from another site (Sec-Fetch-Site: {site[:40]}) may not write; "
+                               "relabel from the monitor's own page")
+        host = (headers.get("Host") or "").lower()
+        if origin is not None and origin.lower() not in (f"http://{host}", f"https://{host}"):
+            raise Refused(403, f"Origin {origin[:100]!r} is not this monitor's page; relabel from the monitor's own page")
+        if not self.loopback and not self.token:
+            raise Refused(403, "writes over the network are off: start the monitor with --http-token "
+                               "(or HUMWATCH_HTTP_TOKEN), or relabel from the Pi itself")
+        token = headers.get(TOKEN_HEADER)
+        if not self.loopback and (not token or not hmac.compare_digest(token.encode(), self.token.encode())):
+            raise Refused(401, f"a valid token is needed (the {TOKEN_HEADER} header)")
+        if headers.get_content_type() != "application/json":
+            raise Refused(415, f"Content-Type {headers.get('Content-Type')!r}: a write must be application/json")
 
     def metrics(self) -> str:
         health, line = self.monitor.health(), self.monitor.last_line
@@ -197,54 +248,66 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = CLIENT_TIMEOUT_SEC  # a client that sends nothing loses its connection, not the server's time
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-        page = self.status.page
-        if page is not None and self.path in ("/", "/index.html"):
-            self._send(200, page_html(), "text/html; charset=utf-8")
-        elif page is not None and self.path == "/api/page":
-            self._send(200, page.data(self.status.monitor.last_line))
-        elif page is not None and self.path.startswith("/clips/") and page.settings.clips_dir:
-            try:
-                clip = clip_path(page.settings.clips_dir, urllib.parse.unquote(self.path[len("/clips/"):]))
-            except RelabelError as error:
-                self._send(error.status, {"error": str(error)})
-                return
-            self._send(200, clip.read_bytes(), "audio/flac")
-        elif self.path == "/state":
-            line = self.status.monitor.last_line
-            self._send(200 if line else 503, line.to_json() if line else {"error": "no decision yet"})
-        elif self.path == "/healthz":
-            health = self.status.monitor.health()
-            self._send(200 if health.ok else 503, {"ok": health.ok, "reason": health.reason})
-        elif self.path == "/metrics":
-            self._send(200, self.status.metrics(), "text/plain; version=0.0.4")
-        else:
-            self._send(404, {"error": f"no such endpoint {self.path}; try /, /state, /healthz or /metrics"})
+        self._answer(self._get)
 
     def do_POST(self) -> None:  # noqa: N802
-        page = self.status.page
-        if page is None or self.path != "/api/relabel":
-            self._send(404, {"error": f"no such endpoint {self.path}; the one write is POST /api/relabel"})
-            return
-        refusal = self.status.may_write(self.headers.get(TOKEN_HEADER))
-        if refusal:
-            self._send(refusal[0], {"error": refusal[1]})
-            return
+        self._answer(self._post)
+
+    def _answer(self, respond) -> None:
+        """Every request: its body read (bounded), its Host checked, then the endpoint. A refusal is
+        its status with the reason; any other failure a 500 (and the log), never a dropped reply."""
+        try:
+            body = self._body() if self.command == "POST" else b""
+            self.status.check_host(self.headers.get("Host"))
+            respond(urllib.parse.urlsplit(self.path), body)
+        except Refused as error:
+            self._send(error.status, {"error": str(error)})
+        except (ConnectionError, TimeoutError) as error:  # the client went away or stalled mid-request
+            log.debug("HTTP %s: %s", self.command, error)
+            self.close_connection = True
+        except Exception:
+            log.exception("HTTP %s %s failed", self.command, self.path[:200])
+            self._send(500, {"error": "the monitor could not answer this request; its log says why"})
+
+    def _body(self) -> bytes:
         length = self.headers.get("Content-Length", "")
         if not length.isdigit():
-            self._send(411, {"error": "a Content-Length header is needed"})
-            return
+            raise Refused(411, "a Content-Length header is needed")
         if int(length) > MAX_BODY_BYTES:
-            self._send(413, {"error": f"body of {length} bytes; the limit is {MAX_BODY_BYTES}"})
-            return
-        try:
-            request = json.loads(self.rfile.read(int(length)))
-            written = page.relabel(request["clip"], bool(request["ac"]), bool(request["fridge"]), request["daypart"])
-        except (ValueError, KeyError, TypeError) as error:
-            status = error.status if isinstance(error, RelabelError) else 400
-            message = str(error) if isinstance(error, RelabelError) else (
-                f"expected JSON {{clip, ac, fridge, daypart}} ({type(error).__name__}: {error})")
-            self._send(status, {"error": message})
-            return
+            raise Refused(413, f"body of {length} bytes; the limit is {MAX_BODY_BYTES}")
+        return self.rfile.read(int(length))
+
+    def _get(self, url: urllib.parse.SplitResult, body: bytes) -> None:
+        page = self.status.page
+        if page is not None and url.path in ("/", "/index.html"):
+            self._send(200, page_html(), "text/html; charset=utf-8")
+        elif page is not None and url.path == "/api/page":
+            seen = urllib.parse.parse_qs(url.query).get("clips", [None])[0]
+            self._send(200, page.data(self.status.monitor.last_line, clips_seen=seen))
+        elif page is not None and url.path.startswith("/clips/") and page.settings.clips_dir:
+            clip = clip_path(page.settings.clips_dir, urllib.parse.unquote(url.path[len("/clips/"):]))
+            try:
+                self._send(200, clip.read_bytes(), "audio/flac")
+            except FileNotFoundError:  # removed (kept under --clips-max-mb) since the check
+                raise Refused(404, f"clip {clip.name!r}: no such clip") from None
+        elif url.path == "/state":
+            line = self.status.monitor.last_line
+            self._send(200 if line else 503, line.to_json() if line else {"error": "no decision yet"})
+        elif url.path == "/healthz":
+            health = self.status.monitor.health()
+            self._send(200 if health.ok else 503, {"ok": health.ok, "reason": health.reason})
+        elif url.path == "/metrics":
+            self._send(200, self.status.metrics(), "text/plain; version=0.0.4")
+        else:
+            self._send(404, {"error": f"no such endpoint {url.path[:100]}; try /, /state, /healthz or /metrics"})
+
+    def _post(self, url: urllib.parse.SplitResult, body: bytes) -> None:
+        page = self.status.page
+        if page is None or url.path != "/api/relabel":
+            raise Refused(404, f"no such endpoint {url.path[:100]}; the one write is POST /api/relabel")
+        self.status.check_write(self.headers)
+        request = parse_relabel(body)
+        written = page.relabel(**request)
         log.info("relabelled %s as %s", request["clip"], written.name)
         self._send(200, {"written": written.name})
 
