@@ -27,19 +27,21 @@ def free_port() -> int:
 class Broker:
     """Start, stop and restart a broker on one port (mosquitto, or amqtt where mosquitto is absent)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, allow_anonymous: bool = True) -> None:
+        """allow_anonymous=False: a broker that refuses every client (no user is configured)."""
         self.port = free_port()
+        allow = str(allow_anonymous).lower()
         if MOSQUITTO:
             self.name = "mosquitto"
             config = directory / "mosquitto.conf"
-            config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+            config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous {allow}\n")
             self.command = [MOSQUITTO, "-c", str(config)]
         else:
             self.name = "amqtt"
             config = directory / "amqtt.yaml"
             config.write_text(
                 f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{self.port}\n"
-                "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+                f"plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: {allow}\n"
             )
             self.command = [str(Path(sys.executable).with_name("amqtt")), "-c", str(config)]
         self.process: subprocess.Popen | None = None
@@ -69,7 +71,7 @@ class Subscriber:
     def __init__(self, port: int) -> None:
         self.messages: list[tuple[str, str, bool]] = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload.decode(), bool(m.retain)))
+        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload.decode(errors="replace"), bool(m.retain)))
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([("humwatch/#", 1), ("homeassistant/#", 1)])
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()

@@ -1,6 +1,8 @@
 """MQTT / Home Assistant against a real broker (mosquitto, or amqtt where mosquitto is absent)."""
 
+import dataclasses
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +14,10 @@ import soundfile
 from broker import Broker, Subscriber, free_port
 from conftest import FILE_SOURCE, REPO, pinned_decision
 from edge.core.labels import AC_ON, state_of
-from edge.home.mqtt import MqttPublisher, MqttSettings, slug
+from edge.home.alarms import AlarmRule, Alarms
+from edge.home.history import History
+from edge.home.household import Household
+from edge.home.mqtt import MqttPublisher, MqttSettings, attributes_payload, discovery_messages, slug, stats_payload
 from edge.monitor.hop import HopLine
 from test_live import FakeSource, Harness
 
@@ -72,8 +77,8 @@ def test_mqtt_discovery_state_attributes_and_last_will(bundle_dir, broker, ac_wa
     assert subscriber.wait(lambda t, p, r: t == "humwatch/test/availability" and p == "offline"), "no last will"
     assert "online" in subscriber.payloads("humwatch/test/availability")
     attributes = json.loads(subscriber.payloads("humwatch/test/attributes")[-1])
-    assert {"state", "ac_running", "fridge_running", "ac_on", "fridge_on", "status", "p_ac", "p_fridge", "median_ac",
-            "median_fridge", "infer_ms", "dropped_sec", "overflows"} <= set(attributes)
+    assert {"debounced_status", "ac_running", "fridge_running", "ac_on", "fridge_on", "status", "p_ac", "p_fridge",
+            "median_ac", "median_fridge", "infer_ms", "dropped_sec", "overflows"} <= set(attributes)
     subscriber.close()
 
     late = Subscriber(broker.port)  # joins after the fact: sees only what the broker retained
@@ -171,12 +176,12 @@ def test_the_three_entities_agree_on_every_message(bundle_dir, broker, off_then_
         source.feed(off)
         source.feed(on)
         lines = harness.wait_for(29)
-        assert subscriber.wait(lambda t, p, r: t == "humwatch/agree/attributes" and json.loads(p)["state"] == AC_ON)
+        assert subscriber.wait(lambda t, p, r: t == "humwatch/agree/attributes" and json.loads(p)["debounced_status"] == AC_ON)
     publisher.close()
     messages = [json.loads(p) for p in subscriber.payloads("humwatch/agree/attributes")]
-    assert len(lines) == 29 and {m["state"] for m in messages} >= {"both-off", AC_ON}
+    assert len(lines) == 29 and {m["debounced_status"] for m in messages} >= {"both-off", AC_ON}
     for message in messages:
-        assert message["state"] == state_of(message["ac_running"], message["fridge_running"]), message
+        assert message["debounced_status"] == state_of(message["ac_running"], message["fridge_running"]), message
     subscriber.close()
 
 
@@ -199,14 +204,15 @@ def test_broker_outage_keeps_deciding_and_sends_the_latest_state_on_return(bundl
         source.feed(on)  # the AC starts while the broker is down
         lines = harness.wait_for(29)
         assert len(lines) == 29 and lines[-1].debounced_status == AC_ON, "the monitor kept deciding"
-        time.sleep(2.5)  # paho retries (1 s, 2 s, ...) and each failure is logged with its delay
+        time.sleep(3.5)  # paho waits 1 s after the disconnect, then 2 s after the first failed try
         broker.start()
         subscriber = Subscriber(broker.port)
         assert subscriber.wait(lambda t, p, r: t == "humwatch/outage/state" and p == AC_ON, timeout=30)
         subscriber.close()
         publisher.close()
     assert "disconnected" in caplog.text and "keeping only the latest state" in caplog.text
-    assert "cannot reach the broker at 127.0.0.1" in caplog.text and "retrying in 1 s" in caplog.text
+    assert "reconnecting in 1 s" in caplog.text, "the first wait after a disconnect"
+    assert "cannot reach the broker at 127.0.0.1" in caplog.text and "retrying in 2 s" in caplog.text
     assert caplog.text.rstrip().endswith("MQTT: disconnected: the monitor stopped")
 
 
@@ -233,3 +239,122 @@ def test_mqtt_settings_from_url_never_show_the_password():
         MqttSettings.from_url("http://broker")
     with pytest.raises(ValueError, match="needs at least one letter or digit"):
         MqttSettings.from_url("mqtt://b", name="!!").base_topic
+
+
+@pytest.mark.parametrize("device_id", ["kitchen/1", "kitchen#", "+", "kit\nchen", "kit\x00", "two words", "", "k" * 65])
+def test_a_device_id_a_broker_or_home_assistant_would_refuse_is_refused_at_start(device_id):
+    with pytest.raises(ValueError) as error:
+        MqttSettings.from_url("mqtt://b", name="Kitchen", device_id=device_id)
+    assert str(error.value).startswith(f"--mqtt-device-id {device_id!r}: use 1 to 64 letters, digits, '_' or '-'")
+    assert MqttSettings.from_url("mqtt://b", device_id="Kitchen-2_b").base_topic == "humwatch/Kitchen-2_b"
+
+
+def test_a_name_with_control_characters_is_refused():
+    with pytest.raises(ValueError, match=r"--name 'Kit\\nchen': control characters are not allowed"):
+        MqttSettings.from_url("mqtt://b", name="Kit\nchen")
+
+
+def test_the_live_command_refuses_a_bad_device_id_before_connecting(bundle_dir, monkeypatch):
+    from click.testing import CliRunner
+    from test_errors import fake_sounddevice
+
+    import edge.monitor.live
+    from edge.cli import main
+
+    monkeypatch.setattr(edge.monitor.live, "import_sounddevice", fake_sounddevice)
+    result = CliRunner().invoke(main, ["live", "--bundle", str(bundle_dir), "--hop", "1.5", "--mqtt",
+                                       f"mqtt://127.0.0.1:{free_port()}", "--mqtt-device-id", "kitchen/#"])
+    assert result.exit_code == 1 and "--mqtt-device-id 'kitchen/#': use 1 to 64 letters" in result.output
+
+
+def test_long_names_make_bounded_distinct_ids_and_entity_ids():
+    names = ["The fridge in the basement next to the washing machine, left",
+             "The fridge in the basement next to the washing machine, right", "Kitchen"]
+    settings = [MqttSettings.from_url("mqtt://b", name=name) for name in names]
+    assert re.fullmatch(r"the_fridge_in_the_basement_next_[0-9a-f]{6}", settings[0].topic_id), "cut between words"
+    assert re.fullmatch(r"The fridge in the basement next [0-9a-f]{6}", settings[0].device_name)
+    assert settings[0].topic_id != settings[1].topic_id and settings[0].device_name != settings[1].device_name
+    assert (settings[2].topic_id, settings[2].device_name) == ("kitchen", "Kitchen"), "short names are kept whole"
+    assert MqttSettings.from_url("mqtt://b", name=names[0]).topic_id == settings[0].topic_id, "stable across restarts"
+    assert re.fullmatch(r"x{33}_[0-9a-f]{6}", MqttSettings.from_url("mqtt://b", name="x" * 500).topic_id), "one word: cut hard"
+    first, second = (_entity_ids(discovery_messages(s)) for s in settings[:2])
+    prefix = slug(settings[0].device_name)
+    assert first == {f"sensor.{prefix}_state", f"binary_sensor.{prefix}_ac_running", f"binary_sensor.{prefix}_fridge_running"}
+    assert not first & second, "two long names that share a beginning stay apart"
+
+
+# What Home Assistant's MQTT integration drops from json_attributes (MQTT_ATTRIBUTES_BLOCKED in its entity.py)
+HOME_ASSISTANT_BLOCKED = {"assumed_state", "available", "context_recent_time", "device_class", "device_info",
+                          "entity_category", "entity_picture", "entity_registry_enabled_default", "extra_state_attributes",
+                          "force_update", "friendly_name", "icon", "name", "should_poll", "state", "supported_features",
+                          "unique_id", "unit_of_measurement"}
+
+
+def _template_paths(template: str) -> list[list[str]]:
+    """'{{ value_json.fridge.cycles_today }}' -> [['fridge', 'cycles_today']]; ['x'] indexing too."""
+    return [re.findall(r"\.(\w+)|\['([^']+)'\]", path) for path in re.findall(r"value_json((?:\.\w+|\['[^']+'\])+)", template)]
+
+
+def test_home_assistant_keeps_every_attribute_and_every_template_reads_a_field_that_exists(tmp_path):
+    line = _line(ac_on=True, ac_running=True, debounced_status=AC_ON, status=AC_ON, lag_sec=0.1)
+    attributes = attributes_payload(line)
+    assert not ({field.name for field in dataclasses.fields(HopLine)} | set(attributes)) & HOME_ASSISTANT_BLOCKED
+    assert attributes == {k: v for k, v in line.to_json().items() if k not in ("changed", "lag_sec")}, "the whole line"
+    assert attributes["debounced_status"] == AC_ON and attributes["ac_running"] is True
+    household = Household(History(tmp_path / "h.sqlite"), Alarms([AlarmRule.parse("fridge-run-max=90m")]),
+                          {"fridge": 150.0}, lambda event: None)
+    household(line)
+    payloads = {"humwatch/kitchen/attributes": attributes, "humwatch/kitchen/stats": stats_payload(household.snapshot())}
+    configs = discovery_messages(MqttSettings.from_url("mqtt://b", name="Kitchen"), household)
+    household.close()
+    assert len(configs) == 3 + 2 * 4 + 1 + 1, "state, 2 running, 4 statistics per appliance, fridge energy, 1 alarm"
+    for config in configs.values():
+        paths = _template_paths(config["value_template"])
+        assert paths, config["value_template"]
+        for path in paths:
+            value = payloads[config["state_topic"]]
+            for key in ("".join(part) for part in path):
+                assert key in value, (config["value_template"], key)
+                value = value[key]
+
+
+def _stated_and_waited(records) -> tuple[list[int], list[float]]:
+    """The delay each log record states, and the time from each record to the next."""
+    stated = [int(re.search(r"in (\d+) s", record.getMessage()).group(1)) for record in records]
+    return stated, [after.created - before.created for before, after in zip(records, records[1:])]
+
+
+def _wait_for_records(caplog, predicate, count: int) -> list:
+    deadline = time.monotonic() + 15
+    while len([r for r in caplog.records if predicate(r.getMessage())]) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [r for r in caplog.records if predicate(r.getMessage())][:count]
+
+
+def test_the_reconnect_log_states_the_delay_paho_waits(broker, caplog):
+    """After a lost connection each logged delay is the time until the next try is logged (1 s, 2 s, ...)."""
+    publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="delays"))
+    publisher.start()
+    assert publisher.connected.wait(10)
+    with caplog.at_level("WARNING", logger="humwatch.mqtt"):
+        broker.stop()
+        records = _wait_for_records(caplog, lambda message: " in " in message, 3)
+        publisher.close()
+    assert "disconnected" in records[0].getMessage() and "cannot reach" in records[1].getMessage()
+    stated, waited = _stated_and_waited(records)
+    assert stated == [1, 2, 4] and waited == pytest.approx(stated[:2], abs=0.5), (stated, waited)
+
+
+def test_a_refused_connection_is_logged_with_the_delay_paho_waits(tmp_path, caplog):
+    refusing = Broker(tmp_path, allow_anonymous=False).start()
+    publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{refusing.port}", name="refused"))
+    try:
+        with caplog.at_level("WARNING", logger="humwatch.mqtt"):
+            publisher.start()
+            records = _wait_for_records(caplog, lambda message: "reconnecting in" in message, 3)
+            publisher.close()
+    finally:
+        refusing.stop()
+    assert "refused the connection" in caplog.text and "check --mqtt-user / --mqtt-password" in caplog.text
+    stated, waited = _stated_and_waited(records)
+    assert stated == [1, 2, 4] and waited == pytest.approx(stated[:2], abs=0.5), (stated, waited)

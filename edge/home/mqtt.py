@@ -1,12 +1,15 @@
 """Home Assistant over MQTT: discovery, retained state, attributes, availability with last will.
 
-Topics (``<base>`` = ``humwatch/<device_id>``, the id defaulting to the monitor's name as a slug):
-- ``<base>/attributes``: JSON with the debounced ``state``, ``ac_running`` and ``fridge_running``
-  and the raw detectors and probabilities (retained). All three Home Assistant entities read this
-  one message, so they agree at every moment.
+Topics (``<base>`` = ``humwatch/<device_id>``, the id defaulting to the monitor's name as a slug,
+a long one cut to 40 characters with a hash of the whole):
+- ``<base>/attributes``: the hop's JSON line (``debounced_status``, ``ac_running``,
+  ``fridge_running``, the raw detectors and probabilities; retained). All three Home Assistant
+  entities read this one message, so they agree at every moment.
 - ``<base>/state``: the debounced status alone, retained, for other consumers
 - ``<base>/availability``: ``online`` from the first decision on; ``offline`` on a clean stop and as
-  the last will, so a restarted monitor never shows a dead run's state as current
+  the last will, so a restarted monitor never shows a dead run's state as current. A running
+  monitor that sees ``offline`` there (a twin under the same id stopping or dying) says ``online``
+  again at once.
 - ``<base>/instances``: each monitor announces itself here, so two monitors under one id are seen
 - ``homeassistant/.../config``: one device named after the monitor, with an enum sensor and two
   binary sensors (``sensor.<name>_state``, ``binary_sensor.<name>_ac_running``, ...).
@@ -18,6 +21,7 @@ The broker being down never stops the monitor: paho reconnects in its own thread
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -27,6 +31,7 @@ import secrets
 import socket
 import threading
 import time
+import unicodedata
 import urllib.parse
 
 import paho.mqtt.client as mqtt
@@ -37,6 +42,8 @@ from edge.monitor.hop import HopLine
 log = logging.getLogger("humwatch.mqtt")
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 BACKOFF_SEC = (1, 60)
+MAX_NAME = 40  # characters of a name-derived topic id and of the device name Home Assistant sees
+DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a topic level and Home Assistant's node id allow these
 
 
 def slug(name: str) -> str:
@@ -47,6 +54,18 @@ def slug(name: str) -> str:
     return value
 
 
+def shorten(text: str, separator: str) -> str:
+    """`text` if it fits in MAX_NAME characters, else its beginning + a hash of the whole: bounded,
+    and two long names that share a beginning still differ."""
+    if len(text) <= MAX_NAME:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:6]
+    head = text[:MAX_NAME - 1 - len(digest)]
+    if separator in head[len(head) // 2:]:  # cut between words where one ends in the second half
+        head = head[:head.rindex(separator)]
+    return f"{head.rstrip(separator)}{separator}{digest}"
+
+
 @dataclasses.dataclass(frozen=True)
 class MqttSettings:
     host: str
@@ -55,9 +74,20 @@ class MqttSettings:
     username: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)  # never printed
     name: str = "humwatch"
-    device_id: str | None = None  # topic id; default: slug(name)
+    device_id: str | None = None  # topic id; default: the name's slug (shortened)
     discovery_prefix: str = "homeassistant"
     heartbeat_sec: float = 60.0
+
+    def __post_init__(self) -> None:
+        """Refuse at start what a broker or Home Assistant would refuse on every reconnect."""
+        if any(unicodedata.category(character) == "Cc" for character in self.name):
+            raise ValueError(f"--name {self.name!r}: control characters are not allowed; use a plain name such as Kitchen")
+        if self.device_id is not None and not DEVICE_ID.fullmatch(self.device_id):
+            raise ValueError(f"--mqtt-device-id {self.device_id!r}: use 1 to 64 letters, digits, '_' or '-' (it is a "
+                             "topic level, humwatch/<id>/..., and Home Assistant's node id; '/', '#', '+', spaces and "
+                             "control characters break both), e.g. --mqtt-device-id kitchen")
+        if self.device_id is None:
+            slug(self.name)  # a name without a letter or digit is refused here, not on the first publish
 
     @classmethod
     def from_url(cls, url: str, **options) -> MqttSettings:
@@ -72,7 +102,12 @@ class MqttSettings:
 
     @property
     def topic_id(self) -> str:
-        return self.device_id or slug(self.name)
+        return self.device_id or shorten(slug(self.name), "_")
+
+    @property
+    def device_name(self) -> str:
+        """The device name Home Assistant shows and derives the entity ids from (bounded like the id)."""
+        return shorten(self.name, " ")
 
     @property
     def base_topic(self) -> str:
@@ -83,13 +118,13 @@ def discovery_messages(settings: MqttSettings, household=None) -> dict[str, dict
     """Home Assistant discovery configs: topic -> payload. Entity ids follow from the device name
     and the entity names (has_entity_name), e.g. "Kitchen" + "State" -> sensor.kitchen_state."""
     base, node = settings.base_topic, f"humwatch_{settings.topic_id}"
-    device = {"identifiers": [node], "name": settings.name, "manufacturer": "humwatch",
+    device = {"identifiers": [node], "name": settings.device_name, "manufacturer": "humwatch",
               "model": "humwatch live monitor", "sw_version": importlib.metadata.version("humwatch")}
     attributes = f"{base}/attributes"
     common = {"availability_topic": f"{base}/availability", "device": device, "state_topic": attributes}
     messages = {
         f"{settings.discovery_prefix}/sensor/{node}/state/config": {
-            **common, "name": "State", "unique_id": f"{node}_state", "value_template": "{{ value_json.state }}",
+            **common, "name": "State", "unique_id": f"{node}_state", "value_template": "{{ value_json.debounced_status }}",
             "device_class": "enum", "options": list(STATES), "json_attributes_topic": attributes,
             "icon": "mdi:home-sound-in",
         },
@@ -162,9 +197,9 @@ def stats_payload(snapshot: dict) -> dict:
 
 
 def attributes_payload(line: HopLine) -> dict:
-    """The one JSON message every entity reads: debounced state and flags, raw detectors, figures."""
-    raw = {key: value for key, value in line.to_json().items() if key not in ("debounced_status", "changed", "lag_sec")}
-    return {"state": line.debounced_status, **raw}
+    """The one JSON message every entity reads: the hop's JSON line less `changed` and `lag_sec`
+    (no key Home Assistant reserves, such as `state` or `name`, so all of it shows as attributes)."""
+    return {key: value for key, value in line.to_json().items() if key not in ("changed", "lag_sec")}
 
 
 class MqttPublisher:
@@ -180,7 +215,7 @@ class MqttPublisher:
         self._last_publish = float("-inf")
         self._online = False  # 'online' sent on this connection
         self._closing = False
-        self._failures = 0
+        self._delay: int | None = None  # paho's reconnect delay, mirrored: None until the first wait
         self._lock = threading.Lock()
         self.connected = threading.Event()
         base = settings.base_topic
@@ -211,26 +246,30 @@ class MqttPublisher:
         self.client.loop_start()
 
     def close(self) -> None:
-        """Clean shutdown: say offline, then disconnect (the last will covers a crash)."""
-        self._closing = True
+        """Clean shutdown: say offline, then disconnect (the last will covers a crash). `_closing` is
+        set first, so this monitor never answers its own 'offline' with 'online'."""
+        with self._lock:
+            self._closing = True
         if self.connected.is_set():
             self.client.publish(self.topics["availability"], "offline", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _retry_delay(self) -> int:
-        """The delay paho waits before its next try (reconnect_delay_set: doubling from 1 s to 60 s)."""
-        return min(BACKOFF_SEC[0] * 2 ** (self._failures - 1), BACKOFF_SEC[1])
+    def _next_delay(self) -> int:
+        """The delay paho waits next. paho waits once after each failed try (on_connect_fail) and
+        each lost or refused connection (on_disconnect), doubling from 1 s to 60 s, and starts
+        again at 1 s after a successful connection: the same steps here."""
+        self._delay = BACKOFF_SEC[0] if self._delay is None else min(self._delay * 2, BACKOFF_SEC[1])
+        return self._delay
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            self._failures += 1
-            log.warning("MQTT: broker %s:%d refused the connection (%s); check --mqtt-user / --mqtt-password; "
-                        "retrying in %d s", self.settings.host, self.settings.port, reason_code, self._retry_delay())
+        if reason_code.is_failure:  # the broker closes the connection next: on_disconnect logs the delay
+            log.warning("MQTT: broker %s:%d refused the connection (%s); check --mqtt-user / --mqtt-password",
+                        self.settings.host, self.settings.port, reason_code)
             return
-        self._failures = 0
+        self._delay = None
         log.info("MQTT: connected to %s:%d", self.settings.host, self.settings.port)
-        client.subscribe(self.topics["instances"], qos=1)
+        client.subscribe([(self.topics["instances"], 1), (self.topics["availability"], 1)])
         for topic, payload in discovery_messages(self.settings, self.household).items():
             client.publish(topic, json.dumps(payload), qos=1, retain=True)
         self._announce()
@@ -241,27 +280,48 @@ class MqttPublisher:
                 self._publish(self.latest)
 
     def _on_connect_fail(self, client, userdata) -> None:
-        self._failures += 1
         log.warning("MQTT: cannot reach the broker at %s:%d; the monitor keeps deciding; retrying in %d s",
-                    self.settings.host, self.settings.port, self._retry_delay())
+                    self.settings.host, self.settings.port, self._next_delay())
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         if self._closing:
             log.info("MQTT: disconnected: the monitor stopped")
             return
-        log.warning("MQTT: disconnected (%s); the monitor keeps deciding, reconnecting with backoff and "
-                    "keeping only the latest state to send", reason_code)
+        log.warning("MQTT: disconnected (%s); the monitor keeps deciding, reconnecting in %d s with backoff and "
+                    "keeping only the latest state to send", reason_code, self._next_delay())
 
     def _announce(self) -> None:
         self.client.publish(self.topics["instances"], json.dumps(self.instance), qos=1)
 
     def _on_message(self, client, userdata, message) -> None:
+        if message.topic == self.topics["availability"]:
+            self._stay_online(message)
+        elif message.topic == self.topics["instances"]:  # a broker may also send retained messages of other topics
+            self._note_rival(message.payload)
+
+    def _stay_online(self, message) -> None:
+        """'offline' on this id's availability while this monitor runs (a twin under the same id
+        stopping, or its last will): say 'online' again at once, with this monitor's latest state.
+        A retained 'offline' is what the broker held when this connection subscribed: the 'online'
+        this monitor sends with its next decision replaces it anyway."""
+        if message.payload != b"offline" or message.retain:
+            return
+        with self._lock:
+            if self._closing or not self._online or self.latest is None:
+                return
+            log.warning("MQTT: another client set %s offline (a monitor under the same id stopped or died); this "
+                        "monitor runs, so it says online again", self.topics["availability"])
+            self._online = False
+            self._publish(self.latest)
+
+    def _note_rival(self, payload: bytes) -> None:
         try:
-            other = json.loads(message.payload)
+            other = json.loads(payload)
         except ValueError:
             return
-        if not isinstance(other, dict) or other.get("id") in (self.instance["id"], *self.rivals):
+        if (not isinstance(other, dict) or not isinstance(other.get("id"), str)
+                or other["id"] in (self.instance["id"], *self.rivals)):
             return
         self.rivals[other["id"]] = other
         log.warning("MQTT: another monitor publishes under %s: %r on host %s (pid %s); this one is %r on host %s "
