@@ -3,6 +3,8 @@ CPU budget allows here, and estimates for a Raspberry Pi 4 and 5 from their publ
 
 Each precision is measured in its own fresh process, so its peak memory is its own, and the
 precisions are measured one after the other in one run, so their ratio is a fair comparison.
+The budget run streams a recording in a fresh process too (a child running :func:`_stream_child`,
+the code of `humwatch stream`), so the CPU time /proc reports for it is the monitor's alone.
 Timing refuses to start while other processes keep the cores busy (or says so with allow_busy).
 """
 
@@ -10,15 +12,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edge.core.bundle import load_bundle
-from edge.monitor.pacing import HopPlanner
+from edge.core.audio import AudioError
+from edge.core.bundle import BundleError, load_bundle, verify_files
+from edge.core.proc import cpu_ticks, memory_mb, process_cpu_sec, timed
+from edge.monitor.pacing import HopPlanner, plan_hop
 from edge.monitor.runtime import Classifier
+from edge.monitor.stream import stream_file
 
 # Published peaks (the cpufp benchmark), GFLOP/s or GOP/s with all four cores.
 PI_PEAKS = {
@@ -32,29 +36,19 @@ PEAK_EFFICIENCY = 0.8
 BUSY_CORES = 0.25  # other processes using more than this many cores spoil the timing
 
 
-class BusyMachine(RuntimeError):
+class BenchError(RuntimeError):
+    """The benchmark cannot run or give clean figures; the message says why."""
+
+
+class BusyMachine(BenchError):
     """Other processes keep the cores busy; the message names the busiest."""
-
-
-def _cpu_ticks() -> dict[int, tuple[str, int]]:
-    ticks = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                text = (entry / "stat").read_text()
-            except OSError:
-                continue
-            name = text[text.index("(") + 1 : text.rindex(")")]
-            fields = text[text.rindex(")") + 2 :].split()
-            ticks[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))
-    return ticks
 
 
 def other_load(seconds: float = 1.0) -> tuple[float, list[tuple[str, int, float]]]:
     """(cores used by other processes over `seconds`, the busiest [(name, pid, cores)])."""
-    before = _cpu_ticks()
+    before = cpu_ticks()
     time.sleep(seconds)
-    after = _cpu_ticks()
+    after = cpu_ticks()
     hertz = os.sysconf("SC_CLK_TCK")
     usage = [(name, pid, (total - before[pid][1]) / hertz / seconds) for pid, (name, total) in after.items()
              if pid in before and pid != os.getpid()]
@@ -76,22 +70,18 @@ def check_quiet(allow_busy: bool) -> str | None:
 
 def measure(bundle_dir: Path, precision: str, threads: int | None, windows: int, budget: float, seed: int = 0) -> dict:
     """Measured in the calling process: run it in a fresh one (see :func:`bench`)."""
-    started = time.perf_counter()
-    bundle = load_bundle(bundle_dir)
-    classifier = Classifier(bundle, precision, threads)
-    load_sec = time.perf_counter() - started
+    classifier, load_sec, _ = timed(lambda: Classifier(load_bundle(bundle_dir), precision, threads))
+    bundle = classifier.bundle
     audio = (np.random.default_rng(seed).standard_normal((windows, bundle.window.window_samples)) * 0.05).astype(np.float32)
     classifier.predict(audio[:1])  # warm-up: first run allocates
     timings, cpu = [], []
     for window in audio:
-        start, cpu_start = time.perf_counter(), time.process_time()
-        classifier.predict(window[None])
-        timings.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - cpu_start)
+        _, wall_sec, cpu_sec = timed(classifier.predict, window[None])
+        timings.append(wall_sec)
+        cpu.append(cpu_sec)
     p50, p95 = np.percentile(timings, [50, 95])
     gflop = bundle.manifest.gflop_per_window[precision]
     cpu_sec = float(np.median(cpu))
-    status = Path("/proc/self/status").read_text()
     return {
         "precision": precision,
         "threads": classifier.sessions[0].get_session_options().intra_op_num_threads,
@@ -105,7 +95,7 @@ def measure(bundle_dir: Path, precision: str, threads: int | None, windows: int,
         "hop_here_sec": HopPlanner(None, cpu_sec, budget).hop_sec,
         **{f"{pi}_hop_est_sec": pi_hop(gflop, precision, pi, budget) for pi in PI_PEAKS},
         "realtime_factor": float(p50) / bundle.window.hop_sec,  # share of real time at the default hop
-        "peak_rss_mb": int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024,
+        "peak_rss_mb": memory_mb("VmHWM"),
         "model_mb": sum(path.stat().st_size for path in bundle.graph_paths(precision).values()) / 1e6,
     }
 
@@ -126,28 +116,44 @@ def bench(bundle_dir: Path, precisions: list[str], threads: int | None, windows:
     return results
 
 
-def _process_cpu_sec(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _stream_child(sender, bundle_dir: Path, audio: Path, hop: str, budget: float, precision: str | None,
+                  realtime: bool) -> None:
+    """In the child process: `humwatch stream` over `audio`, each hop's line sent to the parent, then
+    None (or the error's message)."""
+    try:
+        bundle = load_bundle(bundle_dir)
+        verify_files(bundle)
+        classifier = Classifier(bundle, precision)
+        planner = plan_hop(classifier, hop, budget)
+        for line in stream_file(classifier, audio, classifier.decision, planner, realtime=realtime):
+            sender.send(line.to_json())
+        sender.send(None)
+    except (AudioError, BundleError, ValueError) as error:
+        sender.send(str(error))
+    finally:
+        sender.close()
 
 
-def _stream(bundle_dir: Path, audio: Path, *options: str) -> tuple[list[dict], float, float]:
-    """Run `humwatch stream` in a child process: (its lines, its CPU seconds from /proc, wall seconds)."""
-    import json
-    import subprocess
-    import sys
-
-    command = [sys.executable, "-m", "edge.cli", "stream", "--bundle", str(bundle_dir), *options, str(audio)]
+def _stream(bundle_dir: Path, audio: Path, hop: str, budget: float, precision: str | None,
+            realtime: bool = False) -> tuple[list[dict], float, float]:
+    """Stream a recording in a fresh process: (its lines, its CPU seconds from /proc, wall seconds)."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_stream_child, args=(sender, bundle_dir, audio, hop, budget, precision, realtime))
     started = time.monotonic()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    child.start()
+    sender.close()
     cpu_sec, wall_sec, lines = 0.0, 0.0, []
-    for text in child.stdout:  # each line read is also a moment to read its CPU time
-        lines.append(json.loads(text))
-        try:
-            cpu_sec, wall_sec = _process_cpu_sec(child.pid), time.monotonic() - started
-        except OSError:
-            break
-    child.wait()
+    try:
+        while (message := receiver.recv()) is not None:  # each line is also a moment to read the child's CPU time
+            if isinstance(message, str):
+                raise BenchError(f"--budget-run {audio}: {message}")
+            lines.append(message)
+            cpu_sec, wall_sec = process_cpu_sec(child.pid), time.monotonic() - started
+    except EOFError:
+        raise BenchError(f"--budget-run {audio}: the streaming process ended early (exit code {child.exitcode})") from None
+    finally:
+        child.join()
     return lines, cpu_sec, wall_sec
 
 
@@ -156,9 +162,8 @@ def budget_run(bundle_dir: Path, audio: Path, budget: float, precision: str | No
     against the budget, and its debounced decisions against hop 1.5 s away from state changes."""
     bundle = load_bundle(bundle_dir)
     decision = bundle.decision_for(precision or bundle.default_precision)
-    extra = ["--precision", precision] if precision else []
-    auto, cpu_sec, wall_sec = _stream(bundle_dir, audio, "--realtime", "--hop", "auto", "--cpu-budget", str(budget), *extra)
-    reference, _, _ = _stream(bundle_dir, audio, "--hop", "1.5", *extra)
+    auto, cpu_sec, wall_sec = _stream(bundle_dir, audio, "auto", budget, precision, realtime=True)
+    reference, _, _ = _stream(bundle_dir, audio, "1.5", budget, precision)
     changes = [b["t"] for a, b in zip(reference, reference[1:]) if a["debounced_status"] != b["debounced_status"]]
     compared = agreeing = 0
     for line in auto:
