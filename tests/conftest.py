@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rtsp_server
+
 REPO = Path(__file__).resolve().parents[1]
 # The tiny golden files travel with the repository; HUMWATCH_BEATS_FIXTURES may point at another copy.
 BEATS_FIXTURES = Path(os.environ.get("HUMWATCH_BEATS_FIXTURES", Path(__file__).parent / "fixtures" / "beats"))
@@ -127,19 +129,25 @@ def browser_available() -> bool:
                 (shutil.which("chromedriver") or os.path.exists("/usr/bin/chromedriver")))
 
 
+# marker: (what this machine lacks for those tests, or None; how to get it)
+NEEDS = {"browser": (lambda: None if browser_available() else "no chromium / chromedriver on this machine", BROWSER_HINT),
+         "rtsp": (rtsp_server.missing, rtsp_server.HINT)}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Without a browser, the browser tests are deselected (and the summary says so), never skipped silently."""
-    if browser_available() or config.getoption("-m"):
+    """Tests whose system packages are absent are deselected (and the summary says why), never skipped silently."""
+    if config.getoption("-m"):
         return
-    deselected = [item for item in items if item.get_closest_marker("browser")]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("browser")]
-        config._humwatch_browser_deselected = len(deselected)
+    config._humwatch_deselected = []
+    for marker, (lacks, hint) in NEEDS.items():
+        marked = [item for item in items if item.get_closest_marker(marker)]
+        reason = lacks() if marked else None
+        if reason:
+            config.hook.pytest_deselected(items=marked)
+            items[:] = [item for item in items if not item.get_closest_marker(marker)]
+            config._humwatch_deselected.append(f"{len(marked)} {marker} test(s) deselected: {reason}; {hint}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    count = getattr(config, "_humwatch_browser_deselected", 0)
-    if count:
-        terminalreporter.write_line(f"{count} browser test(s) deselected: no chromium / chromedriver on this machine; "
-                                    f"{BROWSER_HINT}", yellow=True)
+    for line in getattr(config, "_humwatch_deselected", ()):
+        terminalreporter.write_line(line, yellow=True)
