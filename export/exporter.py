@@ -164,8 +164,8 @@ def _student(run: Run, student: Path | None | bool) -> StudentRun | None:
     if student is True:
         return latest_student(run)
     opened = StudentRun.open(student)
-    if opened.config.get("teacher_run_id") != run.run_id:
-        raise ExportError(f"--student {student}: distilled from run {opened.config.get('teacher_run_id')}, "
+    if opened.config.teacher_run_id != run.run_id:
+        raise ExportError(f"--student {student}: distilled from run {opened.config.teacher_run_id}, "
                           f"not {run.run_id}; pick one of {[p.name for p in run.students()]}")
     return opened
 
@@ -198,9 +198,10 @@ def _build(job: ExportJob, int8: bool, reused: Bundle | None) -> Manifest:
         name=job.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), window=job.window, decision=job.decision,
         graphs={"fp32": {"encoder": encoders["fp32"], "head": "head.onnx"}}, default_precision="fp32",
         embedding={"frames": frames, "dim": job.model.encoder.embed_dim}, opset=OPSET, versions=_versions(),
-        source={"run_id": config["run_id"], "beats_checkpoint_sha256": config["beats_checkpoint"]["sha256"],
-                "beats_checkpoint_name": Path(config["beats_checkpoint"]["path"]).name,
-                "beats_cfg": config["beats_cfg"], "stage2": config.get("stage2"),
+        source={"run_id": config.run_id, "beats_checkpoint_sha256": config.beats_checkpoint_sha256,
+                "beats_checkpoint_name": config.beats_checkpoint.name,
+                "beats_cfg": dataclasses.asdict(config.beats_cfg),
+                "stage2": dataclasses.asdict(config.stage2) if config.stage2 else None,
                 "encoder_sha256": job.fingerprint,
                 "encoder_reused_from": reused.manifest.name if reused else None},
         training_metrics=_training_metrics(job.run),

@@ -53,7 +53,7 @@ def test_report_of_a_tiny_run(trained_runs):
     decision = run.decision
     assert f"t_ac {decision.t_ac:.2f}" in page and f"t_fridge {decision.t_fridge:.2f}" in page
     assert page.count("data:image/png;base64,") == len(traces) + 2  # + F1 curves + training curves
-    assert "cross-split" in page.lower() and "validated on" in page  # both dayparts were trained
+    assert "cross-split" in page.lower() and "<th>validated_on</th>" in page  # both dayparts were trained
     assert is_stand_in(run) and 'class="banner"' in page  # the tiny fixture is not the real architecture
     assert "http://" not in page and "https://" not in page  # nothing to fetch: it opens from disk
 

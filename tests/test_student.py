@@ -43,7 +43,7 @@ def test_distill_writes_a_student_into_the_run_and_never_overwrites(student_run)
     first = StudentRun.open(student_run / "student")
     assert {"student.pt", "config.yaml", "metrics.jsonl", "best_metrics.json", "val_predictions.parquet",
             "thresholds.yaml"} <= {p.name for p in first.path.iterdir()}
-    assert first.config["teacher_agreement"]["disagreeing_files"] == []
+    assert first.config.teacher_agreement.disagreeing_files == ()
     before = (first.path / "student.pt").read_bytes()
     second = Distiller(student_run, log=lambda *_: None).run_distillation()
     assert second.name == "student-2" and (first.path / "student.pt").read_bytes() == before

@@ -14,8 +14,8 @@ from edge.cli import main
 from edge.core.labels import AC_ON
 from train.evaluate import evaluate_files
 from train.manifests import ManifestError, load_manifests, prepare
-from train.run import Run
-from train.trainer import SplitError, Trainer, TrainOptions, split_recordings
+from train.run import Run, RunError
+from train.trainer import SplitError, Trainer, TrainOptions, early_stopping, split_recordings
 
 RUN_FILES = ["model.pt", "config.yaml", "metrics.jsonl", "best_metrics.json", "val_predictions.parquet"]
 QUIET = {"log": lambda *_: None}
@@ -31,6 +31,32 @@ def test_runs_have_every_artifact(trained_runs):
         assert config["window"]["window_samples"] == 96_000
         epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert epochs and {"f1_ac", "f1_fridge", "state_accuracy", "by_daypart", "window_auc_ac"} <= set(epochs[0])
+
+
+def test_config_yaml_is_read_and_written_as_one_typed_record(trained_runs, tmp_path):
+    written = yaml.safe_load((trained_runs["night"] / "config.yaml").read_text())
+    config = Run.open(trained_runs["night"]).config
+    assert config.to_yaml() == written  # the record reads every field and writes the same file
+    assert config.split.val_daypart == "night" and config.options.views == 2 and config.window.window_samples == 96_000
+    assert config.recordings[config.split.val_recordings[0]].path.is_absolute()
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_runs["night"], broken)
+    (broken / "config.yaml").write_text(yaml.safe_dump({**written, "split": {"val_daypart": "night"}}))
+    with pytest.raises(RunError, match=r"broken/config.yaml: not a config.yaml this humwatch reads .*val_recordings"):
+        Run.open(broken).recordings("validation")
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
+    module = torch.nn.Linear(1, 1, bias=False)
+    losses = [3.0, 1.0, 2.0, 0.5, 0.9, 0.8, 0.7, 0.1]
+
+    def epoch(number: int) -> dict:
+        module.weight.data.fill_(number)  # the weights tell which epoch they come from
+        return {"epoch": number, "val_loss": losses[number - 1]}
+
+    best, epochs_run = early_stopping(module, len(losses), 3, epoch, lambda record, best: record["val_loss"] < best["val_loss"])
+    assert (best["epoch"], epochs_run) == (4, 7)  # three epochs without a better loss after epoch 4
+    assert module.weight.item() == 4.0
 
 
 def test_ac_is_detected_on_every_file(trained_runs, project):

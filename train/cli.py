@@ -16,14 +16,10 @@ DEVICE_OPTION = click.option("--device", type=click.Choice(["auto", "cpu", "cuda
                              help="Where torch runs the encoder (auto: cuda, then mps, then cpu).")
 
 
-def _metrics_rows(metrics: dict) -> list[dict]:
-    rows = [{"split": "all", **{k: metrics[k] for k in ("files", "f1_ac", "f1_fridge", "state_accuracy")}}]
-    rows += [{"split": daypart, **values} for daypart, values in sorted(metrics["by_daypart"].items())]
-    return rows
-
-
 def print_metrics(metrics: dict) -> None:
-    click.echo(format_table(_metrics_rows(metrics), ["split", "files", "f1_ac", "f1_fridge", "state_accuracy"]))
+    from train.metrics import METRIC_COLUMNS, metric_rows
+
+    click.echo(format_table(metric_rows(metrics), METRIC_COLUMNS))
     click.echo(f"window AUC: ac {metrics['window_auc_ac'] or float('nan'):.3f}, "
                f"fridge {metrics['window_auc_fridge'] or float('nan'):.3f}")
 
@@ -144,7 +140,7 @@ def distill(run_dir: Path, label_weight: float, epochs: int, seed: int, device: 
 def evaluate(run_dir: Path, files: tuple[Path, ...], device: str) -> None:
     """Per-file table and metrics: the run's validation files, or FILES through the torch model."""
     from edge.core.audio import AudioError
-    from train.evaluate import TABLE_COLUMNS, cross_split, evaluate_files, evaluate_validation
+    from train.evaluate import CROSS_SPLIT_COLUMNS, TABLE_COLUMNS, cross_split, cross_split_rows, evaluate_files, evaluate_validation
     from train.device import DeviceError
     from train.run import Run, RunError
 
@@ -160,9 +156,7 @@ def evaluate(run_dir: Path, files: tuple[Path, ...], device: str) -> None:
     splits = cross_split(run.path.parent)
     if {"day", "night"} <= set(splits):
         click.echo("\ncross-split (newest run validated on each daypart):")
-        rows = [{"validated_on": d, "run": s["run"], **{k: s["metrics"][k] for k in ("f1_ac", "f1_fridge", "state_accuracy")}}
-                for d, s in sorted(splits.items())]
-        click.echo(format_table(rows, ["validated_on", "run", "f1_ac", "f1_fridge", "state_accuracy"]))
+        click.echo(format_table(cross_split_rows(splits), CROSS_SPLIT_COLUMNS))
 
 
 @click.command()

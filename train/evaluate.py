@@ -16,6 +16,7 @@ from train.device import resolve_device
 from train.run import Run, RunError
 
 TABLE_COLUMNS = ["recording_id", "daypart", "true_state", "predicted_state", "p_ac", "p_fridge", "windows"]
+CROSS_SPLIT_COLUMNS = ["validated_on", "run", "f1_ac", "f1_fridge", "state_accuracy"]
 
 
 def evaluate_validation(run: Run) -> tuple[pd.DataFrame, dict]:
@@ -56,7 +57,13 @@ def cross_split(models_dir: Path) -> dict[str, dict]:
             run = Run.open(directory)
         except RunError:
             continue
-        daypart = run.config["split"]["val_daypart"]
-        if daypart and (daypart not in latest or run.config["created"] >= latest[daypart][0]):
-            latest[daypart] = (run.config["created"], run)
+        daypart, created = run.config.split.val_daypart, run.config.created
+        if daypart and (daypart not in latest or created >= latest[daypart][0]):
+            latest[daypart] = (created, run)
     return {daypart: {"run": run.path.name, "metrics": evaluate_validation(run)[1]} for daypart, (_, run) in latest.items()}
+
+
+def cross_split_rows(splits: dict[str, dict]) -> list[dict]:
+    """:func:`cross_split` as table rows (CROSS_SPLIT_COLUMNS), one per daypart."""
+    return [{"validated_on": daypart, "run": split["run"], **{key: split["metrics"][key] for key in CROSS_SPLIT_COLUMNS[2:]}}
+            for daypart, split in sorted(splits.items())]

@@ -70,6 +70,15 @@ def file_metrics(windows: pd.DataFrame, probs: np.ndarray, decision: DecisionCon
     return metrics
 
 
+METRIC_COLUMNS = ["split", "files", "f1_ac", "f1_fridge", "state_accuracy"]
+
+
+def metric_rows(metrics: dict) -> list[dict]:
+    """:func:`file_metrics` as table rows (METRIC_COLUMNS): all files, then each daypart."""
+    rows = [{"split": "all", **{key: metrics[key] for key in METRIC_COLUMNS[1:]}}]
+    return rows + [{"split": daypart, **values} for daypart, values in sorted(metrics["by_daypart"].items())]
+
+
 def selection_score(metrics: dict) -> float:
     """What early stopping maximises: the mean of the three file-level figures."""
     return (metrics["f1_ac"] + metrics["f1_fridge"] + metrics["state_accuracy"]) / 3

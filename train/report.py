@@ -9,7 +9,6 @@ curves; and a banner when the encoder is not the real BEATs architecture (the de
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import io
 from pathlib import Path
@@ -22,8 +21,8 @@ from edge.core.decision import decide_file
 from edge.core.files import write_text_atomic
 from edge.core.labels import state_of
 from train.beats import BeatsConfig
-from train.evaluate import cross_split
-from train.metrics import file_metrics
+from train.evaluate import CROSS_SPLIT_COLUMNS, cross_split, cross_split_rows
+from train.metrics import METRIC_COLUMNS, file_metrics, file_table, metric_rows
 from train.run import Run
 from train.thresholds import GRID, best_run, f1_curve
 
@@ -53,8 +52,8 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 def is_stand_in(run: Run) -> bool:
     """True when the encoder is not the BEATs_iter3_plus_AS2M architecture (the demo's random stand-in,
     a test fixture): its figures say nothing about what BEATs can hear."""
-    real = dataclasses.asdict(BeatsConfig())
-    return any(run.config["beats_cfg"].get(key) != real[key] for key in ARCHITECTURE_KEYS)
+    real, used = BeatsConfig(), run.config.beats_cfg
+    return any(getattr(used, key) != getattr(real, key) for key in ARCHITECTURE_KEYS)
 
 
 def _traces(run: Run) -> str:
@@ -90,14 +89,13 @@ def _traces(run: Run) -> str:
 
 def _f1_curves(run: Run) -> str:
     predictions = run.val_predictions()
-    files = predictions.groupby("recording_id").agg(ac=("ac", "first"), fridge=("fridge", "first"),
-                                                    p_ac=("p_ac", "median"), p_fridge=("p_fridge", "median"))
-    decision, start = run.decision, run.config["decision"]  # start: where choose_thresholds began
+    decision, start = run.decision, run.config.decision  # start: where choose_thresholds began
+    files = file_table(predictions, predictions[["p_ac", "p_fridge"]].to_numpy(), decision)
     figure = Figure(figsize=(9, 2.6))
     axes = figure.subplots(1, 2)
     for axis, label, chosen in ((axes[0], "ac", decision.t_ac), (axes[1], "fridge", decision.t_fridge)):
         scores = f1_curve(files[label].to_numpy(), files[f"p_{label}"].to_numpy())
-        low, high = (float(GRID[i]) for i in best_run(scores, start[f"t_{label}"]))
+        low, high = (float(GRID[i]) for i in best_run(scores, getattr(start, f"t_{label}")))
         axis.plot(GRID, scores, color=COLORS[label])
         axis.axvspan(low, high, color=COLORS[label], alpha=0.1)
         axis.axvline(chosen, color="black", linestyle="--", linewidth=1)
@@ -132,14 +130,10 @@ def render_report(run: Run) -> Path:
     """Write <run>/report.html and return its path."""
     decision, predictions = run.decision, run.val_predictions()
     metrics = file_metrics(predictions, predictions[["p_ac", "p_fridge"]].to_numpy(), decision)
-    by_daypart = [{"split": "all", **{k: metrics[k] for k in ("files", "f1_ac", "f1_fridge", "state_accuracy")}}]
-    by_daypart += [{"split": daypart, **values} for daypart, values in sorted(metrics["by_daypart"].items())]
     splits = cross_split(run.path.parent)
-    cross = (_table([{"validated on": d, "run": s["run"], **{k: s["metrics"][k] for k in ("f1_ac", "f1_fridge", "state_accuracy")}}
-                     for d, s in sorted(splits.items())], ["validated on", "run", "f1_ac", "f1_fridge", "state_accuracy"])
-             if {"day", "night"} <= set(splits) else "<p>Train once with <code>--val-daypart day</code> and once with "
+    cross = (_table(cross_split_rows(splits), CROSS_SPLIT_COLUMNS) if {"day", "night"} <= set(splits) else "<p>Train once with <code>--val-daypart day</code> and once with "
              "<code>--val-daypart night</code> to see the cross-split here.</p>")
-    stage2 = run.config.get("stage2")
+    stage2 = run.config.stage2
     banner = ('<p class="banner">This run\'s encoder is not the BEATs_iter3_plus_AS2M architecture: a stand-in (the demo\'s '
               "random one, or a test fixture). These pictures show the pipeline working, not what BEATs can hear.</p>"
               if is_stand_in(run) else "")
@@ -162,12 +156,12 @@ Decision: <span class="thresholds">{thresholds}</span>; running median {decision
 <h2>F1 against threshold</h2>
 {_f1_curves(run)}
 <h2>Per daypart</h2>
-{_table(by_daypart, ["split", "files", "f1_ac", "f1_fridge", "state_accuracy"])}
+{_table(metric_rows(metrics), METRIC_COLUMNS)}
 <h2>Cross-split</h2>
 {cross}
 <h2>Training</h2>
 {_curves(run)}
-<p>Stage 2: {html.escape(stage2["verdict"]) if stage2 else "not run"}.</p>
+<p>Stage 2: {html.escape(stage2.verdict) if stage2 else "not run"}.</p>
 </body></html>
 """
     path = run.path / REPORT

@@ -13,6 +13,7 @@
 
 Paths inside a run are absolute, so thresholds, evaluate and export work from any directory.
 A run is built beside its destination and renamed into place when complete (edge.core.files).
+:class:`RunConfig` is config.yaml as a typed record: built by the trainer, written and read here.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
 from edge.core.files import atomic_path, write_json_atomic
-from train.beats import build_beats
+from train.beats import BeatsConfig, build_beats
 from train.head import AttentionPoolHead, HumwatchModel
 from train.yamlfile import read_yaml, write_yaml_atomic
 
@@ -42,6 +43,44 @@ class RunError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """How `humwatch train` was asked to train (config.yaml ``options``)."""
+
+    beats_checkpoint: Path
+    manifests_dir: Path = Path("data/manifests")
+    models_dir: Path = Path("models")
+    cache_dir: Path = Path("data/cache")
+    val_daypart: str = "night"
+    val_recordings: tuple[str, ...] = ()
+    views: int = 2
+    epochs: int = 30
+    patience: int = 8
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 200
+    unfreeze_blocks: int = 0
+    stage2_epochs: int = 3
+    stage2_encoder_lr: float = 2e-5
+    stage2_head_lr: float = 3e-4
+    seed: int = 0
+    device: str = "auto"
+
+
+def options_to_yaml(options) -> dict:
+    """An options record as YAML values: paths absolute, tuples as lists."""
+    return {k: (str(Path(v).resolve()) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(options).items()}
+
+
+def options_from_yaml(cls, data: dict):
+    """The options record `cls` from :func:`options_to_yaml`'s values."""
+    def typed(field: dataclasses.Field, value):
+        return Path(value) if field.type == "Path" else tuple(value) if field.type.startswith("tuple") else value
+    return cls(**{field.name: typed(field, data[field.name]) for field in dataclasses.fields(cls) if field.name in data})
+
+
+@dataclasses.dataclass(frozen=True)
 class RunRecording:
     """A recording as the run saw it: where it was, its checksum, its labels."""
 
@@ -53,11 +92,102 @@ class RunRecording:
     fridge: int
 
 
-class TrainedDirectory:
-    """What a training run and a student share: config.yaml, the epochs, the validation predictions
-    and the chosen thresholds. ``open`` checks the directory is finished."""
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """The file-level split: validated on a daypart (or, when None, on named recordings)."""
 
-    KIND, WEIGHTS, MAKE = "training run", MODEL, "train one with 'humwatch train'"
+    val_daypart: str | None
+    val_recordings: tuple[str, ...]
+    train_recordings: tuple[str, ...]
+
+    def to_yaml(self) -> dict:
+        return {"val_daypart": self.val_daypart, "val_recordings": list(self.val_recordings),
+                "train_recordings": list(self.train_recordings)}
+
+    @classmethod
+    def from_yaml(cls, data: dict) -> Split:
+        return cls(data["val_daypart"], tuple(data["val_recordings"]), tuple(data["train_recordings"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage2:
+    """Stage 2's outcome: blocks fine-tuned, whether it was kept (validation improved) and why."""
+
+    unfreeze_blocks: int
+    kept: bool
+    verdict: str
+    stage1_score: float
+    best_score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheUse:
+    """The embedding cache a run read: its directory, windows encoded and reused."""
+
+    directory: Path
+    encoded_windows: int
+    reused_windows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A run's config.yaml: its id, checkpoint, BEATs architecture, window, split, every recording
+    (absolute path, sha256, labels), options, cache, stage 2 and the default decision settings."""
+
+    run_id: str
+    created: str
+    beats_checkpoint: Path
+    beats_checkpoint_sha256: str
+    beats_cfg: BeatsConfig
+    window: WindowConfig
+    split: Split
+    recordings: dict[str, RunRecording]
+    options: TrainOptions
+    cache: CacheUse
+    stage2: Stage2 | None
+    decision: DecisionConfig
+
+    def to_yaml(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "created": self.created,
+            "beats_checkpoint": {"path": str(self.beats_checkpoint.resolve()), "sha256": self.beats_checkpoint_sha256},
+            "beats_cfg": dataclasses.asdict(self.beats_cfg),
+            "window": self.window.to_dict(),
+            "labels": list(LABELS),
+            "split": self.split.to_yaml(),
+            "recordings": {r.recording_id: {"path": str(r.path), "sha256": r.sha256, "daypart": r.daypart, "ac": r.ac,
+                                            "fridge": r.fridge} for r in self.recordings.values()},
+            "options": options_to_yaml(self.options),
+            "cache": {"directory": str(self.cache.directory.resolve()), "encoded_windows": self.cache.encoded_windows,
+                      "reused_windows": self.cache.reused_windows},
+            "stage2": dataclasses.asdict(self.stage2) if self.stage2 else None,
+            "decision": self.decision.to_dict(),
+        }
+
+    @classmethod
+    def from_yaml(cls, data: dict) -> RunConfig:
+        checkpoint, cache, stage2 = data["beats_checkpoint"], data["cache"], data["stage2"]
+        return cls(
+            run_id=data["run_id"], created=data["created"],
+            beats_checkpoint=Path(checkpoint["path"]), beats_checkpoint_sha256=checkpoint["sha256"],
+            beats_cfg=BeatsConfig(**data["beats_cfg"]), window=WindowConfig.from_dict(data["window"], "window"),
+            split=Split.from_yaml(data["split"]),
+            recordings={r: RunRecording(r, Path(v["path"]), v["sha256"], v["daypart"], v["ac"], v["fridge"])
+                        for r, v in data["recordings"].items()},
+            options=options_from_yaml(TrainOptions, data["options"]),
+            cache=CacheUse(Path(cache["directory"]), cache["encoded_windows"], cache["reused_windows"]),
+            stage2=Stage2(**stage2) if stage2 else None,
+            decision=DecisionConfig.from_dict(data["decision"], "decision"),
+        )
+
+
+class TrainedDirectory:
+    """What a training run and a student share: config.yaml (read as the typed record RECORD), the
+    epochs, the validation predictions and the chosen thresholds. ``open`` checks the directory is
+    finished."""
+
+    KIND, WEIGHTS, MAKE, RECORD = "training run", MODEL, "train one with 'humwatch train'", RunConfig
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
@@ -71,8 +201,14 @@ class TrainedDirectory:
 
     # -- reading ---------------------------------------------------------------------------------
     @functools.cached_property
-    def config(self) -> dict:
-        return read_yaml(self.path / CONFIG)
+    def config(self):
+        """config.yaml as the typed record RECORD."""
+        path = self.path / CONFIG
+        try:
+            return self.RECORD.from_yaml(read_yaml(path))
+        except (KeyError, TypeError, ValueError) as error:
+            raise RunError(f"{path}: not a config.yaml this humwatch reads ({type(error).__name__}: {error}); "
+                           f"{self.MAKE} again") from error
 
     @property
     def thresholds(self) -> dict | None:
@@ -83,7 +219,8 @@ class TrainedDirectory:
     @property
     def decision(self) -> DecisionConfig:
         """The chosen decision settings, or the run's defaults when thresholds were not chosen yet."""
-        return DecisionConfig.from_dict(self.thresholds or self.config["decision"])
+        thresholds = self.thresholds
+        return DecisionConfig.from_dict(thresholds) if thresholds else self.config.decision
 
     def val_predictions(self) -> pd.DataFrame:
         """recording_id, window_index, daypart, ac, fridge, p_ac, p_fridge of every validation window."""
@@ -105,16 +242,18 @@ class TrainedDirectory:
         write_yaml_atomic(self.path / THRESHOLDS, {**decision.to_dict(), "validation_metrics": validation_metrics})
 
     def update_config(self, **values) -> None:
-        """Add or replace top-level entries of config.yaml."""
-        write_yaml_atomic(self.path / CONFIG, {**self.config, **values})
+        """Replace fields of config.yaml's record."""
+        self._write_config(dataclasses.replace(self.config, **values))
+
+    def _write_config(self, config) -> None:
+        write_yaml_atomic(self.path / CONFIG, config.to_yaml())
         self.__dict__.pop("config", None)
 
-    def _save_common(self, config: dict, best: dict, predictions: pd.DataFrame) -> None:
+    def _save_common(self, config, best: dict, predictions: pd.DataFrame) -> None:
         with atomic_path(self.path / PREDICTIONS) as temporary:
             predictions.to_parquet(temporary, index=False)
-        write_yaml_atomic(self.path / CONFIG, config)
+        self._write_config(config)
         write_json_atomic(self.path / BEST, best)
-        self.__dict__.pop("config", None)
 
 
 class Run(TrainedDirectory):
@@ -122,18 +261,17 @@ class Run(TrainedDirectory):
 
     @property
     def run_id(self) -> str:
-        return self.config["run_id"]
+        return self.config.run_id
 
     @property
     def window(self) -> WindowConfig:
-        return WindowConfig.from_dict(self.config["window"])
+        return self.config.window
 
     def recordings(self, split: str) -> list[RunRecording]:
         """The run's 'validation' or 'training' recordings, in the order training used them."""
-        ids = self.config["split"]["val_recordings" if split == "validation" else "train_recordings"]
-        known = self.config["recordings"]
-        return [RunRecording(r, Path(known[r]["path"]), known[r]["sha256"], known[r]["daypart"], known[r]["ac"],
-                             known[r]["fridge"]) for r in ids]
+        config = self.config
+        ids = config.split.val_recordings if split == "validation" else config.split.train_recordings
+        return [config.recordings[r] for r in ids]
 
     def students(self) -> list[Path]:
         """The run's finished student directories, oldest first."""
@@ -152,13 +290,13 @@ class Run(TrainedDirectory):
         head.load_state_dict(saved["head"], strict=True)
         return HumwatchModel(encoder, head).eval()
 
-    def save(self, model: HumwatchModel, config: dict, best: dict, predictions: pd.DataFrame) -> None:
+    def save(self, model: HumwatchModel, config: RunConfig, best: dict, predictions: pd.DataFrame) -> None:
         """Everything training leaves, each file written atomically."""
         with atomic_path(self.path / MODEL) as temporary:
             torch.save({
                 "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
-                "beats_cfg": config["beats_cfg"], "head_config": model.head.config,
-                "window": config["window"], "labels": list(LABELS),
+                "beats_cfg": dataclasses.asdict(config.beats_cfg), "head_config": model.head.config,
+                "window": config.window.to_dict(), "labels": list(LABELS),
                 "encoder": model.encoder.state_dict(), "head": model.head.state_dict(),
             }, temporary)
         self._save_common(config, best, predictions)

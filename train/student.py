@@ -30,7 +30,7 @@ from torch import nn
 from edge.core.agreement import state_agreement
 from edge.core.audio import load_windows
 from edge.core.decision import decide_file
-from edge.core.defaults import LABELS, DecisionConfig
+from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
 from edge.core.files import DirectoryBuild, atomic_path
 from edge.core.labels import BOTH_OFF, state_of
 from train.beats import encoder_fingerprint
@@ -38,9 +38,9 @@ from train.cache import EmbeddingCache, Recording
 from train.device import resolve_device
 from train.fbank import kaldi_mel_banks
 from train.metrics import file_metrics
-from train.run import RunError, Run, TrainedDirectory
+from train.run import RunError, Run, Split, TrainedDirectory, options_from_yaml, options_to_yaml
 from train.thresholds import choose_thresholds
-from train.trainer import cosine_with_warmup, mean_bce, predict_head
+from train.trainer import cosine_with_warmup, early_stopping, mean_bce, predict_head
 
 FRAME = 1024  # 64 ms at 16 kHz: 15.6 Hz bins, fine enough for mains harmonics
 STRIDE = 2048  # one frame every 128 ms: half the audio is analysed, the hum is stationary
@@ -88,26 +88,6 @@ class StudentNet(nn.Module):
         return torch.sigmoid(self(waveform))
 
 
-class StudentRun(TrainedDirectory):
-    """A student directory inside a run."""
-
-    KIND, WEIGHTS, MAKE = "student", STUDENT_WEIGHTS, "distil one with 'humwatch distill --run models/<run_id>'"
-
-    def load_student(self) -> StudentNet:
-        saved = torch.load(self.path / STUDENT_WEIGHTS, map_location="cpu", weights_only=True)
-        if saved.get("format") != STUDENT_FORMAT or saved.get("format_version") != STUDENT_FORMAT_VERSION:
-            raise RunError(f"{self.path / STUDENT_WEIGHTS}: not a humwatch student; distil again with this humwatch")
-        student = StudentNet(**saved["config"])
-        student.load_state_dict(saved["weights"], strict=True)
-        return student.eval()
-
-    def save(self, student: StudentNet, config: dict, best: dict, predictions: pd.DataFrame) -> None:
-        with atomic_path(self.path / STUDENT_WEIGHTS) as temporary:
-            torch.save({"format": STUDENT_FORMAT, "format_version": STUDENT_FORMAT_VERSION, "config": student.config,
-                        "weights": student.state_dict()}, temporary)
-        self._save_common(config, best, predictions)
-
-
 @dataclasses.dataclass(frozen=True)
 class DistillOptions:
     label_weight: float = 0.1  # the rest of each target is the teacher's probability
@@ -118,6 +98,75 @@ class DistillOptions:
     weight_decay: float = 1e-3
     seed: int = 0
     device: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherAgreement:
+    """The student's file states (its thresholds) against the teacher's on the validation files."""
+
+    files: int
+    agreeing_files: int
+    disagreeing_files: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig:
+    """A student's config.yaml: its teacher run, network, window, split, options, its default and its
+    teacher's decision settings, and (once measured) its agreement with the teacher."""
+
+    created: str
+    teacher_run_id: str
+    student: dict  # StudentNet.config
+    window: WindowConfig
+    split: Split
+    options: DistillOptions
+    decision: DecisionConfig
+    teacher_decision: DecisionConfig
+    teacher_agreement: TeacherAgreement | None = None
+
+    def to_yaml(self) -> dict:
+        data = {"created": self.created, "teacher_run_id": self.teacher_run_id, "student": self.student,
+                "window": self.window.to_dict(), "split": self.split.to_yaml(), "options": options_to_yaml(self.options),
+                "decision": self.decision.to_dict(), "teacher_decision": self.teacher_decision.to_dict()}
+        if self.teacher_agreement:
+            agreement = self.teacher_agreement
+            data["teacher_agreement"] = {"files": agreement.files, "agreeing_files": agreement.agreeing_files,
+                                         "disagreeing_files": list(agreement.disagreeing_files)}
+        return data
+
+    @classmethod
+    def from_yaml(cls, data: dict) -> StudentConfig:
+        agreement = data.get("teacher_agreement")
+        return cls(
+            created=data["created"], teacher_run_id=data["teacher_run_id"], student=data["student"],
+            window=WindowConfig.from_dict(data["window"], "window"), split=Split.from_yaml(data["split"]),
+            options=options_from_yaml(DistillOptions, data["options"]),
+            decision=DecisionConfig.from_dict(data["decision"], "decision"),
+            teacher_decision=DecisionConfig.from_dict(data["teacher_decision"], "teacher_decision"),
+            teacher_agreement=TeacherAgreement(agreement["files"], agreement["agreeing_files"],
+                                               tuple(agreement["disagreeing_files"])) if agreement else None,
+        )
+
+
+class StudentRun(TrainedDirectory):
+    """A student directory inside a run."""
+
+    KIND, WEIGHTS, RECORD = "student", STUDENT_WEIGHTS, StudentConfig
+    MAKE = "distil one with 'humwatch distill --run models/<run_id>'"
+
+    def load_student(self) -> StudentNet:
+        saved = torch.load(self.path / STUDENT_WEIGHTS, map_location="cpu", weights_only=True)
+        if saved.get("format") != STUDENT_FORMAT or saved.get("format_version") != STUDENT_FORMAT_VERSION:
+            raise RunError(f"{self.path / STUDENT_WEIGHTS}: not a humwatch student; distil again with this humwatch")
+        student = StudentNet(**saved["config"])
+        student.load_state_dict(saved["weights"], strict=True)
+        return student.eval()
+
+    def save(self, student: StudentNet, config: StudentConfig, best: dict, predictions: pd.DataFrame) -> None:
+        with atomic_path(self.path / STUDENT_WEIGHTS) as temporary:
+            torch.save({"format": STUDENT_FORMAT, "format_version": STUDENT_FORMAT_VERSION, "config": student.config,
+                        "weights": student.state_dict()}, temporary)
+        self._save_common(config, best, predictions)
 
 
 @dataclasses.dataclass
@@ -148,7 +197,7 @@ class Distiller:
         cache = self._cache(model, device)
         torch.manual_seed(options.seed)
         student = StudentNet(run.window.window_samples)
-        train = self._examples(student, model, cache, run.recordings("training"), run.config["options"]["views"])
+        train = self._examples(student, model, cache, run.recordings("training"), run.config.options.views)
         val = self._examples(student, model, cache, run.recordings("validation"), 0)
         self.log(f"distilling: {len(train.features)} training windows (with augmented views), "
                  f"{len(val.features)} validation windows")
@@ -159,33 +208,25 @@ class Distiller:
             predictions = val.windows[["recording_id", "window_index", "daypart", *LABELS]].copy()
             predictions["p_ac"], predictions["p_fridge"] = probs[:, 0], probs[:, 1]
             predictions["teacher_p_ac"], predictions["teacher_p_fridge"] = val.teacher[:, 0], val.teacher[:, 1]
-            config = {
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "teacher_run_id": run.run_id,
-                "student": student.config,
-                "window": run.config["window"],
-                "split": run.config["split"],
-                "options": dataclasses.asdict(options),
-                "decision": run.decision.to_dict(),
-                "teacher_decision": run.decision.to_dict(),
-            }
+            config = StudentConfig(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), teacher_run_id=run.run_id,
+                                   student=student.config, window=run.window, split=run.config.split, options=options,
+                                   decision=run.decision, teacher_decision=run.decision)
             directory.save(student, config, best, predictions)
             chosen = choose_thresholds(directory)
             agreement = teacher_agreement(directory)
             directory.update_config(teacher_agreement=agreement)
         self.log(f"student written to {build.final}: t_ac {chosen['t_ac']:.2f}, t_fridge {chosen['t_fridge']:.2f}; "
-                 f"file states equal the teacher's on {agreement['agreeing_files']}/{agreement['files']} validation files")
+                 f"file states equal the teacher's on {agreement.agreeing_files}/{agreement.files} validation files")
         return build.final
 
     def _cache(self, model, device) -> EmbeddingCache:
         """The run's embedding cache. A kept stage 2 changed the encoder: its own key, built here."""
         config = self.run.config
-        stage2 = config.get("stage2") or {}
-        key = encoder_fingerprint(model.encoder.cpu()) if stage2.get("kept") else config["beats_checkpoint"]["sha256"]
+        key = encoder_fingerprint(model.encoder.cpu()) if config.stage2 and config.stage2.kept else config.beats_checkpoint_sha256
         model.to(device)
         pool = [Recording(r.recording_id, r.path, r.sha256) for r in self.run.recordings("training")
                 if state_of(r.ac, r.fridge) == BOTH_OFF]
-        return EmbeddingCache(Path(config["options"]["cache_dir"]), key, self.run.window, config["options"]["seed"],
+        return EmbeddingCache(config.options.cache_dir, key, self.run.window, config.options.seed,
                               pool, device=device)
 
     def _examples(self, student: StudentNet, model, cache: EmbeddingCache, recordings, views: int) -> Examples:
@@ -218,8 +259,8 @@ class Distiller:
         steps = math.ceil(len(inputs) / options.batch_size)
         scheduler = cosine_with_warmup(optimizer, options.epochs * steps, steps)
         rng = np.random.default_rng(options.seed)
-        best, best_state, since_best = None, None, 0
-        for epoch in range(1, options.epochs + 1):
+
+        def epoch(number: int) -> dict:
             student.train()
             losses = []
             for batch in np.array_split(rng.permutation(len(inputs)), steps):
@@ -230,18 +271,15 @@ class Distiller:
                 scheduler.step()
                 losses.append(loss.item())
             probs = _predict(student, val.features)
-            record = {"stage": "student", "epoch": epoch, "train_loss": float(np.mean(losses)),
+            record = {"stage": "student", "epoch": number, "train_loss": float(np.mean(losses)),
                       "val_loss": mean_bce(probs, val_targets), "val_max_abs_diff_teacher": float(np.abs(probs - val.teacher).max()),
                       **file_metrics(val.windows, probs, self.run.decision)}
             directory.append_epoch(record)
-            if best is None or record["val_loss"] < best["val_loss"]:
-                best, best_state, since_best = record, {k: v.clone() for k, v in student.state_dict().items()}, 0
-            else:
-                since_best += 1
-            if since_best >= options.patience:
-                break
-        student.load_state_dict(best_state)
-        self.log(f"student: best epoch {best['epoch']} of {epoch}, validation loss {best['val_loss']:.4f}, "
+            return record
+
+        best, epochs_run = early_stopping(student, options.epochs, options.patience, epoch,
+                                          lambda record, best: record["val_loss"] < best["val_loss"])
+        self.log(f"student: best epoch {best['epoch']} of {epochs_run}, validation loss {best['val_loss']:.4f}, "
                  f"max |p - teacher| {best['val_max_abs_diff_teacher']:.3f}")
         return best
 
@@ -250,16 +288,15 @@ class Distiller:
         return ((1 - weight) * examples.teacher + weight * examples.labels).astype(np.float32)
 
 
-def teacher_agreement(directory: StudentRun) -> dict:
+def teacher_agreement(directory: StudentRun) -> TeacherAgreement:
     """File states of the student (its thresholds) against the teacher's (the run's) on validation."""
-    predictions = directory.val_predictions()
-    teacher_decision = DecisionConfig.from_dict(directory.config["teacher_decision"])
-    files = dict(list(predictions.groupby("recording_id")))
+    files = dict(list(directory.val_predictions().groupby("recording_id")))
     agreement = state_agreement(
-        {r: decide_file(group[["teacher_p_ac", "teacher_p_fridge"]].to_numpy(), teacher_decision).status for r, group in files.items()},
+        {r: decide_file(group[["teacher_p_ac", "teacher_p_fridge"]].to_numpy(), directory.config.teacher_decision).status
+         for r, group in files.items()},
         {r: decide_file(group[["p_ac", "p_fridge"]].to_numpy(), directory.decision).status for r, group in files.items()})
-    disagreeing = agreement["disagreeing_files"]
-    return {"files": len(files), "agreeing_files": len(files) - len(disagreeing), "disagreeing_files": disagreeing}
+    disagreeing = tuple(agreement["disagreeing_files"])
+    return TeacherAgreement(len(files), len(files) - len(disagreeing), disagreeing)
 
 
 def _features(student: StudentNet, audio: np.ndarray) -> np.ndarray:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.core.defaults import DecisionConfig
-from train.metrics import f1, file_metrics
+from train.metrics import f1, file_metrics, file_table
 from train.run import Run
 
 GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
@@ -51,9 +50,9 @@ def best_threshold(truth: np.ndarray, scores: np.ndarray, start: float) -> float
 def choose_thresholds(run: Run) -> dict:
     """Grid-search thresholds on the run's validation files and write thresholds.yaml."""
     predictions = run.val_predictions()
-    files = predictions.groupby("recording_id").agg(ac=("ac", "first"), fridge=("fridge", "first"),
-                                                    p_ac=("p_ac", "median"), p_fridge=("p_fridge", "median"))
-    defaults = DecisionConfig.from_dict(run.config["decision"])
+    probs = predictions[["p_ac", "p_fridge"]].to_numpy()
+    defaults = run.config.decision
+    files = file_table(predictions, probs, defaults)
     t_ac = best_threshold(files.ac.to_numpy(), files.p_ac.to_numpy(), defaults.t_ac)
     t_fridge = best_threshold(files.fridge.to_numpy(), files.p_fridge.to_numpy(), defaults.t_fridge)
     decision = defaults.replace(
@@ -61,7 +60,6 @@ def choose_thresholds(run: Run) -> dict:
         ac_on=hysteresis_on(t_ac), ac_off=hysteresis_off(t_ac),
         fridge_on=hysteresis_on(t_fridge), fridge_off=hysteresis_off(t_fridge),
     )
-    probs = predictions[["p_ac", "p_fridge"]].to_numpy()
     metrics = file_metrics(predictions, probs, decision)
     run.write_thresholds(decision, metrics)
     return {**decision.to_dict(), "validation_metrics": metrics}

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -28,32 +29,9 @@ from train.device import resolve_device
 from train.head import AttentionPoolHead, HumwatchModel, predict_model
 from train.manifests import ManifestError, load_manifests
 from train.metrics import file_metrics, selection_score
-from train.run import Run
+from train.run import CacheUse, Run, RunConfig, RunRecording, Split, Stage2, TrainOptions
 
 EVAL_BATCH = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainOptions:
-    beats_checkpoint: Path
-    manifests_dir: Path = Path("data/manifests")
-    models_dir: Path = Path("models")
-    cache_dir: Path = Path("data/cache")
-    val_daypart: str = "night"
-    val_recordings: tuple[str, ...] = ()
-    views: int = 2
-    epochs: int = 30
-    patience: int = 8
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    warmup_steps: int = 200
-    unfreeze_blocks: int = 0
-    stage2_epochs: int = 3
-    stage2_encoder_lr: float = 2e-5
-    stage2_head_lr: float = 3e-4
-    seed: int = 0
-    device: str = "auto"
 
 
 class SplitError(ValueError):
@@ -130,6 +108,24 @@ def train_head_epoch(head: AttentionPoolHead, optimizer, scheduler, loss_fn, inp
     return float(np.mean(losses))
 
 
+def early_stopping(module: nn.Module, epochs: int, patience: int, epoch: Callable[[int], dict],
+                   better: Callable[[dict, dict], bool]) -> tuple[dict, int]:
+    """Run ``epoch(n)`` for n = 1 .. epochs (each trains once and returns its validation record), stop
+    once `patience` epochs in a row brought no `better` record, and load the best epoch's weights back
+    into `module`: (the best record, the epochs run)."""
+    best, best_state, since_best = None, None, 0
+    for number in range(1, epochs + 1):
+        record = epoch(number)
+        if best is None or better(record, best):
+            best, best_state, since_best = record, {k: v.clone() for k, v in module.state_dict().items()}, 0
+        else:
+            since_best += 1
+        if since_best >= patience:
+            break
+    module.load_state_dict(best_state)
+    return best, number
+
+
 def predict_head(head: AttentionPoolHead, embeddings: torch.Tensor) -> np.ndarray:
     head.eval()
     device = next(head.parameters()).device
@@ -196,26 +192,20 @@ class Trainer:
             if options.unfreeze_blocks:
                 model, best, stage2, val_probs = self._stage2(model, best, recordings, train_windows, val_windows, window,
                                                               pool, run, val_probs)
-            config = {
-                "run_id": build.destination.name,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "beats_checkpoint": {"path": str(options.beats_checkpoint.resolve()), "sha256": checkpoint_sha},
-                "beats_cfg": dataclasses.asdict(encoder.config),
-                "window": window.to_dict(),
-                "labels": list(LABELS),
-                "split": {"val_daypart": None if options.val_recordings else options.val_daypart,
-                          "val_recordings": validation_ids, "train_recordings": training_ids},
-                "recordings": {row.recording_id: {"path": str(recordings[row.recording_id].path), "sha256": row.sha256,
-                                                  "daypart": row.daypart, "ac": int(row.ac), "fridge": int(row.fridge)}
-                               for row in files.itertuples()},
-                "options": {k: (str(Path(v).resolve()) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-                            for k, v in dataclasses.asdict(options).items()},
-                "cache": {"directory": str(cache.directory.resolve()),
-                          "encoded_windows": stats.encoded_windows + val_stats.encoded_windows,
-                          "reused_windows": stats.reused_windows + val_stats.reused_windows},
-                "stage2": stage2,
-                "decision": DecisionConfig().to_dict(),
-            }
+            config = RunConfig(
+                run_id=build.destination.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                beats_checkpoint=options.beats_checkpoint, beats_checkpoint_sha256=checkpoint_sha,
+                beats_cfg=encoder.config, window=window,
+                split=Split(None if options.val_recordings else options.val_daypart, tuple(validation_ids),
+                            tuple(training_ids)),
+                recordings={row.recording_id: RunRecording(row.recording_id, recordings[row.recording_id].path, row.sha256,
+                                                           row.daypart, int(row.ac), int(row.fridge))
+                            for row in files.itertuples()},
+                options=options,
+                cache=CacheUse(cache.directory, stats.encoded_windows + val_stats.encoded_windows,
+                               stats.reused_windows + val_stats.reused_windows),
+                stage2=stage2, decision=DecisionConfig(),
+            )
             predictions = val_windows[["recording_id", "window_index", "daypart", "ac", "fridge"]].copy()
             predictions["p_ac"], predictions["p_fridge"] = val_probs[:, 0], val_probs[:, 1]
             self._save(run, model.cpu(), config, best, predictions)
@@ -252,20 +242,15 @@ class Trainer:
         scheduler = cosine_with_warmup(optimizer, options.epochs * steps_per_epoch, options.warmup_steps)
         loss_fn = bce_loss(train_set.labels).to(self.device)
         labels = torch.from_numpy(train_set.labels.copy())
-        best, best_state, since_best = None, None, 0
-        for epoch in range(1, options.epochs + 1):
+
+        def epoch(number: int) -> dict:
             train_loss = train_head_epoch(head, optimizer, scheduler, loss_fn, train_set.inputs, labels, generator,
                                           steps_per_epoch)
-            probs = predict_head(head, val_set.inputs)
-            record = self._evaluate("stage1", epoch, train_loss, val_set, probs, run)
-            if best is None or _better(record, best):
-                best, best_state, since_best = record, {k: v.clone() for k, v in head.state_dict().items()}, 0
-            else:
-                since_best += 1
-            if since_best >= options.patience:
-                self.log(f"early stop after epoch {epoch} (best: epoch {best['epoch']})")
-                break
-        head.load_state_dict(best_state)
+            return self._evaluate("stage1", number, train_loss, val_set, predict_head(head, val_set.inputs), run)
+
+        best, epochs_run = early_stopping(head, options.epochs, options.patience, epoch, _better)
+        if epochs_run < options.epochs:
+            self.log(f"early stop after epoch {epochs_run} (best: epoch {best['epoch']})")
         return head.eval(), best
 
     def _evaluate(self, stage: str, epoch: int, train_loss: float, val_set: Dataset, probs: np.ndarray, run: Run) -> dict:
@@ -332,9 +317,7 @@ class Trainer:
             parameter.requires_grad_(True)
         verdict = "kept: validation improved" if kept else "discarded: validation did not improve on stage 1"
         self.log(f"stage 2 ({blocks} block(s)) {verdict}")
-        summary = {"unfreeze_blocks": blocks, "kept": kept, "verdict": verdict,
-                   "stage1_score": stage1_best["score"], "best_score": best["score"]}
-        return model.eval(), best, summary, best_probs
+        return model.eval(), best, Stage2(blocks, kept, verdict, stage1_best["score"], best["score"]), best_probs
 
     @staticmethod
     def _waveforms(recordings, windows: pd.DataFrame, window: WindowConfig) -> np.ndarray:
@@ -344,7 +327,7 @@ class Trainer:
         return np.stack([decoded[r][i] for r, i in rows]) if len(windows) else np.zeros((0, window.window_samples), np.float32)
 
     @staticmethod
-    def _save(run: Run, model: HumwatchModel, config: dict, best: dict, predictions: pd.DataFrame) -> None:
+    def _save(run: Run, model: HumwatchModel, config: RunConfig, best: dict, predictions: pd.DataFrame) -> None:
         run.save(model, config, best, predictions)
 
 
