@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 from pathlib import Path
 
 import click
@@ -24,6 +23,7 @@ import torch
 from edge.core.bundle import load_bundle
 from edge.core.defaults import WindowConfig
 from edge.core.files import sha256_file
+from edge.core.proc import median_sec, timed
 from edge.monitor.runtime import Classifier
 from export.exporter import export_run
 from train.beats import BeatsConfig, build_beats, embedding_frames
@@ -36,23 +36,12 @@ from train.run import Run
 from train.trainer import Trainer, TrainOptions, bce_loss, cosine_with_warmup, train_head_epoch
 
 
-def _timed(function, repeats: int) -> float:
-    """Median seconds of `repeats` calls after one warm-up call."""
-    function()
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        timings.append(time.perf_counter() - start)
-    return float(np.median(timings))
-
-
 def measure_extract_features(model, window_samples: int) -> dict:
     results = {}
     for batch, repeats in ((1, 3), (8, 2)):
         waveform = torch.randn(batch, window_samples) * 0.05
         with torch.inference_mode():
-            seconds = _timed(lambda: model.extract_features(waveform), repeats)
+            seconds = median_sec(lambda: model.extract_features(waveform), repeats)
         results[f"batch{batch}_sec"] = seconds
         results[f"batch{batch}_sec_per_window"] = seconds / batch
     return results
@@ -67,7 +56,7 @@ def measure_head_epoch(dim: int, frames: int, windows: int = 1000, batch_size: i
     steps = math.ceil(windows / batch_size)
     scheduler = cosine_with_warmup(optimizer, 10 * steps, 200)
     loss_fn = bce_loss(labels)
-    return _timed(lambda: train_head_epoch(head, optimizer, scheduler, loss_fn, inputs, torch.from_numpy(labels), rng, steps), 2)
+    return median_sec(lambda: train_head_epoch(head, optimizer, scheduler, loss_fn, inputs, torch.from_numpy(labels), rng, steps), 2)
 
 
 def measure_cache_build(model, checkpoint: Path, window: WindowConfig, recordings: list, device_name: str) -> dict:
@@ -77,9 +66,7 @@ def measure_cache_build(model, checkpoint: Path, window: WindowConfig, recording
     report, caches = {}, {}
     for device in devices:
         cache = EmbeddingCache(Path(f"data/cache-{device.type}"), sha256_file(checkpoint), window, 0, [], device=device)
-        start = time.perf_counter()
-        stats = cache.build(model.to(device), recordings, views=1)
-        elapsed = time.perf_counter() - start
+        stats, elapsed, _ = timed(cache.build, model.to(device), recordings, 1)
         report[device.type] = {"windows": stats.encoded_windows, "sec": elapsed, "windows_per_sec": stats.encoded_windows / elapsed,
                                "sec_per_window": elapsed / stats.encoded_windows}
         caches[device.type] = cache
@@ -121,10 +108,8 @@ def run_benchmark(workdir: Path, seconds: float, device: str = "auto") -> None:
     click.echo("training a full-size run (cache, 3 epochs) ...")
     run_dir = Trainer(options, log=lambda *_: None).run()
     click.echo("exporting with --int8 ...")
-    start = time.perf_counter()
-    bundle_dir = export_run(run_dir, Path("bundles/full-random"), int8=True, parity_windows_per_file=4, log=click.echo,
-                            device=device)
-    report["export_sec"] = time.perf_counter() - start
+    bundle_dir, report["export_sec"], _ = timed(lambda: export_run(run_dir, Path("bundles/full-random"), int8=True,
+                                                                   parity_windows_per_file=4, log=click.echo, device=device))
     manifest = load_bundle(bundle_dir).manifest
     report["parity"] = manifest.parity
     report["graph_mb"] = {name: entry["bytes"] / 1e6 for name, entry in manifest.files.items()}
@@ -133,11 +118,11 @@ def run_benchmark(workdir: Path, seconds: float, device: str = "auto") -> None:
     bundle = load_bundle(bundle_dir)
     full_model = Run.open(run_dir).load_model()
     with torch.inference_mode():
-        torch_sec = _timed(lambda: full_model.probabilities(torch.from_numpy(waveform)), 3)
+        torch_sec = median_sec(lambda: full_model.probabilities(torch.from_numpy(waveform)), 3)
     report["one_window_sec"] = {"torch": torch_sec}
     for precision in bundle.precisions:
         classifier = Classifier(bundle, precision)
-        report["one_window_sec"][f"onnxruntime_{precision}"] = _timed(lambda: classifier.predict(waveform), 3)
+        report["one_window_sec"][f"onnxruntime_{precision}"] = median_sec(lambda: classifier.predict(waveform), 3)
     report["one_window_sec"]["ratio_torch_over_ort_fp32"] = torch_sec / report["one_window_sec"]["onnxruntime_fp32"]
     Path("benchmark.json").write_text(json.dumps(report, indent=2))
     click.echo(json.dumps(report, indent=2))
