@@ -61,8 +61,9 @@ class HumwatchGroup(click.Group):
         return workstation[name]
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        for title, modules in (("Edge commands (base install, no torch)", EDGE_MODULES),
-                               ("Workstation commands (need the train extra)", WORKSTATION_MODULES)):
+        workstation = ("Workstation commands (not installed here: need humwatch[train])" if missing_train_extra()
+                       else "Workstation commands (the train extra)")
+        for title, modules in (("Edge commands (base install, no torch)", EDGE_MODULES), (workstation, WORKSTATION_MODULES)):
             rows = [(name, command.get_short_help_str(70)) for name, command in sorted(_commands(modules).items())]
             with formatter.section(title):
                 formatter.write_dl(rows)
