@@ -25,6 +25,7 @@ from edge.core.audio import load_windows
 from edge.core.bundle import Bundle, BundleError, Manifest, load_bundle, verify_files, write_bundle_manifest
 from edge.core.defaults import DecisionConfig, WindowConfig
 from edge.core.files import DirectoryBuild
+from edge.monitor import cpu
 from edge.monitor.runtime import Classifier
 from export.graphs import OPSET, export_encoder, export_head, export_student
 from export.flops import graph_gflop
@@ -93,6 +94,7 @@ def _precision_report(job: ExportJob, fp32: Classifier, candidate: Classifier, r
         "fp32_ms_per_window": fp32_ms,
         "ms_per_window": candidate_ms,
         "speedup_vs_fp32": fp32_ms / candidate_ms,
+        "measured_on": cpu.describe(),  # the machine and int8 kernel mode behind these figures
     })
     return report
 

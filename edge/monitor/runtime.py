@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from edge.core.bundle import Bundle, BundleError, load_bundle, verify_files
 from edge.core.defaults import DecisionConfig
+from edge.monitor import cpu
 
 
 class ModelOutputError(BundleError):
@@ -23,12 +24,15 @@ class ModelOutputError(BundleError):
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Full graph optimisation; intra-op threads default to the machine's cores and never spin."""
+    """Full graph optimisation; intra-op threads default to the machine's cores and never spin;
+    int8 products exact on every CPU, as an ARM board computes them."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # int8 as an ARM board computes it: exact kernels on x86 without VNNI (see edge.monitor.cpu)
+    options.add_session_config_entry(cpu.PRECISE_INT8, "1" if cpu.precise_int8() else "0")
     return options
 
 

@@ -1,0 +1,99 @@
+"""int8 evidence: export measures it with the kernels every machine runs (exact int8 products), and
+bundle.json says where. An x86 CPU without VNNI is emulated (qemu-user) to show both the fault it
+would have (saturating uint8 x int8 pairs) and that the edge's sessions avoid it."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge.core.bundle import load_bundle
+from edge.monitor import cpu
+from edge.monitor.runtime import Classifier, session_options
+from export.parity import edge_case_windows
+
+# An AVX2 CPU without VNNI (Haswell): qemu's cpuid, and /proc/cpuinfo flags to match it.
+HASWELL = "Haswell-v4"
+HASWELL_FLAGS = "fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt avx f16c fma bmi1 bmi2 avx2"
+CASES_ON_ANOTHER_CPU = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from edge.core.bundle import load_bundle
+from edge.monitor import cpu
+from edge.monitor.runtime import Classifier
+from export.parity import edge_case_windows
+bundle_dir, cpuinfo, precise = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
+cpu.CPUINFO = cpuinfo
+if not precise:  # the onnxruntime default: no exact-kernel mode
+    cpu.precise_int8 = lambda: False
+bundle = load_bundle(bundle_dir)
+cases = edge_case_windows(bundle.window.window_samples)
+windows = np.stack(list(cases.values()))
+fp32, int8 = Classifier(bundle, "fp32", threads=1), Classifier(bundle, "int8", threads=1)
+difference = np.abs(fp32.predict(windows) - int8.predict(windows)).max(axis=1)
+print(json.dumps({"cases": dict(zip(cases, difference.tolist())), "measured_on": cpu.describe()}))
+"""
+
+
+def int8_cases_on_haswell(bundle_dir, tmp_path, precise: bool) -> dict:
+    """int8 vs fp32 per edge case, computed by the edge's Classifier on an emulated Haswell."""
+    qemu = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
+    if platform.machine() != "x86_64" or not qemu:
+        pytest.skip("needs an x86_64 host with qemu-user (apt-get install qemu-user-static; .ci/run does)")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: emulated Haswell\nflags\t\t: {HASWELL_FLAGS}\n")
+    result = subprocess.run([qemu, "-cpu", HASWELL, sys.executable, "-c", CASES_ON_ANOTHER_CPU, str(bundle_dir),
+                             str(cpuinfo), "1" if precise else "0"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_export_records_where_and_how_int8_was_measured(bundle_dir):
+    report = load_bundle(bundle_dir).manifest.parity["int8"]
+    assert report["measured_on"] == cpu.describe()
+    assert report["measured_on"]["machine"] == platform.machine() and report["measured_on"]["onnxruntime"]
+    assert report["measured_on"]["int8_kernels"].startswith("exact")
+
+
+def test_int8_per_window_agreement_is_within_the_bound_in_bundle_json(bundle_dir, trained_runs):
+    from edge.core.audio import load_windows
+    from train.run import Run
+
+    bundle = load_bundle(bundle_dir)
+    report = bundle.manifest.parity["int8"]
+    run = Run.open(trained_runs["night"])
+    windows = np.concatenate([load_windows(recording.path, bundle.window)[0] for recording in run.recordings("validation")]
+                             + [np.stack(list(edge_case_windows(bundle.window.window_samples).values()))])
+    difference = np.abs(Classifier(bundle, "fp32").predict(windows) - Classifier(bundle, "int8").predict(windows))
+    assert len(windows) == report["evidence"]["windows"] + report["evidence"]["edge_cases"]
+    assert 0 < difference.max() <= report["max_abs_diff"] + 1e-6
+
+
+def test_sessions_ask_for_exact_int8_products_only_where_the_cpu_lacks_vnni(tmp_path, monkeypatch):
+    for flags, expected in ((HASWELL_FLAGS, "1"), (HASWELL_FLAGS + " avx512f avx512_vnni", "0"),
+                            (HASWELL_FLAGS + " avx_vnni", "0"), ("fp asimd asimddp", "1")):
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "cpuinfo")
+        assert session_options().get_session_config_entry(cpu.PRECISE_INT8) == expected, flags
+        assert cpu.describe()[cpu.PRECISE_INT8] == expected
+    monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "missing")
+    assert session_options().get_session_config_entry(cpu.PRECISE_INT8) == "1"  # unknown CPU: the exact side
+
+
+def test_an_avx2_cpu_without_vnni_computes_what_bundle_json_says(bundle_dir, tmp_path):
+    recorded = load_bundle(bundle_dir).manifest.parity["int8"]["edge_cases"]
+    exact = int8_cases_on_haswell(bundle_dir, tmp_path, precise=True)
+    assert exact["measured_on"][cpu.PRECISE_INT8] == "1" and "avx2" in exact["measured_on"]["int8_flags"]
+    assert exact["cases"].keys() == recorded.keys()
+    for case, difference in exact["cases"].items():
+        assert difference == pytest.approx(recorded[case], abs=1e-4), case
+    # onnxruntime's default on that CPU: 16-bit saturating pairs, several times the recorded error
+    saturating = int8_cases_on_haswell(bundle_dir, tmp_path, precise=False)["cases"]
+    assert max(saturating.values()) > 4 * max(recorded.values())
