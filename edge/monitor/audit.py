@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import collections
 import logging
-import re
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from edge.core.decision import StreamDecider
+from edge.core.proc import memory_mb
 from edge.monitor.runtime import Classifier
 
 log = logging.getLogger("humwatch.audit")
 HOUR_SEC = 3600.0
 MIN_AUDITS = 5  # no verdict on the rate from fewer audits than this in the last hour
-
-
-def resident_mb() -> float:
-    """This process's resident memory now (VmRSS)."""
-    return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
 class Auditor:
@@ -55,9 +49,9 @@ class Auditor:
 
     def _teacher(self) -> Classifier:
         if self.teacher is None:
-            before = resident_mb()
+            before = memory_mb()
             self.teacher = self.load_teacher()
-            self.teacher_mb = resident_mb() - before
+            self.teacher_mb = memory_mb() - before
             log.info("audit: teacher (%s) loaded, %.0f MB more memory", self.teacher.precision, self.teacher_mb)
         return self.teacher
 
