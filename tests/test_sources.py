@@ -176,6 +176,43 @@ def test_rtsp_credentials_work_and_are_never_shown(wav, caplog):
     assert refused.value.__cause__ is None and refused.value.__suppress_context__  # no PyAV error holding the URL
 
 
+@pytest.mark.rtsp
+def test_the_monitor_counts_a_killed_camera_as_a_lost_device_and_resumes(bundle_dir, tmp_path, caplog):
+    """A LiveMonitor on an RTSP source: lines while the server plays; the server killed -> a device
+    loss logged (no password in it) and unhealthy; the server back on its port -> lines again."""
+    from edge.core.bundle import load_bundle
+    from edge.monitor.live import LiveMonitor
+    from edge.monitor.runtime import Classifier
+
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.random.default_rng(2).normal(0, 0.01, 60 * 16_000).astype(np.float32), 16_000)
+    server = RtspServer(path, "aac", credentials=f"viewer:{PASSWORD}").start()
+    lines = []
+    classifier = Classifier(load_bundle(bundle_dir), "fp32", threads=1)
+    monitor = LiveMonitor(classifier, classifier.decision, NetworkSource(server.url("viewer:s3cr%23t"), 2, 1),
+                          lines.append, stall_timeout_sec=2.0, backoff_sec=(0.2, 0.5))
+    thread = threading.Thread(target=monitor.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: lines, 20), "no line from the stream"
+        server.kill()
+        assert wait_until(lambda: monitor.device_losses >= 1, 10), "the loss was not counted"
+        assert not monitor.health().ok
+        heard = len(lines)
+        server.start()
+        assert wait_until(lambda: len(lines) > heard, 20), "no line after the server came back"
+        assert monitor.health().device_losses == monitor.device_losses >= 1
+    finally:
+        monitor.stop.set()
+        thread.join(10)
+        server.kill()
+    assert not thread.is_alive()
+    assert "audio device lost" in caplog.text and "rtsp://***@127.0.0.1" in caplog.text  # the source's failure, named
+    assert "s3cr" not in caplog.text and "viewer" not in caplog.text
+    assert [line.t for line in lines] == sorted(line.t for line in lines)  # the time line goes on across the loss
+
+
 def test_a_server_that_never_answers_times_out():
     with socket.socket() as silent:  # accepts the connection (backlog) and never says a word
         silent.bind(("127.0.0.1", 0))
