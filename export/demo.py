@@ -113,12 +113,12 @@ def _summary(lines: list[dict], thresholds: dict, bundle, precision: str, batch_
                f"3-state accuracy {metrics['state_accuracy']:.2f}")
     windows = sum(line.get("windows", 0) for line in lines)
     click.echo(f"bundle: {bundle.path} (default precision {bundle.default_precision})")
-    student, gflop = bundle.manifest.parity["student"], bundle.manifest.gflop_per_window
+    student, gflop = bundle.manifest.report("student"), bundle.manifest.gflop_per_window
     teacher = "its stand-in teacher" if stand_in else "BEATs"
-    click.echo(f"student: {gflop['student'] * 1000:.2f} MFLOP a window ({student['flop_share']:.2%} of {teacher}); "
-               f"file states equal {teacher}'s on {student['files'] - len(student['disagreeing_files'])}/{student['files']} "
-               f"validation files, debounced states on {student['debounced_hop_agreement']:.1%} of "
-               f"{student['evidence']['streamed_hops']} streamed hops")
+    click.echo(f"student: {gflop['student'] * 1000:.2f} MFLOP a window ({student.flop_share:.2%} of {teacher}); "
+               f"file states equal {teacher}'s on {student.files - len(student.disagreeing_files)}/{student.files} "
+               f"validation files, debounced states on {student.debounced_hop_agreement:.1%} of "
+               f"{student.evidence['streamed_hops']} streamed hops")
     click.echo(f"onnxruntime {precision}: {1000 * batch_sec / max(windows, 1):.1f} ms per window "
                f"({windows} windows one at a time, decoding included)")
     click.echo(f"demo took {total_sec:.0f} s")

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from edge.core.audio import load_windows
-from edge.core.bundle import Bundle, BundleError, Manifest, load_bundle, verify_files, write_bundle_manifest
+from edge.core.bundle import Bundle, BundleError, Manifest, PrecisionReport, load_bundle, verify_files, write_bundle_manifest
 from edge.core.defaults import DecisionConfig, WindowConfig
 from edge.core.files import DirectoryBuild
 from edge.monitor import cpu
@@ -79,24 +79,21 @@ def _graph_bytes(classifier: Classifier) -> int:
 
 
 def _precision_report(job: ExportJob, fp32: Classifier, candidate: Classifier, reference: dict[str, np.ndarray],
-                      bar: dict = DEFAULT_BAR, flop_share: float | None = None) -> dict:
-    """Agreement of a faster precision with fp32 (each with its own decision settings), its speed and its size."""
+                      bar: dict = DEFAULT_BAR, flop_share: float | None = None, **extras) -> PrecisionReport:
+    """Agreement of a faster precision with fp32 (each with its own decision settings), its speed and its
+    size; `extras` are the report's optional fields."""
     cases = edge_case_windows(job.window.window_samples)
     case_inputs = np.stack(list(cases.values()))
-    report = agreement(reference, validation_probs(candidate, job.run), fp32.predict(case_inputs),
-                       candidate.predict(case_inputs), list(cases), job.decision, job.window.hop_sec,
-                       bar=bar, candidate_decision=candidate.decision, flop_share=flop_share)
+    measured = agreement(reference, validation_probs(candidate, job.run), fp32.predict(case_inputs),
+                         candidate.predict(case_inputs), list(cases), job.decision, job.window.hop_sec,
+                         bar=bar, candidate_decision=candidate.decision, flop_share=flop_share)
     speed_inputs = case_inputs[:SPEED_WINDOWS]
     fp32_ms, candidate_ms = ms_per_window(fp32, speed_inputs), ms_per_window(candidate, speed_inputs)
-    report.update({
-        "model_bytes": _graph_bytes(candidate),
-        "fp32_model_bytes": _graph_bytes(fp32),
-        "fp32_ms_per_window": fp32_ms,
-        "ms_per_window": candidate_ms,
-        "speedup_vs_fp32": fp32_ms / candidate_ms,
-        "measured_on": cpu.describe(),  # the machine and int8 kernel mode behind these figures
-    })
-    return report
+    return PrecisionReport(
+        **measured, model_bytes=_graph_bytes(candidate), fp32_model_bytes=_graph_bytes(fp32),
+        fp32_ms_per_window=fp32_ms, ms_per_window=candidate_ms, speedup_vs_fp32=fp32_ms / candidate_ms,
+        measured_on=cpu.describe(),  # the machine and int8 kernel mode behind these figures
+        **extras)
 
 
 def reusable_encoder(bundle_dir: Path, fingerprint: str, window: WindowConfig) -> Bundle:
@@ -213,19 +210,19 @@ def _build(job: ExportJob, int8: bool, reused: Bundle | None) -> Manifest:
     job.log(f"parity: torch ({job.device}) vs onnxruntime on {len(job.validation)} validation windows + edge cases ...")
     parity = check_float_parity(job.model.to(job.device), fp32, job.validation, job.windows, job.decision)
     job.model.cpu()
-    manifest.parity["fp32"] = parity
-    if not parity["passed"]:
-        raise ExportError(f"parity failed (tolerance {parity['tolerance']}): {json.dumps(parity)}")
+    manifest.parity["fp32"] = parity.to_json()
+    if not parity.passed:
+        raise ExportError(f"parity failed (tolerance {parity.tolerance}): {json.dumps(parity.to_json())}")
     manifest.gflop_per_window["fp32"] = graph_gflop([job.directory / name for name in manifest.graphs["fp32"].values()])
     reference = validation_probs(fp32, job.run) if "int8" in encoders or job.student else None
     if "int8" in encoders:
         manifest.graphs["int8"] = {"encoder": encoders["int8"], "head": "head.onnx"}
         job.log("int8 vs fp32: every validation window at batch 1, the recordings streamed, edge cases ...")
-        report = _precision_report(job, fp32, Classifier(bundle, "int8"), reference)
-        report["quantization"] = {**QUANTIZATION, "quantized_matmuls": len(weight_matmuls(job.directory / encoders["fp32"]))}
-        manifest.parity["int8"] = report
+        quantization = {**QUANTIZATION, "quantized_matmuls": len(weight_matmuls(job.directory / encoders["fp32"]))}
+        report = _precision_report(job, fp32, Classifier(bundle, "int8"), reference, quantization=quantization)
+        manifest.parity["int8"] = report.to_json()
         manifest.gflop_per_window["int8"] = manifest.gflop_per_window["fp32"]  # the same operations, in int8
-        if report["meets_bar"]:
+        if report.meets_bar:
             manifest.default_precision = "int8"
     if job.student:
         _add_student(job, bundle, fp32, reference)
@@ -242,14 +239,14 @@ def _add_student(job: ExportJob, bundle: Bundle, fp32: Classifier, reference: di
     manifest.gflop_per_window["student"] = graph_gflop([job.directory / "student.onnx"])
     classifier = Classifier(bundle, "student")
     parity = check_float_parity(student, classifier, job.validation, job.windows, classifier.decision)
-    if not parity["passed"]:
-        raise ExportError(f"student parity failed (tolerance {parity['tolerance']}): {json.dumps(parity)}")
+    if not parity.passed:
+        raise ExportError(f"student parity failed (tolerance {parity.tolerance}): {json.dumps(parity.to_json())}")
     job.log("student vs BEATs fp32: every validation window, the recordings streamed, edge cases ...")
     share = manifest.gflop_per_window["student"] / manifest.gflop_per_window["fp32"]
-    report = _precision_report(job, fp32, classifier, reference, STUDENT_BAR, share)
-    report.update(float_parity=parity, distilled_from=job.student.path.name)
-    manifest.parity["student"] = report
-    if report["meets_bar"]:
+    report = _precision_report(job, fp32, classifier, reference, STUDENT_BAR, share, float_parity=parity,
+                               distilled_from=job.student.path.name)
+    manifest.parity["student"] = report.to_json()
+    if report.meets_bar:
         manifest.default_precision = "student"
 
 

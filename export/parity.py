@@ -1,11 +1,13 @@
 """Parity and agreement: the ONNX graphs against the torch model, and a faster precision against fp32.
 
-- Float parity: torch vs onnxruntime fp32 on validation windows plus edge cases (silence, clipping,
-  noise, pure tones, mains hum): max |Δprob| within FLOAT_TOLERANCE and identical file states.
+- Float parity (a :class:`FloatParity`): torch vs onnxruntime fp32 on validation windows plus edge
+  cases (silence, clipping, noise, pure tones, mains hum): max |Δprob| within FLOAT_TOLERANCE and
+  identical file states.
 - Agreement of a faster precision (int8, the student) with fp32, both in onnxruntime at batch 1:
   every window of every validation recording, the file states, the debounced states of the
   recordings streamed hop by hop, and the edge cases, each model with its own decision settings.
-  It becomes the default only when that evidence meets the bar recorded beside it.
+  It becomes the default only when that evidence meets the bar recorded beside it. These are the
+  agreement fields of the :class:`PrecisionReport` export records; the exporter adds size and speed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from edge.core.agreement import hop_agreement, state_agreement
+from edge.core.bundle import FloatParity
 from edge.core.decision import decide_file
 from edge.core.defaults import SAMPLE_RATE, DecisionConfig
 from edge.monitor.runtime import Classifier
@@ -65,23 +68,19 @@ def parity_inputs(validation: np.ndarray, window_samples: int) -> tuple[np.ndarr
 
 
 def check_float_parity(model: HumwatchModel, classifier: Classifier, validation: np.ndarray,
-                       windows: pd.DataFrame, decision: DecisionConfig) -> dict:
-    """The report of torch vs onnxruntime fp32 on validation windows + edge cases."""
+                       windows: pd.DataFrame, decision: DecisionConfig) -> FloatParity:
+    """torch vs onnxruntime fp32 on validation windows + edge cases."""
     inputs, cases = parity_inputs(validation, classifier.window_samples)
     torch_probs = predict_model(model, inputs)
     onnx_probs = classifier.predict(inputs)
     difference = np.abs(torch_probs - onnx_probs)
     n = len(validation)
-    report = {
-        "windows": int(len(inputs)),
-        "max_abs_diff": float(difference.max()),
-        "mean_abs_diff": float(difference.mean()),
-        **state_agreement(file_states(windows, torch_probs[:n], decision), file_states(windows, onnx_probs[:n], decision)),
-        "edge_cases": {case: float(difference[n + i].max()) for i, case in enumerate(cases)},
-        "tolerance": FLOAT_TOLERANCE,
-    }
-    report["passed"] = report["max_abs_diff"] <= FLOAT_TOLERANCE and report["state_agreement"] == 1.0
-    return report
+    states = state_agreement(file_states(windows, torch_probs[:n], decision), file_states(windows, onnx_probs[:n], decision))
+    max_abs_diff = float(difference.max())
+    return FloatParity(windows=int(len(inputs)), max_abs_diff=max_abs_diff, mean_abs_diff=float(difference.mean()),
+                       **states, edge_cases={case: float(difference[n + i].max()) for i, case in enumerate(cases)},
+                       tolerance=FLOAT_TOLERANCE,
+                       passed=max_abs_diff <= FLOAT_TOLERANCE and states["state_agreement"] == 1.0)
 
 
 def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], reference_cases: np.ndarray,
@@ -110,7 +109,7 @@ def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
     }
     shortfalls = []
     if report["state_agreement"] < bar["file_states"]:
-        shortfalls.append(f"file states disagree on {report['disagreeing_files']}")
+        shortfalls.append(f"file states disagree on {list(report['disagreeing_files'])}")
     if report["debounced_hop_agreement"] < bar["debounced_hops"]:
         shortfalls.append(f"{report['debounced_hop_agreement']:.2%} of streamed debounced hops agree "
                           f"(the bar is {bar['debounced_hops']:.1%})")

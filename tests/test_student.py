@@ -52,13 +52,13 @@ def test_distill_writes_a_student_into_the_run_and_never_overwrites(student_run)
 def test_student_agrees_with_its_teacher_at_under_one_percent_of_the_flops(student_bundle):
     bundle = load_bundle(student_bundle)
     manifest = bundle.manifest
-    report = manifest.parity["student"]
-    assert report["state_agreement"] == 1.0 and report["debounced_hop_agreement"] >= 0.99
-    assert report["evidence"]["validation_files"] == 4 and report["evidence"]["streamed_hops"] > 40
-    assert report["float_parity"]["passed"] and report["float_parity"]["max_abs_diff"] <= 1e-4
+    report = manifest.report("student")
+    assert report.state_agreement == 1.0 and report.debounced_hop_agreement >= 0.99
+    assert report.evidence["validation_files"] == 4 and report.evidence["streamed_hops"] > 40
+    assert report.float_parity.passed and report.float_parity.max_abs_diff <= 1e-4
     assert manifest.gflop_per_window["student"] <= 0.01 * manifest.gflop_per_window["fp32"]
-    assert report["flop_share"] == pytest.approx(manifest.gflop_per_window["student"] / manifest.gflop_per_window["fp32"])
-    assert manifest.default_precision == "student" and report["meets_bar"]
+    assert report.flop_share == pytest.approx(manifest.gflop_per_window["student"] / manifest.gflop_per_window["fp32"])
+    assert manifest.default_precision == "student" and report.meets_bar
     assert bundle.decision == bundle.decision_for("student") != bundle.decision_for("fp32")  # its own thresholds
 
 

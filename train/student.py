@@ -295,7 +295,7 @@ def teacher_agreement(directory: StudentRun) -> TeacherAgreement:
         {r: decide_file(group[["teacher_p_ac", "teacher_p_fridge"]].to_numpy(), directory.config.teacher_decision).status
          for r, group in files.items()},
         {r: decide_file(group[["p_ac", "p_fridge"]].to_numpy(), directory.decision).status for r, group in files.items()})
-    disagreeing = tuple(agreement["disagreeing_files"])
+    disagreeing = agreement["disagreeing_files"]
     return TeacherAgreement(len(files), len(files) - len(disagreeing), disagreeing)
 
 

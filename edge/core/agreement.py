@@ -19,7 +19,7 @@ def streamed_statuses(probs: np.ndarray, decision: DecisionConfig, hop_sec: floa
 
 def state_agreement(reference: dict[str, str], candidate: dict[str, str]) -> dict:
     """Files whose state the candidate gives as the reference does ({recording: state} each)."""
-    disagreeing = sorted(r for r in reference if reference[r] != candidate[r])
+    disagreeing = tuple(sorted(r for r in reference if reference[r] != candidate[r]))
     return {"files": len(reference),
             "state_agreement": (len(reference) - len(disagreeing)) / len(reference) if reference else 1.0,
             "disagreeing_files": disagreeing}
