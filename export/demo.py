@@ -18,6 +18,7 @@ from edge.monitor.batch import run_batch
 from edge.core.bundle import load_bundle
 from edge.core.labels import AC_ON, parse_sample_name
 from edge.core.output import format_table
+from edge.core.proc import timed
 from edge.monitor.runtime import Classifier
 from export.exporter import export_run
 from train.beats import BeatsConfig, build_beats
@@ -47,9 +48,8 @@ def write_stand_in_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def _step(title: str) -> float:
+def _step(title: str) -> None:
     click.secho(f"\n== {title}", bold=True)
-    return time.perf_counter()
 
 
 def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | None, seconds: float, epochs: int,
@@ -90,9 +90,7 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
     _step("batch: every recording through the bundle with onnxruntime")
     bundle = load_bundle(bundle_dir)
     classifier = Classifier(bundle)
-    batch_started = time.perf_counter()
-    lines = list(run_batch(classifier, sorted(samples_dir.iterdir()), bundle.decision))
-    batch_sec = time.perf_counter() - batch_started
+    lines, batch_sec, _ = timed(lambda: list(run_batch(classifier, sorted(samples_dir.iterdir()), bundle.decision)))
     _summary(lines, thresholds, bundle, classifier.precision, batch_sec, stand_in, time.perf_counter() - started)
 
 
