@@ -181,6 +181,7 @@ def test_the_monitor_counts_a_killed_camera_as_a_lost_device_and_resumes(bundle_
     """A LiveMonitor on an RTSP source: lines while the server plays; the server killed -> a device
     loss logged (no password in it) and unhealthy; the server back on its port -> lines again."""
     from edge.core.bundle import load_bundle
+    from edge.detector import Detector
     from edge.monitor.live import LiveMonitor
     from edge.monitor.runtime import Classifier
 
@@ -189,9 +190,9 @@ def test_the_monitor_counts_a_killed_camera_as_a_lost_device_and_resumes(bundle_
     soundfile.write(path, np.random.default_rng(2).normal(0, 0.01, 60 * 16_000).astype(np.float32), 16_000)
     server = RtspServer(path, "aac", credentials=f"viewer:{PASSWORD}").start()
     lines = []
-    classifier = Classifier(load_bundle(bundle_dir), "fp32", threads=1)
-    monitor = LiveMonitor(classifier, classifier.decision, NetworkSource(server.url("viewer:s3cr%23t"), 2, 1),
-                          lines.append, stall_timeout_sec=2.0, backoff_sec=(0.2, 0.5))
+    detector = Detector(Classifier(load_bundle(bundle_dir), "fp32", threads=1))
+    monitor = LiveMonitor(detector, NetworkSource(server.url("viewer:s3cr%23t"), 2, 1), lines.append,
+                          stall_timeout_sec=2.0, backoff_sec=(0.2, 0.5))
     thread = threading.Thread(target=monitor.run, daemon=True)
     thread.start()
     try:
@@ -376,6 +377,37 @@ def test_stdin_pcm_from_a_writer_that_stops(tmp_path):
     assert got["rate"] == 16_000 and got["samples"] == len(audio)
     assert "standard input ended" in got["ended"]
     assert got["quiet"] < 3 * QUIET_RMS and abs(got["loud"] - 0.75 * LOUD_RMS) < 0.01  # the mean of the channels
+
+
+def test_stdin_that_ends_ends_the_monitor(bundle_dir):
+    """The writer (arecord) stopped: the monitor's run() ends with SourceEnded, it does not retry forever."""
+    from edge.core.bundle import load_bundle
+    from edge.detector import Detector
+    from edge.monitor.live import LiveMonitor
+    from edge.monitor.runtime import Classifier
+
+    read_fd, write_fd = os.pipe()
+    detector = Detector(Classifier(load_bundle(bundle_dir), "fp32", threads=1))
+    lines = []
+    monitor = LiveMonitor(detector, PcmSource(read_fd, PcmFormat.parse("s16le:16000:1")), lines.append,
+                          max_lag_sec=100.0, stall_timeout_sec=1.0, backoff_sec=(0.05, 0.1))
+    ended = []
+
+    def run() -> None:
+        try:
+            monitor.run()
+        except SourceEnded as error:
+            ended.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    os.write(write_fd, (np.random.default_rng(3).normal(0, 0.01, 8 * 16_000) * 32767).astype("<i2").tobytes())
+    assert wait_until(lambda: lines, 20), "no line from standard input"
+    os.close(write_fd)
+    thread.join(10)
+    os.close(read_fd)
+    assert not thread.is_alive() and ended and "standard input ended" in str(ended[0])
+    assert monitor.device_losses <= 1  # at most the silence before the end was seen; no loop of reopening
 
 
 def test_pcm_frames_split_across_reads_stay_whole():
