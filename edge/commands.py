@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -13,69 +11,28 @@ import click
 
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
-from edge.core.output import LinePrinter, format_table, json_line
+from edge.core.output import format_table, json_line
+from edge.monitor.settings import DetectorSettings, LiveSettings, click_options, merge, to_toml
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
-DECISION_OPTIONS = {
-    "t_ac": "File threshold for the AC", "t_fridge": "File threshold for the fridge",
-    "ac_on": "AC hysteresis: on at", "ac_off": "AC hysteresis: off below",
-    "fridge_on": "Fridge hysteresis: on at", "fridge_off": "Fridge hysteresis: off below",
-}
+START_ERRORS = (ValueError, OSError, RuntimeError, LookupError)  # bundle, source, history, port: one clear line
 
 
-def runtime_options(function):
-    """--bundle, --precision, --threads and the decision overrides (defaults come from the bundle)."""
-    @click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True, help="Bundle directory (from humwatch export).")
-    @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
-                  help="fp32 or int8 (BEATs), or student (distilled) [default: the bundle's]")
-    @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads [default: all cores]")
-    @click.option("--median-sec", type=click.FloatRange(min=0, min_open=True), default=None,
-                  help="Seconds of windows in the running median [bundle]")
-    @click.option("--debounce-sec", type=click.FloatRange(min=0, min_open=True), default=None,
-                  help="Seconds a new state must hold before it is reported [bundle]")
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        return function(*args, **kwargs)
-    for name, text in reversed(DECISION_OPTIONS.items()):
-        wrapper = click.option(f"--{name.replace('_', '-')}", name, type=click.FloatRange(0, 1), default=None,
-                               help=f"{text} [bundle]")(wrapper)
-    return wrapper
-
-
-def pacing_options(function):
-    """--hop and --cpu-budget (stream and live)."""
-    function = click.option("--cpu-budget", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-                            help="With --hop auto: the share of all cores inference may use.")(function)
-    return click.option("--hop", default="auto", show_default=True, metavar="SECONDS|auto",
-                        help="Seconds between decisions, or auto: the shortest hop that fits --cpu-budget.")(function)
-
-
-def open_planner(classifier, hop: str, cpu_budget: float):
-    from edge.monitor.pacing import plan_hop
+def open_detector(settings, plan: bool = True):
+    """The detector for batch and stream, or the start-up error as one clear line."""
+    from edge.monitor.assembly import open_detector as assemble
 
     try:
-        return plan_hop(classifier, hop, cpu_budget)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--hop") from error
-
-
-def open_runtime(bundle_dir: Path, precision: str | None, threads: int | None, **overrides):
-    """(classifier, decision) from a checked bundle (open_classifier) with command-line overrides applied."""
-    from edge.monitor.runtime import open_classifier
-
-    try:
-        classifier = open_classifier(bundle_dir, precision, threads)
-        decision = classifier.decision.replace(**overrides)
-    except (BundleError, ValueError) as error:
+        return assemble(settings, plan=plan)
+    except START_ERRORS as error:
         raise click.ClickException(str(error)) from error
-    return classifier, decision
 
 
 @click.command()
-@runtime_options
+@click_options(DetectorSettings, exclude=("hop", "cpu_budget"), required=("bundle",))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
-def batch(bundle_dir, precision, threads, paths, output_format, **overrides) -> None:
+def batch(paths, output_format, **options) -> None:
     """One decision per audio file (files, or directories searched recursively).
 
     Exit code 1 if any file failed or no audio file was found.
@@ -86,10 +43,10 @@ def batch(bundle_dir, precision, threads, paths, output_format, **overrides) -> 
         expand_paths(list(paths))
     except NoAudioError as error:
         raise click.ClickException(f"{error}; pass audio files or directories that hold some") from error
-    classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
+    detector = open_detector(DetectorSettings(**options), plan=False)
     rows, failed = [], 0
     try:
-        for line in run_batch(classifier, list(paths), decision):
+        for line in run_batch(detector, list(paths)):
             failed += "error" in line
             if output_format == "jsonl":
                 json_line(line)
@@ -103,170 +60,53 @@ def batch(bundle_dir, precision, threads, paths, output_format, **overrides) -> 
 
 
 @click.command()
-@runtime_options
+@click_options(DetectorSettings, required=("bundle",))
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--realtime", is_flag=True, help="Pace the output at wall-clock speed.")
 @click.option("--only-changes", is_flag=True, help="Print only lines where the debounced status changes.")
-@pacing_options
-def stream(bundle_dir, precision, threads, file, realtime, only_changes, hop, cpu_budget, **overrides) -> None:
+def stream(file, realtime, only_changes, **options) -> None:
     """Simulate live processing over FILE: one JSON line per hop."""
     from edge.monitor.stream import stream_file
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
-    planner = open_planner(classifier, hop, cpu_budget)
+    detector = open_detector(DetectorSettings(**options))
     try:
-        for line in stream_file(classifier, file, decision, planner, realtime=realtime):
+        for line in stream_file(detector, file, realtime=realtime):
             if line.changed or not only_changes:
                 json_line(line.to_json())
     except (AudioError, BundleError) as error:  # BundleError: the graphs gave no probabilities (ModelOutputError)
         raise click.ClickException(str(error)) from error
 
 
-def parse_device(value: str | None) -> int | str | None:
-    return int(value) if value is not None and value.isdigit() else value
-
-
 @click.command()
-@runtime_options
-@click.option("--device", default=None, help="Input device index or (part of its) name; see 'humwatch devices'.")
-@click.option("--only-changes", is_flag=True, help="Print only lines where the debounced status changes.")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Also append lines to this file.")
-@click.option("--max-lag", type=click.FloatRange(min=0), default=3.0, show_default=True,
-              help="Seconds inference may fall behind before the oldest audio is dropped.")
-@click.option("--mqtt", "mqtt_url", default=None, metavar="URL", help="Publish to this broker: mqtt://HOST[:PORT] or mqtts://...")
-@click.option("--mqtt-user", envvar="HUMWATCH_MQTT_USER", default=None, help="[env HUMWATCH_MQTT_USER]")
-@click.option("--mqtt-password", envvar="HUMWATCH_MQTT_PASSWORD", default=None, help="[env HUMWATCH_MQTT_PASSWORD]")
-@click.option("--name", default="humwatch", show_default=True,
-              help="This monitor's name: the Home Assistant device (e.g. Kitchen -> sensor.kitchen_state).")
-@click.option("--mqtt-device-id", default=None, help="Topic id: humwatch/<id>/... [default: the name as a slug]")
-@click.option("--mqtt-heartbeat", type=click.FloatRange(min=1), default=60.0, show_default=True,
-              help="Seconds between state republishes when nothing changes.")
-@click.option("--http", "http_listen", default=None, metavar="[HOST:]PORT",
-              help="Serve the page at / and /state, /healthz, /metrics (a bare port: loopback only).")
-@click.option("--http-host", "http_hosts", multiple=True, metavar="NAME",
-              help="A name the page is opened by besides localhost and IP addresses (e.g. pi.local; repeat for more).")
-@click.option("--http-token", envvar="HUMWATCH_HTTP_TOKEN", default=None,
-              help="Needed to relabel when --http listens beyond loopback [env HUMWATCH_HTTP_TOKEN].")
-@click.option("--relabel-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="The page's relabel control writes correctly named copies of clips here (needs --clips).")
-@click.option("--clips", "clips_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Write the audio around every state change here (FLAC + JSON).")
-@click.option("--clips-seconds", type=click.FloatRange(min=1), default=20.0, show_default=True)
-@click.option("--clips-max-mb", type=click.FloatRange(min=1), default=500.0, show_default=True)
-@click.option("--history", "history_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Keep every change of each appliance and the monitor's uptime in this SQLite file.")
-@click.option("--history-days", type=click.FloatRange(min=1), default=400, show_default=True, help="Days the history keeps.")
-@click.option("--alarm", "alarm_rules", multiple=True, metavar="APPLIANCE-(run|off)-max=DURATION",
-              help="e.g. fridge-run-max=90m, fridge-off-max=6h (needs --history; repeat for more).")
-@click.option("--watts", default=None, metavar="ac=W,fridge=W", help="Power when running: energy sensors (needs --history).")
-@click.option("--audit-every-sec", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="With the student deciding: BEATs also decides a window this often and the two are compared (0: never).")
-@click.option("--audit-max-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="/healthz says degraded when more than this share of the last hour's audits disagree.")
-@click.option("--audit-fallback", type=click.FloatRange(0, 1), default=None, metavar="RATE",
-              help="Switch to BEATs for good when more than RATE of the last hour's audits disagree.")
-@pacing_options
-def live(bundle_dir, precision, threads, device, only_changes, output, max_lag, mqtt_url, mqtt_user, mqtt_password,
-         name, mqtt_device_id, mqtt_heartbeat, http_listen, http_hosts, http_token, relabel_dir, clips_dir, clips_seconds, clips_max_mb, history_path,
-         history_days, alarm_rules, watts, audit_every_sec, audit_max_rate, audit_fallback, hop, cpu_budget, **overrides) -> None:
-    """Listen to a microphone: one JSON line per hop.
+@click_options(LiveSettings)
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
+              help="Read the settings from this TOML file (keys: these options' names with '_'); the command "
+                   "line beats the file. Example: edge/systemd/humwatch.toml.")
+@click.option("--print-config", is_flag=True, help="Print the settings in force as TOML (secrets masked) and exit.")
+@click.pass_context
+def live(ctx, config, print_config, **options) -> None:
+    """Listen to a microphone, a camera's stream or standard input: one JSON line per hop.
 
-    SIGINT / SIGTERM stop cleanly; see the README for MQTT, HTTP and clips.
+    SIGINT / SIGTERM stop cleanly; see the README for sources, MQTT, HTTP and clips.
     """
-    from edge.monitor.live import DeviceNotFound, DeviceUnavailable, FanOut, LiveMonitor, SoundDeviceSource
-    from edge.monitor.systemd import SystemdNotifier
+    from edge.monitor.assembly import Assembly
+    from edge.monitor.sources import SourceEnded, SourceError
 
+    settings = merge(LiveSettings, ctx, options, config)
+    if print_config:
+        click.echo(to_toml(settings), nl=False)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    classifier, decision = open_runtime(bundle_dir, precision, threads, **overrides)
     try:
-        source = SoundDeviceSource(parse_device(device))
-    except (DeviceNotFound, DeviceUnavailable) as error:
+        assembly = Assembly(settings)
+        assembly.start()
+    except START_ERRORS as error:
         raise click.ClickException(str(error)) from error
-    outputs = FanOut()
-    monitor = LiveMonitor(classifier, decision, source, outputs, max_lag_sec=max_lag, history_sec=clips_seconds,
-                          planner=open_planner(classifier, hop, cpu_budget),
-                          auditor=open_auditor(classifier, threads, audit_every_sec, audit_max_rate, audit_fallback))
-    # Everything that can refuse (a history in use, a port taken, bad options) is made before anything
-    # starts or any file is opened for writing: a refused monitor leaves no trace.
-    closers, starters, household = [], [], None
     try:
-        printer = outputs.add(LinePrinter(only_changes), "--output" if output else "stdout")
-        closers.append(printer.close)
-        notifier = outputs.add(SystemdNotifier(), "systemd")
-        closers.append(notifier.close)
-        if (alarm_rules or watts) and not history_path:
-            raise ValueError("--alarm and --watts are computed from the history: add --history PATH")
-        if http_hosts and not http_listen:
-            raise ValueError("--http-host names the page's host: add --http [HOST:]PORT")
-        if relabel_dir and not (clips_dir and http_listen):
-            raise ValueError("--relabel-dir relabels clips from the page: add --clips DIR and --http [HOST:]PORT")
-        if history_path:
-            from edge.home.alarms import AlarmRule, Alarms
-            from edge.home.history import History
-            from edge.home.household import Household, parse_watts
-
-            rules, power = [AlarmRule.parse(rule) for rule in alarm_rules], parse_watts(watts)
-            household = outputs.add(Household(History(history_path, history_days), Alarms(rules), power, printer.event),
-                                    "--history")
-            closers.append(household.close)
-        if mqtt_url:
-            from edge.home.mqtt import MqttPublisher, MqttSettings
-
-            settings = MqttSettings.from_url(mqtt_url, username=mqtt_user, password=mqtt_password, name=name,
-                                             device_id=mqtt_device_id, heartbeat_sec=mqtt_heartbeat)
-            publisher = outputs.add(MqttPublisher(settings, household=household), "MQTT")
-            starters.append(publisher.start)
-            closers.append(publisher.close)
-        if http_listen:
-            from edge.home.http_status import StatusServer, parse_listen
-            from edge.home.page import Page, PageSettings
-
-            page = Page(PageSettings(clips_dir, relabel_dir), decision, household)
-            server = outputs.add(StatusServer(monitor, *parse_listen(http_listen), household=household, page=page,
-                                              token=http_token, hosts=http_hosts), "HTTP")
-            starters.append(server.start)
-            closers.append(server.close)
-        if clips_dir:
-            from edge.home.clips import ClipWriter
-
-            outputs.add(ClipWriter(clips_dir, monitor.recent_audio, classifier.bundle.window.sample_rate,
-                                   clips_seconds, clips_max_mb), "--clips")
-        if output:
-            printer.append_to(output)
-        for start in starters:
-            start()
-    except (ValueError, OSError, RuntimeError) as error:
-        for close in reversed(closers):
-            close()
+        assembly.run()
+    except (SourceEnded, SourceError) as error:  # standard input ended (or is not audio): nothing can reopen it
         raise click.ClickException(str(error)) from error
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: monitor.stop.set())
-    notifier.ready()
-    try:
-        monitor.run()
-    finally:
-        for close in reversed(closers):
-            close()
-    logging.getLogger("humwatch.live").info("stopped")
-
-
-def open_auditor(classifier, threads: int | None, every_sec: float, max_rate: float, fallback: float | None):
-    """The teacher's audit of the student (None when another model decides or --audit-every-sec is 0)."""
-    from edge.monitor.audit import Auditor
-    from edge.monitor.runtime import Classifier
-
-    if classifier.precision != "student":
-        if fallback is not None:
-            raise click.BadParameter(f"the {classifier.precision} model decides, so there is no student to audit; "
-                                     "use --precision student", param_hint="--audit-fallback")
-        return None
-    if every_sec == 0:
-        if fallback is not None:
-            raise click.BadParameter("needs audits: set --audit-every-sec above 0", param_hint="--audit-fallback")
-        return None
-    bundle = classifier.bundle
-    return Auditor(lambda: Classifier(bundle, bundle.teacher_precision, threads), every_sec, max_rate, fallback)
 
 
 @click.command()

@@ -14,12 +14,11 @@ from pathlib import Path
 import click
 import torch
 
-from edge.monitor.batch import run_batch
-from edge.core.bundle import load_bundle
 from edge.core.labels import AC_ON, parse_sample_name
 from edge.core.output import format_table
 from edge.core.proc import timed
-from edge.monitor.runtime import Classifier
+from edge.detector import Detector
+from edge.monitor.batch import run_batch
 from export.exporter import export_run
 from train.beats import BeatsConfig, build_beats
 from train.manifests import prepare
@@ -88,10 +87,10 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
                             log=click.echo, device=device)
 
     _step("batch: every recording through the bundle with onnxruntime")
-    bundle = load_bundle(bundle_dir)
-    classifier = Classifier(bundle)
-    lines, batch_sec, _ = timed(lambda: list(run_batch(classifier, sorted(samples_dir.iterdir()), bundle.decision)))
-    _summary(lines, thresholds, bundle, classifier.precision, batch_sec, stand_in, time.perf_counter() - started)
+    detector = Detector.from_bundle(bundle_dir, hop=None)
+    lines, batch_sec, _ = timed(lambda: list(run_batch(detector, sorted(samples_dir.iterdir()))))
+    _summary(lines, thresholds, detector.classifier.bundle, detector.classifier.precision, batch_sec, stand_in,
+             time.perf_counter() - started)
 
 
 def _summary(lines: list[dict], thresholds: dict, bundle, precision: str, batch_sec: float, stand_in: bool,

@@ -113,6 +113,8 @@ class FileSource:  # stands in for the microphone: plays the WAV in argv[1] at 1
                 time.sleep(0.01)
         threading.Thread(target=feed, daemon=True).start()
         return rate
+    def check(self):
+        pass
     def stop(self):
         pass
 """

@@ -9,7 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+
+from packaging.markers import Marker
 
 from conftest import REPO
 
@@ -43,16 +44,10 @@ def test_requirements_are_the_locks_base_dependencies():
 
 
 def pinned_for_this_python(requirements: str) -> dict[str, str]:
-    """name -> version of the requirements whose marker this Python meets (only python_full_version markers)."""
-    pins = {}
-    for name, version, marker in re.findall(r"^([a-z0-9-]+)==(\S+)(?: ; ([^\\\n]*))?", requirements, flags=re.M):
-        bound = re.fullmatch(r"python_full_version ([<>=]+) '([\d.]+)'", marker.strip())
-        if bound:
-            ours, theirs = sys.version_info[:3], tuple(int(part) for part in bound[2].split("."))
-            if not {"<": ours < theirs, ">=": ours >= theirs}[bound[1]]:
-                continue
-        pins[name] = version
-    return pins
+    """name -> version of the requirements whose environment marker this Python meets."""
+    return {name: version for name, version, marker in
+            re.findall(r"^([a-z0-9-]+)==([^\s;]+)(?: ; ([^\\\n]*))?", requirements, flags=re.M)
+            if not marker or Marker(marker).evaluate()}
 
 
 def test_the_wheel_installs_offline_with_hashes_and_checks_a_bundle(bundle_dir, tmp_path):

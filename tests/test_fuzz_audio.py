@@ -2,7 +2,6 @@
 type, headers no audio has, samples no microphone makes, unreadable files and folders, and names with
 control characters, through AudioFile, `humwatch batch` and `humwatch prepare`. Seeded, a few seconds."""
 
-import ctypes
 import json
 import os
 import subprocess

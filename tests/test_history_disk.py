@@ -17,6 +17,7 @@ from edge.home.alarms import Alarms
 from edge.home.history import History, HistoryError
 from edge.home.household import Household
 from edge.monitor.hop import HopLine
+from edge.detector import Detector
 from edge.monitor.live import LiveMonitor
 from test_history import Clock, line_at
 from test_live import FakeSource
@@ -152,7 +153,7 @@ def test_a_live_monitor_on_a_disk_that_fills_and_frees(small_disk):
             errors.append(error)
 
     source = FakeSource()
-    monitor = LiveMonitor(LevelClassifier(), DecisionConfig(), source, sink, max_lag_sec=100.0, backoff_sec=(0.01, 0.05))
+    monitor = LiveMonitor(Detector(LevelClassifier()), source, sink, max_lag_sec=100.0, backoff_sec=(0.01, 0.05))
     thread = threading.Thread(target=monitor.run, daemon=True)
     thread.start()
     fed = 0.0

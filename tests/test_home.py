@@ -111,8 +111,8 @@ def test_clip_directory_stays_under_its_bound(tmp_path):
 
 
 LIVE_COMMAND_SCRIPT = FILE_SOURCE + """
-import edge.monitor.live
-edge.monitor.live.SoundDeviceSource = FileSource
+import edge.monitor.sources
+edge.monitor.sources.SoundDeviceSource = FileSource
 from edge.cli import main
 main(sys.argv[2:])
 """

@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from edge.core.bundle import load_bundle
+from edge.detector import Detector
 from edge.monitor import live
 from edge.monitor.live import AudioBuffer, DeviceUnavailable, FanOut, LiveMonitor
 from edge.monitor.runtime import Classifier, ModelOutputError
@@ -29,6 +30,9 @@ class FakeSource:
         self.opened.set()
         return self.rate
 
+    def check(self):
+        pass
+
     def stop(self):
         self.callback = None
         self.opened.clear()
@@ -42,13 +46,14 @@ class FakeSource:
 class Harness:
     """A monitor running in a thread, collecting its lines."""
 
-    def __init__(self, bundle_dir, source, sinks=(), decision=None, classifier=None, **options):
+    def __init__(self, bundle_dir, source, sinks=(), decision=None, classifier=None, planner=None, auditor=None,
+                 history_sec=0.0, **options):
         bundle = load_bundle(bundle_dir)
         self.lines = []
         self.sinks = [self.lines.append, *sinks]  # a sink that needs the monitor can be appended later
         classifier = classifier or Classifier(bundle, "fp32", threads=1)
-        self.monitor = LiveMonitor(classifier, decision or classifier.decision, source,
-                                   FanOut(self.sinks), backoff_sec=(0.01, 0.05), **options)
+        detector = Detector(classifier, planner, decision.to_dict() if decision else None, auditor, history_sec)
+        self.monitor = LiveMonitor(detector, source, FanOut(self.sinks), backoff_sec=(0.01, 0.05), **options)
         self.thread = threading.Thread(target=self.monitor.run, daemon=True)
 
     def __enter__(self):

@@ -184,9 +184,9 @@ def test_a_monitor_with_a_full_output_says_so_and_loses_no_line(bundle_dir, smal
 
 def test_a_refused_second_monitor_creates_no_output_file(bundle_dir, tmp_path, monkeypatch):
     from edge.home.history import History
-    from edge.monitor import live
+    from edge.monitor import sources
 
-    monkeypatch.setattr(live, "SoundDeviceSource", lambda device=None: FakeSource())
+    monkeypatch.setattr(sources, "SoundDeviceSource", lambda device=None: FakeSource())
     history = History(tmp_path / "history.sqlite")  # the first monitor holds it
     try:
         result = CliRunner().invoke(main, ["live", "--bundle", str(bundle_dir), "--hop", "1.5", "--history",

@@ -23,6 +23,7 @@ from test_live import FakeSource, Harness
 
 MONITOR_SCRIPT = FILE_SOURCE + """
 from edge.core.bundle import load_bundle
+from edge.detector import Detector
 from edge.monitor.live import LiveMonitor
 from edge.home.mqtt import MqttPublisher, MqttSettings
 from edge.monitor.runtime import Classifier
@@ -30,9 +31,8 @@ from edge.monitor.runtime import Classifier
 bundle = load_bundle(sys.argv[2])
 publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{sys.argv[3]}", name=sys.argv[4], heartbeat_sec=1))
 publisher.start()
-decision = bundle.decision.replace(fridge_on=1.0, fridge_off=1.0)
-monitor = LiveMonitor(Classifier(bundle, "fp32", threads=1), decision, FileSource(), publisher,
-                      max_lag_sec=1000, stall_timeout_sec=1000)
+detector = Detector(Classifier(bundle, "fp32", threads=1), overrides={"fridge_on": 1.0, "fridge_off": 1.0})
+monitor = LiveMonitor(detector, FileSource(), publisher, max_lag_sec=1000, stall_timeout_sec=1000)
 monitor.run()
 """
 

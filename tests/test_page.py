@@ -55,7 +55,7 @@ class PageHarness:
         household = Household(self.history, Alarms([AlarmRule.parse("ac-run-max=30m")], clock=clock), {}, lambda _: None)
         self.harness = Harness(bundle_dir, self.source, decision=decision, max_lag_sec=100.0, history_sec=12.0)
         monitor = self.harness.monitor
-        page = Page(PageSettings(self.clips, self.relabel), decision, household, clock=clock)
+        page = Page(PageSettings(self.clips, self.relabel), lambda: decision, household, clock=clock)
         self.server = StatusServer(monitor, "127.0.0.1", 0, page=page, token=token, hosts=hosts)
         self.harness.sinks += [household, ClipWriter(self.clips, monitor.recent_audio, 16_000, 12.0), self.server,
                                clock.tick]
@@ -174,7 +174,7 @@ def test_the_page_data_stays_small_after_an_hour_of_half_second_hops(tmp_path):
     clips = tmp_path / "clips"
     for minute in range(0, 60, 5):
         write_clip(clips, f"20261124-21{minute:02d}00-t{minute * 60:09.1f}-both-off-to-ac-on.flac", minute)
-    page = Page(PageSettings(clips, tmp_path / "relabel"), DecisionConfig(), household, clock=clock)
+    page = Page(PageSettings(clips, tmp_path / "relabel"), lambda: DecisionConfig(), household, clock=clock)
     noise = np.random.default_rng(0).uniform(0, 0.3, size=(hops, 2))
     try:
         for hop in range(hops):

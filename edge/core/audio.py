@@ -209,8 +209,10 @@ class Windower:
             self._join()
             window = self._buffer[: self.window_samples]
             self._remember(self.window_samples)
-            yield self._start_t + self.window_samples / self.sample_rate, window
-            self._drop(self.hop_samples)
+            try:
+                yield self._start_t + self.window_samples / self.sample_rate, window
+            finally:  # a window handed out is used, even when its consumer failed or stopped early
+                self._drop(self.hop_samples)
 
     def skip_backlog(self, keep_sec: float) -> float:
         """When more than one hop + `keep_sec` waits beyond the next window, skip to the newest

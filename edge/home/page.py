@@ -28,6 +28,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from edge.core.defaults import LABELS, DecisionConfig
 from edge.core.files import atomic_path
@@ -66,7 +67,8 @@ class Page:
 
     With a household, the timeline is read through its history's :meth:`History.reading`."""
 
-    def __init__(self, settings: PageSettings, decision: DecisionConfig, household=None, clock=time.time) -> None:
+    def __init__(self, settings: PageSettings, decision: Callable[[], DecisionConfig], household=None,
+                 clock=time.time) -> None:
         self.settings, self.decision, self.household, self.clock = settings, decision, household, clock
         self._points: collections.deque[tuple[float, float, float]] = collections.deque()
         self._lock = threading.Lock()
@@ -97,7 +99,7 @@ class Page:
             "p_ac": line.p_ac if line else None,
             "p_fridge": line.p_fridge if line else None,
             "precision": line.precision if line else None,
-            "chart": probability_chart(points, self.decision, now),
+            "chart": probability_chart(points, self.decision(), now),
             "timeline": self._timeline(now),
             "household": self.household.snapshot() if self.household is not None else None,
             "clips_version": clips_version,

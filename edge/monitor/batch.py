@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from edge.core.defaults import DecisionConfig
 from edge.core.files import walk_files
 from edge.core.labels import control_characters_error, is_audio
 from edge.monitor.runtime import Classifier
+
+if TYPE_CHECKING:
+    from edge.detector import Detector
 
 
 class NoAudioError(ValueError):
@@ -47,7 +50,7 @@ def classify_file(classifier: Classifier, path: Path, decision: DecisionConfig) 
             "windows": len(probs), "duration_sec": audio.duration_sec}
 
 
-def run_batch(classifier: Classifier, paths: list[Path], decision: DecisionConfig) -> Iterator[dict]:
+def run_batch(detector: Detector, paths: list[Path]) -> Iterator[dict]:
     """One line per file, and one per folder that could not be read; a file that fails yields a line
     with `error` and the others still run."""
     found, unreadable = expand_paths(paths)
@@ -55,6 +58,6 @@ def run_batch(classifier: Classifier, paths: list[Path], decision: DecisionConfi
         yield {"path": str(folder), "error": error}
     for path in found:
         try:
-            yield classify_file(classifier, path, decision)
+            yield detector.classify_file(path)
         except AudioError as error:
             yield {"path": str(path), "error": str(error)}

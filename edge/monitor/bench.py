@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from edge.core.audio import AudioError
-from edge.core.bundle import BundleError, load_bundle, verify_files
+from edge.core.bundle import BundleError, load_bundle
 from edge.core.proc import cpu_ticks, memory_mb, process_cpu_sec, timed
-from edge.monitor.pacing import HopPlanner, plan_hop
+from edge.detector import Detector
+from edge.monitor.pacing import HopPlanner
 from edge.monitor.runtime import Classifier
 from edge.monitor.stream import stream_file
 
@@ -121,11 +122,8 @@ def _stream_child(sender, bundle_dir: Path, audio: Path, hop: str, budget: float
     """In the child process: `humwatch stream` over `audio`, each hop's line sent to the parent, then
     None (or the error's message)."""
     try:
-        bundle = load_bundle(bundle_dir)
-        verify_files(bundle)
-        classifier = Classifier(bundle, precision)
-        planner = plan_hop(classifier, hop, budget)
-        for line in stream_file(classifier, audio, classifier.decision, planner, realtime=realtime):
+        detector = Detector.from_bundle(bundle_dir, precision, hop, budget)
+        for line in stream_file(detector, audio, realtime=realtime):
             sender.send(line.to_json())
         sender.send(None)
     except (AudioError, BundleError, ValueError) as error:

@@ -21,13 +21,11 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edge.core.audio import StreamResampler, Windower
-from edge.core.defaults import DecisionConfig
 from edge.core.output import error_text
+from edge.detector import Detector
 from edge.monitor.audit import Auditor
-from edge.monitor.hop import HopDecider, HopLine
-from edge.monitor.pacing import HopPlanner
-from edge.monitor.runtime import Classifier, ModelOutputError
+from edge.monitor.hop import HopLine
+from edge.monitor.runtime import ModelOutputError
 
 log = logging.getLogger("humwatch.live")
 DROP_WINDOW_SEC = 60.0  # /healthz is degraded while audio was dropped this recently
@@ -42,6 +40,10 @@ class DeviceUnavailable(OSError):
 class AudioSource(Protocol):
     def start(self, callback: AudioCallback) -> int:
         """Start calling callback(mono float32 chunk, overflowed) from the audio thread; return the rate."""
+
+    def check(self) -> None:
+        """Raise what the source's own thread met (DeviceUnavailable: lost, reopen it; other errors end
+        the monitor); called by the monitor after every wait for audio."""
 
     def stop(self) -> None:
         """Stop and release the device (safe to call twice)."""
@@ -133,6 +135,9 @@ class SoundDeviceSource:
             self.stop()
             raise DeviceUnavailable(f"input device {self.device if self.device is not None else '(default)'}: {error}") from error
         return rate
+
+    def check(self) -> None:
+        """PortAudio reports a lost device by delivering no more audio: the monitor's stall timeout."""
 
     def stop(self) -> None:
         stream, self._stream = self._stream, None
@@ -238,12 +243,11 @@ class LiveMonitor:
     infinity) gets no line: it is logged once, /healthz says so while it lasts, and the monitor goes on.
     """
 
-    def __init__(self, classifier: Classifier, decision: DecisionConfig, source: AudioSource,
-                 on_line: Callable[[HopLine], None], max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
-                 backoff_sec: tuple[float, float] = (1.0, 60.0), history_sec: float = 20.0,
-                 planner: HopPlanner | None = None, auditor: Auditor | None = None) -> None:
-        self.classifier = classifier
-        self.window = classifier.bundle.window
+    def __init__(self, detector: Detector, source: AudioSource, on_line: Callable[[HopLine], None],
+                 max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
+                 backoff_sec: tuple[float, float] = (1.0, 60.0)) -> None:
+        self.detector = detector
+        self.window = detector.classifier.bundle.window
         self.source = source
         self.outputs = on_line if isinstance(on_line, FanOut) else FanOut([on_line])
         self.failures = Failures()  # inference
@@ -257,19 +261,18 @@ class LiveMonitor:
         self.last_audio_at: float | None = None
         self.last_line: HopLine | None = None
         self._buffer: AudioBuffer | None = None
-        self._windower = Windower(self.window.window_samples, self.window.hop_samples, self.window.sample_rate,
-                                  int(history_sec * self.window.sample_rate))
-        self.planner = planner or HopPlanner(self.window.hop_sec, cpu_sec=0.0)
-        self.auditor = auditor
-        self._decide = HopDecider(classifier, decision, self.planner, self._windower, auditor)
+
+    @property
+    def auditor(self) -> Auditor | None:
+        return self.detector.auditor
 
     @property
     def overflows(self) -> int:
         return self._buffer.overflows if self._buffer else 0
 
     def recent_audio(self) -> np.ndarray:
-        """The last history_sec of 16 kHz audio (for clips)."""
-        return self._windower.recent
+        """The detector's recent audio at its rate (for clips)."""
+        return self.detector.windower.recent
 
     def health(self, now: float | None = None) -> Health:
         """Healthy while audio arrives, none was dropped in the last minute, inference keeps up and
@@ -321,24 +324,24 @@ class LiveMonitor:
         rate = self.source.start(self._push)
         self._buffer.capacity = int((self.window.window_sec + self.max_lag_sec + 2 * self.window.hop_sec) * rate)
         log.info("listening at %d Hz (resampled to %d Hz)", rate, self.window.sample_rate)
-        resample = StreamResampler(rate, self.window.sample_rate)
-        self._windower.gap(0.0)  # a reopened device continues the time line, not the last window
+        self.detector.gap(0.0)  # a reopened device continues the time line, not the last window
         dropped_in_buffer = self._buffer.dropped_samples
         last_audio = time.monotonic()
         while not self.stop.is_set():
             chunk = self._buffer.take(timeout=0.2)
+            self.source.check()
             if self._buffer.dropped_samples != dropped_in_buffer:
                 seconds = (self._buffer.dropped_samples - dropped_in_buffer) / rate
                 dropped_in_buffer = self._buffer.dropped_samples
                 self._report_drop(seconds, "audio buffer full")
-                self._windower.gap(seconds)
+                self.detector.gap(seconds)
             if len(chunk) == 0:
                 if time.monotonic() - last_audio > self.stall_timeout_sec:
                     raise DeviceUnavailable(f"no audio for {self.stall_timeout_sec:g} s")
                 continue
             last_audio = self.last_audio_at = time.monotonic()
-            self._windower.push(resample(chunk))
-            skipped = self._windower.skip_backlog(self.max_lag_sec)
+            self.detector.push(chunk, rate)
+            skipped = self.detector.windower.skip_backlog(self.max_lag_sec)
             if skipped:
                 self._report_drop(skipped, "inference fell behind")
             self._decide_hops()
@@ -355,14 +358,15 @@ class LiveMonitor:
         log.warning("dropped %.2f s of audio (%s); %.1f s dropped in all", seconds, why, self.dropped_sec)
 
     def _decide_hops(self) -> None:
-        for t, window in self._windower.windows():
+        while True:
             try:
-                line = self._decide(t, window, lag_sec=round(self._windower.pending_sec, 3),
-                                    dropped_sec=round(self.dropped_sec, 3), overflows=self.overflows)
+                for line in self.detector.decide():
+                    line = dataclasses.replace(line, lag_sec=round(self.detector.windower.pending_sec, 3),
+                                               dropped_sec=round(self.dropped_sec, 3), overflows=self.overflows)
+                    self.failures.worked("inference")
+                    self.last_line = line
+                    self.outputs(line)
+                return
             except ModelOutputError as error:  # e.g. probabilities that are not finite: this window has no decision
-                self.failures.failed("inference", f"inference failed at t={t:.1f} s, the window gets no decision: "
+                self.failures.failed("inference", f"inference failed at t={error.t:.1f} s, the window gets no decision: "
                                                   f"{error_text(error)}", error)
-                continue
-            self.failures.worked("inference")
-            self.last_line = line
-            self.outputs(line)

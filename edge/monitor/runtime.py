@@ -20,7 +20,10 @@ from edge.monitor import cpu
 
 class ModelOutputError(BundleError):
     """A precision's graphs gave something other than one probability in [0, 1] per label for a
-    window (NaN, infinity, another shape): raised by :meth:`Classifier.predict`, mid-run too."""
+    window (NaN, infinity, another shape): raised by :meth:`Classifier.predict`, mid-run too.
+    `t`: the audio time of the window's end, where a Detector knows it."""
+
+    t: float | None = None
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:

@@ -1,0 +1,133 @@
+"""The front door: a bundle's model with the decision settings in force.
+
+    detector = Detector.from_bundle("bundles/kitchen")
+    for line in detector.feed(samples, 48_000):   # any chunk size, any rate, mono float
+        print(line.status, line.debounced_status)
+
+`batch`, `stream`, `live`, the audit fallback and the benchmarks are built on this one object, so
+the settings that decide (the bundle's, with the caller's overrides) have one source, also after
+an audited student falls back to its teacher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edge.core.audio import StreamResampler, Windower
+from edge.core.decision import StreamDecider
+from edge.core.defaults import DecisionConfig
+from edge.core.proc import timed
+from edge.monitor.audit import Auditor
+from edge.monitor.hop import HopLine
+from edge.monitor.pacing import HopPlanner, plan_hop
+from edge.monitor.runtime import Classifier, ModelOutputError, open_classifier
+
+
+class Detector:
+    """Audio in (chunks of any size and rate), one :class:`HopLine` out per hop.
+
+    Inside: resampling to the bundle's rate, the windows, the hop planner (a fixed hop or the
+    shortest one that fits a CPU budget), inference, the running median, hysteresis and debounce,
+    and (with a student deciding) the teacher's audit. `recent_sec` of audio is kept for clips.
+    """
+
+    def __init__(self, classifier: Classifier, planner: HopPlanner | None = None, overrides: dict | None = None,
+                 auditor: Auditor | None = None, recent_sec: float = 0.0) -> None:
+        window = classifier.bundle.window
+        self.classifier, self.auditor = classifier, auditor
+        self.planner = planner or HopPlanner(window.hop_sec, cpu_sec=0.0)
+        self.overrides = dict(overrides or {})
+        self.windower = Windower(window.window_samples, round(self.planner.hop_sec * window.sample_rate),
+                                 window.sample_rate, int(recent_sec * window.sample_rate))
+        self._decider = StreamDecider(self.decision, self.planner.hop_sec)
+        self._resample: StreamResampler | None = None
+        self._rate: int | None = None
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, precision: str | None = None, hop: str | float | None = "auto",
+                    cpu_budget: float = 0.5, threads: int | None = None, **overrides) -> Detector:
+        """A detector over a checked bundle (every field, every file, one test window).
+
+        `hop`: seconds, "auto" (the shortest hop whose measured cost fits `cpu_budget`, a share of all
+        cores) or None (the bundle's hop, nothing measured: for whole files). `overrides` are
+        DecisionConfig fields (e.g. median_sec=6). BundleError or ValueError say what is wrong."""
+        classifier = open_classifier(path, precision, threads)
+        classifier.decision.replace(**overrides)  # an unknown field or a bad value fails here, before the warm-up
+        return cls(classifier, None if hop is None else plan_hop(classifier, str(hop), cpu_budget), overrides)
+
+    @property
+    def decision(self) -> DecisionConfig:
+        """The deciding model's settings from the bundle, with the overrides applied."""
+        return self.classifier.decision.replace(**self.overrides)
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model hears (audio at any other rate is resampled to it)."""
+        return self.classifier.bundle.window.sample_rate
+
+    def feed(self, samples: np.ndarray, sample_rate: int) -> list[HopLine]:
+        """Push mono float samples at `sample_rate`; the lines of every hop they complete."""
+        self.push(samples, sample_rate)
+        return list(self.decide())
+
+    def flush(self) -> list[HopLine]:
+        """At the end of the audio: the resampler's tail, and the lines of the hops it completes."""
+        if self._resample is not None:
+            self.windower.push(self._resample.flush())
+            self._resample = self._rate = None
+        return list(self.decide())
+
+    def push(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Queue audio without deciding (see :meth:`decide`)."""
+        if sample_rate != self._rate:
+            self._resample, self._rate = StreamResampler(int(sample_rate), self.sample_rate), sample_rate
+        self.windower.push(self._resample(np.asarray(samples, dtype=np.float32).reshape(-1)))
+
+    def decide(self) -> Iterator[HopLine]:
+        """One line for every window the queued audio completes. A window whose inference raised is
+        used up all the same, so the next call goes on with the next window."""
+        with contextlib.closing(self.windower.windows()) as windows:
+            for t, window in windows:
+                try:
+                    line = self.decide_window(t, window)
+                except ModelOutputError as error:
+                    error.t = t
+                    raise
+                yield line
+
+    def decide_window(self, t: float, window: np.ndarray) -> HopLine:
+        """One window -> one line: inference, the decision, the audit, and the planner kept up to date."""
+        probs, wall_sec, cpu_sec = timed(self.classifier.predict, window[None])
+        update = self._decider.update(float(probs[0, 0]), float(probs[0, 1]))
+        line = HopLine.build(t, probs[0], update, wall_sec * 1000, hop_sec=self.planner.hop_sec,
+                             cpu_share=round(self.planner.cpu_share, 4))
+        if self.auditor is not None:
+            deciding, cpu_before = self.classifier.precision, time.process_time()
+            if self.auditor(window, line):
+                self.classifier = self.auditor.teacher
+                self._decider = StreamDecider(self.decision, self.planner.hop_sec)
+            cpu_sec += time.process_time() - cpu_before
+            line = dataclasses.replace(line, precision=deciding, audits=self.auditor.audits,
+                                       audit_disagreements=self.auditor.disagreements)
+        if self.planner.observe(cpu_sec):
+            self._decider.retime(self.planner.hop_sec)
+            self.windower.retime(self.planner.hop_sec)
+        return line
+
+    def gap(self, seconds: float) -> None:
+        """Audio was lost (or a source reopened): time moves on by `seconds`, the next window and the
+        resampler start afresh."""
+        self.windower.gap(seconds)
+        self._resample = self._rate = None
+
+    def classify_file(self, path: str | Path) -> dict:
+        """One decision for a whole file (the median over its windows): the line `humwatch batch` prints."""
+        from edge.monitor.batch import classify_file
+
+        return classify_file(self.classifier, Path(path), self.decision)

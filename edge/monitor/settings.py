@@ -1,0 +1,237 @@
+"""The settings of the edge commands: one frozen dataclass, each field one option.
+
+A field's metadata holds its help and click type: :func:`click_options` makes the command-line
+options from the fields, :func:`load_toml` reads the same keys (the long option names, with `_`
+for `-`) from a TOML file, and :func:`merge` lets the command line beat the file. So every option
+has one name, one type, one default and one help text, wherever it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from edge.core.bundle import PRECISIONS
+
+
+def setting(default: Any = None, help: str = "", type: click.ParamType | None = None, *, env: str | None = None,
+            multiple: bool = False, is_flag: bool = False, secret: bool = False, metavar: str | None = None,
+            show_default: bool = False) -> Any:
+    """A settings field: its default and how the command line and the file spell and check it."""
+    metadata = dict(help=help, type=type, env=env, multiple=multiple, is_flag=is_flag, secret=secret,
+                    metavar=metavar, show_default=show_default)
+    if multiple:
+        return dataclasses.field(default=tuple(default or ()), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+PROBABILITY = click.FloatRange(0, 1)
+SECONDS = click.FloatRange(min=0, min_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSettings:
+    """What decides: the bundle, the model, the hop, and overrides of the bundle's decision settings."""
+
+    bundle: Path | None = setting(None, "Bundle directory (from humwatch export).",
+                                  click.Path(path_type=Path, file_okay=False))
+    precision: str | None = setting(None, "fp32 or int8 (BEATs), or student (distilled) [default: the bundle's]",
+                                    click.Choice(PRECISIONS))
+    threads: int | None = setting(None, "onnxruntime intra-op threads [default: all cores]", click.IntRange(min=1))
+    hop: str = setting("auto", "Seconds between decisions, or auto: the shortest hop that fits --cpu-budget.",
+                       metavar="SECONDS|auto", show_default=True)
+    cpu_budget: float = setting(0.5, "With --hop auto: the share of all cores inference may use.",
+                                click.FloatRange(0, 1, min_open=True), show_default=True)
+    median_sec: float | None = setting(None, "Seconds of windows in the running median [bundle]", SECONDS)
+    debounce_sec: float | None = setting(None, "Seconds a new state must hold before it is reported [bundle]", SECONDS)
+    t_ac: float | None = setting(None, "File threshold for the AC [bundle]", PROBABILITY)
+    t_fridge: float | None = setting(None, "File threshold for the fridge [bundle]", PROBABILITY)
+    ac_on: float | None = setting(None, "AC hysteresis: on at [bundle]", PROBABILITY)
+    ac_off: float | None = setting(None, "AC hysteresis: off below [bundle]", PROBABILITY)
+    fridge_on: float | None = setting(None, "Fridge hysteresis: on at [bundle]", PROBABILITY)
+    fridge_off: float | None = setting(None, "Fridge hysteresis: off below [bundle]", PROBABILITY)
+
+    def decision_overrides(self) -> dict[str, float]:
+        """The decision settings given here (the rest come from the bundle)."""
+        names = ("median_sec", "debounce_sec", "t_ac", "t_fridge", "ac_on", "ac_off", "fridge_on", "fridge_off")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+def key_of(field: dataclasses.Field) -> str:
+    """The file key and (with '-' for '_') the long option of a field."""
+    return field.name
+
+
+def click_options(cls: type, exclude: tuple[str, ...] = (), required: tuple[str, ...] = ()) -> Callable:
+    """A decorator adding one click option per field of `cls` (but those in `exclude`); the fields in
+    `required` must be given on the command line (where no settings file can give them)."""
+    def decorate(function: Callable) -> Callable:
+        for field in reversed(dataclasses.fields(cls)):
+            if field.name in exclude:
+                continue
+            meta = field.metadata
+            kwargs = dict(help=meta["help"] + (f" [env {meta['env']}]" if meta["env"] else ""), envvar=meta["env"],
+                          show_default=meta["show_default"], metavar=meta["metavar"], required=field.name in required)
+            if meta["is_flag"]:
+                kwargs.update(is_flag=True, default=field.default)
+            else:
+                kwargs.update(type=meta["type"], multiple=meta["multiple"], default=field.default)
+            function = click.option(f"--{key_of(field).replace('_', '-')}", field.name, **kwargs)(function)
+        return function
+    return decorate
+
+
+class SettingsError(click.ClickException):
+    """A settings file or value that cannot be used; the message names the key and the file."""
+
+
+def _expected(field: dataclasses.Field) -> tuple[type, ...]:
+    meta = field.metadata
+    if meta["is_flag"]:
+        return (bool,)
+    kind = meta["type"]
+    if isinstance(kind, (click.IntRange,)) or kind is click.INT:
+        return (int,)
+    if isinstance(kind, click.FloatRange) or kind is click.FLOAT:
+        return (int, float)
+    return (str,)
+
+
+def load_toml(cls: type, path: Path) -> dict[str, Any]:
+    """The settings in a TOML file, checked key by key: {field name: value}."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SettingsError(f"--config {path}: cannot read it ({error.strerror or error})") from error
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SettingsError(f"--config {path}: not valid TOML ({error})") from error
+    fields = {key_of(field): field for field in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            known = ", ".join(sorted(fields))
+            raise SettingsError(f"{path}: unknown key {key!r}; the keys are: {known}")
+        values[field.name] = _checked(field, value, f"{path}: {key}")
+    return values
+
+
+def _checked(field: dataclasses.Field, value: Any, where: str) -> Any:
+    """A file value of the right type, converted and range-checked by the option's own click type."""
+    expected = _expected(field)
+    items = value if field.metadata["multiple"] else [value]
+    if field.metadata["multiple"] and not isinstance(value, list):
+        raise SettingsError(f"{where} = {value!r}: expected a list, e.g. [\"...\"]")
+    for item in items:
+        if isinstance(item, bool) != (bool in expected) or not isinstance(item, expected):
+            names = " or ".join("number" if t is float else {int: "integer", str: "string", bool: "true/false"}[t]
+                                for t in expected if not (t is int and float in expected))
+            raise SettingsError(f"{where} = {item!r}: expected {names}")
+    kind = field.metadata["type"]
+    if kind is None or field.metadata["is_flag"]:
+        return tuple(items) if field.metadata["multiple"] else value
+    try:
+        converted = [kind.convert(item, None, None) for item in items]
+    except click.BadParameter as error:
+        raise SettingsError(f"{where}: {error.message}") from error
+    return tuple(converted) if field.metadata["multiple"] else converted[0]
+
+
+def merge(cls: type, ctx: click.Context, given: dict[str, Any], config: Path | None) -> Any:
+    """The settings in force: the dataclass defaults, then the file, then what the command line or
+    the environment gave (`given`: the command's keyword arguments)."""
+    values = load_toml(cls, config) if config else {}
+    for field in dataclasses.fields(cls):
+        source = ctx.get_parameter_source(field.name)
+        if field.name in given and (source in (click.core.ParameterSource.COMMANDLINE,
+                                               click.core.ParameterSource.ENVIRONMENT) or field.name not in values):
+            values[field.name] = given[field.name]
+    return cls(**values)
+
+
+def to_toml(settings: Any) -> str:
+    """The settings in force as TOML, secrets masked (credentials in URLs too); unset options as comments."""
+    from edge.monitor.sources import redact
+
+    def mask(value: Any) -> Any:
+        return redact(value) if isinstance(value, str) else value
+
+    lines = []
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if field.metadata["secret"] and value is not None:
+            value = "***"
+        value = mask(value)
+        if value is None:
+            lines.append(f"# {key_of(field)} =  (not set)")
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        if isinstance(value, tuple):
+            value = [mask(str(item)) for item in value]
+        lines.append(f"{key_of(field)} = {json.dumps(value, ensure_ascii=False)}")
+    return "\n".join(lines) + "\n"
+
+
+def require_bundle(settings: DetectorSettings) -> None:
+    if settings.bundle is None:
+        raise SettingsError("no bundle: pass --bundle DIR or set bundle = \"DIR\" in the --config file")
+
+
+
+FILE = click.Path(path_type=Path, dir_okay=False)
+FOLDER = click.Path(path_type=Path, file_okay=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveSettings(DetectorSettings):
+    """Everything `humwatch live` does: the source, the outputs, Home Assistant, the page, the audit."""
+
+    source: str | None = setting(None, "Where the audio comes from: a device index or (part of its) name (see "
+                                       "'humwatch devices'), rtsp:// rtsps:// http:// https:// URL, or - for raw PCM "
+                                       "on standard input [default: the system's input device].",
+                                 metavar="DEVICE|URL|-")
+    source_format: str | None = setting(None, "With --source -: the PCM format, ENCODING:RATE:CHANNELS "
+                                              "(s16le, s32le or f32le), e.g. s16le:48000:1.", metavar="FORMAT")
+    device: str | None = setting(None, "The same as --source DEVICE (kept from earlier versions).")
+    only_changes: bool = setting(False, "Print only lines where the debounced status changes.", is_flag=True)
+    output: Path | None = setting(None, "Also append lines to this file.", FILE)
+    max_lag: float = setting(3.0, "Seconds inference may fall behind before the oldest audio is dropped.",
+                             click.FloatRange(min=0), show_default=True)
+    name: str = setting("humwatch", "This monitor's name: the Home Assistant device (e.g. Kitchen -> sensor.kitchen_state).",
+                        show_default=True)
+    mqtt: str | None = setting(None, "Publish to this broker: mqtt://HOST[:PORT] or mqtts://...", metavar="URL")
+    mqtt_user: str | None = setting(None, "MQTT user name", env="HUMWATCH_MQTT_USER")
+    mqtt_password: str | None = setting(None, "MQTT password", env="HUMWATCH_MQTT_PASSWORD", secret=True)
+    mqtt_device_id: str | None = setting(None, "Topic id: humwatch/<id>/... [default: the name as a slug]")
+    mqtt_heartbeat: float = setting(60.0, "Seconds between state republishes when nothing changes.",
+                                    click.FloatRange(min=1), show_default=True)
+    http: str | None = setting(None, "Serve the page at / and /state, /healthz, /metrics (a bare port: loopback only).",
+                               metavar="[HOST:]PORT")
+    http_token: str | None = setting(None, "Needed to relabel when --http listens beyond loopback.",
+                                     env="HUMWATCH_HTTP_TOKEN", secret=True)
+    http_host: tuple[str, ...] = setting((), "A name the page is opened by besides localhost and IP addresses (e.g. "
+                                             "pi.local; repeat for more).", multiple=True, metavar="NAME")
+    relabel_dir: Path | None = setting(None, "The page's relabel control writes correctly named copies of clips here "
+                                             "(needs --clips).", FOLDER)
+    clips: Path | None = setting(None, "Write the audio around every state change here (FLAC + JSON).", FOLDER)
+    clips_seconds: float = setting(20.0, "Seconds of audio in a clip.", click.FloatRange(min=1), show_default=True)
+    clips_max_mb: float = setting(500.0, "The clips folder is kept under this size.", click.FloatRange(min=1),
+                                  show_default=True)
+    history: Path | None = setting(None, "Keep every change of each appliance and the monitor's uptime in this "
+                                         "SQLite file.", FILE)
+    history_days: float = setting(400.0, "Days the history keeps.", click.FloatRange(min=1), show_default=True)
+    alarm: tuple[str, ...] = setting((), "e.g. fridge-run-max=90m, fridge-off-max=6h (needs --history; repeat for more).",
+                                     multiple=True, metavar="APPLIANCE-(run|off)-max=DURATION")
+    watts: str | None = setting(None, "Power when running: energy sensors (needs --history).", metavar="ac=W,fridge=W")
+    audit_every_sec: float = setting(60.0, "With the student deciding: BEATs also decides a window this often and the "
+                                           "two are compared (0: never).", click.FloatRange(min=0), show_default=True)
+    audit_max_rate: float = setting(0.1, "/healthz says degraded when more than this share of the last hour's audits "
+                                         "disagree.", PROBABILITY, show_default=True)
+    audit_fallback: float | None = setting(None, "Switch to BEATs for good when more than RATE of the last hour's "
+                                                 "audits disagree.", PROBABILITY, metavar="RATE")

@@ -1,0 +1,93 @@
+"""The front door: the README's Python example, the Detector, and the decision settings after a fallback."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import REPO
+
+KEYS = ("t", "status", "debounced_status", "ac_running", "fridge_running")
+
+
+def readme_example() -> str:
+    """The first python block of the README's "From Python" section."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("\n## From Python", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory, off_then_ac) -> str:
+    """Both-off then AC, at 44.1 kHz so that the example resamples as a camera or a USB mic would."""
+    import soxr
+
+    audio = soxr.resample(np.concatenate(off_then_ac), 16_000, 44_100)
+    path = tmp_path_factory.mktemp("api") / "off-then-ac.wav"
+    soundfile.write(path, audio, 44_100, subtype="FLOAT")
+    return str(path)
+
+
+def test_the_readme_example_runs_and_equals_humwatch_stream(bundle_dir, recording):
+    code = readme_example().replace("bundles/kitchen", str(bundle_dir)).replace("recording.wav", recording)
+    namespace: dict = {}
+    exec(compile(code, "README.md (From Python)", "exec"), namespace)
+    lines = namespace["lines"]
+    streamed = subprocess.run([sys.executable, "-m", "edge.cli", "stream", "--bundle", str(bundle_dir), "--hop", "1.5",
+                               recording], capture_output=True, text=True, check=True, cwd=REPO).stdout.splitlines()
+    streamed = [json.loads(line) for line in streamed]
+    assert len(lines) == len(streamed) > 10
+    for mine, theirs in zip(lines, streamed):
+        mine = mine.to_json()
+        assert {key: mine[key] for key in KEYS} == {key: theirs[key] for key in KEYS}
+        # (1 s chunks here, the decoder's frames there: the resampler's rounding differs by ~1e-5)
+        assert abs(mine["p_ac"] - theirs["p_ac"]) < 1e-4 and abs(mine["p_fridge"] - theirs["p_fridge"]) < 1e-4
+    assert lines[0].debounced_status != "ac-on" and lines[-1].debounced_status == "ac-on"  # off, then the AC
+    assert namespace["whole"]["windows"] == len(lines) and namespace["whole"]["path"] == recording
+
+
+def test_chunk_size_and_rate_do_not_change_the_lines(bundle_dir, off_then_ac):
+    from edge import Detector
+
+    audio = np.concatenate(off_then_ac)
+    runs = []
+    for chunk in (16_000, 1_234):
+        detector = Detector.from_bundle(bundle_dir, hop=1.5)
+        lines = [line for start in range(0, len(audio), chunk) for line in detector.feed(audio[start:start + chunk], 16_000)]
+        runs.append([(line.t, line.debounced_status, round(line.p_ac, 5)) for line in lines])
+    assert runs[0] == runs[1] and len(runs[0]) == 29
+
+
+def test_overrides_are_checked_and_reported(bundle_dir):
+    from edge import Detector
+
+    detector = Detector.from_bundle(bundle_dir, hop=1.5, median_sec=3.0, debounce_sec=4.5)
+    assert (detector.decision.median_sec, detector.decision.debounce_sec) == (3.0, 4.5)
+    with pytest.raises(TypeError):
+        Detector.from_bundle(bundle_dir, hop=1.5, median_seconds=3.0)
+    with pytest.raises(ValueError, match="t_ac"):
+        Detector.from_bundle(bundle_dir, hop=1.5, t_ac=1.5)
+
+
+def test_overridden_spans_survive_the_fallback_to_the_teacher(bundle_dir):
+    from edge import Detector
+    from edge.core.bundle import load_bundle
+    from edge.monitor.audit import Auditor
+    from edge.monitor.pacing import HopPlanner
+    from test_student import AlwaysAcStudent, _quiet, _teacher
+
+    bundle = load_bundle(bundle_dir)
+    auditor = Auditor(lambda: _teacher(bundle), every_sec=1.5, degraded_rate=0.1, fallback_rate=0.5)
+    overrides = {"median_sec": 3.0, "debounce_sec": 4.5}
+    detector = Detector(AlwaysAcStudent(bundle), HopPlanner(1.5, cpu_sec=0.0), overrides, auditor=auditor)
+    lines = detector.feed(_quiet(6 + 1.5 * 19), 16_000)
+    assert auditor.fell_back and lines[-1].precision == "fp32" and detector.classifier is auditor.teacher
+    assert detector.decision == _teacher(bundle).decision.replace(**overrides)
+    spans = detector._decider.config
+    assert (spans.median_sec, spans.debounce_sec) == (3.0, 4.5)
+    assert detector._decider.config.median_windows(1.5) == 2 and detector._decider._ac_running.k == 3
