@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 
-import numpy as np
 
-from edge.monitor.runtime import Classifier
+from edge.core.proc import median_sec
+from edge.monitor.runtime import Classifier, noise_window
 
 log = logging.getLogger("humwatch.pacing")
 HOP_STEP_SEC = 0.5
@@ -28,15 +27,9 @@ SMOOTHING = 0.1  # weight of the newest window in the running mean of CPU second
 
 
 def cpu_seconds_per_window(classifier: Classifier, windows: int = WARMUP_WINDOWS) -> float:
-    """The warm-up: median process CPU seconds of a noise window (after one untimed run)."""
-    noise = (np.random.default_rng(0).standard_normal((1, classifier.window_samples)) * 0.05).astype(np.float32)
-    classifier.predict(noise)
-    timings = []
-    for _ in range(windows):
-        start = time.process_time()
-        classifier.predict(noise)
-        timings.append(time.process_time() - start)
-    return float(np.median(timings))
+    """The warm-up: median process CPU seconds of the test window (after one untimed run)."""
+    window = noise_window(classifier.window_samples)[None]
+    return median_sec(lambda: classifier.predict(window), windows, cpu=True)
 
 
 def parse_hop(value: str) -> float | None:
