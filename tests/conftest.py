@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import podman_image
 import rtsp_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +99,16 @@ def pinned_decision(bundle_dir):
     return load_bundle(bundle_dir).decision.replace(fridge_on=1.0, fridge_off=1.0)
 
 
+@pytest.fixture
+def broker(tmp_path):
+    """A real MQTT broker on loopback (mosquitto, or amqtt where it is absent), stopped after the test."""
+    from broker import Broker
+
+    running = Broker(tmp_path).start()
+    yield running
+    running.stop()
+
+
 FILE_SOURCE = """
 import sys, threading, time
 import soundfile
@@ -133,7 +144,8 @@ def browser_available() -> bool:
 
 # marker: (what this machine lacks for those tests, or None; how to get it)
 NEEDS = {"browser": (lambda: None if browser_available() else "no chromium / chromedriver on this machine", BROWSER_HINT),
-         "rtsp": (rtsp_server.missing, rtsp_server.HINT)}
+         "rtsp": (rtsp_server.missing, rtsp_server.HINT),
+         "container": (podman_image.missing, podman_image.HINT)}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -38,13 +38,6 @@ monitor.run()
 
 
 @pytest.fixture
-def broker(tmp_path):
-    running = Broker(tmp_path).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
 def ac_wav(off_then_ac, tmp_path):
     wav = tmp_path / "ac.wav"
     soundfile.write(wav, off_then_ac[1], 16_000)

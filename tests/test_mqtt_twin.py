@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from broker import Broker, Subscriber
+from broker import Subscriber
 from conftest import REPO
 from edge.home.mqtt import MqttPublisher, MqttSettings
 from test_mqtt import _line
@@ -30,13 +30,6 @@ twin(_line(t=99.0))
 print("ready", flush=True)
 time.sleep(60)
 """
-
-
-@pytest.fixture
-def broker(tmp_path):
-    running = Broker(tmp_path).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

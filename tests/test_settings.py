@@ -43,10 +43,10 @@ def test_the_example_file_loads_and_is_what_the_unit_runs():
 def test_print_config_shows_the_file_with_the_command_line_on_top(tmp_path):
     config = tmp_path / "humwatch.toml"
     config.write_text('bundle = "/b"\nname = "Kitchen"\ncpu_budget = 0.25\nalarm = ["fridge-run-max=90m"]\n'
-                      'median_sec = 6\n')
+                      'median_sec = 6\nhop = 1.5\n')
     shown = print_config("--config", str(config), "--name", "Cellar", "--alarm", "ac-run-max=3h")
     assert shown["name"] == "Cellar" and shown["cpu_budget"] == 0.25 and shown["median_sec"] == 6.0
-    assert shown["alarm"] == ["ac-run-max=3h"] and shown["bundle"] == "/b" and shown["hop"] == "auto"
+    assert shown["alarm"] == ["ac-run-max=3h"] and shown["bundle"] == "/b" and shown["hop"] == "1.5"
     assert print_config("--config", str(config))["name"] == "Kitchen"
 
 
@@ -79,6 +79,7 @@ def test_the_environment_beats_the_file(tmp_path):
     ('threads = 2.5\n', "threads = 2.5: expected integer"),
     ('precision = "int4"\n', "precision: 'int4' is not one of"),
     ('bundle = \n', "not valid TOML"),
+    ('hop = "often"\n', "hop: --hop 'often': expected seconds (e.g. 1.5) or 'auto'"),
 ])
 def test_a_bad_file_is_one_error_naming_the_key_and_the_file(tmp_path, text, message):
     config = tmp_path / "bad.toml"

@@ -30,6 +30,21 @@ def setting(default: Any = None, help: str = "", type: click.ParamType | None = 
     return dataclasses.field(default=default, metadata=metadata)
 
 
+class HopType(click.ParamType):
+    """Seconds between decisions, or "auto" (the rule: edge.monitor.pacing.parse_hop)."""
+
+    name = "hop"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from edge.monitor.pacing import parse_hop
+
+        try:
+            parse_hop(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+        return str(value)
+
+
 PROBABILITY = click.FloatRange(0, 1)
 SECONDS = click.FloatRange(min=0, min_open=True)
 
@@ -44,7 +59,7 @@ class DetectorSettings:
                                     click.Choice(PRECISIONS))
     threads: int | None = setting(None, "onnxruntime intra-op threads [default: all cores]", click.IntRange(min=1))
     hop: str = setting("auto", "Seconds between decisions, or auto: the shortest hop that fits --cpu-budget.",
-                       metavar="SECONDS|auto", show_default=True)
+                       HopType(), metavar="SECONDS|auto", show_default=True)
     cpu_budget: float = setting(0.5, "With --hop auto: the share of all cores inference may use.",
                                 click.FloatRange(0, 1, min_open=True), show_default=True)
     median_sec: float | None = setting(None, "Seconds of windows in the running median [bundle]", SECONDS)
@@ -95,6 +110,8 @@ def _expected(field: dataclasses.Field) -> tuple[type, ...]:
     if meta["is_flag"]:
         return (bool,)
     kind = meta["type"]
+    if isinstance(kind, HopType):
+        return (str, int, float)
     if isinstance(kind, (click.IntRange,)) or kind is click.INT:
         return (int,)
     if isinstance(kind, click.FloatRange) or kind is click.FLOAT:
