@@ -1,10 +1,13 @@
 """Live: microphone -> bounded buffer -> a worker that decides every hop, for months on end.
 
-The audio callback only copies each chunk into a bounded buffer. The worker resamples, keeps the
-last window, and runs inference every hop. When inference falls behind by more than `max_lag`
-seconds it skips to the newest audio and reports what it dropped; the buffer itself is bounded,
-so memory never grows. A device that stops delivering audio (or cannot be opened) is retried
-with exponential backoff. The audio source is a parameter, so tests drive it with a fake one.
+The audio callback only copies each chunk, stamped with its arrival time, into a bounded buffer.
+The worker resamples, keeps the last window, and runs inference every hop. The lag is wall-clock
+time: how long ago the newest sample of a window arrived. So seconds of audio that a network
+source delivers at once after a stall (jitter) are decided, not dropped; when inference really
+falls behind by more than `max_lag` seconds it skips to the newest audio and reports what it
+dropped. The buffer holds a window, `max_lag`, a stall and two hops of audio, so memory never
+grows. A device that stops delivering audio (or cannot be opened) is retried with exponential
+backoff; /healthz names it while it is lost. The audio source is a parameter, so tests drive it with a fake one.
 Every hop's line goes to the sinks through a FanOut: a sink that cannot write (a full disk) is
 logged once, named in /healthz while it fails, and called again next hop.
 """
@@ -12,6 +15,7 @@ logged once, named in /healthz while it fails, and called again next hop.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -50,11 +54,12 @@ class AudioSource(Protocol):
 
 
 class AudioBuffer:
-    """Bounded FIFO between the audio thread and the worker; the oldest audio goes when full."""
+    """Bounded FIFO between the audio thread and the worker; the oldest audio goes when full. Each
+    chunk keeps the `clock` time it arrived at."""
 
-    def __init__(self, capacity_samples: int) -> None:
-        self.capacity = capacity_samples
-        self._chunks: collections.deque[np.ndarray] = collections.deque()
+    def __init__(self, capacity_samples: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity, self.clock = capacity_samples, clock
+        self._chunks: collections.deque[tuple[np.ndarray, float]] = collections.deque()
         self._size = 0
         self._ready = threading.Condition()
         self.dropped_samples = 0
@@ -64,25 +69,50 @@ class AudioBuffer:
         """Called from the audio thread: append a copy, trim to capacity, wake the worker."""
         with self._ready:
             self.overflows += int(overflowed)
-            self._chunks.append(np.array(chunk, dtype=np.float32, copy=True))
+            self._chunks.append((np.array(chunk, dtype=np.float32, copy=True), self.clock()))
             self._size += len(chunk)
             while self._size > self.capacity:  # drop the oldest samples, keeping the newest `capacity`
                 excess = self._size - self.capacity
-                if len(self._chunks[0]) <= excess:
-                    excess = len(self._chunks.popleft())
+                oldest, arrived = self._chunks[0]
+                if len(oldest) <= excess:
+                    excess = len(self._chunks.popleft()[0])
                 else:
-                    self._chunks[0] = self._chunks[0][excess:]
+                    self._chunks[0] = (oldest[excess:], arrived)
                 self._size -= excess
                 self.dropped_samples += excess
             self._ready.notify()
 
-    def take(self, timeout: float) -> np.ndarray:
-        """All buffered audio (waiting up to `timeout` s for some); empty when none came."""
+    def take(self, timeout: float) -> list[tuple[np.ndarray, float]]:
+        """All buffered chunks with their arrival times (waiting up to `timeout` s for some); [] when none came."""
         with self._ready:
             if not self._chunks:
                 self._ready.wait(timeout)
             chunks, self._chunks, self._size = list(self._chunks), collections.deque(), 0
-        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        return chunks
+
+
+class Arrivals:
+    """When the audio of the current time line arrived, so a window's lag is wall-clock time: how
+    long ago its newest sample arrived. Positions are seconds since the last gap (where the
+    detector's windows start afresh)."""
+
+    def __init__(self) -> None:
+        self.gap()
+
+    def gap(self) -> None:
+        self._chunks: collections.deque[tuple[float, float]] = collections.deque()  # (end position, arrival)
+        self._pushed = 0.0
+
+    def pushed(self, seconds: float, arrival: float) -> None:
+        self._pushed += seconds
+        self._chunks.append((self._pushed, arrival))
+
+    def arrival(self, position: float) -> float | None:
+        """When the audio at `position` arrived (None: not yet). Positions asked for only grow, so the
+        chunks before one are forgotten."""
+        while self._chunks and self._chunks[0][0] < position - 1e-6:
+            self._chunks.popleft()
+        return self._chunks[0][1] if self._chunks else None
 
 
 class DeviceNotFound(LookupError):
@@ -245,7 +275,7 @@ class LiveMonitor:
 
     def __init__(self, detector: Detector, source: AudioSource, on_line: Callable[[HopLine], None],
                  max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
-                 backoff_sec: tuple[float, float] = (1.0, 60.0)) -> None:
+                 backoff_sec: tuple[float, float] = (1.0, 60.0), clock: Callable[[], float] = time.monotonic) -> None:
         self.detector = detector
         self.window = detector.classifier.bundle.window
         self.source = source
@@ -254,13 +284,17 @@ class LiveMonitor:
         self.max_lag_sec = max_lag_sec
         self.stall_timeout_sec = stall_timeout_sec
         self.backoff_sec = backoff_sec
+        self.clock = clock  # the wall clock of arrivals, lag, stalls and drops (tests advance their own)
         self.stop = threading.Event()
         self.dropped_sec = 0.0
         self._drops: collections.deque[tuple[float, float, str]] = collections.deque()  # (when, seconds, why)
         self.device_losses = 0
+        self.lost: str | None = None  # why the source is lost, until its audio comes back
         self.last_audio_at: float | None = None
         self.last_line: HopLine | None = None
         self._buffer: AudioBuffer | None = None
+        self._arrivals = Arrivals()
+        self._next_end = 0.0  # where the next window ends, in the seconds since the last gap that Arrivals counts
 
     @property
     def auditor(self) -> Auditor | None:
@@ -277,12 +311,14 @@ class LiveMonitor:
     def health(self, now: float | None = None) -> Health:
         """Healthy while audio arrives, none was dropped in the last minute, inference keeps up and
         every output can be written; otherwise every reason why not."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         problems = []
         if self.last_audio_at is None:
-            problems.append("no audio received yet")
+            problems.append("no audio received yet" + (f" ({self.lost}); reopening the source" if self.lost else ""))
         elif now - self.last_audio_at > self.stall_timeout_sec:
             problems.append(f"no audio for {now - self.last_audio_at:.0f} s")
+        elif self.lost is not None:
+            problems.append(f"audio source lost ({self.lost}); reopening it")
         elif self.last_line is not None and self.last_line.lag_sec > self.max_lag_sec:
             problems.append(f"inference is {self.last_line.lag_sec:.1f} s behind (max {self.max_lag_sec:g} s)")
         drops = [(seconds, why) for at, seconds, why in list(self._drops) if at > now - DROP_WINDOW_SEC]
@@ -307,6 +343,7 @@ class LiveMonitor:
                 self._session()
             except DeviceUnavailable as error:
                 self.device_losses += 1
+                self.lost = str(error)
                 if self.last_audio_at != audio_before:  # it worked for a while: start the backoff afresh
                     delay = self.backoff_sec[0]
                 log.warning("audio device lost: %s; retrying in %g s", error, delay)
@@ -318,39 +355,61 @@ class LiveMonitor:
     def _session(self) -> None:
         # The buffer must exist before the source starts: a device may deliver audio at once.
         previous = self._buffer
-        self._buffer = AudioBuffer(capacity_samples=sys.maxsize)
+        self._buffer = AudioBuffer(capacity_samples=sys.maxsize, clock=self.clock)
         if previous:
             self._buffer.overflows, self._buffer.dropped_samples = previous.overflows, previous.dropped_samples
         rate = self.source.start(self._push)
-        self._buffer.capacity = int((self.window.window_sec + self.max_lag_sec + 2 * self.window.hop_sec) * rate)
+        # a stall's worth too: the audio a network source delivers at once when it resumes
+        self._buffer.capacity = int((self.window.window_sec + self.max_lag_sec + self.stall_timeout_sec
+                                     + 2 * self.detector.planner.hop_sec) * rate)
         log.info("listening at %d Hz (resampled to %d Hz)", rate, self.window.sample_rate)
-        self.detector.gap(0.0)  # a reopened device continues the time line, not the last window
+        self._gap(0.0)  # a reopened device continues the time line, not the last window
         dropped_in_buffer = self._buffer.dropped_samples
-        last_audio = time.monotonic()
+        last_audio = self.clock()
         while not self.stop.is_set():
-            chunk = self._buffer.take(timeout=0.2)
+            chunks = self._buffer.take(timeout=0.2)
             self.source.check()
             if self._buffer.dropped_samples != dropped_in_buffer:
                 seconds = (self._buffer.dropped_samples - dropped_in_buffer) / rate
                 dropped_in_buffer = self._buffer.dropped_samples
                 self._report_drop(seconds, "audio buffer full")
-                self.detector.gap(seconds)
-            if len(chunk) == 0:
-                if time.monotonic() - last_audio > self.stall_timeout_sec:
+                self._gap(seconds)
+            if not chunks:
+                if self.clock() - last_audio > self.stall_timeout_sec:
                     raise DeviceUnavailable(f"no audio for {self.stall_timeout_sec:g} s")
                 continue
-            last_audio = self.last_audio_at = time.monotonic()
-            self.detector.push(chunk, rate)
-            skipped = self.detector.windower.skip_backlog(self.max_lag_sec)
-            if skipped:
-                self._report_drop(skipped, "inference fell behind")
+            last_audio = self.last_audio_at = self.clock()
+            self.lost = None
+            for chunk, arrival in chunks:
+                self.detector.push(chunk, rate)
+                self._arrivals.pushed(len(chunk) / rate, arrival)
             self._decide_hops()
+
+    def _gap(self, seconds: float) -> None:
+        """The detector's windows start afresh `seconds` later (see Detector.gap)."""
+        self.detector.gap(seconds)
+        self._arrivals.gap()
+        self._next_end = self.window.window_sec
+
+    def _lag(self) -> float | None:
+        """Seconds since the newest sample of the next window arrived (None: it has not)."""
+        arrival = self._arrivals.arrival(self._next_end)
+        return None if arrival is None else self.clock() - arrival
+
+    def _skip_if_behind(self) -> None:
+        """When the next window's audio arrived more than max_lag ago, go on with the newest window."""
+        lag = self._lag()
+        if lag is not None and lag > self.max_lag_sec:
+            skipped = self.detector.windower.skip_backlog(0.0)
+            if skipped:
+                self._next_end += skipped
+                self._report_drop(skipped, "inference fell behind")
 
     def _push(self, chunk: np.ndarray, overflowed: bool) -> None:
         self._buffer.push(chunk, overflowed)
 
     def _report_drop(self, seconds: float, why: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self.dropped_sec += seconds
         self._drops.append((now, seconds, why))
         while self._drops[0][0] <= now - DROP_WINDOW_SEC:  # /healthz reads the last minute
@@ -358,15 +417,25 @@ class LiveMonitor:
         log.warning("dropped %.2f s of audio (%s); %.1f s dropped in all", seconds, why, self.dropped_sec)
 
     def _decide_hops(self) -> None:
+        """Decide every window the audio completes, checking the lag before each."""
+        windower = self.detector.windower
         while True:
+            self._skip_if_behind()
             try:
-                for line in self.detector.decide():
-                    line = dataclasses.replace(line, lag_sec=round(self.detector.windower.pending_sec, 3),
-                                               dropped_sec=round(self.dropped_sec, 3), overflows=self.overflows)
-                    self.failures.worked("inference")
-                    self.last_line = line
-                    self.outputs(line)
-                return
+                with contextlib.closing(self.detector.decide()) as lines:
+                    for line in lines:
+                        lag = self._lag() or 0.0
+                        self._next_end += windower.hop_samples / windower.sample_rate  # the hop after this window
+                        line = dataclasses.replace(line, lag_sec=round(lag, 3), dropped_sec=round(self.dropped_sec, 3),
+                                                   overflows=self.overflows)
+                        self.failures.worked("inference")
+                        self.last_line = line
+                        self.outputs(line)
+                        if (self._lag() or 0.0) > self.max_lag_sec:
+                            break  # skip before deciding the next window
+                    else:
+                        return
             except ModelOutputError as error:  # e.g. probabilities that are not finite: this window has no decision
+                self._next_end += windower.hop_samples / windower.sample_rate
                 self.failures.failed("inference", f"inference failed at t={error.t:.1f} s, the window gets no decision: "
                                                   f"{error_text(error)}", error)

@@ -218,7 +218,8 @@ class LiveSettings(DetectorSettings):
     device: str | None = setting(None, "The same as --source DEVICE (kept from earlier versions).")
     only_changes: bool = setting(False, "Print only lines where the debounced status changes.", is_flag=True)
     output: Path | None = setting(None, "Also append lines to this file.", FILE)
-    max_lag: float = setting(3.0, "Seconds inference may fall behind before the oldest audio is dropped.",
+    max_lag: float = setting(3.0, "Seconds inference may fall behind (wall-clock: audio a stream delivers at once "
+                                  "after a stall is not lag) before the oldest audio is dropped.",
                              click.FloatRange(min=0), show_default=True)
     name: str = setting("humwatch", "This monitor's name: the Home Assistant device (e.g. Kitchen -> sensor.kitchen_state).",
                         show_default=True)
