@@ -1,0 +1,102 @@
+"""Builds the humwatch image with podman for the container tests, with no image registry at hand.
+
+The base is Debian bookworm from Debian's mirrors (edge/container/build-base.sh, mmdebstrap),
+imported into podman and passed as BASE_IMAGE; its tarball is cached (HUMWATCH_CACHE, default
+~/.cache/humwatch) under a name that changes with the script, so a CI run after the first
+imports it instead of debootstrapping. podman keeps the image's layers itself, so a build after
+the first only redoes what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKERFILE = REPO / "edge" / "container" / "Dockerfile"
+BUILD_BASE = REPO / "edge" / "container" / "build-base.sh"
+ADDON = REPO / "humwatch"
+IMAGE = "localhost/humwatch:test"
+ADDON_IMAGE = "localhost/humwatch-addon:test"
+# A TLS-intercepting proxy's CA (as on these machines) lets pip inside the build reach PyPI.
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+HINT = ("install podman, runc and mmdebstrap (apt-get install podman runc mmdebstrap uidmap; where crun refuses, "
+        "/etc/containers/containers.conf needs default_ulimits = [] and cgroup_manager = \"cgroupfs\"; .ci/run does "
+        "both), then: uv run pytest -q -m container")
+
+
+def missing() -> str | None:
+    """What this machine lacks to build and run the image (None when nothing)."""
+    if shutil.which("podman") is None:
+        return "no podman on this machine"
+    if shutil.which("mmdebstrap") is None and not base_tarball().is_file():
+        return "no mmdebstrap to build the base image with"
+    info = subprocess.run(["podman", "info"], capture_output=True, text=True)
+    return None if info.returncode == 0 else f"podman does not work here ({info.stderr.strip()[-200:]})"
+
+
+def podman(*args, check: bool = True, **options) -> subprocess.CompletedProcess:
+    result = subprocess.run(["podman", *map(str, args)], capture_output=True, text=True, **options)
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(map(str, args))} failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def arch() -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
+def _script_digest() -> str:
+    return hashlib.sha256(BUILD_BASE.read_bytes()).hexdigest()[:12]
+
+
+def base_tarball(architecture: str | None = None) -> Path:
+    cache = Path(os.environ.get("HUMWATCH_CACHE", Path.home() / ".cache" / "humwatch"))
+    return cache / f"base-bookworm-{architecture or arch()}-{_script_digest()}.tar"
+
+
+def base_image(architecture: str | None = None) -> str:
+    """The local Debian base in podman: built once per script version and architecture, then imported."""
+    architecture = architecture or arch()
+    name = f"localhost/humwatch-base:bookworm-{architecture}-{_script_digest()}"
+    if podman("image", "exists", name, check=False).returncode == 0:
+        return name
+    tarball = base_tarball(architecture)
+    if not tarball.is_file():
+        tarball.parent.mkdir(parents=True, exist_ok=True)
+        partial = tarball.with_name(f"partial-{tarball.name}")  # mmdebstrap writes a tarball for a .tar name
+        result = subprocess.run([BUILD_BASE, partial, architecture], capture_output=True, text=True)
+        assert result.returncode == 0, f"{BUILD_BASE} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        partial.rename(tarball)
+    podman("import", "--arch", architecture, tarball, name)
+    return name
+
+
+def build(tag: str, context: Path, dockerfile: Path | None = None, platform_arch: str | None = None,
+          **build_args: str) -> str:
+    """podman build in the docker format (HEALTHCHECK is not part of OCI's), on the host's network."""
+    command = ["build", "--format", "docker", "--network", "host", "--tag", tag]
+    if HOST_CA.is_file():
+        command += ["--volume", f"{HOST_CA}:{HOST_CA}:ro"]
+    if dockerfile:
+        command += ["--file", dockerfile]
+    if platform_arch:
+        command += ["--platform", f"linux/{platform_arch}"]
+    for name, value in build_args.items():
+        command += ["--build-arg", f"{name}={value}"]
+    podman(*command, context, timeout=1800)
+    return tag
+
+
+def build_image(architecture: str | None = None, tag: str = IMAGE) -> str:
+    """edge/container/Dockerfile from the clone, on the local base."""
+    return build(tag, REPO, DOCKERFILE, architecture, BASE_IMAGE=base_image(architecture))
+
+
+def image_size_mb(tag: str) -> float:
+    return int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout) / 1e6

@@ -1,0 +1,198 @@
+"""The container image and the add-on's image (issue 25), built with podman and run.
+
+edge/container/Dockerfile is built on a Debian base made here (no image registry is reachable:
+see podman_image.py); the image then checks a mounted bundle, streams a mounted recording to the
+right states, and runs a live monitor fed raw PCM on standard input whose HEALTHCHECK passes while
+audio arrives and fails when it stops. The add-on's image (humwatch/Dockerfile over that image)
+starts from an options.json as the Supervisor writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import tomllib
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+from conftest import read_16k
+from edge.cli import main
+from edge.core.labels import AC_ON, BOTH_OFF
+from podman_image import ADDON, ADDON_IMAGE, build, build_image, image_size_mb, podman
+
+pytestmark = pytest.mark.container
+
+FRIDGE_OFF = ["--fridge-on", "1.0", "--fridge-off", "1.0"]  # the tiny encoder cannot hear the fridge (test_edge)
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    return build_image()
+
+
+@pytest.fixture(scope="module")
+def addon_image(image) -> str:
+    return build(ADDON_IMAGE, ADDON, HUMWATCH_IMAGE=image)
+
+
+@pytest.fixture(scope="module")
+def recording(project, tmp_path_factory) -> Path:
+    """18 s of both-off, then 30 s of AC (as test_edge's switching recording)."""
+    off = read_16k(project / "samples" / "ac-off-fridge-off-night.m4a")
+    on = read_16k(project / "samples" / "ac-on-fridge-off-night.m4a")
+    folder = tmp_path_factory.mktemp("recording")
+    folder.chmod(0o755)  # the image's user reads it
+    path = folder / "switch.wav"
+    soundfile.write(path, np.concatenate([off[: 16_000 * 18], on[: 16_000 * 24], on[16_000 * 18 : 16_000 * 24]]), 16_000)
+    return path
+
+
+def _lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_the_image_is_small_unprivileged_and_without_build_tools(image):
+    inspected = json.loads(podman("image", "inspect", image).stdout)[0]
+    config = inspected["Config"]
+    assert config["User"] == "humwatch" and config["Entrypoint"] == ["humwatch"]
+    assert config["Cmd"] == ["live", "--config", "/data/humwatch.toml"] and "/data" in config["Volumes"]
+    healthcheck = inspected.get("Healthcheck") or config.get("Healthcheck")  # podman 4 keeps it beside Config
+    assert healthcheck["Test"] == ["CMD", "python3", "-m", "edge.container.health"]
+    inside = podman("run", "--rm", "--no-healthcheck", "--entrypoint", "sh", image, "-c",
+                    "id -u; for tool in gcc cc c++ make ld as pip pip3 uv; do command -v $tool; done; "
+                    "python3 -c 'import importlib.util as u; print(u.find_spec(\"torch\"))'").stdout.split()
+    assert inside == ["1000", "None"], f"the image runs as uid 1000 with no compiler, pip or torch: {inside}"
+    size = image_size_mb(image)
+    print(f"\nimage {image}: {size:.0f} MB")
+    assert size < 600
+
+
+def test_bundle_check_on_a_mounted_bundle(image, bundle_dir):
+    result = podman("run", "--rm", "--no-healthcheck", "-v", f"{bundle_dir}:/bundle:ro", image, "bundle", "check", "/bundle")
+    assert "/bundle: bundle ok" in result.stdout
+
+
+def test_stream_on_a_mounted_recording_gives_the_states(image, bundle_dir, recording):
+    options = ["--hop", "1.5", *FRIDGE_OFF]
+    result = podman("run", "--rm", "--no-healthcheck", "-v", f"{bundle_dir}:/bundle:ro", "-v", f"{recording.parent}:/audio:ro",
+                    image, "stream", "--bundle", "/bundle", *options, f"/audio/{recording.name}")
+    lines = _lines(result.stdout)
+    debounced = [line["debounced_status"] for line in lines]
+    changes = [i for i in range(1, len(debounced)) if debounced[i] != debounced[i - 1]]
+    assert debounced[0] == BOTH_OFF and len(changes) == 1 and debounced[changes[0]] == AC_ON
+    here = _lines(CliRunner().invoke(main, ["stream", "--bundle", str(bundle_dir), *options, str(recording)]).output)
+    assert [(line["t"], line["debounced_status"]) for line in lines] == [(line["t"], line["debounced_status"]) for line in here]
+
+
+class Feeder:
+    """Writes a recording as raw s16le PCM to a process's standard input at real-time pace, looping,
+    until paused; the pipe stays open while paused, as a microphone that went quiet."""
+
+    def __init__(self, process, audio: np.ndarray, rate: int = 16_000) -> None:
+        self.process, self.rate = process, rate
+        self.pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+        self.running = threading.Event()
+        self.running.set()
+        threading.Thread(target=self._feed, daemon=True).start()
+
+    def _feed(self) -> None:
+        chunk, position, start, sent = self.rate // 10 * 2, 0, time.monotonic(), 0
+        while self.process.poll() is None:
+            if not self.running.is_set():
+                time.sleep(0.1)
+                continue
+            piece = self.pcm[position : position + chunk] or self.pcm[:chunk]
+            position = (position + len(piece)) % len(self.pcm)
+            try:
+                self.process.stdin.write(piece)
+                self.process.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                return
+            sent += len(piece) // 2
+            time.sleep(max(0.0, start + sent / self.rate - time.monotonic()))
+
+
+@contextmanager
+def running(image: str, *args: str):
+    """A container of `image` whose standard input is ours to write: (its name, the podman process)."""
+    name = f"humwatch-test-{uuid.uuid4().hex[:8]}"
+    process = subprocess.Popen(["podman", "run", "-i", "--rm", "--name", name, *args, image], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        yield name, process
+    finally:
+        podman("rm", "--force", "--time", "2", name, check=False)
+        process.kill()
+        output = process.communicate(timeout=30)[0].decode("utf-8", "replace")
+        print(output[-3000:])
+
+
+def _until(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(1)
+    raise AssertionError(f"{what} within {seconds:.0f} s")
+
+
+def _healthcheck(name: str) -> bool:
+    return podman("healthcheck", "run", name, check=False).returncode == 0
+
+
+def _health_says(name: str) -> str:
+    result = podman("exec", name, "python3", "-m", "edge.container.health", check=False)
+    return result.stdout.strip()
+
+
+def _data_dir(tmp_path: Path, **files: str) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)  # the image's user (uid 1000) writes the history here
+    for name, text in files.items():
+        (data / name).write_text(text, encoding="utf-8")
+    return data
+
+
+def test_healthcheck_follows_a_live_monitor_fed_on_stdin(image, bundle_dir, project, tmp_path):
+    settings = ('bundle = "/bundle"\nsource = "-"\nsource_format = "s16le:16000:1"\nhop = "1.5"\n'
+                'http = "0.0.0.0:8321"\nhistory = "/data/history.sqlite"\nonly_changes = true\n')
+    data = _data_dir(tmp_path, **{"humwatch.toml": settings})
+    audio = read_16k(project / "samples" / "ac-on-fridge-off-night.m4a")
+    with running(image, "-v", f"{bundle_dir}:/bundle:ro", "-v", f"{data}:/data") as (name, process):
+        feeder = Feeder(process, audio)
+        _until(lambda: _healthcheck(name), 60, "the HEALTHCHECK did not pass with audio arriving")
+        assert json.loads(_health_says(name))["ok"] is True
+        feeder.running.clear()  # the microphone goes quiet: the stall timeout (10 s) makes /healthz 503
+        _until(lambda: not _healthcheck(name), 40, "the HEALTHCHECK did not fail once audio stopped")
+        assert "no audio for" in _health_says(name)
+        assert (data / "history.sqlite").is_file()
+
+
+def test_the_addon_image_starts_from_the_supervisors_options(addon_image, bundle_dir, project, tmp_path):
+    options = {"name": "Kitchen", "bundle": "/share/humwatch/bundle", "source": "-", "source_format": "s16le:16000:1",
+               "hop": "1.5", "history": True, "clips": False, "alarm": ["fridge-run-max=90m"],
+               "http_host": ["homeassistant.local"]}
+    data = _data_dir(tmp_path, **{"options.json": json.dumps(options)})
+    audio = read_16k(project / "samples" / "ac-on-fridge-off-night.m4a")
+    with running(addon_image, "-v", f"{bundle_dir}:/share/humwatch/bundle:ro", "-v", f"{data}:/data") as (name, process):
+        Feeder(process, audio)
+        _until(lambda: _healthcheck(name), 60, "the add-on's HEALTHCHECK did not pass")
+        written = tomllib.loads((data / "humwatch.toml").read_text(encoding="utf-8"))
+        assert written["http"] == "0.0.0.0:8321" and written["name"] == "Kitchen" and "mqtt" not in written
+        ask = ("import sys, urllib.request, urllib.error\n"
+               "request = urllib.request.Request('http://127.0.0.1:8321/api/page', headers={'Host': sys.argv[1]})\n"
+               "try: print(urllib.request.urlopen(request, timeout=5).status)\n"
+               "except urllib.error.HTTPError as error: print(error.code)\n")
+        # Home Assistant's ingress proxy passes on the Host the browser used for Home Assistant
+        assert podman("exec", name, "python3", "-c", ask, "homeassistant.local:8123").stdout.strip() == "200"
+        assert podman("exec", name, "python3", "-c", ask, "attacker.example").stdout.strip() == "421"
