@@ -1,0 +1,171 @@
+"""The Home Assistant add-on's start: /data/options.json -> /data/humwatch.toml -> `humwatch live`.
+
+    python3 -m edge.container.addon [--options FILE] [--config FILE] [--supervisor URL] [-- LIVE-OPTIONS...]
+
+The Supervisor keeps the user's options (checked against the schema in humwatch/config.yaml) in
+/data/options.json. Most are `humwatch live` settings under the same key; the add-on adds what it
+decides itself: the page on the ingress port for Home Assistant's proxy (the names Home Assistant
+is opened by allowed as Host), the history in /data, clips under /share/humwatch, and the MQTT
+broker the Supervisor offers (its services API) unless the options name one. Credentials go to
+the environment (HUMWATCH_MQTT_USER, ...), never into the file. Then this process becomes
+`humwatch live --config /data/humwatch.toml` (plus LIVE-OPTIONS, e.g. --print-config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from edge.monitor.settings import LiveSettings
+
+log = logging.getLogger("humwatch.addon")
+
+INGRESS_PORT = 8321  # humwatch/config.yaml's ingress_port
+DATA = Path("/data")
+SHARE = Path("/share/humwatch")
+SUPERVISOR = "http://supervisor"
+# Options that are `humwatch live` settings under the same key, passed on as they are.
+PASSED = ("name", "bundle", "source", "source_format", "precision", "hop", "cpu_budget", "history_days", "alarm",
+          "watts", "clips_max_mb", "mqtt", "http_host")
+# Secret options: the environment variable `humwatch live` reads each from.
+SECRETS = {field.name: field.metadata["env"] for field in dataclasses.fields(LiveSettings)
+           if field.name in ("mqtt_user", "mqtt_password", "http_token")}
+
+
+class AddonError(Exception):
+    """Options the add-on cannot start with; the message says which and what to do."""
+
+
+class Supervisor:
+    """The Supervisor's REST API as an add-on sees it (SUPERVISOR_TOKEN; no token: not under a Supervisor)."""
+
+    def __init__(self, url: str = SUPERVISOR, token: str | None = None, timeout: float = 10.0) -> None:
+        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        """The `data` of GET path, or None (logged) when there is no Supervisor or it says no."""
+        if not self.token:
+            return None
+        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                body = json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            said = error.read(500).decode("utf-8", "replace")
+            try:
+                said = json.loads(said).get("message", said)
+            except (ValueError, AttributeError):
+                pass
+            log.info("Supervisor %s: %s %s", path, error.code, said)
+            return None
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            log.warning("Supervisor %s: no answer (%s)", path, getattr(error, "reason", error))
+            return None
+        data = body.get("data") if isinstance(body, dict) and body.get("result") == "ok" else None
+        return data if isinstance(data, dict) else None
+
+    def mqtt(self) -> dict[str, Any] | None:
+        """The MQTT broker the Supervisor offers (host, port, ssl, username, password), if any."""
+        data = self.get("/services/mqtt")
+        return data if data and data.get("host") and data.get("port") else None
+
+    def hostnames(self) -> list[str]:
+        """The names this Home Assistant is opened by on the network: its host name and NAME.local."""
+        name = (self.get("/info") or {}).get("hostname")
+        return [name, f"{name}.local"] if isinstance(name, str) and name else []
+
+
+def read_options(path: Path) -> dict[str, Any]:
+    try:
+        options = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise AddonError(f"{path}: cannot read the add-on's options ({error.strerror or error})") from error
+    except ValueError as error:
+        raise AddonError(f"{path}: not JSON ({error})") from error
+    if not isinstance(options, dict):
+        raise AddonError(f"{path}: expected a JSON object of options")
+    return options
+
+
+def plan(options: dict[str, Any], supervisor: Supervisor) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings file's values and the environment (the credentials) for the options."""
+    given = {key: value for key, value in options.items() if value not in (None, "", [])}
+    settings: dict[str, Any] = {key: given[key] for key in PASSED if key in given}
+    env = {SECRETS[key]: str(given[key]) for key in SECRETS if key in given}
+    settings["only_changes"] = True  # the add-on's log: one line per change
+    settings["http"] = f"0.0.0.0:{INGRESS_PORT}"
+    names = [*settings.get("http_host", []), *supervisor.hostnames()]
+    settings["http_host"] = list(dict.fromkeys(name.lower() for name in names))
+    if given.get("history", True):
+        settings["history"] = str(DATA / "history.sqlite")
+    if given.get("clips", False):
+        settings["clips"] = str(SHARE / "clips")
+        settings["relabel_dir"] = str(SHARE / "relabel")
+    if "mqtt" not in settings:
+        broker = supervisor.mqtt()
+        if broker:
+            host = f"[{broker['host']}]" if ":" in str(broker["host"]) else broker["host"]
+            settings["mqtt"] = f"{'mqtts' if broker.get('ssl') else 'mqtt'}://{host}:{int(broker['port'])}"
+            for field, key in (("mqtt_user", "username"), ("mqtt_password", "password")):
+                if broker.get(key):
+                    env[SECRETS[field]] = str(broker[key])
+            log.info("MQTT: the Supervisor's broker %s", settings["mqtt"])
+        else:
+            log.info("MQTT: none (no broker from the Supervisor and no 'mqtt' option): Home Assistant gets no entities")
+    return settings, env
+
+
+def toml_text(settings: dict[str, Any], options: Path) -> str:
+    """The settings as TOML (JSON's strings, numbers, booleans and lists of strings are TOML's)."""
+    lines = [f"# Written by the humwatch add-on from {options} at every start: change the add-on's options,",
+             "# not this file. The keys are humwatch live's options (README: the settings file)."]
+    lines += [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def check_bundle(settings: dict[str, Any]) -> None:
+    bundle = Path(settings.get("bundle", ""))
+    if not (bundle / "bundle.json").is_file():
+        raise AddonError(f"bundle {str(bundle)!r}: no bundle.json there. Copy the bundle folder from `humwatch export` "
+                         f"to {SHARE / 'bundle'} (the 'share' folder of the Samba or SSH add-on), or set the "
+                         "'bundle' option to where it is")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m edge.container.addon", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--options", type=Path, default=DATA / "options.json", help="the Supervisor's options file")
+    parser.add_argument("--config", type=Path, default=DATA / "humwatch.toml", help="the settings file to write")
+    parser.add_argument("--supervisor", default=SUPERVISOR, help="the Supervisor's API")
+    parser.add_argument("live_options", nargs="*", help="after --: more options for humwatch live")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        options = read_options(args.options)
+        settings, env = plan(options, Supervisor(args.supervisor, os.environ.get("SUPERVISOR_TOKEN")))
+        check_bundle(settings)
+        write_atomically(args.config, toml_text(settings, args.options))
+    except (AddonError, OSError) as error:
+        log.error("%s", error)
+        return 1
+    humwatch = str(Path(sys.executable).with_name("humwatch"))  # the venv's, beside this interpreter
+    os.execve(humwatch, [humwatch, "live", "--config", str(args.config), *args.live_options], {**os.environ, **env})
+    return 1  # not reached: execve replaces this process
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""The Home Assistant add-on (issue 25): its files against the Supervisor's rules, and its start.
+
+The rules are the Supervisor's own (home-assistant/supervisor: supervisor/apps/validate.py's
+_SCHEMA_APP_CONFIG, SCHEMA_APP_TRANSLATIONS and RE_VOLUME / RE_SERVICE; apps/options.py's
+RE_SCHEMA_ELEMENT and how options are checked against the schema; store/validate.py's
+SCHEMA_REPOSITORY_CONFIG), written out here with the keys humwatch uses. Stricter in one way: an
+unknown key fails here, where the Supervisor would silently drop it. The start (edge.container.addon)
+is run against a fake Supervisor on loopback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+import threading
+import tomllib
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from edge.container import addon
+from edge.core.bundle import PRECISIONS
+from edge.monitor.settings import LiveSettings, load_toml
+
+ADDON = REPO / "humwatch"
+CONFIG = yaml.safe_load((ADDON / "config.yaml").read_text(encoding="utf-8"))
+
+# --- the Supervisor's rules (supervisor/apps/validate.py, options.py, store/validate.py)
+RE_SLUG = re.compile(r"^[-_.A-Za-z0-9]+$")
+ARCHES = {"aarch64", "amd64", "armhf", "armv7", "i386"}
+RE_VOLUME = re.compile(r"^(data|config|ssl|local_apps|addons|backup|share|media|homeassistant_config|all_app_configs"
+                       r"|all_addon_configs|app_config|addon_config)(?::(rw|ro))?$")
+RE_SERVICE = re.compile(r"^(?P<service>mqtt|mysql):(?P<rights>provide|want|need)$")
+RE_SCHEMA_ELEMENT = re.compile(
+    r"^(?:|bool|email|url|port|device(?:\((?P<filter>subsystem=[a-z]+)\))?"
+    r"|str(?:\((?P<s_min>\d+)?,(?P<s_max>\d+)?\))?|password(?:\((?P<p_min>\d+)?,(?P<p_max>\d+)?\))?"
+    r"|int(?:\((?P<i_min>-?\d+)?,(?P<i_max>-?\d+)?\))?|float(?:\((?P<f_min>-?\d*\.?\d+)?,(?P<f_max>-?\d*\.?\d+)?\))?"
+    r"|match\((?P<match>.*)\)|list\((?P<list>.+)\))\??$")
+
+
+def is_bool(value) -> bool:
+    return isinstance(value, bool)
+
+
+def is_port(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def is_url(value) -> bool:
+    parts = urllib.parse.urlparse(value) if isinstance(value, str) else None
+    return bool(parts and parts.scheme and parts.netloc)
+
+
+KEYS = {  # key: check (the keys of _SCHEMA_APP_CONFIG this add-on uses, and the required ones)
+    "name": lambda value: isinstance(value, str) and value,
+    "version": lambda value: isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)*", value),
+    "slug": lambda value: isinstance(value, str) and RE_SLUG.match(value),
+    "description": lambda value: isinstance(value, str),
+    "arch": lambda value: isinstance(value, list) and value and set(value) <= ARCHES,
+    "url": is_url,
+    "startup": lambda value: value in {"initialize", "system", "services", "application", "once"},
+    "boot": lambda value: value in {"auto", "manual", "manual_only"},
+    "stage": lambda value: value in {"stable", "experimental", "deprecated"},
+    "audio": is_bool,
+    "ingress": is_bool,
+    "ingress_port": lambda value: is_port(value) or value == 0,
+    "panel_icon": lambda value: isinstance(value, str),
+    "panel_title": lambda value: isinstance(value, str),
+    "services": lambda value: isinstance(value, list) and all(isinstance(item, str) and RE_SERVICE.match(item) for item in value),
+    "map": lambda value: isinstance(value, list) and all(isinstance(item, str) and RE_VOLUME.match(item) for item in value),
+    "timeout": lambda value: isinstance(value, int) and 10 <= value <= 300,
+    "options": lambda value: isinstance(value, dict),
+    "schema": lambda value: isinstance(value, dict),
+}
+REQUIRED = {"name", "version", "slug", "description", "arch"}
+
+
+def schema_element_ok(element) -> bool:
+    """SCHEMA_ELEMENT: a type string, a list of one type string or dict, or a dict of elements."""
+    if isinstance(element, str):
+        return bool(RE_SCHEMA_ELEMENT.match(element))
+    if isinstance(element, list):
+        return len(element) == 1 and (isinstance(element[0], dict) or isinstance(element[0], str)) and schema_element_ok(element[0])
+    if isinstance(element, dict):
+        return all(isinstance(key, str) and schema_element_ok(value) for key, value in element.items())
+    return False
+
+
+def option_errors(schema: dict, options: dict) -> list[str]:
+    """AppOptions: every option has a schema entry and a value of its type; no required one is missing."""
+    errors = [f"{key}: not in the schema" for key in options if key not in schema]
+    for key, element in schema.items():
+        if key not in options:
+            inner = element[0] if isinstance(element, list) else element
+            if not (isinstance(inner, str) and inner.endswith("?")):
+                errors.append(f"{key}: required, missing from options")
+            continue
+        values = options[key] if isinstance(element, list) else [options[key]]
+        if isinstance(element, list) and not isinstance(options[key], list):
+            errors.append(f"{key}: expected a list")
+            continue
+        kind = (element[0] if isinstance(element, list) else element).rstrip("?")
+        match = RE_SCHEMA_ELEMENT.match(kind)
+        for value in values:
+            ok = {"str": isinstance(value, str), "password": isinstance(value, str), "bool": is_bool(value),
+                  "int": isinstance(value, int) and not is_bool(value), "float": isinstance(value, (int, float)) and not is_bool(value),
+                  "port": is_port(value), "url": is_url(value)}.get(re.match(r"[a-z]+", kind).group())
+            if kind.startswith("list("):
+                ok = str(value) in match.group("list").split("|")
+            elif kind.startswith("match("):
+                ok = bool(re.match(match.group("match"), str(value)))
+            if not ok:
+                errors.append(f"{key} = {value!r}: not a {kind}")
+    return errors
+
+
+def test_config_yaml_keeps_the_supervisors_rules():
+    unknown = set(CONFIG) - set(KEYS)
+    assert not unknown, f"keys the Supervisor does not know (it would drop them): {unknown}"
+    assert REQUIRED <= set(CONFIG)
+    bad = [key for key, value in CONFIG.items() if not KEYS[key](value)]
+    assert not bad, f"wrong type or value: {[(key, CONFIG[key]) for key in bad]}"
+    assert set(CONFIG["arch"]) == {"aarch64", "amd64"} and CONFIG["audio"] is True and CONFIG["ingress"] is True
+    assert CONFIG["services"] == ["mqtt:want"] and CONFIG["ingress_port"] == addon.INGRESS_PORT
+    assert all(schema_element_ok(element) for element in CONFIG["schema"].values()), CONFIG["schema"]
+    assert option_errors(CONFIG["schema"], CONFIG["options"]) == []
+
+
+def test_the_option_checks_can_fail():
+    schema = CONFIG["schema"]
+    assert option_errors(schema, {**CONFIG["options"], "history": "yes"}) == ["history = 'yes': not a bool"]
+    assert option_errors(schema, {**CONFIG["options"], "precision": "fp16"}) == ["precision = 'fp16': not a list(fp32|int8|student)"]
+    assert option_errors(schema, {key: value for key, value in CONFIG["options"].items() if key != "bundle"}) == [
+        "bundle: required, missing from options"]
+    assert option_errors(schema, {**CONFIG["options"], "colour": "red"}) == ["colour: not in the schema"]
+    assert not KEYS["map"](["shares:rw"]) and not KEYS["services"](["mqtt:maybe"]) and not schema_element_ok("text?")
+
+
+def test_the_options_are_humwatch_settings_and_the_versions_agree():
+    fields = {field.name: field for field in dataclasses.fields(LiveSettings)}
+    schema = CONFIG["schema"]
+    assert set(addon.PASSED) <= set(schema) and set(addon.PASSED) <= set(fields)
+    assert schema["precision"] == f"list({'|'.join(PRECISIONS)})?"
+    assert {key for key, element in schema.items() if str(element).startswith("password")} == {
+        name for name, field in fields.items() if field.metadata["secret"]}
+    assert set(addon.SECRETS) <= set(schema) and all(addon.SECRETS.values())
+    version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert CONFIG["version"] == version
+    image = re.search(r"^ARG HUMWATCH_IMAGE=(\S+)$", (ADDON / "Dockerfile").read_text(encoding="utf-8"), re.M).group(1)
+    assert image.endswith(f":{version}")
+
+
+def test_translations_name_every_option():
+    translations = yaml.safe_load((ADDON / "translations" / "en.yaml").read_text(encoding="utf-8"))
+    assert set(translations) <= {"configuration", "network"}
+    configuration = translations["configuration"]
+    assert set(configuration) == set(CONFIG["schema"])
+    for key, text in configuration.items():  # SCHEMA_TRANSLATION_CONFIGURATION: name, optional description
+        assert isinstance(text.get("name"), str) and text["name"], key
+        assert set(text) <= {"name", "description"} and isinstance(text.get("description", ""), str), key
+
+
+def test_repository_yaml_is_at_the_root():
+    repository = yaml.safe_load((REPO / "repository.yaml").read_text(encoding="utf-8"))
+    assert isinstance(repository["name"], str) and is_url(repository["url"]) and isinstance(repository["maintainer"], str)
+    assert repository["url"] == CONFIG["url"]
+
+
+# --- the start: options -> settings file (+ environment), MQTT and names from a fake Supervisor
+
+class FakeSupervisor:
+    """The Supervisor's API as an add-on sees it, on loopback: GET /services/mqtt and /info with a token."""
+
+    TOKEN = "0123456789abcdef0123456789abcdef"
+
+    def __init__(self, mqtt: dict | None, hostname: str = "homeassistant") -> None:
+        self.requests: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                fake.requests.append(self.path)
+                if self.headers.get("Authorization") != f"Bearer {fake.TOKEN}":
+                    return self._send(401, {"result": "error", "message": "Unauthorized"})
+                if self.path == "/services/mqtt":
+                    if mqtt is None:
+                        return self._send(400, {"result": "error", "message": "Service not enabled"})
+                    return self._send(200, {"result": "ok", "data": mqtt})
+                if self.path == "/info":
+                    return self._send(200, {"result": "ok", "data": {"hostname": hostname, "arch": "aarch64"}})
+                self._send(404, {"result": "error", "message": "not found"})
+
+            def _send(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+MOSQUITTO = {"host": "core-mosquitto", "port": 1883, "ssl": False, "protocol": "3.1.1", "username": "addons",
+             "password": "Eeph7iex", "addon": "core_mosquitto"}
+
+
+@pytest.fixture
+def supervisor(request):
+    fake = FakeSupervisor(getattr(request, "param", MOSQUITTO))
+    yield fake
+    fake.close()
+
+
+def test_options_become_live_settings_with_the_supervisors_broker(supervisor, tmp_path):
+    options = {**CONFIG["options"], "name": "Kitchen", "source": "rtsp://cam:554/stream1", "precision": "student",
+               "alarm": ["fridge-run-max=90m"], "clips": True, "http_host": ["HA.example.org"], "http_token": "s3cret"}
+    settings, env = addon.plan(options, addon.Supervisor(supervisor.url, supervisor.TOKEN))
+    assert settings["mqtt"] == "mqtt://core-mosquitto:1883"
+    assert env == {"HUMWATCH_MQTT_USER": "addons", "HUMWATCH_MQTT_PASSWORD": "Eeph7iex", "HUMWATCH_HTTP_TOKEN": "s3cret"}
+    assert settings["http"] == f"0.0.0.0:{CONFIG['ingress_port']}"
+    assert settings["http_host"] == ["ha.example.org", "homeassistant", "homeassistant.local"]
+    assert settings["history"] == "/data/history.sqlite" and settings["only_changes"] is True
+    assert settings["clips"] == "/share/humwatch/clips" and settings["relabel_dir"] == "/share/humwatch/relabel"
+    path = tmp_path / "humwatch.toml"
+    path.write_text(addon.toml_text(settings, Path("/data/options.json")), encoding="utf-8")
+    loaded = load_toml(LiveSettings, path)  # what `humwatch live --config` accepts: known keys, right types
+    assert loaded["source"] == "rtsp://cam:554/stream1" and loaded["precision"] == "student" and loaded["name"] == "Kitchen"
+    assert loaded["alarm"] == ("fridge-run-max=90m",) and loaded["http_host"] == ("ha.example.org", "homeassistant", "homeassistant.local")
+    assert "Eeph7iex" not in path.read_text() and "s3cret" not in path.read_text()  # credentials: the environment only
+
+
+@pytest.mark.parametrize("supervisor", [None], indirect=True)
+def test_no_broker_from_the_supervisor_means_no_mqtt(supervisor, caplog):
+    caplog.set_level("INFO")
+    settings, env = addon.plan(CONFIG["options"], addon.Supervisor(supervisor.url, supervisor.TOKEN))
+    assert "mqtt" not in settings and env == {}
+    assert "Service not enabled" in caplog.text and "MQTT: none" in caplog.text
+
+
+def test_an_mqtt_option_beats_the_supervisor_and_no_token_asks_nothing(supervisor):
+    options = {**CONFIG["options"], "mqtt": "mqtts://broker.lan:8883", "mqtt_user": "me", "mqtt_password": "pw"}
+    settings, env = addon.plan(options, addon.Supervisor(supervisor.url, supervisor.TOKEN))
+    assert settings["mqtt"] == "mqtts://broker.lan:8883" and env == {"HUMWATCH_MQTT_USER": "me", "HUMWATCH_MQTT_PASSWORD": "pw"}
+    assert "/services/mqtt" not in supervisor.requests
+    supervisor.requests.clear()
+    settings, env = addon.plan(CONFIG["options"], addon.Supervisor(supervisor.url, token=None))
+    assert supervisor.requests == [] and "mqtt" not in settings and settings["http_host"] == []
+
+
+def test_a_wrong_token_is_refused_and_the_add_on_goes_on_without_mqtt(supervisor):
+    settings, _ = addon.plan(CONFIG["options"], addon.Supervisor(supervisor.url, "f" * 32))
+    assert "mqtt" not in settings and supervisor.requests == ["/info", "/services/mqtt"]
+
+
+def _start(tmp_path, options, supervisor, *live_options, token=FakeSupervisor.TOKEN):
+    (tmp_path / "options.json").write_text(json.dumps(options), encoding="utf-8")
+    command = [sys.executable, "-m", "edge.container.addon", "--options", tmp_path / "options.json",
+               "--config", tmp_path / "humwatch.toml", "--supervisor", supervisor.url, "--", *live_options]
+    env = {"PATH": "/usr/bin:/bin", "SUPERVISOR_TOKEN": token}
+    return subprocess.run([str(part) for part in command], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+
+
+def test_the_start_writes_the_settings_and_becomes_humwatch_live(supervisor, bundle_dir, tmp_path):
+    result = _start(tmp_path, {**CONFIG["options"], "bundle": str(bundle_dir)}, supervisor, "--print-config")
+    assert result.returncode == 0, result.stderr
+    shown = tomllib.loads(result.stdout)  # humwatch live --config humwatch.toml --print-config, the secrets from the environment
+    assert shown["mqtt"] == "mqtt://core-mosquitto:1883" and shown["mqtt_user"] == "addons" and shown["mqtt_password"] == "***"
+    assert shown["bundle"] == str(bundle_dir) and shown["http"] == "0.0.0.0:8321" and shown["name"] == "humwatch"
+    assert tomllib.loads((tmp_path / "humwatch.toml").read_text())["http_host"] == ["homeassistant", "homeassistant.local"]
+
+
+def test_the_start_says_where_the_bundle_belongs(supervisor, tmp_path):
+    result = _start(tmp_path, CONFIG["options"], supervisor)
+    assert result.returncode == 1 and not (tmp_path / "humwatch.toml").exists()
+    assert "bundle '/share/humwatch/bundle': no bundle.json there" in result.stderr and "Samba" in result.stderr
+    (tmp_path / "options.json").write_text("{not json", encoding="utf-8")
+    broken = subprocess.run([sys.executable, "-m", "edge.container.addon", "--options", str(tmp_path / "options.json")],
+                            capture_output=True, text=True, cwd=REPO)
+    assert broken.returncode == 1 and f"{tmp_path / 'options.json'}: not JSON" in broken.stderr
