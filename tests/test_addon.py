@@ -167,6 +167,12 @@ def test_translations_name_every_option():
         assert set(text) <= {"name", "description"} and isinstance(text.get("description", ""), str), key
 
 
+def test_the_page_works_under_the_ingress_path():
+    """Home Assistant serves the page at /api/hassio_ingress/TOKEN/: an absolute URL would leave it."""
+    page = (REPO / "edge" / "home" / "static" / "page.html").read_text(encoding="utf-8")
+    assert "api/page" in page and not re.findall(r"""(?:fetch\(|src = |href=)["'`]/""", page)
+
+
 def test_repository_yaml_is_at_the_root():
     repository = yaml.safe_load((REPO / "repository.yaml").read_text(encoding="utf-8"))
     assert isinstance(repository["name"], str) and is_url(repository["url"]) and isinstance(repository["maintainer"], str)
