@@ -4,7 +4,8 @@ edge/container/Dockerfile is built on a Debian base made here (no image registry
 see podman_image.py); the image then checks a mounted bundle, streams a mounted recording to the
 right states, and runs a live monitor fed raw PCM on standard input whose HEALTHCHECK passes while
 audio arrives and fails when it stops. The add-on's image (humwatch/Dockerfile over that image)
-starts from an options.json as the Supervisor writes it.
+starts from an options.json as the Supervisor writes it. Those are marked `container`; the health
+check's own module and the example settings are tested everywhere.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from conftest import read_16k
+from conftest import REPO, read_16k
 from edge.cli import main
+from edge.container import health
 from edge.core.labels import AC_ON, BOTH_OFF
+from edge.monitor.settings import LiveSettings, load_toml
 from podman_image import ADDON, ADDON_IMAGE, build, build_image, image_size_mb, podman
-
-pytestmark = pytest.mark.container
 
 FRIDGE_OFF = ["--fridge-on", "1.0", "--fridge-off", "1.0"]  # the tiny encoder cannot hear the fridge (test_edge)
 
@@ -59,6 +60,63 @@ def _lines(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
+def test_the_container_example_settings_load_and_serve_the_healthcheck():
+    example = REPO / "edge" / "container" / "humwatch.toml"
+    settings = LiveSettings(**load_toml(LiveSettings, example))
+    assert settings.bundle == Path("/data/bundle") and settings.history == Path("/data/history.sqlite")
+    assert health.healthz_url(example) == "http://127.0.0.1:8321/healthz"
+    compose = (REPO / "edge" / "container" / "compose.yaml").read_text(encoding="utf-8")
+    assert "dockerfile: edge/container/Dockerfile" in compose and '"8321:8321"' in compose
+
+
+class Healthz:
+    """A /healthz on loopback that answers what `answer` holds: (code, body)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.answer = (200, b'{"ok": true, "reason": "audio arriving"}')
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                code, body = outer.answer if self.path == "/healthz" else (404, b"{}")
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_the_health_check_asks_the_settings_files_address(tmp_path, capsys):
+    server = Healthz()
+    config = tmp_path / "humwatch.toml"
+    config.write_text(f'http = "0.0.0.0:{server.port}"\n', encoding="utf-8")  # a wildcard is asked on loopback
+    assert health.main([str(config)]) == 0 and "audio arriving" in capsys.readouterr().out
+    server.answer = (503, b'{"ok": false, "reason": "no audio for 12 s"}')
+    assert health.main([str(config)]) == 1 and "503" in capsys.readouterr().out
+    server.server.shutdown()
+    server.server.server_close()
+    assert health.main([str(config)]) == 1 and "no answer" in capsys.readouterr().out
+    config.write_text('bundle = "/data/bundle"\n', encoding="utf-8")
+    assert health.main([str(config)]) == 1 and "no http" in capsys.readouterr().out
+    assert health.healthz_url(_written(tmp_path, 'http = "[::]:8321"')) == "http://[::1]:8321/healthz"
+    assert health.healthz_url(_written(tmp_path, 'http = "8321"')) == "http://127.0.0.1:8321/healthz"
+
+
+def _written(folder: Path, text: str) -> Path:
+    path = folder / "other.toml"
+    path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.container
 def test_the_image_is_small_unprivileged_and_without_build_tools(image):
     inspected = json.loads(podman("image", "inspect", image).stdout)[0]
     config = inspected["Config"]
@@ -75,11 +133,13 @@ def test_the_image_is_small_unprivileged_and_without_build_tools(image):
     assert size < 600
 
 
+@pytest.mark.container
 def test_bundle_check_on_a_mounted_bundle(image, bundle_dir):
     result = podman("run", "--rm", "--no-healthcheck", "-v", f"{bundle_dir}:/bundle:ro", image, "bundle", "check", "/bundle")
     assert "/bundle: bundle ok" in result.stdout
 
 
+@pytest.mark.container
 def test_stream_on_a_mounted_recording_gives_the_states(image, bundle_dir, recording):
     options = ["--hop", "1.5", *FRIDGE_OFF]
     result = podman("run", "--rm", "--no-healthcheck", "-v", f"{bundle_dir}:/bundle:ro", "-v", f"{recording.parent}:/audio:ro",
@@ -163,6 +223,7 @@ def _data_dir(tmp_path: Path, **files: str) -> Path:
     return data
 
 
+@pytest.mark.container
 def test_healthcheck_follows_a_live_monitor_fed_on_stdin(image, bundle_dir, project, tmp_path):
     settings = ('bundle = "/bundle"\nsource = "-"\nsource_format = "s16le:16000:1"\nhop = "1.5"\n'
                 'http = "0.0.0.0:8321"\nhistory = "/data/history.sqlite"\nonly_changes = true\n')
@@ -178,6 +239,7 @@ def test_healthcheck_follows_a_live_monitor_fed_on_stdin(image, bundle_dir, proj
         assert (data / "history.sqlite").is_file()
 
 
+@pytest.mark.container
 def test_the_addon_image_starts_from_the_supervisors_options(addon_image, bundle_dir, project, tmp_path):
     options = {"name": "Kitchen", "bundle": "/share/humwatch/bundle", "source": "-", "source_format": "s16le:16000:1",
                "hop": "1.5", "history": True, "clips": False, "alarm": ["fridge-run-max=90m"],
