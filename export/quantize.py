@@ -7,13 +7,13 @@ attention products and softmax stay float.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from edge.core.proc import median_sec
 from edge.monitor.runtime import Classifier
 
 FBANK_MARKER = "fbank"
@@ -51,10 +51,4 @@ def quantize_encoder(fp32_path: Path, int8_path: Path) -> None:
 
 def ms_per_window(classifier: Classifier, windows: np.ndarray, repeats: int = 3) -> float:
     """Median over `repeats` of the wall time per window for a batch of windows (after a warm-up)."""
-    classifier.predict(windows[:1])
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        classifier.predict(windows)
-        timings.append((time.perf_counter() - start) * 1000 / len(windows))
-    return float(np.median(timings))
+    return 1000 * median_sec(lambda: classifier.predict(windows), repeats) / len(windows)
