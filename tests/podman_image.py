@@ -24,7 +24,7 @@ IMAGE = "localhost/humwatch:test"
 ADDON_IMAGE = "localhost/humwatch-addon:test"
 # A TLS-intercepting proxy's CA (as on these machines) lets pip inside the build reach PyPI.
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-HINT = ("install podman, runc and mmdebstrap (apt-get install podman runc mmdebstrap uidmap; where crun refuses, "
+HINT = ("install podman, runc, mmdebstrap and pulseaudio (apt-get install podman runc mmdebstrap uidmap pulseaudio; where crun refuses, "
         "/etc/containers/containers.conf needs default_ulimits = [] and cgroup_manager = \"cgroupfs\"; .ci/run does "
         "both), then: uv run pytest -q -m container")
 
@@ -35,6 +35,8 @@ def missing() -> str | None:
         return "no podman on this machine"
     if shutil.which("mmdebstrap") is None and not base_tarball().is_file():
         return "no mmdebstrap to build the base image with"
+    if shutil.which("pulseaudio") is None:
+        return "no pulseaudio to stand in for Home Assistant's audio"
     info = subprocess.run(["podman", "info"], capture_output=True, text=True)
     return None if info.returncode == 0 else f"podman does not work here ({info.stderr.strip()[-200:]})"
 

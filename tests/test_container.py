@@ -239,22 +239,58 @@ def test_healthcheck_follows_a_live_monitor_fed_on_stdin(image, bundle_dir, proj
         assert (data / "history.sqlite").is_file()
 
 
+class PulseServer:
+    """A PulseAudio server on a unix socket, its default source a 440 Hz sine: a stand-in for Home
+    Assistant's audio plugin, which the Supervisor hands an add-on with `audio: true` as the socket
+    /run/audio/pulse.sock, /etc/pulse/client.conf naming it and /etc/asound.conf making ALSA's
+    default device PulseAudio (supervisor/docker/app.py; data/asound.tmpl, pulse-client.tmpl)."""
+
+    CLIENT_CONF = "default-server = unix:/run/audio/pulse.sock\nautospawn = no\n"
+    ASOUND_CONF = "pcm.!default {\n    type pulse\n}\nctl.!default {\n    type pulse\n}\n"
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir()
+        self.folder, self.socket = folder, folder / "pulse.sock"
+        (folder / "default.pa").write_text("load-module module-sine-source rate=48000 frequency=440 source_name=mic\n"
+                                           "set-default-source mic\n"
+                                           f"load-module module-native-protocol-unix socket={self.socket} auth-anonymous=1\n")
+        (folder / "client.conf").write_text(self.CLIENT_CONF)
+        (folder / "asound.conf").write_text(self.ASOUND_CONF)
+        self.process = subprocess.Popen(["pulseaudio", "-n", "-F", folder / "default.pa", "--daemonize=no", "--exit-idle-time=-1",
+                                         "--disallow-exit", "--log-target=stderr"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, env={"HOME": str(folder), "XDG_RUNTIME_DIR": str(folder),
+                                                                     "PATH": "/usr/bin:/bin"})
+        _until(self.socket.exists, 20, "PulseAudio did not listen")
+        self.socket.chmod(0o777)
+
+    def mounts(self) -> list[str]:
+        return ["-v", f"{self.socket}:/run/audio/pulse.sock", "-v", f"{self.folder / 'client.conf'}:/etc/pulse/client.conf:ro",
+                "-v", f"{self.folder / 'asound.conf'}:/etc/asound.conf:ro"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
 @pytest.mark.container
-def test_the_addon_image_starts_from_the_supervisors_options(addon_image, bundle_dir, project, tmp_path):
-    options = {"name": "Kitchen", "bundle": "/share/humwatch/bundle", "source": "-", "source_format": "s16le:16000:1",
-               "hop": "1.5", "history": True, "clips": False, "alarm": ["fridge-run-max=90m"],
-               "http_host": ["homeassistant.local"]}
+def test_the_addon_image_starts_from_the_options_and_hears_home_assistants_audio(addon_image, bundle_dir, tmp_path):
+    options = {"name": "Kitchen", "bundle": "/share/humwatch/bundle", "hop": "1.5", "history": True, "clips": False,
+               "alarm": ["fridge-run-max=90m"], "http_host": ["homeassistant.local"]}  # no source: the audio input
     data = _data_dir(tmp_path, **{"options.json": json.dumps(options)})
-    audio = read_16k(project / "samples" / "ac-on-fridge-off-night.m4a")
-    with running(addon_image, "-v", f"{bundle_dir}:/share/humwatch/bundle:ro", "-v", f"{data}:/data") as (name, process):
-        Feeder(process, audio)
-        _until(lambda: _healthcheck(name), 60, "the add-on's HEALTHCHECK did not pass")
-        written = tomllib.loads((data / "humwatch.toml").read_text(encoding="utf-8"))
-        assert written["http"] == "0.0.0.0:8321" and written["name"] == "Kitchen" and "mqtt" not in written
-        ask = ("import sys, urllib.request, urllib.error\n"
-               "request = urllib.request.Request('http://127.0.0.1:8321/api/page', headers={'Host': sys.argv[1]})\n"
-               "try: print(urllib.request.urlopen(request, timeout=5).status)\n"
-               "except urllib.error.HTTPError as error: print(error.code)\n")
-        # Home Assistant's ingress proxy passes on the Host the browser used for Home Assistant
-        assert podman("exec", name, "python3", "-c", ask, "homeassistant.local:8123").stdout.strip() == "200"
-        assert podman("exec", name, "python3", "-c", ask, "attacker.example").stdout.strip() == "421"
+    pulse = PulseServer(tmp_path / "audio")
+    try:
+        with running(addon_image, "-v", f"{bundle_dir}:/share/humwatch/bundle:ro", "-v", f"{data}:/data",
+                     *pulse.mounts()) as (name, _):
+            _until(lambda: _healthcheck(name), 60, "the add-on's HEALTHCHECK did not pass on Home Assistant's audio")
+            written = tomllib.loads((data / "humwatch.toml").read_text(encoding="utf-8"))
+            assert written["http"] == "0.0.0.0:8321" and written["name"] == "Kitchen" and "mqtt" not in written
+            assert "source" not in written and json.loads(_health_says(name))["ok"] is True
+            ask = ("import sys, urllib.request, urllib.error\n"
+                   "request = urllib.request.Request('http://127.0.0.1:8321/api/page', headers={'Host': sys.argv[1]})\n"
+                   "try: print(urllib.request.urlopen(request, timeout=5).status)\n"
+                   "except urllib.error.HTTPError as error: print(error.code)\n")
+            # Home Assistant's ingress proxy passes on the Host the browser used for Home Assistant
+            assert podman("exec", name, "python3", "-c", ask, "homeassistant.local:8123").stdout.strip() == "200"
+            assert podman("exec", name, "python3", "-c", ask, "attacker.example").stdout.strip() == "421"
+    finally:
+        pulse.stop()
