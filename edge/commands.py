@@ -12,7 +12,7 @@ import click
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
 from edge.core.output import format_table, json_line
-from edge.monitor.settings import DetectorSettings, LiveSettings, click_options, merge, to_toml
+from edge.monitor.settings import DetectorSettings, LiveSettings, click_options, live_settings, monitors_toml
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 START_ERRORS = (ValueError, OSError, RuntimeError, LookupError)  # bundle, source, history, port: one clear line
@@ -81,8 +81,9 @@ def stream(file, realtime, only_changes, **options) -> None:
 @click.command()
 @click_options(LiveSettings)
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
-              help="Read the settings from this TOML file (keys: these options' names with '_'); the command "
-                   "line beats the file. Example: edge/systemd/humwatch.toml.")
+              help="Read the settings from this TOML file (keys: these options' names with '_'; several sources "
+                   "in one process: a [[monitor]] table each); the command line beats the file. Example: "
+                   "edge/systemd/humwatch.toml.")
 @click.option("--print-config", is_flag=True, help="Print the settings in force as TOML (secrets masked) and exit.")
 @click.pass_context
 def live(ctx, config, print_config, **options) -> None:
@@ -90,12 +91,12 @@ def live(ctx, config, print_config, **options) -> None:
 
     SIGINT / SIGTERM stop cleanly; see the README for sources, MQTT, HTTP and clips.
     """
-    from edge.monitor.assembly import Assembly
+    from edge.monitor.assembly import Assembly, MonitorsEnded
     from edge.monitor.sources import SourceEnded, SourceError
 
-    settings = merge(LiveSettings, ctx, options, config)
+    settings = live_settings(ctx, options, config)  # one monitor, or one per [[monitor]] table of the file
     if print_config:
-        click.echo(to_toml(settings), nl=False)
+        click.echo(monitors_toml(settings), nl=False)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -105,7 +106,7 @@ def live(ctx, config, print_config, **options) -> None:
         raise click.ClickException(str(error)) from error
     try:
         assembly.run()
-    except (SourceEnded, SourceError) as error:  # standard input ended (or is not audio): nothing can reopen it
+    except (SourceEnded, SourceError, MonitorsEnded) as error:  # standard input ended (or is not audio)
         raise click.ClickException(str(error)) from error
 
 

@@ -10,6 +10,11 @@ GET  /healthz       200 while audio arrives and inference keeps up, else 503 wit
 GET  /metrics       Prometheus text format: inference time histogram, overflows, drops, device
                     losses, the state as a gauge, probabilities, uptime
 
+With several monitors in one process (a settings file's [[monitor]] tables), / is an index of
+them and each one's page and endpoints are under /monitor/<id>/ (its MQTT id); /state and
+/healthz cover them all (the reason names each monitor not healthy), and every /metrics series
+is labelled monitor="<name>".
+
 Reads are open to whoever reaches the server; it listens on loopback unless told otherwise. No
 other web page may use the user's browser to read or write: every request's Host must be an IP
 address, localhost, the listen address or a name allowed with --http-host (a DNS-rebinding page
@@ -21,8 +26,10 @@ thread, never the monitor; any request gets an answer, a failure a 500 naming th
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hmac
+import html
 import ipaddress
 import json
 import logging
@@ -44,6 +51,7 @@ CLIENT_TIMEOUT_SEC = 10.0
 TOKEN_HEADER = "X-Humwatch-Token"
 HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.-]+)(?::\d{1,5})?")  # a Host header: name or [IPv6], port
 WRITING_SITES = (None, "same-origin", "none")  # Sec-Fetch-Site of the page itself, or not a browser
+MONITOR_PATH = re.compile(r"/monitor/[^/]+")  # a monitor's page without its final slash
 
 
 def is_loopback(host: str) -> bool:
@@ -100,25 +108,113 @@ class Histogram:
         self.total += value
         self.count += 1
 
-    def lines(self, name: str) -> list[str]:
-        rows = [f'{name}_bucket{{le="{bound}"}} {count}' for bound, count in zip(self.buckets, self.counts)]
-        return rows + [f'{name}_bucket{{le="+Inf"}} {self.count}', f"{name}_sum {self.total:.6f}", f"{name}_count {self.count}"]
+    def samples(self) -> list[tuple[str, dict, str]]:
+        rows = [("_bucket", {"le": str(bound)}, str(count)) for bound, count in zip(self.buckets, self.counts)]
+        return rows + [("_bucket", {"le": "+Inf"}, str(self.count)), ("_sum", {}, f"{self.total:.6f}"),
+                       ("_count", {}, str(self.count))]
 
 
-class StatusServer:
-    """A live-line sink that also serves the page and /state, /healthz, /metrics from a daemon thread."""
+@dataclasses.dataclass
+class Family:
+    """One Prometheus metric: its samples are (name suffix, labels, value)."""
 
-    def __init__(self, monitor, host: str, port: int, household=None, page: Page | None = None,
-                 token: str | None = None, hosts: tuple[str, ...] = ()) -> None:
-        self.monitor = monitor
-        self.household = household  # with a history: statistics and alarms in /metrics
-        self.page = page
-        self.token = token
-        self.loopback = is_loopback(host)
-        self.hosts = allowed_hosts(host, hosts)
+    name: str
+    kind: str
+    help: str
+    samples: list[tuple[str, dict, str]] = dataclasses.field(default_factory=list)
+
+
+def label_text(labels: dict) -> str:
+    escaped = {key: str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for key, value in labels.items()}
+    return "{" + ",".join(f'{key}="{value}"' for key, value in escaped.items()) + "}" if labels else ""
+
+
+class View:
+    """One monitor as the server shows it: a live-line sink feeding its page and inference histogram.
+    `ident` is None for the only monitor of a process (served at /), else its id (at /monitor/<id>/)."""
+
+    def __init__(self, monitor, household=None, page: Page | None = None, name: str | None = None,
+                 ident: str | None = None) -> None:
+        self.monitor, self.household, self.page, self.name, self.ident = monitor, household, page, name, ident
         self.started = time.monotonic()
         self.inference = Histogram(INFER_BUCKETS_SEC)
         self._lock = threading.Lock()
+
+    def __call__(self, line: HopLine) -> None:
+        with self._lock:
+            self.inference.observe(line.infer_ms / 1000)
+        if self.page is not None:
+            self.page(line)
+
+    def families(self) -> list[Family]:
+        """/metrics of this monitor, unlabelled."""
+        health, line = self.monitor.health(), self.monitor.last_line
+        with self._lock:
+            families = [Family("humwatch_inference_seconds", "histogram", "Inference time per window.",
+                               self.inference.samples())]
+        for name, text, value in (
+            ("humwatch_input_overflows_total", "Audio input overflows reported by the device.", health.overflows),
+            ("humwatch_dropped_audio_seconds_total", "Audio dropped because inference fell behind.", health.dropped_sec),
+            ("humwatch_device_losses_total", "Times the audio device was lost and reopened.", health.device_losses),
+        ):
+            families.append(Family(name, "counter", text, [("", {}, str(value))]))
+        current = line.debounced_status if line else None
+        families.append(Family("humwatch_state", "gauge", "Debounced state (1 for the current one).",
+                               [("", {"state": state}, str(int(state == current))) for state in STATES]))
+        families.append(Family("humwatch_probability", "gauge", "Latest window probability.",
+                               [("", {"label": "ac"}, f"{line.p_ac:.6f}"), ("", {"label": "fridge"}, f"{line.p_fridge:.6f}")]
+                               if line else []))
+        if line and line.hop_sec is not None:
+            families += [Family("humwatch_hop_seconds", "gauge", "Seconds between decisions (chosen from the CPU budget "
+                                "with --hop auto).", [("", {}, f"{line.hop_sec:g}")]),
+                         Family("humwatch_cpu_share", "gauge", "Share of all cores inference uses at this hop.",
+                                [("", {}, f"{line.cpu_share:.4f}")])]
+        if self.monitor.auditor is not None:
+            families += _audit_families(self.monitor.auditor)
+        if self.household is not None:
+            families += _household_families(self.household.snapshot())
+        families.append(Family("humwatch_uptime_seconds", "gauge", "Seconds since the monitor started.",
+                               [("", {}, f"{time.monotonic() - self.started:.3f}")]))
+        return families
+
+
+def _audit_families(auditor) -> list[Family]:
+    families = []
+    for name, kind, text, value in (
+        ("humwatch_audits_total", "counter", "Windows the teacher (BEATs) also decided.", auditor.audits),
+        ("humwatch_audit_disagreements_total", "counter", "Audits where teacher and student disagreed.", auditor.disagreements),
+        ("humwatch_audit_disagreement_rate", "gauge", "Share of the last hour's audits that disagreed.", auditor.hour_rate),
+        ("humwatch_audit_fallback", "gauge", "1 once the monitor switched to the teacher.", int(auditor.fell_back)),
+        ("humwatch_audit_teacher_memory_mb", "gauge", "Memory the teacher took when loaded.", auditor.teacher_mb),
+    ):
+        if value is not None:
+            families.append(Family(name, kind, text, [("", {}, f"{value:g}")]))
+    return families
+
+
+def _household_families(snapshot: dict) -> list[Family]:
+    families = [Family("humwatch_alarm", "gauge", "An alarm's state (1 raised).",
+                       [("", {"alarm": name}, str(int(active))) for name, active in snapshot["alarms"].items()])]
+    for name, text, key in (("humwatch_runtime_today_seconds", "Seconds the appliance ran today.", "runtime_today_sec"),
+                            ("humwatch_duty_cycle_24h", "Share of the observed last 24 h the appliance ran.", "duty_24h"),
+                            ("humwatch_current_state_seconds", "Seconds in the current run or pause.", "current_sec"),
+                            ("humwatch_cycles_today", "Runs started today.", "cycles_today")):
+        families.append(Family(name, "gauge", text, [("", {"appliance": a}, f"{snapshot[a][key]:.3f}") for a in LABELS
+                                                     if snapshot[a][key] is not None]))
+    return families
+
+
+class StatusServer:
+    """Serves the page and /state, /healthz, /metrics from a daemon thread, for one monitor (given
+    here: the server is then its live-line sink, and everything is at /) or several (each added with
+    :meth:`add` under its id: /monitor/<id>/..., with an index at / and every metric labelled)."""
+
+    def __init__(self, monitor=None, host: str = "127.0.0.1", port: int = 0, household=None, page: Page | None = None,
+                 token: str | None = None, hosts: tuple[str, ...] = ()) -> None:
+        self.token = token
+        self.loopback = is_loopback(host)
+        self.hosts = allowed_hosts(host, hosts)
+        self.views: list[View] = []
         handler = type("Handler", (_Handler,), {"status": self})
         try:
             self.server = ThreadingHTTPServer((host, port), handler)
@@ -130,6 +226,24 @@ class StatusServer:
                                        "use an address of this machine, or a bare port for loopback") from error
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="humwatch-http", daemon=True)
+        if monitor is not None:
+            self.add(monitor, household, page)
+
+    def add(self, monitor, household=None, page: Page | None = None, name: str | None = None,
+            ident: str | None = None) -> View:
+        """Serve one more monitor (`ident` None: the only one, at /); its View is its live-line sink."""
+        if self.single is not None or (ident is None and self.views):
+            raise ValueError("a server shows one monitor at /, or several, each under its id")
+        view = View(monitor, household, page, name, ident)
+        self.views.append(view)
+        return view
+
+    @property
+    def single(self) -> View | None:
+        return self.views[0] if self.views and self.views[0].ident is None else None
+
+    def view(self, ident: str) -> View | None:
+        return next((view for view in self.views if view.ident == ident), None)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -137,17 +251,16 @@ class StatusServer:
 
     def start(self) -> None:
         self.thread.start()
-        log.info("HTTP: the page and /state, /healthz, /metrics on http://%s:%d/", *self.address)
+        where = "the page" if self.single else f"the index and a page per monitor ({len(self.views)})"
+        log.info("HTTP: %s and /state, /healthz, /metrics on http://%s:%d/", where, *self.address)
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 
     def __call__(self, line: HopLine) -> None:
-        with self._lock:
-            self.inference.observe(line.infer_ms / 1000)
-        if self.page is not None:
-            self.page(line)
+        """The only monitor's live-line sink."""
+        self.single(line)
 
     def check_host(self, header: str | None) -> None:
         """Refused (421) unless the request is addressed to this monitor: an IP address (a browser
@@ -177,70 +290,63 @@ class StatusServer:
         if headers.get_content_type() != "application/json":
             raise Refused(415, f"Content-Type {headers.get('Content-Type')!r}: a write must be application/json")
 
+    def health(self) -> dict:
+        """/healthz: the only monitor's health, or every monitor's (the reason names those not healthy)."""
+        if self.single:
+            health = self.single.monitor.health()
+            return {"ok": health.ok, "reason": health.reason}
+        healths = {view.name: view.monitor.health() for view in self.views}
+        problems = [f"{name}: {health.reason}" for name, health in healths.items() if not health.ok]
+        return {"ok": not problems, "reason": "; ".join(problems) or f"all {len(healths)} monitors: audio arriving, "
+                                                                      "inference keeping up, outputs written",
+                "monitors": {name: {"ok": health.ok, "reason": health.reason} for name, health in healths.items()}}
+
+    def state(self) -> tuple[int, dict]:
+        """/state: the only monitor's last line, or {name: last line or null} of every monitor (503
+        until each has decided)."""
+        if self.single:
+            line = self.single.monitor.last_line
+            return (200, line.to_json()) if line else (503, {"error": "no decision yet"})
+        lines = {view.name: view.monitor.last_line for view in self.views}
+        return (200 if all(lines.values()) else 503), {name: line.to_json() if line else None for name, line in lines.items()}
+
     def metrics(self) -> str:
-        health, line = self.monitor.health(), self.monitor.last_line
-        rows = [
-            "# HELP humwatch_inference_seconds Inference time per window.",
-            "# TYPE humwatch_inference_seconds histogram",
-        ]
-        with self._lock:
-            rows += self.inference.lines("humwatch_inference_seconds")
-        counters = (
-            ("humwatch_input_overflows_total", "Audio input overflows reported by the device.", health.overflows),
-            ("humwatch_dropped_audio_seconds_total", "Audio dropped because inference fell behind.", health.dropped_sec),
-            ("humwatch_device_losses_total", "Times the audio device was lost and reopened.", health.device_losses),
-        )
-        for name, text, value in counters:
-            rows += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {value}"]
-        rows += ["# HELP humwatch_state Debounced state (1 for the current one).", "# TYPE humwatch_state gauge"]
-        current = line.debounced_status if line else None
-        rows += [f'humwatch_state{{state="{state}"}} {int(state == current)}' for state in STATES]
-        rows += ["# HELP humwatch_probability Latest window probability.", "# TYPE humwatch_probability gauge"]
-        if line:
-            rows += [f'humwatch_probability{{label="ac"}} {line.p_ac:.6f}',
-                     f'humwatch_probability{{label="fridge"}} {line.p_fridge:.6f}']
-        if line and line.hop_sec is not None:
-            rows += ["# HELP humwatch_hop_seconds Seconds between decisions (chosen from the CPU budget with --hop auto).",
-                     "# TYPE humwatch_hop_seconds gauge", f"humwatch_hop_seconds {line.hop_sec:g}",
-                     "# HELP humwatch_cpu_share Share of all cores inference uses at this hop.",
-                     "# TYPE humwatch_cpu_share gauge", f"humwatch_cpu_share {line.cpu_share:.4f}"]
-        if self.monitor.auditor is not None:
-            rows += self._audit_rows(self.monitor.auditor)
-        if self.household is not None:
-            rows += self._household_rows(self.household.snapshot())
-        rows += ["# HELP humwatch_uptime_seconds Seconds since the monitor started.", "# TYPE humwatch_uptime_seconds gauge",
-                 f"humwatch_uptime_seconds {time.monotonic() - self.started:.3f}"]
+        """Prometheus text: each metric once, with a sample per monitor (labelled monitor="<name>" when several)."""
+        families: dict[str, Family] = {}
+        for view in self.views:
+            extra = {} if view.ident is None else {"monitor": view.name}
+            for family in view.families():
+                merged = families.setdefault(family.name, Family(family.name, family.kind, family.help))
+                merged.samples += [(suffix, {**extra, **labels}, value) for suffix, labels, value in family.samples]
+        rows = []
+        for family in families.values():
+            rows += [f"# HELP {family.name} {family.help}", f"# TYPE {family.name} {family.kind}"]
+            rows += [f"{family.name}{suffix}{label_text(labels)} {value}" for suffix, labels, value in family.samples]
         return "\n".join(rows) + "\n"
 
-
-    @staticmethod
-    def _audit_rows(auditor) -> list[str]:
-        rate = auditor.hour_rate
+    def index_html(self) -> str:
+        """The index of several monitors: each one's state and health, linking to its page."""
         rows = []
-        for name, kind, text, value in (
-            ("humwatch_audits_total", "counter", "Windows the teacher (BEATs) also decided.", auditor.audits),
-            ("humwatch_audit_disagreements_total", "counter", "Audits where teacher and student disagreed.", auditor.disagreements),
-            ("humwatch_audit_disagreement_rate", "gauge", "Share of the last hour's audits that disagreed.", rate),
-            ("humwatch_audit_fallback", "gauge", "1 once the monitor switched to the teacher.", int(auditor.fell_back)),
-            ("humwatch_audit_teacher_memory_mb", "gauge", "Memory the teacher took when loaded.", auditor.teacher_mb),
-        ):
-            if value is not None:
-                rows += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
-        return rows
+        for view in self.views:
+            line, health = view.monitor.last_line, view.monitor.health()
+            state = line.debounced_status if line else "waiting for the first decision"
+            rows.append(f'<li><a href="monitor/{urllib.parse.quote(view.ident)}/">{html.escape(view.name)}</a>: '
+                        f'<span class="state">{html.escape(state)}</span>'
+                        f'{"" if health.ok else f" <span class=problem>({html.escape(health.reason)})</span>"}</li>')
+        return INDEX_PAGE.format(count=len(self.views), rows="\n".join(rows))
 
-    @staticmethod
-    def _household_rows(snapshot: dict) -> list[str]:
-        rows = ["# HELP humwatch_alarm An alarm's state (1 raised).", "# TYPE humwatch_alarm gauge"]
-        rows += [f'humwatch_alarm{{alarm="{name}"}} {int(active)}' for name, active in snapshot["alarms"].items()]
-        gauges = (("humwatch_runtime_today_seconds", "Seconds the appliance ran today.", "runtime_today_sec"),
-                  ("humwatch_duty_cycle_24h", "Share of the observed last 24 h the appliance ran.", "duty_24h"),
-                  ("humwatch_current_state_seconds", "Seconds in the current run or pause.", "current_sec"),
-                  ("humwatch_cycles_today", "Runs started today.", "cycles_today"))
-        for name, text, key in gauges:
-            rows += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
-            rows += [f'{name}{{appliance="{a}"}} {snapshot[a][key]:.3f}' for a in LABELS
-                     if snapshot[a][key] is not None]
-        return rows
+
+INDEX_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="10"><title>humwatch: {count} monitors</title>
+<style>body {{ font-family: system-ui, sans-serif; max-width: 760px; margin: 0 auto; padding: 12px; }}
+li {{ margin: 8px 0; font-size: 1.2rem; }} .state {{ font-weight: 700; }} .problem {{ color: #b00; font-size: .9rem; }}</style>
+</head><body><h1>humwatch: {count} monitors</h1>
+<ul>
+{rows}
+</ul><p>Each page shows its monitor's state, last hour, day and clips; <a href="metrics">/metrics</a> labels
+every series by monitor.</p></body></html>
+"""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -278,38 +384,72 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(length))
 
     def _get(self, url: urllib.parse.SplitResult, body: bytes) -> None:
-        page = self.status.page
-        if page is not None and url.path in ("/", "/index.html"):
+        status, path = self.status, url.path
+        if path == "/metrics":
+            self._send(200, status.metrics(), "text/plain; version=0.0.4")
+        elif path == "/healthz":
+            health = status.health()
+            self._send(200 if health["ok"] else 503, health)
+        elif path == "/state":
+            self._send(*status.state())
+        elif status.single is None and path in ("/", "/index.html"):
+            self._send(200, status.index_html(), "text/html; charset=utf-8")
+        elif status.single is None and MONITOR_PATH.fullmatch(path):  # its page's relative links need the slash
+            self._redirect(path.rsplit("/", 1)[1] + "/")
+        else:
+            view, rest = self._route(path)
+            self._monitor_get(view, rest, url)
+
+    def _route(self, path: str) -> tuple[View, str]:
+        """The monitor a path is for, and the path within its pages (Refused 404 when none is)."""
+        status = self.status
+        if status.single is not None:
+            return status.single, path
+        ident, _, rest = path.removeprefix("/monitor/").partition("/")
+        view = status.view(urllib.parse.unquote(ident)) if path.startswith("/monitor/") else None
+        if view is None:
+            raise Refused(404, f"no such endpoint {path[:100]}; try / (the index of the monitors: "
+                               f"{', '.join(f'/monitor/{v.ident}/' for v in status.views)}), /state, /healthz or /metrics")
+        return view, "/" + rest
+
+    def _monitor_get(self, view: View, path: str, url: urllib.parse.SplitResult) -> None:
+        page = view.page
+        if page is not None and path in ("/", "/index.html"):
             self._send(200, page_html(), "text/html; charset=utf-8")
-        elif page is not None and url.path == "/api/page":
+        elif page is not None and path == "/api/page":
             seen = urllib.parse.parse_qs(url.query).get("clips", [None])[0]
-            self._send(200, page.data(self.status.monitor.last_line, clips_seen=seen))
-        elif page is not None and url.path.startswith("/clips/") and page.settings.clips_dir:
-            clip = clip_path(page.settings.clips_dir, urllib.parse.unquote(url.path[len("/clips/"):]))
+            self._send(200, page.data(view.monitor.last_line, clips_seen=seen))
+        elif page is not None and path.startswith("/clips/") and page.settings.clips_dir:
+            clip = clip_path(page.settings.clips_dir, urllib.parse.unquote(path[len("/clips/"):]))
             try:
                 self._send(200, clip.read_bytes(), "audio/flac")
             except FileNotFoundError:  # removed (kept under --clips-max-mb) since the check
                 raise Refused(404, f"clip {clip.name!r}: no such clip") from None
-        elif url.path == "/state":
-            line = self.status.monitor.last_line
+        elif path == "/state":
+            line = view.monitor.last_line
             self._send(200 if line else 503, line.to_json() if line else {"error": "no decision yet"})
-        elif url.path == "/healthz":
-            health = self.status.monitor.health()
+        elif path == "/healthz":
+            health = view.monitor.health()
             self._send(200 if health.ok else 503, {"ok": health.ok, "reason": health.reason})
-        elif url.path == "/metrics":
-            self._send(200, self.status.metrics(), "text/plain; version=0.0.4")
         else:
             self._send(404, {"error": f"no such endpoint {url.path[:100]}; try /, /state, /healthz or /metrics"})
 
     def _post(self, url: urllib.parse.SplitResult, body: bytes) -> None:
-        page = self.status.page
-        if page is None or url.path != "/api/relabel":
-            raise Refused(404, f"no such endpoint {url.path[:100]}; the one write is POST /api/relabel")
+        view, path = self._route(url.path)
+        if view.page is None or path != "/api/relabel":
+            raise Refused(404, f"no such endpoint {url.path[:100]}; the one write is POST "
+                               f"{'' if view.ident is None else f'/monitor/{view.ident}'}/api/relabel")
         self.status.check_write(self.headers)
         request = parse_relabel(body)
-        written = page.relabel(**request)
-        log.info("relabelled %s as %s", request["clip"], written.name)
+        written = view.page.relabel(**request)
+        log.info("%srelabelled %s as %s", f"{view.name}: " if view.ident else "", request["clip"], written.name)
         self._send(200, {"written": written.name})
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(301)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _send(self, code: int, body, content_type: str = "application/json") -> None:
         data = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()

@@ -60,6 +60,7 @@ class Refused(ValueError):
 class PageSettings:
     clips_dir: Path | None = None
     relabel_dir: Path | None = None
+    name: str | None = None  # one of several monitors: its name heads the page, which links to their index
 
 
 class Page:
@@ -94,6 +95,7 @@ class Page:
         clips = clip_listing(self.settings.clips_dir) if self.settings.clips_dir else None
         clips_version = hashlib.sha256(json.dumps(clips).encode()).hexdigest()[:16]
         return {
+            "name": self.settings.name,
             "state": line.debounced_status if line else None,
             "held_sec": now - since if since and line else None,
             "p_ac": line.p_ac if line else None,

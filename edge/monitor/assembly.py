@@ -1,17 +1,28 @@
-"""One live monitor assembled from its settings: the detector, the source, and the outputs in order.
+"""Live monitors assembled from their settings: the detectors, the sources, and the outputs in order.
 
-Every hop's line goes to the outputs in this order (each a named sink of one FanOut, so a failing
-one is reported in /healthz and never stops the others):
+A process runs one monitor (the settings file's keys, or the command line) or several (a
+[[monitor]] table each). Several share what is costly: ONE loaded model (a Classifier object every
+detector uses: onnxruntime's run() is thread-safe, and one window is decided at a time under a
+shared lock), one teacher for the audits, one warm-up that measures the model's CPU (each monitor
+plans its hop within cpu_budget / number of monitors), one HTTP server (an index at /, a page per
+monitor) and one systemd notifier. Each has its own source, thread, buffer, history, clips and Home
+Assistant device (its own MQTT connection, so its last will marks only its own device offline). A
+monitor whose source fails keeps retrying and never stops the others; one whose standard input
+ends stops alone.
 
-1. stdout (and --output): the line itself, and the alarm events the history raises;
-2. the systemd watchdog, pinged while hops are decided;
+Every hop's line goes to a monitor's outputs in this order (each a named sink of its FanOut, so a
+failing one is reported in /healthz and never stops the others):
+
+1. stdout (and --output): the line itself (with several monitors, with its "monitor" name), and
+   the alarm events the history raises;
+2. the systemd watchdog, pinged while hops are decided (by any monitor);
 3. the history (with alarms and energy): it must see the hop before anything reads statistics;
 4. MQTT: its state and statistics messages read the history just written;
 5. HTTP: /state, /healthz, /metrics and the page;
 6. clips: the audio around each change.
 
-Everything that can refuse (the bundle, the source, a history in use, a bad option, a port taken)
-is made first; only then are files opened for writing and servers started, so a refused monitor
+Everything that can refuse (the bundle, a source, a history in use, a bad option, a port taken)
+is made first; only then are files opened for writing and servers started, so a refused process
 leaves no trace.
 """
 
@@ -19,14 +30,16 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from typing import Callable
 
+from edge.core.output import LinePrinter, error_text
 from edge.detector import Detector
 from edge.monitor.audit import Auditor
 from edge.monitor.live import AudioSource, FanOut, LiveMonitor
+from edge.monitor.pacing import HopPlanner, plan_hop
 from edge.monitor.runtime import Classifier, open_classifier
-from edge.monitor.pacing import plan_hop
-from edge.monitor.settings import DetectorSettings, LiveSettings, require_bundle
+from edge.monitor.settings import DetectorSettings, LiveSettings, monitor_id, require_bundle
 
 log = logging.getLogger("humwatch.live")
 
@@ -43,9 +56,11 @@ def open_detector(settings: DetectorSettings, plan: bool = True,
     return Detector(classifier, planner, overrides, auditor=auditor, recent_sec=recent_sec)
 
 
-def open_auditor(settings: LiveSettings) -> Callable[[Classifier], Auditor | None]:
+def open_auditor(settings: LiveSettings, load_teacher: Callable[[], Classifier] | None = None
+                 ) -> Callable[[Classifier], Auditor | None]:
     """The teacher's audit of the student, made once the deciding model is known (None when another
-    model decides or audit_every_sec is 0); a fallback with nothing to audit is a ValueError."""
+    model decides or audit_every_sec is 0); a fallback with nothing to audit is a ValueError.
+    `load_teacher`: where the teacher comes from (a shared one), else it is loaded at the first audit."""
     def make(classifier: Classifier) -> Auditor | None:
         if classifier.precision != "student" or settings.audit_every_sec == 0:
             if settings.audit_fallback is not None:
@@ -55,8 +70,8 @@ def open_auditor(settings: LiveSettings) -> Callable[[Classifier], Auditor | Non
                     else "--audit-fallback needs audits: set --audit-every-sec above 0")
             return None
         bundle = classifier.bundle
-        return Auditor(lambda: Classifier(bundle, bundle.teacher_precision, settings.threads), settings.audit_every_sec,
-                       settings.audit_max_rate, settings.audit_fallback)
+        load = load_teacher or (lambda: Classifier(bundle, bundle.teacher_precision, settings.threads))
+        return Auditor(load, settings.audit_every_sec, settings.audit_max_rate, settings.audit_fallback)
     return make
 
 
@@ -72,31 +87,87 @@ def check_options(settings: LiveSettings) -> None:
         raise ValueError("--relabel-dir relabels clips from the page: add --clips DIR and --http [HOST:]PORT")
 
 
-class Assembly:
-    """A live monitor and its outputs. Build (everything that can refuse), :meth:`start` (files and
-    servers), :meth:`run` until SIGINT / SIGTERM or `monitor.stop`, :meth:`close`."""
+def open_settings_source(settings: LiveSettings) -> AudioSource:
+    """The source a monitor's settings name (the system's input device when none)."""
+    from edge.monitor.sources import open_source
 
-    def __init__(self, settings: LiveSettings, source: AudioSource | None = None) -> None:
-        from edge.core.output import LinePrinter
-        from edge.monitor.sources import open_source
-        from edge.monitor.systemd import SystemdNotifier
+    return open_source(settings.source or settings.device, settings.source_format)
 
-        check_options(settings)
+
+class MonitorsEnded(RuntimeError):
+    """Every monitor of the process stopped by itself (their standard input ended, ...); the message names each."""
+
+
+class Shared:
+    """What the monitors of one process share: the model, the teacher, the hop measurement, the lock
+    under which one window is decided at a time."""
+
+    def __init__(self, settings: LiveSettings, monitors: int) -> None:
+        require_bundle(settings)
         self.settings = settings
-        self.detector = open_detector(settings, make_auditor=open_auditor(settings), recent_sec=settings.clips_seconds)
-        self.source = source or open_source(settings.source or settings.device, settings.source_format)
-        self.outputs = FanOut()
-        self.monitor = LiveMonitor(self.detector, self.source, self.outputs, max_lag_sec=settings.max_lag)
+        self.classifier = open_classifier(settings.bundle, settings.precision, settings.threads)
+        self.overrides = settings.decision_overrides()
+        self.classifier.decision.replace(**self.overrides)  # a bad override fails before the warm-up
+        if monitors > 1:
+            log.info("%d monitors share one %s model and the CPU budget: %.0f %% of the cores each",
+                     monitors, self.classifier.precision, 100 * settings.cpu_budget / monitors)
+        self.measured = plan_hop(self.classifier, settings.hop, settings.cpu_budget / monitors)  # one warm-up
+        self.inference_lock = threading.Lock()
+        self._teacher: Classifier | None = None
+        self._teacher_lock = threading.Lock()
+
+    def planner(self) -> HopPlanner:
+        """A monitor's own hop planner (it follows that monitor's measured cost), from the one warm-up."""
+        measured = self.measured
+        return HopPlanner(None if measured.auto else measured.hop_sec, measured.cpu_sec, measured.budget, measured.cores)
+
+    def teacher(self) -> Classifier:
+        """The teacher every monitor's audit uses, loaded at the first audit of any."""
+        with self._teacher_lock:
+            if self._teacher is None:
+                bundle = self.classifier.bundle
+                self._teacher = Classifier(bundle, bundle.teacher_precision, self.settings.threads)
+            return self._teacher
+
+
+class TaggedPrinter(LinePrinter):
+    """The printer of one of several monitors: each line and event starts with its "monitor" name."""
+
+    def __init__(self, only_changes: bool, monitor: str) -> None:
+        super().__init__(only_changes)
+        self.monitor = monitor
+
+    def _print(self, record: dict) -> None:
+        super()._print({"monitor": self.monitor, **record})
+
+
+class Monitor:
+    """One source and its outputs. `server`: the process's HTTP server, if any; `several`: one of
+    several monitors (its lines, log, page and metrics then carry its name)."""
+
+    def __init__(self, settings: LiveSettings, shared: Shared, notifier, server, several: bool,
+                 open_source: Callable[[LiveSettings], AudioSource]) -> None:
+        self.settings, self.name = settings, settings.name
+        self.ident = monitor_id(settings) if several else None
+        self.error: BaseException | None = None
         self._closers: list[Callable[[], None]] = []
         self._starters: list[Callable[[], None]] = []
+        auditor = open_auditor(settings, shared.teacher)(shared.classifier)
+        self.detector = Detector(shared.classifier, shared.planner(), shared.overrides, auditor=auditor,
+                                 recent_sec=settings.clips_seconds if settings.clips else 0.0)
+        self.source = open_source(settings)
+        self.outputs = FanOut(name=self.name if several else None)
+        self.monitor = LiveMonitor(self.detector, self.source, self.outputs, max_lag_sec=settings.max_lag,
+                                   inference_lock=shared.inference_lock, name=self.name if several else None)
         try:
-            self.printer = self.outputs.add(LinePrinter(settings.only_changes), "--output" if settings.output else "stdout")
+            printer = TaggedPrinter(settings.only_changes, self.name) if several else LinePrinter(settings.only_changes)
+            self.printer = self.outputs.add(printer, "--output" if settings.output else "stdout")
             self._closers.append(self.printer.close)
-            self.notifier = self.outputs.add(SystemdNotifier(), "systemd")
-            self._closers.append(self.notifier.close)
+            self.outputs.add(notifier, "systemd")
             self.household = self._history()
-            self._mqtt()
-            self._http()
+            self.publisher = self._mqtt()
+            if server is not None:
+                self._page(server)
             self._clips()
         except BaseException:
             self.close()
@@ -116,9 +187,9 @@ class Assembly:
         self._closers.append(household.close)
         return household
 
-    def _mqtt(self) -> None:
+    def _mqtt(self):
         if not self.settings.mqtt:
-            return
+            return None
         from edge.home.mqtt import MqttPublisher, MqttSettings
 
         settings = self.settings
@@ -127,20 +198,22 @@ class Assembly:
                                      heartbeat_sec=settings.mqtt_heartbeat)
         publisher = self.outputs.add(MqttPublisher(mqtt, household=self.household), "MQTT")
         self._starters.append(publisher.start)
-        self._closers.append(publisher.close)
+        self._closers.append(self._close_mqtt)
+        return publisher
 
-    def _http(self) -> None:
-        if not self.settings.http:
-            return
-        from edge.home.http_status import StatusServer, parse_listen
+    def _close_mqtt(self) -> None:
+        """Its Home Assistant device says offline (when the monitor ends, and at the process's end)."""
+        publisher, self.publisher = self.publisher, None
+        if publisher is not None:
+            publisher.close()
+
+    def _page(self, server) -> None:
         from edge.home.page import Page, PageSettings
 
         settings = self.settings
-        page = Page(PageSettings(settings.clips, settings.relabel_dir), lambda: self.detector.decision, self.household)
-        server = self.outputs.add(StatusServer(self.monitor, *parse_listen(settings.http), household=self.household,
-                                               page=page, token=settings.http_token, hosts=settings.http_host), "HTTP")
-        self._starters.append(server.start)
-        self._closers.append(server.close)
+        page = Page(PageSettings(settings.clips, settings.relabel_dir, self.name if self.ident else None),
+                    lambda: self.detector.decision, self.household)
+        self.outputs.add(server.add(self.monitor, self.household, page, self.name, self.ident), "HTTP")
 
     def _clips(self) -> None:
         if not self.settings.clips:
@@ -152,29 +225,115 @@ class Assembly:
                                     settings.clips_seconds, settings.clips_max_mb), "--clips")
 
     def start(self) -> None:
-        """Open --output and start MQTT and HTTP (after everything that can refuse was made)."""
+        """Open --output and connect to MQTT."""
+        if self.settings.output:
+            self.printer.append_to(self.settings.output)
+        for start in self._starters:
+            start()
+
+    def run(self) -> None:
+        """Decide until stopped; what ended the monitor by itself is kept in `error` (and logged
+        where other monitors go on), and its Home Assistant device says offline."""
         try:
-            if self.settings.output:
-                self.printer.append_to(self.settings.output)
+            self.monitor.run()
+        except Exception as error:
+            self.error = error
+            if self.ident is not None:
+                log.error("%s stopped: %s; the other monitors go on", self.name, error_text(error),
+                          exc_info=None if isinstance(error, (OSError, ValueError, EOFError)) else error)
+        finally:
+            self._close_mqtt()
+
+    def close(self) -> None:
+        """Close the outputs, the last made first (safe to call twice)."""
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            close()
+
+
+class Assembly:
+    """The monitors of one process and what they share. Build (everything that can refuse),
+    :meth:`start` (files and servers), :meth:`run` until SIGINT / SIGTERM, :meth:`stop` or every
+    monitor ended by itself, :meth:`close`. `open_source` makes each monitor's source (tests pass
+    their own)."""
+
+    def __init__(self, settings: LiveSettings | list[LiveSettings],
+                 open_source: Callable[[LiveSettings], AudioSource] = open_settings_source) -> None:
+        from edge.monitor.systemd import SystemdNotifier
+
+        self.settings = [settings] if isinstance(settings, LiveSettings) else list(settings)
+        for each in self.settings:
+            check_options(each)
+        first, several = self.settings[0], len(self.settings) > 1
+        self.monitors: list[Monitor] = []
+        self._closers: list[Callable[[], None]] = []
+        self._starters: list[Callable[[], None]] = []
+        try:
+            self.shared = Shared(first, len(self.settings))
+            self.notifier = SystemdNotifier()
+            self._closers.append(self.notifier.close)
+            self.server = self._http(first, several)
+            for each in self.settings:
+                self.monitors.append(Monitor(each, self.shared, self.notifier, self.server, several, open_source))
+                self._closers.append(self.monitors[-1].close)
+        except BaseException:
+            self.close()
+            raise
+
+    def _http(self, settings: LiveSettings, several: bool):
+        if not settings.http:
+            return None
+        from edge.home.http_status import StatusServer, parse_listen
+
+        server = StatusServer(None, *parse_listen(settings.http), token=settings.http_token, hosts=settings.http_host)
+        self._starters.append(server.start)
+        self._closers.append(server.close)
+        return server
+
+    def start(self) -> None:
+        """Open each --output, connect to MQTT, start HTTP (after everything that can refuse was made)."""
+        try:
+            for monitor in self.monitors:
+                monitor.start()
             for start in self._starters:
                 start()
         except BaseException:
             self.close()
             raise
 
+    def stop(self) -> None:
+        for monitor in self.monitors:
+            monitor.monitor.stop.set()
+
     def run(self) -> None:
-        """Decide until SIGINT / SIGTERM (or `monitor.stop`), then close everything."""
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: self.monitor.stop.set())
+        """Run each monitor in its own thread until SIGINT / SIGTERM, :meth:`stop`, or each ended by
+        itself; then close everything. The only monitor's error is raised as it is; when several
+        all ended by themselves, a MonitorsEnded naming each."""
+        if threading.current_thread() is threading.main_thread():  # (a test may run it in a thread of its own)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: self.stop())
+        threads = [threading.Thread(target=monitor.run, name=f"monitor {monitor.name}", daemon=True)
+                   for monitor in self.monitors]
         self.notifier.ready()
         try:
-            self.monitor.run()
+            for thread in threads:
+                thread.start()
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
+                    thread.join(0.5)  # short waits: the main thread handles the signals
         finally:
+            self.stop()
             self.close()
         log.info("stopped")
+        ended = [monitor for monitor in self.monitors if monitor.error is not None]
+        if len(self.monitors) == 1 and ended:
+            raise ended[0].error
+        if ended and len(ended) == len(self.monitors):
+            raise MonitorsEnded("every monitor stopped: " + "; ".join(f"{monitor.name}: {error_text(monitor.error)}"
+                                                                      for monitor in ended)) from ended[0].error
 
     def close(self) -> None:
-        """Close the outputs, the last made first (safe to call twice)."""
+        """Close everything, the last made first (safe to call twice)."""
         closers, self._closers = self._closers, []
         for close in reversed(closers):
             close()

@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -189,12 +189,23 @@ def import_sounddevice():
     return sounddevice
 
 
+class _Named(logging.LoggerAdapter):
+    def process(self, msg, kwargs):
+        return f"{self.extra['monitor']}: {msg}", kwargs
+
+
+def named(monitor: str | None) -> logging.Logger | logging.LoggerAdapter:
+    """The live log, its lines starting with the monitor's name where a process runs several."""
+    return log if monitor is None else _Named(log, {"monitor": monitor})
+
+
 class Failures:
     """What fails now, by name: one log line when a kind of failure starts (not one per hop), one
     when it works again, and the latest message for /healthz meanwhile."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 logger: logging.Logger | logging.LoggerAdapter = log) -> None:
+        self.clock, self.log = clock, logger
         self._now: dict[str, _Failure] = {}
 
     def failed(self, name: str, message: str, error: Exception) -> None:
@@ -202,15 +213,15 @@ class Failures:
         failure = self._now.get(name)
         if failure is None or failure.kind != kind:
             # OSError (disk, network) and ValueError (bad data) are one line; anything else is a bug: its traceback, once
-            log.error("%s; the monitor goes on and retries every hop", message,
-                      exc_info=None if isinstance(error, (OSError, ValueError)) else error)
+            self.log.error("%s; the monitor goes on and retries every hop", message,
+                           exc_info=None if isinstance(error, (OSError, ValueError)) else error)
             self._now[name] = failure = _Failure(kind, message, self.clock() if failure is None else failure.since)
         failure.message, failure.count = message, failure.count + 1
 
     def worked(self, name: str) -> None:
         failure = self._now.pop(name, None)
         if failure is not None:
-            log.info("%s works again after %.0f s (%d failed tries)", name, self.clock() - failure.since, failure.count)
+            self.log.info("%s works again after %.0f s (%d failed tries)", name, self.clock() - failure.since, failure.count)
 
     def problems(self, now: float) -> list[str]:
         return [f"{failure.message} (for {now - failure.since:.0f} s)" for failure in list(self._now.values())]
@@ -228,9 +239,9 @@ class FanOut:
     """One on_line callback feeding every sink (stdout and --output, history, MQTT, HTTP, clips); a
     sink that raises is reported in `failures` and called again on the next hop, never fatal."""
 
-    def __init__(self, sinks: list[Callable[[HopLine], None]] | None = None) -> None:
+    def __init__(self, sinks: list[Callable[[HopLine], None]] | None = None, name: str | None = None) -> None:
         self.sinks = [] if sinks is None else sinks  # the caller may add sinks to its list later
-        self.failures = Failures()
+        self.failures = Failures(logger=named(name))
         self._names: dict[int, str] = {}
 
     def add(self, sink: Callable[[HopLine], None], name: str) -> Callable[[HopLine], None]:
@@ -271,16 +282,23 @@ class LiveMonitor:
     `on_line` gets every hop's line: a FanOut, or one sink (then wrapped in one), whose failures
     /healthz reports. A window whose graphs give unusable probabilities (ModelOutputError: NaN,
     infinity) gets no line: it is logged once, /healthz says so while it lasts, and the monitor goes on.
+
+    Several monitors in one process share `inference_lock`: one window is decided at a time, so
+    each window's process CPU time is its own (the hop planner's measure) and the shared model's
+    threads serve one window at once. `name` starts their log lines.
     """
 
     def __init__(self, detector: Detector, source: AudioSource, on_line: Callable[[HopLine], None],
                  max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
-                 backoff_sec: tuple[float, float] = (1.0, 60.0), clock: Callable[[], float] = time.monotonic) -> None:
+                 backoff_sec: tuple[float, float] = (1.0, 60.0), clock: Callable[[], float] = time.monotonic,
+                 inference_lock: threading.Lock | None = None, name: str | None = None) -> None:
         self.detector = detector
+        self.name, self.log = name, named(name)
+        self.inference_lock = inference_lock or threading.Lock()
         self.window = detector.classifier.bundle.window
         self.source = source
         self.outputs = on_line if isinstance(on_line, FanOut) else FanOut([on_line])
-        self.failures = Failures()  # inference
+        self.failures = Failures(logger=self.log)  # inference
         self.max_lag_sec = max_lag_sec
         self.stall_timeout_sec = stall_timeout_sec
         self.backoff_sec = backoff_sec
@@ -290,6 +308,7 @@ class LiveMonitor:
         self._drops: collections.deque[tuple[float, float, str]] = collections.deque()  # (when, seconds, why)
         self.device_losses = 0
         self.lost: str | None = None  # why the source is lost, until its audio comes back
+        self.ended: str | None = None  # why run() ended with an error (standard input that ended)
         self.last_audio_at: float | None = None
         self.last_line: HopLine | None = None
         self._buffer: AudioBuffer | None = None
@@ -313,7 +332,9 @@ class LiveMonitor:
         every output can be written; otherwise every reason why not."""
         now = self.clock() if now is None else now
         problems = []
-        if self.last_audio_at is None:
+        if self.ended is not None:
+            problems.append(f"stopped: {self.ended}")
+        elif self.last_audio_at is None:
             problems.append("no audio received yet" + (f" ({self.lost}); reopening the source" if self.lost else ""))
         elif now - self.last_audio_at > self.stall_timeout_sec:
             problems.append(f"no audio for {now - self.last_audio_at:.0f} s")
@@ -335,7 +356,15 @@ class LiveMonitor:
         return Health(not problems, reason, self.overflows, self.dropped_sec, self.device_losses)
 
     def run(self) -> None:
-        """Open the source, decide every hop, and reopen it with backoff when it fails."""
+        """Open the source, decide every hop, and reopen it with backoff when it fails. What ends it
+        otherwise (standard input that ended) is raised, and /healthz says it stopped."""
+        try:
+            self._run()
+        except Exception as error:
+            self.ended = error_text(error)
+            raise
+
+    def _run(self) -> None:
         delay = self.backoff_sec[0]
         while not self.stop.is_set():
             audio_before = self.last_audio_at
@@ -346,7 +375,7 @@ class LiveMonitor:
                 self.lost = str(error)
                 if self.last_audio_at != audio_before:  # it worked for a while: start the backoff afresh
                     delay = self.backoff_sec[0]
-                log.warning("audio device lost: %s; retrying in %g s", error, delay)
+                self.log.warning("audio device lost: %s; retrying in %g s", error, delay)
                 self.stop.wait(delay)
                 delay = min(delay * 2, self.backoff_sec[1])
             finally:
@@ -362,7 +391,7 @@ class LiveMonitor:
         # a stall's worth too: the audio a network source delivers at once when it resumes
         self._buffer.capacity = int((self.window.window_sec + self.max_lag_sec + self.stall_timeout_sec
                                      + 2 * self.detector.planner.hop_sec) * rate)
-        log.info("listening at %d Hz (resampled to %d Hz)", rate, self.window.sample_rate)
+        self.log.info("listening at %d Hz (resampled to %d Hz)", rate, self.window.sample_rate)
         self._gap(0.0)  # a reopened device continues the time line, not the last window
         dropped_in_buffer = self._buffer.dropped_samples
         last_audio = self.clock()
@@ -414,7 +443,7 @@ class LiveMonitor:
         self._drops.append((now, seconds, why))
         while self._drops[0][0] <= now - DROP_WINDOW_SEC:  # /healthz reads the last minute
             self._drops.popleft()
-        log.warning("dropped %.2f s of audio (%s); %.1f s dropped in all", seconds, why, self.dropped_sec)
+        self.log.warning("dropped %.2f s of audio (%s); %.1f s dropped in all", seconds, why, self.dropped_sec)
 
     def _decide_hops(self) -> None:
         """Decide every window the audio completes, checking the lag before each."""
@@ -423,7 +452,7 @@ class LiveMonitor:
             self._skip_if_behind()
             try:
                 with contextlib.closing(self.detector.decide()) as lines:
-                    for line in lines:
+                    while (line := self._next(lines)) is not None:
                         lag = self._lag() or 0.0
                         self._next_end += windower.hop_samples / windower.sample_rate  # the hop after this window
                         line = dataclasses.replace(line, lag_sec=round(lag, 3), dropped_sec=round(self.dropped_sec, 3),
@@ -439,3 +468,8 @@ class LiveMonitor:
                 self._next_end += windower.hop_samples / windower.sample_rate
                 self.failures.failed("inference", f"inference failed at t={error.t:.1f} s, the window gets no decision: "
                                                   f"{error_text(error)}", error)
+
+    def _next(self, lines: Iterator[HopLine]) -> HopLine | None:
+        """The next window's line (None: no window is complete), decided holding the inference lock."""
+        with self.inference_lock:
+            return next(lines, None)

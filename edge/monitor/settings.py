@@ -121,20 +121,28 @@ def _expected(field: dataclasses.Field) -> tuple[type, ...]:
 
 def load_toml(cls: type, path: Path) -> dict[str, Any]:
     """The settings in a TOML file, checked key by key: {field name: value}."""
+    return check_keys(cls, read_toml(path), path)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
         raise SettingsError(f"--config {path}: cannot read it ({error.strerror or error})") from error
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise SettingsError(f"--config {path}: not valid TOML ({error})") from error
+
+
+def check_keys(cls: type, data: dict[str, Any], path: Path, where: str = "") -> dict[str, Any]:
+    """{field name: value} of a file's table (`where` says which, e.g. "[[monitor]] 2 (Cellar): ")."""
     fields = {key_of(field): field for field in dataclasses.fields(cls)}
     values = {}
     for key, value in data.items():
         field = fields.get(key)
         if field is None:
             known = ", ".join(sorted(fields))
-            raise SettingsError(f"{path}: unknown key {key!r}; the keys are: {known}")
-        values[field.name] = _checked(field, value, f"{path}: {key}")
+            raise SettingsError(f"{path}: {where}unknown key {key!r}; the keys are: {known}")
+        values[field.name] = _checked(field, value, f"{path}: {where}{key}")
     return values
 
 
@@ -162,17 +170,25 @@ def _checked(field: dataclasses.Field, value: Any, where: str) -> Any:
 def merge(cls: type, ctx: click.Context, given: dict[str, Any], config: Path | None) -> Any:
     """The settings in force: the dataclass defaults, then the file, then what the command line or
     the environment gave (`given`: the command's keyword arguments)."""
-    values = load_toml(cls, config) if config else {}
+    return _merge(cls, ctx, given, load_toml(cls, config) if config else {})
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the command line or the environment gave option `name`."""
+    return ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                              click.core.ParameterSource.ENVIRONMENT)
+
+
+def _merge(cls: type, ctx: click.Context, given: dict[str, Any], values: dict[str, Any]) -> Any:
     for field in dataclasses.fields(cls):
-        source = ctx.get_parameter_source(field.name)
-        if field.name in given and (source in (click.core.ParameterSource.COMMANDLINE,
-                                               click.core.ParameterSource.ENVIRONMENT) or field.name not in values):
+        if field.name in given and (_given(ctx, field.name) or field.name not in values):
             values[field.name] = given[field.name]
     return cls(**values)
 
 
-def to_toml(settings: Any) -> str:
-    """The settings in force as TOML, secrets masked (credentials in URLs too); unset options as comments."""
+def to_toml(settings: Any, keys: tuple[str, ...] | None = None, leave_out: tuple[str, ...] = ()) -> str:
+    """The settings in force as TOML, secrets masked (credentials in URLs too); unset options as
+    comments. `keys`: only these fields; `leave_out`: not these."""
     from edge.monitor.sources import redact
 
     def mask(value: Any) -> Any:
@@ -180,6 +196,8 @@ def to_toml(settings: Any) -> str:
 
     lines = []
     for field in dataclasses.fields(settings):
+        if (keys is not None and field.name not in keys) or field.name in leave_out:
+            continue
         value = getattr(settings, field.name)
         if field.metadata["secret"] and value is not None:
             value = "***"
@@ -253,3 +271,86 @@ class LiveSettings(DetectorSettings):
                                          "disagree.", PROBABILITY, show_default=True)
     audit_fallback: float | None = setting(None, "Switch to BEATs for good when more than RATE of the last hour's "
                                                  "audits disagree.", PROBABILITY, metavar="RATE")
+
+
+# The keys each [[monitor]] table of a settings file gives; every other key is shared by all monitors.
+MONITOR_KEYS = ("name", "source", "source_format", "device", "output", "only_changes", "history", "history_days",
+                "clips", "clips_seconds", "clips_max_mb", "relabel_dir", "alarm", "watts", "mqtt_device_id")
+MONITOR_FILES = ("output", "history", "clips", "relabel_dir")  # each monitor writes its own
+
+
+def live_settings(ctx: click.Context, given: dict[str, Any], config: Path | None) -> list[LiveSettings]:
+    """The monitors `humwatch live` runs: one from the file's keys and the command line (:func:`merge`),
+    or one per [[monitor]] table of the file: the table's keys over the shared ones (the file's other
+    keys, then the command line)."""
+    data = read_toml(config) if config else {}
+    if "monitor" not in data:
+        return [merge(LiveSettings, ctx, given, config)]
+    tables = data.pop("monitor")
+    if not isinstance(tables, list) or not tables or not all(isinstance(table, dict) for table in tables):
+        raise SettingsError(f"{config}: monitor: expected [[monitor]] tables, e.g. [[monitor]] then name = \"Kitchen\"")
+    for key in data:
+        if key in MONITOR_KEYS:
+            raise SettingsError(f"{config}: {key!r} is a monitor's own key: with [[monitor]] tables in the file, "
+                                f"move it into each [[monitor]] table")
+    for name in MONITOR_KEYS:
+        if _given(ctx, name):
+            raise SettingsError(f"--{name.replace('_', '-')}: {config} lists [[monitor]] tables, so it is set in "
+                                "each of them, not on the command line")
+    shared = _merge(LiveSettings, ctx, given, check_keys(LiveSettings, data, config))
+    monitors = []
+    for number, table in enumerate(tables, start=1):
+        where = f"[[monitor]] {number}" + (f" ({table['name']})" if isinstance(table.get("name"), str) else "")
+        for key in table:
+            if key not in MONITOR_KEYS:
+                why = ("is shared by all monitors: set it once, above the [[monitor]] tables" if key in _field_names()
+                       else f"is not a key; a monitor's keys are: {', '.join(MONITOR_KEYS)}")
+                raise SettingsError(f"{config}: {where}: {key!r} {why}")
+        if "name" not in table:
+            raise SettingsError(f"{config}: {where}: no name; give each monitor its own, e.g. name = \"Kitchen\"")
+        monitors.append(dataclasses.replace(shared, **check_keys(LiveSettings, table, config, f"{where}: ")))
+    check_distinct(monitors, config)
+    return monitors
+
+
+def _field_names() -> set[str]:
+    return {field.name for field in dataclasses.fields(LiveSettings)}
+
+
+def monitor_id(settings: LiveSettings) -> str:
+    """A monitor's id: its MQTT topic level (humwatch/<id>/...) and its page (/monitor/<id>/)."""
+    from edge.home.mqtt import MqttSettings
+
+    return MqttSettings(host="", port=0, tls=False, name=settings.name, device_id=settings.mqtt_device_id).topic_id
+
+
+def check_distinct(monitors: list[LiveSettings], config: Path | None) -> None:
+    """Each monitor has its own name, id and files: two would overwrite each other's entities or history."""
+    seen: dict[tuple[str, Any], str] = {}  # (key, value) -> the name of the monitor that has it
+    for settings in monitors:
+        try:
+            ident = monitor_id(settings)
+        except ValueError as error:
+            raise SettingsError(f"{config}: [[monitor]] ({settings.name}): {error}") from error
+        owns = {"name": settings.name, "id": ident}
+        owns.update({key: Path(getattr(settings, key)).absolute() for key in MONITOR_FILES if getattr(settings, key)})
+        if settings.source == "-":
+            owns["stdin"] = True
+        for key, value in owns.items():
+            if (key, value) in seen:
+                shared = {"name": "the name; give each its own",
+                          "id": f"the id {value!r} (MQTT humwatch/{value}/..., the page /monitor/{value}/); give "
+                                "each its own name or mqtt_device_id",
+                          "stdin": "standard input (source = \"-\"): only one monitor can read it",
+                          }.get(key, f"{key} = {str(value)!r}; give each its own")
+                raise SettingsError(f"{config}: the monitors {seen[key, value]!r} and {settings.name!r} share {shared}")
+            seen[key, value] = settings.name
+
+
+def monitors_toml(monitors: list[LiveSettings]) -> str:
+    """--print-config: one monitor as flat keys (as the file may give it), several as the shared keys
+    and a [[monitor]] table each."""
+    if len(monitors) == 1:
+        return to_toml(monitors[0])
+    text = to_toml(monitors[0], leave_out=MONITOR_KEYS)
+    return text + "".join(f"\n[[monitor]]\n{to_toml(settings, keys=MONITOR_KEYS)}" for settings in monitors)

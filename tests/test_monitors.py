@@ -1,0 +1,248 @@
+"""Several monitors in one process: [[monitor]] tables, one model, a Home Assistant device, history
+and page each, and a source that fails or ends never stopping the others."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import tomllib
+import urllib.error
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+
+from broker import Subscriber, free_port
+from conftest import REPO
+from edge.cli import main
+from edge.commands import live
+from edge.home.history import intervals, reading
+from edge.monitor.assembly import Assembly, MonitorsEnded
+from edge.monitor.settings import MONITOR_KEYS, SettingsError, live_settings
+from edge.monitor.sources import SourceEnded
+from test_live import FakeSource, eventually
+
+TWO = """
+bundle = "{bundle}"
+max_lag = 30
+fridge_on = 1.0   # the tiny random encoder cannot hear the fridge: its detector is pinned off
+fridge_off = 1.0
+{extra}
+[[monitor]]
+name = "Kitchen"
+history = "{tmp}/kitchen.sqlite"
+
+[[monitor]]
+name = "Cellar"
+history = "{tmp}/cellar.sqlite"
+only_changes = true
+"""
+
+
+def settings_of(path, *args: str):
+    """What `humwatch live --config PATH ARGS` would run, parsed by the command itself."""
+    ctx = live.make_context("live", ["--config", str(path), *args])
+    options = {key: value for key, value in ctx.params.items() if key not in ("config", "print_config")}
+    return live_settings(ctx, options, path)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "humwatch.toml"
+    path.write_text(text)
+    return path
+
+
+def test_monitor_tables_share_the_top_keys_and_the_command_line(tmp_path):
+    config = write(tmp_path, TWO.format(bundle="/b", tmp=tmp_path, extra='mqtt = "mqtt://user:pw@broker"'))
+    kitchen, cellar = settings_of(config, "--cpu-budget", "0.3")
+    assert (kitchen.name, cellar.name) == ("Kitchen", "Cellar")
+    assert kitchen.history == tmp_path / "kitchen.sqlite" and cellar.history == tmp_path / "cellar.sqlite"
+    assert (kitchen.only_changes, cellar.only_changes) == (False, True)
+    for settings in (kitchen, cellar):  # shared: the file's top keys, the command line over them
+        assert settings.cpu_budget == 0.3 and settings.max_lag == 30 and settings.fridge_on == 1.0
+        assert settings.mqtt == "mqtt://user:pw@broker" and str(settings.bundle) == "/b"
+
+    result = CliRunner().invoke(main, ["live", "--config", str(config), "--print-config"])
+    assert result.exit_code == 0, result.output
+    shown = tomllib.loads(result.output)
+    assert [monitor["name"] for monitor in shown["monitor"]] == ["Kitchen", "Cellar"]
+    assert shown["max_lag"] == 30 and "name" not in shown and "bundle" not in shown["monitor"][0]
+    assert "pw" not in result.output  # secrets masked as ever
+
+
+def test_a_flat_file_is_one_monitor_as_before(tmp_path):
+    config = write(tmp_path, 'bundle = "/b"\nname = "Kitchen"\nhistory = "/h.sqlite"\n')
+    (settings,) = settings_of(config)
+    assert settings.name == "Kitchen" and str(settings.history) == "/h.sqlite"
+    shown = tomllib.loads(CliRunner().invoke(main, ["live", "--config", str(config), "--print-config"]).output)
+    assert shown["name"] == "Kitchen" and "monitor" not in shown
+
+
+@pytest.mark.parametrize("text, args, message", [
+    ('[[monitor]]\nname = "A"\ncpu_budet = 0.3\n', (), "[[monitor]] 1 (A): 'cpu_budet' is not a key; a monitor's keys are: name, source"),
+    ('[[monitor]]\nname = "A"\nbundle = "/b"\n', (), "[[monitor]] 1 (A): 'bundle' is shared by all monitors: set it once"),
+    ('name = "A"\n[[monitor]]\nname = "B"\n', (), "'name' is a monitor's own key: with [[monitor]] tables in the file, move it"),
+    ('[[monitor]]\nname = "A"\n[[monitor]]\nsource = "-"\n', (), "[[monitor]] 2: no name; give each monitor its own"),
+    ('[[monitor]]\nname = "A"\n[[monitor]]\nname = "A"\n', (), "the monitors 'A' and 'A' share the name"),
+    ('[[monitor]]\nname = "Cellar"\n[[monitor]]\nname = "cellar"\n', (), "the monitors 'Cellar' and 'cellar' share the id 'cellar'"),
+    ('[[monitor]]\nname = "A"\nhistory = "/h.sqlite"\n[[monitor]]\nname = "B"\nhistory = "/h.sqlite"\n', (),
+     "the monitors 'A' and 'B' share history = '/h.sqlite'"),
+    ('[[monitor]]\nname = "A"\nsource = "-"\n[[monitor]]\nname = "B"\nsource = "-"\n', (),
+     "the monitors 'A' and 'B' share standard input (source = \"-\"): only one monitor can read it"),
+    ('[[monitor]]\nname = "A"\nclips_seconds = "20"\n', (), "[[monitor]] 1 (A): clips_seconds = '20': expected number"),
+    ('[[monitor]]\nname = "A"\n', ("--source", "-"), "--source: "),
+    ('monitor = "A"\n', (), "monitor: expected [[monitor]] tables"),
+])
+def test_a_bad_monitor_table_is_one_error_naming_the_key_and_the_file(tmp_path, text, args, message):
+    config = write(tmp_path, text)
+    with pytest.raises(SettingsError) as error:
+        settings_of(config, *args)
+    assert message in error.value.message and str(config) in error.value.message
+    result = CliRunner().invoke(main, ["live", "--config", str(config), *args, "--print-config"])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_the_example_files_monitor_tables_load_in_place_of_its_monitor_keys(tmp_path):
+    text = (REPO / "edge" / "systemd" / "humwatch.toml").read_text()
+    head, tables = text.split("# [[monitor]]", 1)
+    shared = [line for line in head.splitlines() if line.split("=")[0].strip() not in MONITOR_KEYS]
+    tables = [line.removeprefix("#").removeprefix(" ") for line in ("# [[monitor]]" + tables).splitlines()]
+    kitchen, living_room = settings_of(write(tmp_path, "\n".join(shared + tables)))
+    assert (kitchen.name, kitchen.device, living_room.name) == ("Kitchen", "USB", "Living room")
+    assert living_room.source.startswith("rtsp://") and living_room.watts == "ac=1200"
+    assert kitchen.http == living_room.http == "8321" and kitchen.history != living_room.history
+
+
+class EndingSource(FakeSource):
+    """Standard input that ends once `end` is set: the monitor stops and cannot reopen it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.end = threading.Event()
+
+    def check(self):
+        if self.end.is_set():
+            raise SourceEnded("standard input ended: the program writing audio to it (e.g. arecord) stopped")
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+class Running:
+    """An Assembly running in a thread, each monitor's lines collected."""
+
+    def __init__(self, settings, sources: dict) -> None:
+        self.assembly = Assembly(settings, open_source=lambda each: sources[each.name])
+        self.lines = {monitor.name: [] for monitor in self.assembly.monitors}
+        for monitor in self.assembly.monitors:
+            monitor.outputs.add(self.lines[monitor.name].append, "test")
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.assembly.run()
+        except BaseException as error:
+            self.error = error
+
+    def __enter__(self) -> Running:
+        self.assembly.start()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.assembly.stop()
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "the monitors did not stop"
+
+
+def test_two_monitors_are_two_devices_with_their_own_entities_history_and_page(bundle_dir, broker, off_then_ac, tmp_path):
+    port = free_port()
+    extra = f'mqtt = "mqtt://127.0.0.1:{broker.port}"\nhttp = "127.0.0.1:{port}"'
+    settings = settings_of(write(tmp_path, TWO.format(bundle=bundle_dir, tmp=tmp_path, extra=extra)))
+    subscriber = Subscriber(broker.port)
+    sources = {"Kitchen": FakeSource(), "Cellar": FakeSource()}
+    with Running(settings, sources) as running:
+        kitchen, cellar = running.assembly.monitors
+        assert kitchen.detector.classifier is cellar.detector.classifier, "one model for every monitor"
+        assert kitchen.detector.planner is not cellar.detector.planner and kitchen.detector.planner.budget == 0.25
+        sources["Kitchen"].feed(off_then_ac[1])  # the AC runs in the kitchen, nothing in the cellar
+        sources["Cellar"].feed(off_then_ac[0])
+        # 24 s each (at --hop auto: the tiny model's shortest hop, 0.5 s)
+        assert eventually(lambda: all(lines and lines[-1].t == 24.0 for lines in running.lines.values()), 30)
+        states = {name: lines[-1].debounced_status for name, lines in running.lines.items()}
+        assert states == {"Kitchen": "ac-on", "Cellar": "both-off"}
+        for ident, state in (("kitchen", "ac-on"), ("cellar", "both-off")):
+            assert subscriber.wait(lambda t, p, r: t == f"humwatch/{ident}/state" and p == state), ident
+        base = f"http://127.0.0.1:{port}"
+        code, index = _get(base + "/")
+        assert code == 200 and 'href="monitor/kitchen/"' in index and 'href="monitor/cellar/"' in index
+        code, page = _get(base + "/monitor/cellar/api/page")
+        assert code == 200 and json.loads(page)["name"] == "Cellar" and json.loads(page)["state"] == "both-off"
+        assert _get(base + "/monitor/kitchen/")[0] == 200 and "all monitors" in _get(base + "/monitor/kitchen")[1]
+        code, metrics = _get(base + "/metrics")
+        assert 'humwatch_state{monitor="Kitchen",state="ac-on"} 1' in metrics
+        assert 'humwatch_state{monitor="Cellar",state="both-off"} 1' in metrics
+        assert metrics.count("# TYPE humwatch_state gauge") == 1, "one family, a sample per monitor"
+        code, health = _get(base + "/healthz")
+        assert code == 200 and json.loads(health)["monitors"].keys() == {"Kitchen", "Cellar"}
+    subscriber.wait(lambda t, p, r: t == "humwatch/cellar/availability" and p == "offline")
+    subscriber.close()
+
+    configs = {t: json.loads(p) for t, p, r in subscriber.messages if t.startswith("homeassistant/")}
+    devices = {config["device"]["identifiers"][0]: config["device"]["name"] for config in configs.values()}
+    assert devices == {"humwatch_kitchen": "Kitchen", "humwatch_cellar": "Cellar"}, "two Home Assistant devices"
+    unique_ids = [config["unique_id"] for config in configs.values()]
+    assert len(unique_ids) == len(set(unique_ids)) >= 6
+    for node in ("humwatch_kitchen", "humwatch_cellar"):  # each entity reads its own device's topics only
+        own = [config for config in configs.values() if config["device"]["identifiers"] == [node]]
+        assert own and all(config["state_topic"].startswith(f"humwatch/{node.removeprefix('humwatch_')}/") for config in own)
+    # never overwritten by the other: the AC only ever ran in the kitchen
+    assert subscriber.payloads("humwatch/kitchen/state")[-1] == "ac-on"
+    assert set(subscriber.payloads("humwatch/cellar/state")) == {"both-off"}
+    assert {json.loads(p)["debounced_status"] for p in subscriber.payloads("humwatch/cellar/attributes")} == {"both-off"}
+    ran = {}
+    for name in ("kitchen", "cellar"):  # one history each
+        with reading(tmp_path / f"{name}.sqlite") as connection:
+            ran[name] = {i.running for i in intervals(connection, 0, time.time() + 60) if i.appliance == "ac"}
+    assert True in ran["kitchen"] and ran["cellar"] == {False}
+
+
+def test_a_source_that_ends_or_is_lost_never_stops_the_others(bundle_dir, off_then_ac, tmp_path, capsys):
+    port = free_port()
+    text = TWO.format(bundle=bundle_dir, tmp=tmp_path, extra=f'hop = 1.5\nhttp = "127.0.0.1:{port}"')
+    text += '\n[[monitor]]\nname = "Garage"\nsource = "rtsp://cam.local/stream"\n'
+    sources = {"Kitchen": FakeSource(), "Cellar": EndingSource(), "Garage": FakeSource(failures=10_000)}
+    with Running(settings_of(write(tmp_path, text)), sources) as running:
+        sources["Cellar"].feed(off_then_ac[0][: 16_000 * 9])
+        assert eventually(lambda: len(running.lines["Cellar"]) == 3)
+        sources["Cellar"].end.set()  # its standard input ends: that monitor stops
+        cellar = running.assembly.monitors[1]
+        assert eventually(lambda: cellar.error is not None)
+        sources["Kitchen"].feed(off_then_ac[1][: 16_000 * 9])  # the kitchen goes on
+        assert eventually(lambda: len(running.lines["Kitchen"]) == 3)
+        code, body = _get(f"http://127.0.0.1:{port}/healthz")
+        health = json.loads(body)
+    assert running.error is None, "stopped by stop(), not by the monitor that ended"
+    assert code == 503 and "Cellar: stopped: standard input ended" in health["reason"]
+    assert health["monitors"]["Garage"]["reason"].startswith("no audio received yet (fake device unplugged)")
+    assert health["monitors"]["Kitchen"]["ok"] is True
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {line["monitor"] for line in printed} == {"Kitchen", "Cellar"}, "each line names its monitor"
+
+
+def test_the_process_ends_when_every_monitor_ended_by_itself(bundle_dir, tmp_path):
+    sources = {"Kitchen": EndingSource(), "Cellar": EndingSource()}
+    with Running(settings_of(write(tmp_path, TWO.format(bundle=bundle_dir, tmp=tmp_path, extra="hop = 1.5"))), sources) as running:
+        for source in sources.values():
+            assert source.opened.wait(10)
+            source.end.set()
+        running.thread.join(20)
+    assert isinstance(running.error, MonitorsEnded)
+    assert str(running.error).startswith("every monitor stopped: Kitchen: standard input ended")
