@@ -1,4 +1,4 @@
-"""Edge commands: batch, stream, live, devices, bench-bundle, bundle check. No torch anywhere here."""
+"""Edge commands: batch, stream, live, devices, bench-bundle, bench-monitors, bundle check. No torch anywhere here."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import click
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
 from edge.core.output import format_table, json_line
-from edge.monitor.settings import DetectorSettings, LiveSettings, click_options, live_settings, monitors_toml
+from edge.monitor.settings import DetectorSettings, HopType, LiveSettings, click_options, live_settings, monitors_toml
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 START_ERRORS = (ValueError, OSError, RuntimeError, LookupError)  # bundle, source, history, port: one clear line
@@ -177,6 +177,56 @@ def bench_bundle(bundle_dir, precision, threads, windows, cpu_budget, budget_run
                    f"equal to hop 1.5 s on {budget['hops_agreeing']}/{budget['hops_compared']} hops away from changes")
 
 
+@click.command("bench-monitors")
+@click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True)
+@click.option("--precision", "precisions", type=click.Choice(PRECISIONS), multiple=True,
+              help="Repeat for more [default: the bundle's].")
+@click.option("--sources", "counts", default="1,4", show_default=True, metavar="N,N...",
+              help="Numbers of sources to compare (one alone is always measured).")
+@click.option("--seconds", type=click.FloatRange(min=10), default=20.0, show_default=True,
+              help="Real-time seconds each configuration runs.")
+@click.option("--hop", default="1.5", show_default=True, type=HopType(), metavar="SECONDS|auto", help="As live's --hop.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="[default: all cores]")
+@click.option("--audio", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="The recording every source plays in real time, looped [default: 30 s of noise at 48 kHz].")
+@click.option("--source", default=None, metavar="DEVICE|URL",
+              help="Every monitor listens to this source instead (e.g. a camera's rtsp:// URL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_monitors(bundle_dir, precisions, counts, seconds, hop, threads, audio, source, as_json) -> None:
+    """Peak memory and CPU of N sources in one process against one, and against N processes.
+
+    Every configuration runs in fresh processes, one after the other; N processes run side by side.
+    """
+    from edge.monitor.bench import check_quiet
+    from edge.monitor.bench_monitors import bench_monitors as run, summary
+
+    try:
+        counts = [int(count) for count in counts.split(",")]
+        if min(counts) < 1:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{counts!r}: expected numbers of sources, e.g. 1,4", param_hint="--sources") from None
+    if source == "-":
+        raise click.BadParameter("standard input cannot feed several sources; give a device or a URL, or --audio",
+                                 param_hint="--source")
+    note = check_quiet(allow_busy=True)
+    base = LiveSettings(bundle=bundle_dir, hop=hop, threads=threads, source=source, max_lag=3.0)
+    try:
+        rows = run(base, list(precisions) or [None], counts, seconds, audio)
+    except (RuntimeError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        click.echo(json.dumps({"bundle": str(bundle_dir), "busy": note, "seconds": seconds, "hop": hop,
+                               "source": source or str(audio or "noise, 48 kHz"), "results": rows}, indent=2))
+        return
+    if note:
+        click.secho(f"WARNING: {note}: the CPU figures are not clean", fg="yellow")
+    click.echo(format_table(rows, ["precision", "sources", "layout", "peak_rss_mb", "x_one_source", "per_process_mb",
+                                   "rss_end_mb", "cpu_pct_of_a_core", "lines_per_source", "dropped_sec", "hop_sec"]))
+    for line in summary(rows):
+        click.echo(line)
+
+
 @click.group()
 def bundle() -> None:
     """Inspect bundles."""
@@ -236,4 +286,4 @@ def history(db_path, days, watts, output_format) -> None:
         click.echo(format_table(rows, columns))
 
 
-COMMANDS = (batch, stream, live, devices, bench_bundle, bundle, history)
+COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bundle, history)
