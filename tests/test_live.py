@@ -204,6 +204,27 @@ def test_healthz_names_a_lost_source_until_its_audio_comes_back(bundle_dir):
     assert not lost.ok and lost.reason.startswith("audio source lost (fake device unplugged); reopening it"), lost.reason
 
 
+def test_the_audio_that_came_before_the_source_ended_is_decided(bundle_dir):
+    """`cat recording.raw | humwatch live --source -`: all of it arrives, then standard input ends."""
+    from edge.monitor.sources import SourceEnded
+
+    class Ended(FakeSource):
+        def start(self, callback):
+            callback(_noise(9.0), False)  # the whole recording at once ...
+            return self.rate
+
+        def check(self):
+            raise SourceEnded("standard input ended")  # ... and the end right behind it
+
+    lines = []
+    monitor = LiveMonitor(Detector(Classifier(load_bundle(bundle_dir), "fp32", threads=1)), Ended(), lines.append,
+                          max_lag_sec=100.0)
+    with pytest.raises(SourceEnded):
+        monitor.run()
+    assert [line.t for line in lines] == [6.0, 7.5, 9.0]
+    assert monitor.health().reason.startswith("stopped: standard input ended")
+
+
 def test_device_that_stops_delivering_is_reopened(bundle_dir, caplog):
     source = FakeSource()
     with caplog.at_level("WARNING", logger="humwatch.live"), \

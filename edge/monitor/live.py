@@ -397,22 +397,28 @@ class LiveMonitor:
         last_audio = self.clock()
         while not self.stop.is_set():
             chunks = self._buffer.take(timeout=0.2)
-            self.source.check()
             if self._buffer.dropped_samples != dropped_in_buffer:
                 seconds = (self._buffer.dropped_samples - dropped_in_buffer) / rate
                 dropped_in_buffer = self._buffer.dropped_samples
                 self._report_drop(seconds, "audio buffer full")
                 self._gap(seconds)
-            if not chunks:
-                if self.clock() - last_audio > self.stall_timeout_sec:
-                    raise DeviceUnavailable(f"no audio for {self.stall_timeout_sec:g} s")
-                continue
-            last_audio = self.last_audio_at = self.clock()
-            self.lost = None
-            for chunk, arrival in chunks:
-                self.detector.push(chunk, rate)
-                self._arrivals.pushed(len(chunk) / rate, arrival)
-            self._decide_hops()
+            if chunks:
+                last_audio = self.last_audio_at = self.clock()
+                self.lost = None
+                self._decide(chunks, rate)
+            elif self.clock() - last_audio > self.stall_timeout_sec:
+                raise DeviceUnavailable(f"no audio for {self.stall_timeout_sec:g} s")
+            try:
+                self.source.check()
+            except Exception:  # lost or ended: the audio that came before is decided all the same
+                self._decide(self._buffer.take(timeout=0), rate)
+                raise
+
+    def _decide(self, chunks: list[tuple[np.ndarray, float]], rate: int) -> None:
+        for chunk, arrival in chunks:
+            self.detector.push(chunk, rate)
+            self._arrivals.pushed(len(chunk) / rate, arrival)
+        self._decide_hops()
 
     def _gap(self, seconds: float) -> None:
         """The detector's windows start afresh `seconds` later (see Detector.gap)."""
