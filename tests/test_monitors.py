@@ -22,6 +22,7 @@ from edge.monitor.assembly import Assembly, MonitorsEnded
 from edge.monitor.settings import MONITOR_KEYS, SettingsError, live_settings
 from edge.monitor.sources import SourceEnded
 from test_live import FakeSource, eventually
+from test_student import student_bundle, student_run  # noqa: F401 (fixtures)
 
 TWO = """
 bundle = "{bundle}"
@@ -212,6 +213,20 @@ def test_two_monitors_are_two_devices_with_their_own_entities_history_and_page(b
         with reading(tmp_path / f"{name}.sqlite") as connection:
             ran[name] = {i.running for i in intervals(connection, 0, time.time() + 60) if i.appliance == "ac"}
     assert True in ran["kitchen"] and ran["cellar"] == {False}
+
+
+def test_students_audited_by_one_shared_teacher(student_bundle, off_then_ac, tmp_path):
+    extra = 'hop = 1.5\nprecision = "student"\naudit_every_sec = 1.5'
+    sources = {"Kitchen": FakeSource(), "Cellar": FakeSource()}
+    with Running(settings_of(write(tmp_path, TWO.format(bundle=student_bundle, tmp=tmp_path, extra=extra))), sources) as running:
+        kitchen, cellar = running.assembly.monitors
+        for source, audio in zip(sources.values(), off_then_ac):
+            source.feed(audio[: 16_000 * 9])
+        assert eventually(lambda: all(m.detector.auditor.audits >= 2 for m in running.assembly.monitors))
+    assert kitchen.detector.classifier is cellar.detector.classifier and kitchen.detector.classifier.precision == "student"
+    assert kitchen.detector.auditor is not cellar.detector.auditor, "each monitor keeps its own audit counts"
+    assert kitchen.detector.auditor.teacher is cellar.detector.auditor.teacher is running.assembly.shared.teacher()
+    assert kitchen.detector.auditor.teacher.precision == "fp32"
 
 
 def test_a_source_that_ends_or_is_lost_never_stops_the_others(bundle_dir, off_then_ac, tmp_path, capsys):
