@@ -44,35 +44,23 @@ from edge.monitor.settings import DetectorSettings, LiveSettings, monitor_id, re
 log = logging.getLogger("humwatch.live")
 
 
-def open_detector(settings: DetectorSettings, plan: bool = True,
-                  make_auditor: Callable[[Classifier], Auditor | None] | None = None, recent_sec: float = 0.0) -> Detector:
-    """The detector the settings describe (`plan`: measure the hop, which batch does not need)."""
-    require_bundle(settings)
-    classifier = open_classifier(settings.bundle, settings.precision, settings.threads)
-    overrides = settings.decision_overrides()
-    classifier.decision.replace(**overrides)  # a bad override fails before the warm-up
-    planner = plan_hop(classifier, settings.hop, settings.cpu_budget) if plan else None
-    auditor = make_auditor(classifier) if make_auditor else None
-    return Detector(classifier, planner, overrides, auditor=auditor, recent_sec=recent_sec)
+def open_detector(settings: DetectorSettings, plan: bool = True) -> Detector:
+    """The detector of batch and stream (`plan`: measure the hop, which batch does not need)."""
+    shared = Shared(settings, plan=plan)
+    return Detector(shared.classifier, shared.planner() if plan else None, shared.overrides)
 
 
-def open_auditor(settings: LiveSettings, load_teacher: Callable[[], Classifier] | None = None
-                 ) -> Callable[[Classifier], Auditor | None]:
-    """The teacher's audit of the student, made once the deciding model is known (None when another
-    model decides or audit_every_sec is 0); a fallback with nothing to audit is a ValueError.
-    `load_teacher`: where the teacher comes from (a shared one), else it is loaded at the first audit."""
-    def make(classifier: Classifier) -> Auditor | None:
-        if classifier.precision != "student" or settings.audit_every_sec == 0:
-            if settings.audit_fallback is not None:
-                raise ValueError(
-                    f"--audit-fallback: the {classifier.precision} model decides, so there is no student to audit; "
-                    "use --precision student" if classifier.precision != "student"
-                    else "--audit-fallback needs audits: set --audit-every-sec above 0")
-            return None
-        bundle = classifier.bundle
-        load = load_teacher or (lambda: Classifier(bundle, bundle.teacher_precision, settings.threads))
-        return Auditor(load, settings.audit_every_sec, settings.audit_max_rate, settings.audit_fallback)
-    return make
+def open_auditor(settings: LiveSettings, classifier: Classifier, load_teacher: Callable[[], Classifier]) -> Auditor | None:
+    """The teacher's audit of the student (None when another model decides or audit_every_sec is 0);
+    a fallback with nothing to audit is a ValueError."""
+    if classifier.precision != "student" or settings.audit_every_sec == 0:
+        if settings.audit_fallback is not None:
+            raise ValueError(
+                f"--audit-fallback: the {classifier.precision} model decides, so there is no student to audit; "
+                "use --precision student" if classifier.precision != "student"
+                else "--audit-fallback needs audits: set --audit-every-sec above 0")
+        return None
+    return Auditor(load_teacher, settings.audit_every_sec, settings.audit_max_rate, settings.audit_fallback)
 
 
 def check_options(settings: LiveSettings) -> None:
@@ -99,10 +87,10 @@ class MonitorsEnded(RuntimeError):
 
 
 class Shared:
-    """What the monitors of one process share: the model, the teacher, the hop measurement, the lock
-    under which one window is decided at a time."""
+    """What the detectors of one process share: the model, the teacher, the hop measurement (`plan`:
+    the warm-up, which batch does not need), the lock under which one window is decided at a time."""
 
-    def __init__(self, settings: LiveSettings, monitors: int) -> None:
+    def __init__(self, settings: DetectorSettings, monitors: int = 1, plan: bool = True) -> None:
         require_bundle(settings)
         self.settings = settings
         self.classifier = open_classifier(settings.bundle, settings.precision, settings.threads)
@@ -111,7 +99,8 @@ class Shared:
         if monitors > 1:
             log.info("%d monitors share one %s model and the CPU budget: %.0f %% of the cores each",
                      monitors, self.classifier.precision, 100 * settings.cpu_budget / monitors)
-        self.measured = plan_hop(self.classifier, settings.hop, settings.cpu_budget / monitors)  # one warm-up
+        # one warm-up for all
+        self.measured = plan_hop(self.classifier, settings.hop, settings.cpu_budget / monitors) if plan else None
         self.inference_lock = threading.Lock()
         self._teacher: Classifier | None = None
         self._teacher_lock = threading.Lock()
@@ -152,7 +141,7 @@ class Monitor:
         self.error: BaseException | None = None
         self._closers: list[Callable[[], None]] = []
         self._starters: list[Callable[[], None]] = []
-        auditor = open_auditor(settings, shared.teacher)(shared.classifier)
+        auditor = open_auditor(settings, shared.classifier, shared.teacher)
         self.detector = Detector(shared.classifier, shared.planner(), shared.overrides, auditor=auditor,
                                  recent_sec=settings.clips_seconds if settings.clips else 0.0)
         self.source = open_source(settings)
