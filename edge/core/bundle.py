@@ -4,12 +4,13 @@ This module is the only one that writes or reads ``bundle.json``: :class:`Manife
 content, :class:`FloatParity` and :class:`PrecisionReport` its parity entries,
 :func:`write_bundle_manifest` writes it (last, with every file's sha256 and size, so it marks a
 complete bundle) and :func:`load_bundle` reads it and validates every field, each error naming
-the field and the file. A graph is a plain file name inside the bundle; :meth:`Bundle.read_graph`
-is the one way to its bytes, checked against bundle.json, so the bytes hashed are the bytes run.
+the field and the file. A graph is a plain file name inside the bundle; :meth:`Bundle.checked_graph`
+is the one way to it, checked against bundle.json, so the file hashed is the file run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,7 +18,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
 from edge.core.fields import FieldError, Fields
@@ -287,7 +288,7 @@ def _per_precision(fields: Fields, key: str, graphs: dict) -> Fields:
 
 @dataclasses.dataclass(frozen=True)
 class Bundle:
-    """A bundle read from disk; its graphs' bytes are checked as they are read (:meth:`read_graph`)."""
+    """A bundle read from disk; its graphs' bytes are checked as they are read (:meth:`checked_graph`)."""
 
     path: Path
     manifest: Manifest
@@ -345,9 +346,13 @@ class Bundle:
             raise BundleError(f"{path}: a link to {real}, outside the bundle; copy the file itself into {self.path}")
         return path
 
-    def read_graph(self, name: str) -> bytes:
-        """The bytes of the bundle's file `name`, read once and checked against the size and sha256
-        bundle.json records (a bundle being exported has no checksums yet and is read as it is)."""
+    @contextlib.contextmanager
+    def checked_graph(self, name: str) -> Iterator[str]:
+        """A path to the bundle's file `name` as it was opened and checked against the size and sha256
+        bundle.json records (a bundle being exported has no checksums yet). Where /proc exists (Linux:
+        a Pi, a container) it is the open file itself, /proc/self/fd/N, so what onnxruntime loads is
+        the very file hashed, and no second copy of a large graph is held in memory; elsewhere it is
+        the file's path, opened again after the check."""
         path = self.graph_file(name)
         entry = self.manifest.files.get(name)
         try:  # the link was resolved above; a link swapped in since then is refused by O_NOFOLLOW
@@ -362,10 +367,14 @@ class Bundle:
                 raise BundleError(f"{path}: not a regular file; copy the bundle again")
             if entry is not None and info.st_size != entry["bytes"]:
                 raise BundleError(_mismatch(path))
-            data = file.read()
-        if entry is not None and (len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]):
-            raise BundleError(_mismatch(path))
-        return data
+            digest, size = hashlib.sha256(), 0
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+            if entry is not None and (size != entry["bytes"] or digest.hexdigest() != entry["sha256"]):
+                raise BundleError(_mismatch(path))
+            opened = Path(f"/proc/self/fd/{file.fileno()}")
+            yield str(opened if opened.exists() else path)
 
 
 def _mismatch(path: Path) -> str:
@@ -417,7 +426,8 @@ def load_bundle(path: str | Path) -> Bundle:
 def verify_files(bundle: Bundle) -> None:
     """Every file bundle.json lists is in the bundle with its recorded size and sha256."""
     for name in bundle.manifest.files:
-        bundle.read_graph(name)
+        with bundle.checked_graph(name):
+            pass
 
 
 def write_bundle_manifest(directory: Path, manifest: Manifest) -> None:

@@ -60,12 +60,12 @@ class Classifier:
         options = session_options(threads)
         self.sessions = []
         for role, name in bundle.graph_names(self.precision).items():
-            graph = bundle.read_graph(name)
-            try:
-                session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-            except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
-                raise BundleError(f"{bundle.path / name}: onnxruntime cannot load the {self.precision} {role} graph "
-                                  f"({error}); re-export the bundle") from error
+            with bundle.checked_graph(name) as graph:
+                try:
+                    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+                except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
+                    raise BundleError(f"{bundle.path / name}: onnxruntime cannot load the {self.precision} {role} "
+                                      f"graph ({error}); re-export the bundle") from error
             self._check_graph(session, bundle.path / name, first=not self.sessions)
             self.sessions.append(session)
         self._check_output(self.sessions[-1], bundle.path / name)
