@@ -87,7 +87,7 @@ def schema_element_ok(element) -> bool:
     if isinstance(element, str):
         return bool(RE_SCHEMA_ELEMENT.match(element))
     if isinstance(element, list):
-        return len(element) == 1 and (isinstance(element[0], dict) or isinstance(element[0], str)) and schema_element_ok(element[0])
+        return len(element) == 1 and isinstance(element[0], (dict, str)) and schema_element_ok(element[0])
     if isinstance(element, dict):
         return all(isinstance(key, str) and schema_element_ok(value) for key, value in element.items())
     return False
@@ -153,7 +153,7 @@ def test_the_options_are_humwatch_settings_and_the_versions_agree():
     assert set(addon.SECRETS) <= set(schema) and all(addon.SECRETS.values())
     version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     assert CONFIG["version"] == version
-    image = re.search(r"^ARG HUMWATCH_IMAGE=(\S+)$", (ADDON / "Dockerfile").read_text(encoding="utf-8"), re.M).group(1)
+    image = re.search(r"^ARG HUMWATCH_IMAGE=(\S+)$", (ADDON / "Dockerfile").read_text(encoding="utf-8"), re.MULTILINE).group(1)
     assert image.endswith(f":{version}")
 
 
