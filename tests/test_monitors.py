@@ -215,7 +215,7 @@ def test_two_monitors_are_two_devices_with_their_own_entities_history_and_page(b
     assert True in ran["kitchen"] and ran["cellar"] == {False}
 
 
-def test_students_audited_by_one_shared_teacher(student_bundle, off_then_ac, tmp_path):
+def test_students_audited_by_one_shared_teacher(student_bundle, off_then_ac, tmp_path):  # noqa: F811 (the fixture imported above)
     extra = 'hop = 1.5\nprecision = "student"\naudit_every_sec = 1.5'
     sources = {"Kitchen": FakeSource(), "Cellar": FakeSource()}
     with Running(settings_of(write(tmp_path, TWO.format(bundle=student_bundle, tmp=tmp_path, extra=extra))), sources) as running:
