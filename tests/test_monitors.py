@@ -7,8 +7,6 @@ import json
 import threading
 import time
 import tomllib
-import urllib.error
-import urllib.request
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +19,7 @@ from edge.home.history import intervals, reading
 from edge.monitor.assembly import Assembly, MonitorsEnded
 from edge.monitor.settings import MONITOR_KEYS, SettingsError, live_settings
 from edge.monitor.sources import SourceEnded
+from test_home import _get
 from test_live import FakeSource, eventually
 from test_student import student_bundle, student_run  # noqa: F401 (fixtures)
 
@@ -125,14 +124,6 @@ class EndingSource(FakeSource):
     def check(self):
         if self.end.is_set():
             raise SourceEnded("standard input ended: the program writing audio to it (e.g. arecord) stopped")
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 class Running:

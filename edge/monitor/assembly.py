@@ -46,8 +46,9 @@ log = logging.getLogger("humwatch.live")
 
 def open_detector(settings: DetectorSettings, plan: bool = True) -> Detector:
     """The detector of batch and stream (`plan`: measure the hop, which batch does not need)."""
-    shared = Shared(settings, plan=plan)
-    return Detector(shared.classifier, shared.planner() if plan else None, shared.overrides)
+    require_bundle(settings)
+    return Detector.from_bundle(settings.bundle, settings.precision, settings.hop if plan else None,
+                                settings.cpu_budget, settings.threads, **settings.decision_overrides())
 
 
 def open_auditor(settings: LiveSettings, classifier: Classifier, load_teacher: Callable[[], Classifier]) -> Auditor | None:
@@ -87,10 +88,10 @@ class MonitorsEnded(RuntimeError):
 
 
 class Shared:
-    """What the detectors of one process share: the model, the teacher, the hop measurement (`plan`:
-    the warm-up, which batch does not need), the lock under which one window is decided at a time."""
+    """What the detectors of one process share: the model, the teacher, the hop measurement (one
+    warm-up), the lock under which one window is decided at a time."""
 
-    def __init__(self, settings: DetectorSettings, monitors: int = 1, plan: bool = True) -> None:
+    def __init__(self, settings: DetectorSettings, monitors: int = 1) -> None:
         require_bundle(settings)
         self.settings = settings
         self.classifier = open_classifier(settings.bundle, settings.precision, settings.threads)
@@ -99,8 +100,7 @@ class Shared:
         if monitors > 1:
             log.info("%d monitors share one %s model and the CPU budget: %.0f %% of the cores each",
                      monitors, self.classifier.precision, 100 * settings.cpu_budget / monitors)
-        # one warm-up for all
-        self.measured = plan_hop(self.classifier, settings.hop, settings.cpu_budget / monitors) if plan else None
+        self.measured = plan_hop(self.classifier, settings.hop, settings.cpu_budget / monitors)  # one warm-up for all
         self.inference_lock = threading.Lock()
         self._teacher: Classifier | None = None
         self._teacher_lock = threading.Lock()
