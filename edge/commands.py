@@ -55,7 +55,8 @@ def batch(paths, output_format, **options) -> None:
     except BundleError as error:  # the graphs gave no probabilities (ModelOutputError): never NaN in a line
         raise click.ClickException(str(error)) from error
     if output_format == "table":
-        click.echo(format_table(rows, ["path", "status", "p_ac", "p_fridge", "windows", "duration_sec", "error"]))
+        probabilities = [f"p_{name}" for name in detector.classifier.bundle.manifest.labels]
+        click.echo(format_table(rows, ["path", "status", *probabilities, "windows", "duration_sec", "error"]))
     sys.exit(1 if failed else 0)
 
 
@@ -242,8 +243,9 @@ def check(bundle_dir: Path) -> None:
         loaded = load_bundle(bundle_dir)
         verify_files(loaded)
         for precision in loaded.precisions:
-            p_ac, p_fridge = Classifier(loaded, precision, threads=None).check()  # the same checks as open_classifier
-            click.echo(f"{precision}: ok (p_ac {p_ac:.3f}, p_fridge {p_fridge:.3f} on a noise window)")
+            probs = Classifier(loaded, precision, threads=None).check()  # the same checks as open_classifier
+            shown = ", ".join(f"p_{name} {p:.3f}" for name, p in zip(loaded.manifest.labels, probs))
+            click.echo(f"{precision}: ok ({shown} on a noise window)")
             report = loaded.manifest.report(precision)
             if report is not None:
                 role = "the default" if precision == loaded.default_precision else "offered"

@@ -104,7 +104,7 @@ class Detector:
     def decide_window(self, t: float, window: np.ndarray) -> HopLine:
         """One window -> one line: inference, the decision, the audit, and the planner kept up to date."""
         probs, wall_sec, cpu_sec = timed(self.classifier.predict, window[None])
-        update = self._decider.update(float(probs[0, 0]), float(probs[0, 1]))
+        update = self._decider.update(probs[0])
         line = HopLine.build(t, probs[0], update, wall_sec * 1000, hop_sec=self.planner.hop_sec,
                              cpu_share=round(self.planner.cpu_share, 4))
         if self.auditor is not None:

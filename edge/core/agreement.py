@@ -14,7 +14,7 @@ from edge.core.defaults import DecisionConfig
 def streamed_statuses(probs: np.ndarray, decision: DecisionConfig, hop_sec: float) -> list[str]:
     """The debounced status after each hop of one recording streamed window by window."""
     decider = StreamDecider(decision, hop_sec)
-    return [decider.update(float(p_ac), float(p_fridge)).debounced_status for p_ac, p_fridge in probs]
+    return [decider.update(window).debounced_status for window in probs]
 
 
 def state_agreement(reference: dict[str, str], candidate: dict[str, str]) -> dict:
@@ -27,7 +27,7 @@ def state_agreement(reference: dict[str, str], candidate: dict[str, str]) -> dic
 
 def hop_agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], decision: DecisionConfig,
                   candidate_decision: DecisionConfig, hop_sec: float) -> tuple[int, int]:
-    """(streamed hops, hops whose debounced status agrees) over recordings ({recording: probs [n, 2]}),
+    """(streamed hops, hops whose debounced status agrees) over recordings ({recording: probs [n, n_appliances]}),
     each model streamed with its own decision settings."""
     hops = agreeing = 0
     for recording, probs in reference.items():

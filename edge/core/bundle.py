@@ -20,11 +20,13 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator
 
-from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
+from edge.core.defaults import DecisionConfig, WindowConfig
 from edge.core.fields import FieldError, Fields
 from edge.core.files import sha256_file, write_json_atomic
+from edge.core.labels import SEED, Appliances, LabelError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: any appliances (labels and priority); 2 (the AC and the fridge) still reads
+READABLE_VERSIONS = (2, SCHEMA_VERSION)
 MANIFEST = "bundle.json"
 MAX_MANIFEST_BYTES = 1_000_000  # today's bundle.json is under 10 kB
 MAX_DEPTH = 16  # today's nests 4 deep
@@ -182,11 +184,19 @@ class Manifest:
     files: dict[str, dict] = dataclasses.field(default_factory=dict)
     decisions: dict[str, dict] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
-    labels: tuple[str, ...] = LABELS
+
+    @property
+    def appliances(self) -> Appliances:
+        """The model's outputs, in order, and the summary state's priority."""
+        return self.decision.appliances
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.appliances.names
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
-        data.update(window=self.window.to_dict(), decision=self.decision.to_dict(), labels=list(self.labels))
+        data.update(window=self.window.to_dict(), decision=self.decision.to_dict(), **self.appliances.to_dict())
         return data
 
     def float_parity(self) -> FloatParity | None:
@@ -204,13 +214,11 @@ class Manifest:
         """The manifest of a bundle.json document, every field checked; a FieldError names a wrong one."""
         fields = Fields(data)
         version = fields.integer("schema_version")
-        if version != SCHEMA_VERSION:
-            raise FieldError(f"schema_version {version}, this humwatch reads {SCHEMA_VERSION} "
+        if version not in READABLE_VERSIONS:
+            raise FieldError(f"schema_version {version}, this humwatch reads {' and '.join(map(str, READABLE_VERSIONS))} "
                              "(export with the humwatch version the edge runs)")
-        fields.only(*(field.name for field in dataclasses.fields(cls)))
-        labels = fields.texts("labels", default=LABELS)
-        if tuple(labels) != LABELS:
-            raise FieldError(f"labels: {list(labels)}, expected {list(LABELS)}")
+        fields.only(*(field.name for field in dataclasses.fields(cls)), "labels", "priority")
+        appliances = _appliances(fields, version)
         graphs = _graphs(fields)
         default_precision = fields.text("default_precision", choices=PRECISIONS)
         if default_precision not in graphs:
@@ -226,7 +234,7 @@ class Manifest:
             parse(parity.data[precision], parity.name(precision))
         decisions = _per_precision(fields, "decisions", graphs)
         for precision in decisions.data:
-            DecisionConfig.from_dict(decisions.data[precision], decisions.name(precision))
+            DecisionConfig.from_dict(decisions.data[precision], decisions.name(precision), appliances)
         gflop = _per_precision(fields, "gflop_per_window", graphs)
         for precision in gflop.data:
             gflop.number(precision, 0, low_open=True)
@@ -237,12 +245,25 @@ class Manifest:
             fields.object(name)
         return cls(name=fields.text("name"), created=fields.text("created"),
                    window=WindowConfig.from_dict(fields.object("window").data, "window"),
-                   decision=DecisionConfig.from_dict(fields.object("decision").data, "decision"),
+                   decision=DecisionConfig.from_dict(fields.object("decision").data, "decision", appliances),
                    graphs=graphs, default_precision=default_precision, embedding=embedding.data,
                    opset=fields.integer("opset", 1, 1000), versions=fields.scalars("versions"),
                    source=fields.data["source"], training_metrics=fields.data["training_metrics"],
                    parity=parity.data, gflop_per_window=gflop.data, files=files, decisions=decisions.data,
-                   schema_version=version, labels=tuple(labels))
+                   schema_version=version)
+
+
+def _appliances(fields: Fields, version: int) -> Appliances:
+    """The labels (the model's outputs) and their priority; schema 2 knew only the seed's two."""
+    if version == 2:
+        labels = fields.texts("labels", default=SEED.names)
+        if tuple(labels) != SEED.names:
+            raise FieldError(f"labels: {list(labels)}, but schema_version 2 bundles hear {list(SEED.names)}")
+        return SEED
+    try:
+        return Appliances(tuple(fields.texts("labels")), tuple(fields.texts("priority")))
+    except LabelError as error:
+        raise FieldError(f"labels / priority: {error}") from error
 
 
 def _graphs(fields: Fields) -> dict[str, dict[str, str]]:
@@ -305,7 +326,9 @@ class Bundle:
     def decision_for(self, precision: str) -> DecisionConfig:
         """A precision's decision settings: its own thresholds (the student) or BEATs'."""
         own = self.manifest.decisions.get(precision)
-        return DecisionConfig.from_dict(own, f"decisions.{precision}") if own else self.manifest.decision
+        if not own:
+            return self.manifest.decision
+        return DecisionConfig.from_dict(own, f"decisions.{precision}", self.manifest.appliances)
 
     @property
     def teacher_precision(self) -> str:

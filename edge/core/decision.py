@@ -1,10 +1,13 @@
 """From window probabilities to a state: the decision logic, in one place, pure numpy.
 
-Files: median over all windows, thresholds t_ac / t_fridge, the priority rule.
-Streams: median over the last N windows -> per-label hysteresis -> per-label debounce (a detector
-changes only after K identical updates in a row) -> priority rule; N and K follow from the
+Files: median over all windows, a threshold per appliance, the priority rule.
+Streams: median over the last N windows -> per-appliance hysteresis -> per-appliance debounce (a
+detector changes only after K identical updates in a row) -> priority rule; N and K follow from the
 configured durations and the hop. The reported state and the per-appliance "running" flags come
 from the same debounced detectors, so they always agree.
+
+Probabilities are arrays in the order of the appliances' names (the model's outputs); the results
+keep per-appliance values in dicts and write them flat (p_ac, ac_on, ...) with :func:`per_appliance`.
 """
 
 from __future__ import annotations
@@ -15,24 +18,31 @@ import dataclasses
 import numpy as np
 
 from edge.core.defaults import DecisionConfig
-from edge.core.labels import state_of
+
+
+def per_appliance(pattern: str, values: dict) -> dict:
+    """{'ac': 0.9, ...} -> {'p_ac': 0.9, ...} for the pattern 'p_{}' (one home for the flat field names)."""
+    return {pattern.format(name): value for name, value in values.items()}
 
 
 @dataclasses.dataclass(frozen=True)
 class FileDecision:
-    p_ac: float
-    p_fridge: float
+    probabilities: dict[str, float]  # the median of each appliance's window probabilities
     status: str
+
+    def fields(self) -> dict:
+        """The batch line's fields: status, then p_<name> for each appliance."""
+        return {"status": self.status, **per_appliance("p_{}", self.probabilities)}
 
 
 def decide_file(probs: np.ndarray, config: DecisionConfig) -> FileDecision:
-    """probs [n_windows, 2] (ac, fridge) -> the file's median probabilities and state."""
+    """probs [n_windows, n_appliances] -> the file's median probabilities and state."""
     if len(probs) == 0:
         raise ValueError("no windows to decide on")
-    p_ac, p_fridge = (float(value) for value in np.median(probs, axis=0))
-    return FileDecision(p_ac, p_fridge, state_of(p_ac >= config.t_ac, p_fridge >= config.t_fridge))
-
-
+    names = config.appliances.names
+    medians = {name: float(value) for name, value in zip(names, np.median(probs, axis=0))}
+    running = {name: medians[name] >= config.levels[name].threshold for name in names}
+    return FileDecision(medians, config.appliances.status(running))
 class Hysteresis:
     """A binary detector that turns on at `on` and off only below `off`."""
 
@@ -73,12 +83,16 @@ class StreamUpdate:
     status: str  # from the detectors of this hop
     debounced_status: str  # from the debounced detectors: what is reported and published
     changed: bool  # the debounced status changed (always True on the first hop)
-    median_ac: float
-    median_fridge: float
-    ac_on: bool  # the per-label detectors after hysteresis, before debouncing
-    fridge_on: bool
-    ac_running: bool  # the same, debounced: debounced_status follows from these two
-    fridge_running: bool
+    medians: dict[str, float]  # per appliance: the running median
+    on: dict[str, bool]  # the detectors after hysteresis, before debouncing
+    running: dict[str, bool]  # the same, debounced: debounced_status follows from these
+
+    def fields(self) -> dict:
+        """The line's fields in their order: status, debounced_status, changed, median_<name> for each
+        appliance, then <name>_on, then <name>_running (the seed: median_ac, median_fridge, ac_on, ...)."""
+        return {"status": self.status, "debounced_status": self.debounced_status, "changed": self.changed,
+                **per_appliance("median_{}", self.medians), **per_appliance("{}_on", self.on),
+                **per_appliance("{}_running", self.running)}
 
 
 class StreamDecider:
@@ -87,23 +101,24 @@ class StreamDecider:
     def __init__(self, config: DecisionConfig, hop_sec: float) -> None:
         self.config = config
         self._recent: collections.deque = collections.deque()
-        self._ac = Hysteresis(config.ac_on, config.ac_off)
-        self._fridge = Hysteresis(config.fridge_on, config.fridge_off)
-        self._ac_running, self._fridge_running = Debounce(1), Debounce(1)
+        self._detectors = {name: Hysteresis(level.on, level.off) for name, level in config.levels.items()}
+        self._debounced = {name: Debounce(1) for name in config.levels}
         self.debounced_status: str | None = None
         self.retime(hop_sec)
 
     def retime(self, hop_sec: float) -> None:
         """A new hop: the same durations now span another number of windows and updates."""
         self._recent = collections.deque(self._recent, maxlen=self.config.median_windows(hop_sec))
-        self._ac_running.k = self._fridge_running.k = self.config.debounce_updates(hop_sec)
+        for debounce in self._debounced.values():
+            debounce.k = self.config.debounce_updates(hop_sec)
 
-    def update(self, p_ac: float, p_fridge: float) -> StreamUpdate:
-        self._recent.append((p_ac, p_fridge))
-        median_ac, median_fridge = (float(v) for v in np.median(np.asarray(self._recent), axis=0))
-        ac_on, fridge_on = self._ac.update(median_ac), self._fridge.update(median_fridge)
-        ac_running, fridge_running = self._ac_running.update(ac_on), self._fridge_running.update(fridge_on)
-        debounced = state_of(ac_running, fridge_running)
+    def update(self, probs) -> StreamUpdate:
+        """One window's probabilities, in the order of the appliances' names."""
+        self._recent.append(np.asarray(probs, dtype=float))
+        names, appliances = self.config.appliances.names, self.config.appliances
+        medians = {name: float(v) for name, v in zip(names, np.median(np.asarray(self._recent), axis=0))}
+        on = {name: self._detectors[name].update(medians[name]) for name in names}
+        running = {name: self._debounced[name].update(on[name]) for name in names}
+        debounced = appliances.status(running)
         changed, self.debounced_status = debounced != self.debounced_status, debounced
-        return StreamUpdate(state_of(ac_on, fridge_on), debounced, changed, median_ac, median_fridge, ac_on, fridge_on,
-                            ac_running, fridge_running)
+        return StreamUpdate(appliances.status(on), debounced, changed, medians, on, running)

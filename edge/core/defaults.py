@@ -6,11 +6,12 @@ Each is recorded in a training run and in the bundle; the edge reads them back f
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from edge.core.fields import FieldError, Fields, join, number
+from edge.core.labels import SEED, Appliances
 
 SAMPLE_RATE = 16_000
-LABELS = ("ac", "fridge")
 MAX_WINDOW_SEC = 60.0  # window and hop; BEATs was trained on 10-s clips
 MAX_SPAN_SEC = 3600.0  # the running median and the debounce
 
@@ -65,35 +66,58 @@ class WindowConfig:
         return window
 
 
-PROBABILITY_FIELDS = ("t_ac", "t_fridge", "ac_on", "ac_off", "fridge_on", "fridge_off")
+@dataclasses.dataclass(frozen=True)
+class Levels:
+    """One appliance's probability levels: the file threshold, and the stream's hysteresis (on at `on`,
+    off below `off`)."""
+
+    threshold: float
+    on: float
+    off: float
+
+
+SEED_LEVELS = {"ac": Levels(0.75, 0.80, 0.60), "fridge": Levels(0.70, 0.75, 0.55)}
+NEW_APPLIANCE_LEVELS = Levels(0.70, 0.75, 0.55)  # an appliance's start before its threshold search
+
+
+def level_keys(appliance: str) -> dict[str, str]:
+    """The flat keys of an appliance's levels in bundle.json, runs and overrides: t_ac, ac_on, ac_off."""
+    return {"threshold": f"t_{appliance}", "on": f"{appliance}_on", "off": f"{appliance}_off"}
 
 
 @dataclasses.dataclass(frozen=True)
 class DecisionConfig:
-    """File thresholds; streaming hysteresis; the running-median span and the debounce, in seconds.
+    """Per appliance a file threshold and the streaming hysteresis; the running-median span and the
+    debounce, in seconds; the appliances and their priority (the summary state's rule).
 
     The spans are durations so that a monitor may hop at another rate than training did: at a hop
     of h seconds the median covers round(median_sec / h) windows and a change needs
     round(debounce_sec / h) identical updates (at the 1.5 s default: 7 windows and 2 updates).
+    Written flat (:meth:`to_dict`): t_<name> for every appliance, then <name>_on, <name>_off for each,
+    then the spans; for the seed t_ac, t_fridge, ac_on, ac_off, fridge_on, fridge_off, median_sec,
+    debounce_sec.
     """
 
-    t_ac: float = 0.75
-    t_fridge: float = 0.70
-    ac_on: float = 0.80
-    ac_off: float = 0.60
-    fridge_on: float = 0.75
-    fridge_off: float = 0.55
+    appliances: Appliances = SEED
+    levels: Mapping[str, Levels] = dataclasses.field(default_factory=dict)  # missing ones: the defaults
     median_sec: float = 10.5
     debounce_sec: float = 3.0
 
     def __post_init__(self) -> None:
-        """Errors are FieldErrors (ValueErrors) that start with the field's name."""
-        for name in PROBABILITY_FIELDS:
-            number(name, getattr(self, name), 0.0, 1.0)
-        for appliance in LABELS:
-            on, off = getattr(self, f"{appliance}_on"), getattr(self, f"{appliance}_off")
-            if off > on:
-                raise FieldError(f"{appliance}_off: {off:g} is above {appliance}_on {on:g}; "
+        """Errors are FieldErrors (ValueErrors) that start with the flat key's name."""
+        unknown = set(self.levels) - set(self.appliances.names)
+        if unknown:
+            raise FieldError(f"levels for {', '.join(sorted(unknown))}: not among the appliances "
+                             f"{', '.join(self.appliances.names)}")
+        levels = {name: self.levels.get(name) or SEED_LEVELS.get(name, NEW_APPLIANCE_LEVELS)
+                  for name in self.appliances.names}
+        object.__setattr__(self, "levels", levels)
+        for name, level in levels.items():
+            keys = level_keys(name)
+            for attribute, key in keys.items():
+                number(key, getattr(level, attribute), 0.0, 1.0)
+            if level.off > level.on:
+                raise FieldError(f"{keys['off']}: {level.off:g} is above {keys['on']} {level.on:g}; "
                                  "a hysteresis 'off' threshold must not exceed its 'on' threshold")
         for name in ("median_sec", "debounce_sec"):
             number(name, getattr(self, name), 0.0, MAX_SPAN_SEC, low_open=True)
@@ -107,18 +131,38 @@ class DecisionConfig:
         return max(1, round(self.debounce_sec / hop_sec))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The flat keys (the appliances themselves are written beside, as bundle.json's labels)."""
+        names = self.appliances.names
+        flat = {f"t_{name}": self.levels[name].threshold for name in names}
+        for name in names:
+            flat.update({level_keys(name)["on"]: self.levels[name].on, level_keys(name)["off"]: self.levels[name].off})
+        return {**flat, "median_sec": self.median_sec, "debounce_sec": self.debounce_sec}
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "") -> DecisionConfig:
-        """The fields of :meth:`to_dict` (other keys are ignored); errors name the field."""
+    def from_dict(cls, data: dict, where: str = "", appliances: Appliances = SEED) -> DecisionConfig:
+        """The flat keys of :meth:`to_dict` for these appliances (other keys are ignored); errors name the key."""
         fields = Fields(data, where)
-        values = {field.name: fields.number(field.name) for field in dataclasses.fields(cls)}
+        values = {key: fields.number(key) for key in cls(appliances).to_dict()}
         try:
-            return cls(**values)
+            return cls(appliances).replace(**values)
         except FieldError as error:
             raise FieldError(join(where, str(error))) from error
 
-    def replace(self, **overrides) -> DecisionConfig:
-        """A copy with the given fields changed; None values are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+    def replace(self, **overrides: float | None) -> DecisionConfig:
+        """A copy with the given flat keys changed (t_ac=0.6, fridge_on=0.8, median_sec=9); None values
+        are ignored; a key of no appliance here is a FieldError that names it."""
+        overrides = {key: value for key, value in overrides.items() if value is not None}
+        levels = {name: dataclasses.asdict(level) for name, level in self.levels.items()}
+        spans = {}
+        for key, value in overrides.items():
+            owner = next(((name, attribute) for name in self.appliances.names
+                          for attribute, flat in level_keys(name).items() if flat == key), None)
+            if owner:
+                levels[owner[0]][owner[1]] = value
+            elif key in ("median_sec", "debounce_sec"):
+                spans[key] = value
+            else:
+                raise FieldError(f"{key}: not a decision setting of these appliances "
+                                 f"({', '.join(self.appliances.names)}); "
+                                 f"use t_NAME, NAME_on, NAME_off, median_sec or debounce_sec")
+        return dataclasses.replace(self, levels={name: Levels(**level) for name, level in levels.items()}, **spans)

@@ -68,19 +68,20 @@ class Auditor:
         elif spacing != self._spacing:
             self._decider.retime(spacing)
         self._spacing = spacing
-        verdict = self._decider.update(float(probs[0]), float(probs[1])).debounced_status
+        verdict = self._decider.update(probs).debounced_status
         disagreed = verdict != line.debounced_status
         self.audits += 1
         self.disagreements += disagreed
-        self.max_abs_diff = max(self.max_abs_diff, float(np.abs(probs - [line.p_ac, line.p_fridge]).max()))
+        self.max_abs_diff = max(self.max_abs_diff, float(np.abs(probs - list(line.probabilities.values())).max()))
         now = self.clock()
         self._recent.append((now, disagreed))
         while self._recent and self._recent[0][0] < now - HOUR_SEC:
             self._recent.popleft()
         if disagreed:
-            log.warning("audit at t=%.1f s: the teacher says %s, the student %s (p_ac %.2f vs %.2f, p_fridge %.2f vs %.2f); "
-                        "%d of %d audits disagree", line.t, verdict, line.debounced_status, probs[0], line.p_ac,
-                        probs[1], line.p_fridge, self.disagreements, self.audits)
+            pairs = ", ".join(f"p_{name} {teacher_p:.2f} vs {student_p:.2f}"
+                              for (name, student_p), teacher_p in zip(line.probabilities.items(), probs))
+            log.warning("audit at t=%.1f s: the teacher says %s, the student %s (%s); %d of %d audits disagree",
+                        line.t, verdict, line.debounced_status, pairs, self.disagreements, self.audits)
         rate = self.hour_rate
         if self.fallback_rate is not None and rate is not None and rate > self.fallback_rate:
             self.fell_back = True

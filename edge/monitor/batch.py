@@ -46,8 +46,7 @@ def classify_file(classifier: Classifier, path: Path, decision: DecisionConfig) 
     audio = AudioFile(path)
     probs = np.concatenate([classifier.predict(window[None]) for _, window in iter_windows(audio, classifier.bundle.window)])
     result = decide_file(probs, decision)
-    return {"path": str(path), "status": result.status, "p_ac": result.p_ac, "p_fridge": result.p_fridge,
-            "windows": len(probs), "duration_sec": audio.duration_sec}
+    return {"path": str(path), **result.fields(), "windows": len(probs), "duration_sec": audio.duration_sec}
 
 
 def run_batch(detector: Detector, paths: list[Path]) -> Iterator[dict]:

@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from edge.core.decision import StreamUpdate
+from edge.core.decision import StreamUpdate, per_appliance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,8 +17,7 @@ class HopLine(StreamUpdate):
     stream)."""
 
     t: float
-    p_ac: float
-    p_fridge: float
+    probabilities: dict[str, float]  # per appliance: this window's probability
     infer_ms: float
     hop_sec: float | None = None  # the hop in force and the share of the machine's CPU it costs
     cpu_share: float | None = None
@@ -31,10 +30,15 @@ class HopLine(StreamUpdate):
 
     @classmethod
     def build(cls, t: float, probs: np.ndarray, update: StreamUpdate, infer_ms: float, **live) -> HopLine:
-        return cls(**dataclasses.asdict(update), t=round(t, 3), p_ac=float(probs[0]), p_fridge=float(probs[1]),
+        names = update.medians.keys()
+        return cls(**{field.name: getattr(update, field.name) for field in dataclasses.fields(StreamUpdate)},
+                   t=round(t, 3), probabilities={name: float(p) for name, p in zip(names, probs)},
                    infer_ms=round(infer_ms, 1), **live)
 
     def to_json(self) -> dict:
-        """The JSON object printed for this hop, `t` first (live-only fields left out when unset)."""
-        fields = dataclasses.asdict(self)
-        return {"t": fields.pop("t"), **{key: value for key, value in fields.items() if value is not None}}
+        """The JSON object printed for this hop: t, the decision's fields, p_<name> for each appliance,
+        infer_ms, then the live-only fields that are set."""
+        decision = {field.name for field in dataclasses.fields(StreamUpdate)} | {"t", "probabilities", "infer_ms"}
+        live = {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name not in decision}
+        return {"t": self.t, **self.fields(), **per_appliance("p_{}", self.probabilities), "infer_ms": self.infer_ms,
+                **{key: value for key, value in live.items() if value is not None}}

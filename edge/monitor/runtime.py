@@ -1,4 +1,4 @@
-"""onnxruntime inference for a bundle: waveform windows -> probabilities (ac, fridge).
+"""onnxruntime inference for a bundle: waveform windows -> one probability per appliance (bundle.json's labels).
 
 Every window runs alone (batch 1), whatever the precision: dynamic int8 quantization scales
 activations per tensor, so in a batch one window's result would depend on its batch mates. On
@@ -46,7 +46,7 @@ def noise_window(window_samples: int) -> np.ndarray:
 
 class Classifier:
     """A precision's graphs in onnxruntime sessions, run one after the other: BEATs' encoder then
-    head, or the student's single graph. Each waveform window -> probabilities (ac, fridge).
+    head, or the student's single graph. Each waveform window -> a probability per label.
 
     Loading checks what will run: each graph's bytes against bundle.json (the bytes hashed are
     the bytes loaded), one input and one output per graph, the first taking [batch,

@@ -45,6 +45,32 @@ class HopType(click.ParamType):
         return str(value)
 
 
+class LevelType(click.ParamType):
+    """One appliance's level as KEY=P: t_NAME, NAME_on or NAME_off, and a probability."""
+
+    name = "level"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            parse_level(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+        return str(value)
+
+
+def parse_level(text: str) -> tuple[str, float]:
+    """'dehumidifier_on=0.8' -> ('dehumidifier_on', 0.8); whether the bundle has that appliance is
+    checked against its labels when the detector opens."""
+    key, _, value = text.partition("=")
+    try:
+        probability = float(value)
+    except ValueError:
+        probability = float("nan")
+    if not key.strip() or not 0 <= probability <= 1:
+        raise ValueError(f"{text!r}: expected KEY=P with P in [0, 1], e.g. t_dehumidifier=0.6 or dehumidifier_on=0.8")
+    return key.strip(), probability
+
+
 PROBABILITY = click.FloatRange(0, 1)
 SECONDS = click.FloatRange(min=0, min_open=True)
 
@@ -70,11 +96,15 @@ class DetectorSettings:
     ac_off: float | None = setting(None, "AC hysteresis: off below [bundle]", PROBABILITY)
     fridge_on: float | None = setting(None, "Fridge hysteresis: on at [bundle]", PROBABILITY)
     fridge_off: float | None = setting(None, "Fridge hysteresis: off below [bundle]", PROBABILITY)
+    level: tuple[str, ...] = setting((), "Any appliance's file threshold or hysteresis, e.g. t_dehumidifier=0.6, "
+                                     "dehumidifier_on=0.8 (repeat for more) [bundle]", LevelType(), multiple=True,
+                                     metavar="KEY=P")
 
     def decision_overrides(self) -> dict[str, float]:
         """The decision settings given here (the rest come from the bundle)."""
         names = ("median_sec", "debounce_sec", "t_ac", "t_fridge", "ac_on", "ac_off", "fridge_on", "fridge_off")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        given = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        return {**given, **dict(parse_level(text) for text in self.level)}
 
 
 def key_of(field: dataclasses.Field) -> str:
