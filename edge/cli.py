@@ -72,6 +72,7 @@ class HumwatchGroup(click.Group):
 @click.group(cls=HumwatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="humwatch")
 def main() -> None:
-    """humwatch: is the air conditioner or the fridge running? (ac-on | fridge-on | both-off)"""
+    """humwatch: which appliances are running? By default the AC and the fridge (ac-on | fridge-on | both-off);
+    any appliance you record (ac-on-fridge-off-dehumidifier-on-day.m4a) is yours to add."""
 if __name__ == "__main__":
     main()

@@ -59,7 +59,7 @@ def test_chunk_size_and_rate_do_not_change_the_lines(bundle_dir, off_then_ac):
     for chunk in (16_000, 1_234):
         detector = Detector.from_bundle(bundle_dir, hop=1.5)
         lines = [line for start in range(0, len(audio), chunk) for line in detector.feed(audio[start:start + chunk], 16_000)]
-        runs.append([(line.t, line.debounced_status, round(line.p_ac, 5)) for line in lines])
+        runs.append([(line.t, line.debounced_status, round(line.probabilities["ac"], 5)) for line in lines])
     assert runs[0] == runs[1] and len(runs[0]) == 29
 
 

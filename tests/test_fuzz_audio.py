@@ -17,7 +17,7 @@ from conftest import REPO
 from edge.core.audio import MAX_PEAK, AudioError, AudioFile, iter_windows
 from edge.core.defaults import WindowConfig
 from edge.core.files import walk_files
-from edge.core.labels import AUDIO_SUFFIXES, STATES, is_audio, parse_sample_name, sample_file_name, shown_name
+from edge.core.labels import AUDIO_SUFFIXES, SEED, is_audio, parse_sample_name, sample_file_name, shown_name
 from train.manifests import FILES_CSV, ManifestError, prepare
 
 RATE = 22_050
@@ -240,7 +240,7 @@ def test_batch_decides_every_good_file_and_names_every_bad_one(bundle_dir, tmp_p
         assert line["path"] not in by_path, f"two lines for {line['path']}"
         by_path[line["path"]] = line
     for path in good:
-        assert by_path[str(path)]["status"] in STATES, by_path[str(path)]
+        assert by_path[str(path)]["status"] in SEED.statuses, by_path[str(path)]
     for path in bad:
         assert by_path[str(path)]["error"].startswith(f"{path}: "), by_path[str(path)]
     assert by_path[str(newline)]["error"] == (f"{shown_name(newline)}: the file name holds control characters "
@@ -254,12 +254,12 @@ def test_prepare_lists_every_bad_recording_and_folder_once(tmp_path):
     _require_permissions_bite(tmp_path)
     samples = tmp_path / "samples"
     samples.mkdir()
-    name_of = lambda tag, suffix, index: sample_file_name(index % 2 == 0, index % 3 == 0, "day", tag, suffix)  # noqa: E731
+    name_of = lambda tag, suffix, index: sample_file_name({"ac": index % 2 == 0, "fridge": index % 3 == 0}, "day", tag, suffix)  # noqa: E731
     good, bad = _fill(samples, name_of, np.random.default_rng(21))
-    unreadable_file = write_good(samples / sample_file_name(True, True, "night", "locked", ".wav"))
+    unreadable_file = write_good(samples / sample_file_name({"ac": True, "fridge": True}, "night", "locked", ".wav"))
     unreadable_folder = samples / "monday"
     unreadable_folder.mkdir()
-    write_good(unreadable_folder / sample_file_name(False, False, "night", "inside", ".flac"))
+    write_good(unreadable_folder / sample_file_name({"ac": False, "fridge": False}, "night", "inside", ".flac"))
     unreadable_file.chmod(0)
     unreadable_folder.chmod(0)
     try:

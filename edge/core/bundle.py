@@ -260,10 +260,15 @@ def _appliances(fields: Fields, version: int) -> Appliances:
         if tuple(labels) != SEED.names:
             raise FieldError(f"labels: {list(labels)}, but schema_version 2 bundles hear {list(SEED.names)}")
         return SEED
+    labels = fields.texts("labels")
     try:
-        return Appliances(tuple(fields.texts("labels")), tuple(fields.texts("priority")))
+        Appliances(labels)
     except LabelError as error:
-        raise FieldError(f"labels / priority: {error}") from error
+        raise FieldError(f"labels: {error}") from error
+    try:
+        return Appliances(labels, fields.texts("priority"))
+    except LabelError as error:
+        raise FieldError(f"priority: {error}") from error
 
 
 def _graphs(fields: Fields) -> dict[str, dict[str, str]]:
