@@ -29,11 +29,17 @@ def print_metrics(metrics: dict) -> None:
 @click.option("--seconds", type=click.FloatRange(min=WindowConfig.window_sec), default=180.0, show_default=True, help="Length of each recording.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--copies", type=click.IntRange(min=1), default=1, show_default=True, help="Takes per condition (tagged -1, -2, ...).")
-def synth(outdir: Path, seconds: float, seed: int, copies: int) -> None:
+@click.option("--appliances", default="ac,fridge", show_default=True,
+              help="Comma-separated appliances, e.g. ac,fridge,dehumidifier: one file per on/off combination and daypart.")
+def synth(outdir: Path, seconds: float, seed: int, copies: int, appliances: str) -> None:
     """Write deterministic synthetic recordings (44.1 kHz stereo AAC .m4a) into OUTDIR."""
     from train.synth import write_recordings
 
-    for path in write_recordings(outdir, seconds=seconds, seed=seed, copies=copies):
+    try:
+        paths = write_recordings(outdir, seconds=seconds, seed=seed, copies=copies, appliances=appliances)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    for path in paths:
         click.echo(path)
 
 

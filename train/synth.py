@@ -4,7 +4,15 @@ Calibrated on shared/reference/original-manifests: a room floor near -58 dBFS wi
 (compressor hum on mains harmonics plus a faint whine) that adds only 1-2 dB; an AC (broadband
 blower plus a blade-pass tone) near -46 dBFS; day recordings drift in level and carry transients
 (footsteps, voices) so their windows vary 2-3x more than night ones. Written as 44.1 kHz stereo
-AAC .m4a, one file per (ac, fridge, daypart), named by the sample pattern.
+AAC .m4a, one file per (on/off of each appliance, daypart), named by the sample pattern.
+
+A third appliance, the dehumidifier (no original recordings: its level is set between the fridge's
+and the AC's): a rotary compressor's hum on the mains frequency and higher odd harmonics (50, 250,
+350, 450 Hz; none is one of the fridge's 100-400 Hz) plus a fan (broadband, flatter than the AC's
+blower, with a higher blade-pass tone). Median window RMS (6 s windows of the 16 kHz mono audio, as prepare measures them;
+seed 0, 180 s recordings): the dehumidifier alone -51.4 dBFS by night, -51.3 by day (the room alone
+-58.7 / -58.4), i.e. +7 dB: louder than the fridge (+1.5 dB), quieter than the AC (-46.1, +12 dB).
+With the fridge -51.0; with the AC -45.2 (it adds 0.9 dB to the AC).
 """
 
 from __future__ import annotations
@@ -14,20 +22,21 @@ import itertools
 import os
 import zlib
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Mapping, NamedTuple
 
 import av
 import numpy as np
 
 from edge.core.defaults import WindowConfig
 from edge.core.files import atomic_path
-from edge.core.labels import DAYPARTS, sample_file_name
+from edge.core.labels import DAYPARTS, SEED_APPLIANCES, Appliances, LabelError, sample_file_name
 
 RATE = 44_100
 MAINS_HZ = 50.0
 ROOM_DBFS = -58.0
 FRIDGE_DBFS = -62.0  # power sum with the room: about +1.5 dB
 AC_DBFS = -46.2
+DEHUMIDIFIER_DBFS = -52.0  # power sum with the room: about -51 dBFS
 AAC_BITRATE = 128_000
 MIC_SELF_NOISE_DBFS = -75.0
 
@@ -107,14 +116,48 @@ def air_conditioner(rng: np.random.Generator, n: int) -> np.ndarray:
     return _at_level((airflow + 0.35 * blade) * flutter, AC_DBFS)
 
 
-def synthesize(ac: bool, fridge_on: bool, daypart: str, seconds: float, seed: int) -> np.ndarray:
-    """Stereo float32 [2, n] at 44.1 kHz for one condition."""
+def dehumidifier(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A rotary compressor (hum at 50 Hz and 250-450 Hz) under a fan (flat broadband air, blade-pass tone)."""
+    t = np.arange(n) / RATE
+    hum = sum(np.sin(2 * np.pi * MAINS_HZ * k * t + rng.uniform(0, 2 * np.pi)) / k**0.5 for k in (1, 5, 7, 9))
+    air = _shaped_noise(rng, n, exponent=0.8, low_hz=150, high_hz=6000)
+    air /= max(np.sqrt(np.mean(air**2)), 1e-12)
+    blade_hz = rng.uniform(220, 320)
+    blade = sum(np.sin(2 * np.pi * blade_hz * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2))
+    return _at_level(0.6 * hum + air + 0.3 * blade, DEHUMIDIFIER_DBFS)
+
+
+# Each appliance's signature and its own random stream (0 is the room, 3 the microphones' self-noise).
+# Mixed in this order whatever the order of the names, so the seed's audio stays what it always was.
+SIGNATURES: dict[str, tuple[int, Callable[[np.random.Generator, int], np.ndarray]]] = {
+    "fridge": (1, fridge),
+    "ac": (2, air_conditioner),
+    "dehumidifier": (4, dehumidifier),
+}
+
+
+def check_appliances(appliances: str | Iterable[str]) -> tuple[str, ...]:
+    """The names ("ac,fridge" or a sequence) when they are a valid set and synth has a signature for each,
+    else a ValueError that says why (and lists the appliances synth knows)."""
+    shown = appliances if isinstance(appliances, str) else ",".join(appliances)
+    try:
+        names = Appliances.parse(appliances).names
+    except LabelError as error:
+        raise ValueError(f"--appliances {shown!r}: {error}") from error
+    unknown = [name for name in names if name not in SIGNATURES]
+    if unknown:
+        raise ValueError(f"--appliances {shown!r}: synth has no signature for {', '.join(unknown)}; "
+                         f"it knows {', '.join(sorted(SIGNATURES))}")
+    return names
+
+
+def synthesize(labels: Mapping[str, bool], daypart: str, seconds: float, seed: int) -> np.ndarray:
+    """Stereo float32 [2, n] at 44.1 kHz for one condition: the room plus every appliance that is on."""
     n = int(round(seconds * RATE))
     mix = room(np.random.default_rng([seed, 0]), n, day=daypart == "day")
-    if fridge_on:
-        mix += fridge(np.random.default_rng([seed, 1]), n)
-    if ac:
-        mix += air_conditioner(np.random.default_rng([seed, 2]), n)
+    for name, (stream, signature) in SIGNATURES.items():
+        if labels.get(name):
+            mix += signature(np.random.default_rng([seed, stream]), n)
     # Two capsules a few cm apart: the same room, slightly different gains, independent self-noise.
     self_noise = np.random.default_rng([seed, 3]).standard_normal((2, n)) * _db_to_amplitude(MIC_SELF_NOISE_DBFS)
     stereo = np.stack([mix, 0.97 * mix]) + self_noise
@@ -140,22 +183,40 @@ def write_m4a(path: Path, stereo: np.ndarray | Iterable[np.ndarray]) -> None:
                 container.mux(packet)
 
 
-def _write_one(out_dir: Path, name: str, labels: tuple[bool, bool, str], seconds: float, file_seed: int) -> Path:
-    path = out_dir / name
-    write_m4a(path, synthesize(*labels, seconds, file_seed))
+class Recording(NamedTuple):
+    """One file to synthesize: its name, what is on in it, its daypart and its own seed."""
+
+    name: str
+    labels: dict[str, bool]
+    daypart: str
+    seed: int
+
+
+def plan(seed: int = 0, copies: int = 1, appliances: str | Iterable[str] = SEED_APPLIANCES) -> list[Recording]:
+    """One recording per (on/off of each appliance, daypart) [x copies], in the order of the names' product."""
+    names = check_appliances(appliances)
+    if copies < 1:
+        raise ValueError(f"--copies {copies}: must be at least 1")
+    recordings = []
+    for *states, daypart, copy in itertools.product(*[(False, True)] * len(names), DAYPARTS, range(copies)):
+        labels = dict(zip(names, states))
+        name = sample_file_name(labels, daypart, str(copy + 1) if copies > 1 else None)
+        recordings.append(Recording(name, labels, daypart, zlib.crc32(f"{seed}/{name}".encode())))
+    return recordings
+
+
+def _write_one(path: Path, recording: Recording, seconds: float) -> Path:
+    write_m4a(path, synthesize(recording.labels, recording.daypart, seconds, recording.seed))
     return path
 
 
-def write_recordings(out_dir: Path, seconds: float = 180.0, seed: int = 0, copies: int = 1) -> list[Path]:
-    """One .m4a per (ac, fridge, daypart) [x copies], made in parallel; returns the paths written."""
+def write_recordings(out_dir: Path, seconds: float = 180.0, seed: int = 0, copies: int = 1,
+                     appliances: str | Iterable[str] = SEED_APPLIANCES) -> list[Path]:
+    """Write the :func:`plan`'s recordings as .m4a files, in parallel; returns the paths written."""
+    recordings = plan(seed, copies, appliances)
     if seconds < WindowConfig.window_sec:
         raise ValueError(f"--seconds {seconds}: recordings must be at least one {WindowConfig.window_sec:g} s window long")
-    if copies < 1:
-        raise ValueError(f"--copies {copies}: must be at least 1")
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for ac, fridge_on, daypart, copy in itertools.product((False, True), (False, True), DAYPARTS, range(copies)):
-        name = sample_file_name(ac, fridge_on, daypart, str(copy + 1) if copies > 1 else None)
-        jobs.append((out_dir, name, (ac, fridge_on, daypart), seconds, zlib.crc32(f"{seed}/{name}".encode())))
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
-        return list(pool.map(_write_one, *zip(*jobs)))
+    paths = [out_dir / recording.name for recording in recordings]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
+        return list(pool.map(_write_one, paths, recordings, [seconds] * len(paths)))
