@@ -63,12 +63,24 @@ def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path 
 @click.option("--seconds", type=click.FloatRange(min=12), default=60.0, show_default=True, help="Length of synthetic recordings.")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also export and measure an int8 encoder.")
+@click.option("--appliances", default="ac,fridge", show_default=True, metavar="NAME[,NAME...]",
+              help="The appliances to synthesize, e.g. ac,fridge,dehumidifier (with --samples their names say).")
 @DEVICE_OPTION
-def demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, device) -> None:
+def demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, appliances, device) -> None:
     """The whole chain on synthetic recordings, no downloads."""
-    from export.demo import run_demo
+    from click.core import ParameterSource
 
-    run_demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, device)
+    from export.demo import run_demo
+    from train.synth import check_appliances
+
+    given = click.get_current_context().get_parameter_source("appliances") is ParameterSource.COMMANDLINE
+    if samples_dir is not None and given:
+        raise click.UsageError("--appliances chooses what to synthesize; with --samples the recordings' names say it")
+    try:
+        names = check_appliances(appliances)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    run_demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, device, names)
 
 
 @click.command("bench-training")

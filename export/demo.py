@@ -1,6 +1,7 @@
 """The demo (`humwatch demo`): the whole chain in a work directory, with no downloads.
 
 synth (unless --samples) -> prepare -> train -> thresholds -> distill -> export -> batch, then a summary.
+It synthesizes the seed's two appliances (AC, fridge) unless told others (--appliances ac,fridge,dehumidifier).
 Without --beats-checkpoint it writes a small BEATs-architecture checkpoint with random weights
 and says so: that shows the pipeline working, not what BEATs can hear.
 """
@@ -14,7 +15,9 @@ from pathlib import Path
 import click
 import torch
 
-from edge.core.labels import AC_ON, parse_sample_name
+from edge.core.decision import per_appliance
+from edge.core.defaults import DecisionConfig
+from edge.core.labels import SEED_APPLIANCES, parse_sample_name
 from edge.core.output import format_table
 from edge.core.proc import timed
 from edge.detector import Detector
@@ -52,8 +55,9 @@ def _step(title: str) -> None:
 
 
 def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | None, seconds: float, epochs: int,
-             int8: bool, device: str = "auto") -> None:
-    """synth -> prepare -> train -> thresholds -> export -> batch, printing each step and a summary."""
+             int8: bool, device: str = "auto", appliances: tuple[str, ...] = SEED_APPLIANCES) -> None:
+    """synth (of `appliances`) -> prepare -> train -> thresholds -> export -> batch, printing each step and
+    a summary."""
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     stand_in = beats_checkpoint is None
@@ -62,9 +66,9 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
         beats_checkpoint = write_stand_in_checkpoint(workdir / "stand_in_beats_random.pt")
 
     if samples_dir is None:
-        _step(f"synth: 8 recordings of {seconds:g} s")
+        _step(f"synth: {', '.join(appliances)}, {seconds:g} s a recording")
         samples_dir = workdir / "samples"
-        write_recordings(samples_dir, seconds=seconds, seed=0)
+        click.echo(f"{len(write_recordings(samples_dir, seconds=seconds, seed=0, appliances=appliances))} recordings")
     _step(f"prepare: {samples_dir}")
     manifests = workdir / "data" / "manifests"
     files, windows = prepare(samples_dir, manifests)
@@ -78,8 +82,8 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
     _step("thresholds")
     run = Run.open(run_dir)
     thresholds = choose_thresholds(run)
-    click.echo(f"t_ac {thresholds['t_ac']:.2f}, t_fridge {thresholds['t_fridge']:.2f}; "
-               f"report (open it in a browser): {render_report(run)}")
+    click.echo(", ".join(f"t_{name} {thresholds[f't_{name}']:.2f}" for name in run.config.decision.appliances.names)
+               + f"; report (open it in a browser): {render_report(run)}")
     _step("distill: a small student taught by the run's model")
     Distiller(run_dir, DistillOptions(device=device), log=click.echo).run_distillation()
     _step("export: ONNX bundle, parity-checked, with the student" + (" and int8" if int8 else ""))
@@ -89,25 +93,41 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
     _step("batch: every recording through the bundle with onnxruntime")
     detector = Detector.from_bundle(bundle_dir, hop=None)
     lines, batch_sec, _ = timed(lambda: list(run_batch(detector, sorted(samples_dir.iterdir()))))
-    _summary(lines, thresholds, detector.classifier.bundle, detector.classifier.precision, batch_sec, stand_in,
-             time.perf_counter() - started)
+    _summary(lines, thresholds, detector.decision, detector.classifier.bundle, detector.classifier.precision,
+             batch_sec, stand_in, time.perf_counter() - started)
 
 
-def _summary(lines: list[dict], thresholds: dict, bundle, precision: str, batch_sec: float, stand_in: bool,
-             total_sec: float) -> None:
-    rows = []
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _summary(lines: list[dict], thresholds: dict, decision: DecisionConfig, bundle, precision: str, batch_sec: float,
+             stand_in: bool, total_sec: float) -> None:
+    """Each file's expected state (its name's labels under the bundle's appliances; none where an appliance the
+    name leaves out could decide it) against the bundle's, then per appliance on how many of the files that
+    name it the bundle heard it right (median p >= its threshold)."""
+    appliances = decision.appliances
+    probabilities = list(per_appliance("p_{}", dict.fromkeys(appliances.names)))
+    rows, right, named = [], dict.fromkeys(appliances.names, 0), dict.fromkeys(appliances.names, 0)
     for line in lines:
-        labels = parse_sample_name(line["path"])
-        rows.append({"file": Path(line["path"]).name, "expected": labels.state if labels else None,
-                     "predicted": line.get("status"), "p_ac": line.get("p_ac"), "p_fridge": line.get("p_fridge"),
-                     "ok": "yes" if labels and labels.state == line.get("status") else "no", "error": line.get("error")})
+        sample = parse_sample_name(line["path"])
+        labels = sample.labels if sample else {}
+        expected = appliances.status(labels)
+        rows.append({"file": Path(line["path"]).name, "expected": expected, "predicted": line.get("status"),
+                     **{key: line.get(key) for key in probabilities},
+                     "ok": None if expected is None else "yes" if expected == line.get("status") else "no",
+                     "error": line.get("error")})
+        for name in appliances.names:
+            if name in labels and line.get(f"p_{name}") is not None:
+                named[name] += 1
+                right[name] += labels[name] == (line[f"p_{name}"] >= decision.levels[name].threshold)
     _step("summary")
-    click.echo(format_table(rows, ["file", "expected", "predicted", "p_ac", "p_fridge", "ok"]))
+    click.echo(format_table(rows, ["file", "expected", "predicted", *probabilities, "ok"]))
+    click.echo("\n" + ", ".join(f"{name} right on {right[name]}/{named[name]} files" for name in appliances.names)
+               + f"; states right on {sum(r['ok'] == 'yes' for r in rows)}/{sum(r['ok'] is not None for r in rows)}")
     metrics = thresholds["validation_metrics"]
-    ac_right = sum((r["expected"] == AC_ON) == (r["predicted"] == AC_ON) for r in rows)
-    click.echo(f"\nAC right on {ac_right}/{len(rows)} files; states right on {sum(r['ok'] == 'yes' for r in rows)}/{len(rows)}")
-    click.echo(f"validation (night): F1 ac {metrics['f1_ac']:.2f}, F1 fridge {metrics['f1_fridge']:.2f}, "
-               f"3-state accuracy {metrics['state_accuracy']:.2f}")
+    click.echo("validation (night): " + ", ".join(f"F1 {name} {_figure(metrics[f'f1_{name}'])}" for name in appliances.names)
+               + f", {len(appliances.statuses)}-state accuracy {_figure(metrics['state_accuracy'])}")
     windows = sum(line.get("windows", 0) for line in lines)
     click.echo(f"bundle: {bundle.path} (default precision {bundle.default_precision})")
     student, gflop = bundle.manifest.report("student"), bundle.manifest.gflop_per_window

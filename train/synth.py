@@ -9,10 +9,10 @@ AAC .m4a, one file per (on/off of each appliance, daypart), named by the sample 
 A third appliance, the dehumidifier (no original recordings: its level is set between the fridge's
 and the AC's): a rotary compressor's hum on the mains frequency and higher odd harmonics (50, 250,
 350, 450 Hz; none is one of the fridge's 100-400 Hz) plus a fan (broadband, flatter than the AC's
-blower, with a higher blade-pass tone). Median window RMS (6 s windows of the 16 kHz mono audio, as prepare measures them;
-seed 0, 180 s recordings): the dehumidifier alone -51.4 dBFS by night, -51.3 by day (the room alone
--58.7 / -58.4), i.e. +7 dB: louder than the fridge (+1.5 dB), quieter than the AC (-46.1, +12 dB).
-With the fridge -51.0; with the AC -45.2 (it adds 0.9 dB to the AC).
+blower, with a higher blade-pass tone). Median window RMS (6 s windows of the 16 kHz mono audio, as
+prepare measures them; seed 0, 180 s recordings): the dehumidifier alone -51.4 dBFS by night, -51.3
+by day (the room alone -58.7 / -58.4), i.e. +7 dB: louder than the fridge (+1.5 dB), quieter than
+the AC (-46.1, +12 dB). With the fridge -51.0; with the AC -45.2 (it adds 0.9 dB to the AC).
 """
 
 from __future__ import annotations
