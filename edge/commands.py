@@ -260,7 +260,8 @@ def check(bundle_dir: Path) -> None:
 @click.option("--db", "db_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
               help="The monitor's --history file (or a copy of it).")
 @click.option("--days", type=click.IntRange(min=1), default=7, show_default=True)
-@click.option("--watts", default=None, metavar="ac=W,fridge=W", help="Power when running, for energy.")
+@click.option("--watts", default=None, metavar="NAME=W,...",
+              help="Power of any appliance in the history when running, for energy, e.g. ac=1200,fridge=150.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 def history(db_path, days, watts, output_format) -> None:
     """Per day and appliance: run-time, cycles, longest run, energy (safe while a monitor writes)."""
@@ -268,12 +269,13 @@ def history(db_path, days, watts, output_format) -> None:
     import sqlite3
     import time
 
-    from edge.home.history import daily_table, reading
-    from edge.home.household import parse_watts
+    from edge.home.history import daily_table, reading, stored_appliances
+    from edge.home.household import check_watts, parse_watts
 
     try:
         power = parse_watts(watts)
         with reading(db_path) as connection:  # one snapshot for every day
+            check_watts(power, stored_appliances(connection), "the history's")
             rows = daily_table(connection, days, time.time(), power)
     except (ValueError, sqlite3.Error) as error:
         raise click.ClickException(f"{db_path}: {error}") from error

@@ -8,13 +8,16 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from broker import Broker, Subscriber
 from conftest import REPO
 from edge.cli import main
-from edge.core.labels import state_of
+from edge.core.decision import StreamDecider
+from edge.core.defaults import DecisionConfig
+from edge.core.labels import Appliances
 from edge.home.alarms import AlarmRule, Alarms, parse_duration
 from edge.home.history import History, HistoryError, midnight
 from edge.home.household import Household, parse_watts
@@ -32,12 +35,18 @@ def _running(runs, minute: float) -> bool:
     return any(start <= minute < end for start, end in runs)
 
 
+def hop_line(t: float, running: dict[str, bool], hop: float = HOP, **live) -> HopLine:
+    """The line a monitor of these appliances (in this order) decides at `t` when each one's
+    probability is 1 (running) or 0: with a median and a debounce of one hop, its detectors follow
+    `running` at once."""
+    decider = StreamDecider(DecisionConfig(Appliances(tuple(running)), median_sec=hop, debounce_sec=hop), hop)
+    probs = np.array([float(on) for on in running.values()])
+    return HopLine.build(t, probs, decider.update(probs), 1.0, hop_sec=hop, **live)
+
+
 def line_at(t: float) -> HopLine:
-    ac, fridge = _running(AC_RUNS, t / MIN), _running(FRIDGE_RUNS, t / MIN)
-    status = state_of(ac, fridge)
-    return HopLine(t=t, status=status, debounced_status=status, changed=False, p_ac=float(ac), p_fridge=float(fridge),
-                   median_ac=float(ac), median_fridge=float(fridge), ac_on=ac, fridge_on=fridge, ac_running=ac,
-                   fridge_running=fridge, infer_ms=1.0, hop_sec=HOP)
+    """The seed's schedule at `t` (seconds after the start)."""
+    return hop_line(t, {"ac": _running(AC_RUNS, t / MIN), "fridge": _running(FRIDGE_RUNS, t / MIN)})
 
 
 class Clock:
@@ -178,14 +187,19 @@ def test_alarm_and_duration_parsing():
     assert parse_duration("90m") == 5400 and parse_duration("1h30m") == 5400 and parse_duration("45s") == 45
     rule = AlarmRule.parse("ac-run-max=2h")
     assert (rule.appliance, rule.running, rule.limit_sec, rule.name) == ("ac", True, 7200, "ac-run-max")
+    assert AlarmRule.parse("washing_machine-off-max=3h") == AlarmRule("washing_machine", False, 3 * 3600)
     with pytest.raises(ValueError, match="expected APPLIANCE-.run.off.-max=DURATION"):
-        AlarmRule.parse("oven-run-max=1h")
+        AlarmRule.parse("oven-runs-max=1h")
+    with pytest.raises(ValueError, match="'Oven' is not an appliance name: an appliance name holds lowercase letters"):
+        AlarmRule.parse("Oven-run-max=1h")
     with pytest.raises(ValueError, match="expected a duration such as 90m"):
         AlarmRule.parse("fridge-off-max=soon")
     with pytest.raises(ValueError, match="given twice"):
         Alarms([AlarmRule.parse("fridge-off-max=6h"), AlarmRule.parse("fridge-off-max=5h")])
-    with pytest.raises(ValueError, match="ac=1200,fridge=150"):
-        parse_watts("oven=2000")
+    assert parse_watts("ac=1200, dehumidifier=300") == {"ac": 1200.0, "dehumidifier": 300.0}
+    for bad in ("ac=0", "ac=-5", "ac=nan", "ac=inf", "ac", "ac=1,ac=2", "Oven=2000", "=100"):
+        with pytest.raises(ValueError, match=r"expected APPLIANCE=WATTS pairs such as ac=1200,fridge=150 \(each"):
+            parse_watts(bad)
 
 
 @pytest.fixture
@@ -250,9 +264,7 @@ def _hops(history, clock, start_wall, start_t, count, ac, hop=1.5):
     """`count` hops of `hop` seconds from (start_wall, start_t), AC as given, the fridge off."""
     for step in range(count):
         clock.now = start_wall + step * hop
-        history(HopLine(t=start_t + step * hop, status="x", debounced_status="x", changed=False, p_ac=float(ac),
-                        p_fridge=0.0, median_ac=float(ac), median_fridge=0.0, ac_on=ac, fridge_on=False,
-                        ac_running=ac, fridge_running=False, infer_ms=1.0, hop_sec=hop))
+        history(hop_line(start_t + step * hop, {"ac": ac, "fridge": False}, hop))
 
 
 def test_time_without_audio_is_a_gap_not_a_run(tmp_path):

@@ -19,7 +19,7 @@ from edge.home.household import Household
 from edge.monitor.hop import HopLine
 from edge.detector import Detector
 from edge.monitor.live import LiveMonitor
-from test_history import Clock, line_at
+from test_history import Clock, hop_line, line_at
 from test_live import FakeSource
 
 HOP = 1.5
@@ -55,17 +55,14 @@ def fill(disk):
 
 
 def hop(t: float, ac: bool, fridge: bool) -> HopLine:
-    return HopLine(t=t, status="x", debounced_status="x", changed=False, p_ac=float(ac), p_fridge=float(fridge),
-                   median_ac=float(ac), median_fridge=float(fridge), ac_on=ac, fridge_on=fridge, ac_running=ac,
-                   fridge_running=fridge, infer_ms=1.0, hop_sec=HOP)
+    return hop_line(t, {"ac": ac, "fridge": fridge}, HOP)
 
 
 def decided_changes(lines, wall_of) -> list[tuple]:
     """What the history must hold: each appliance's state at the first line, then every change."""
     states, changes = {}, []
     for line in lines:
-        for appliance in ("ac", "fridge"):
-            running = getattr(line, f"{appliance}_running")
+        for appliance, running in line.running.items():
             if states.get(appliance) != running:
                 states[appliance] = running
                 changes.append((appliance, int(running), wall_of(line), line.t))
@@ -111,7 +108,7 @@ def test_a_full_disk_loses_no_decision_and_invents_none(small_disk):
     segments, changes = recorded(path)
     assert segments == [(1_000_000.0, 1_000_000.0 + lines[-1].t)]
     assert changes == decided_changes(lines, lambda line: 1_000_000.0 + line.t)
-    reopened = History(path, clock=clock)
+    reopened = History(path, clock=clock, appliances=("ac", "fridge"))  # as a monitor of the seed's bundle opens it
     stats = reopened.stats()
     reopened.close()
     assert stats["ac"].runtime_1h_sec == pytest.approx(2 * 40 * HOP)  # not 160 hops: it was off from 120 to 180 s
@@ -183,7 +180,7 @@ def test_a_live_monitor_on_a_disk_that_fills_and_frees(small_disk):
         thread.join(10)
         household.close()
     assert not thread.is_alive()
-    ac = [line.ac_running for line in lines[full_from - 1 : full_until]]
+    ac = [line.running["ac"] for line in lines[full_from - 1 : full_until]]
     assert sum(a != b for a, b in zip(ac, ac[1:])) >= 2, "the AC changed at least twice on the full disk"
     assert len(errors) == full_until - full_from, "each hop on the full disk failed, every one after worked"
     assert str(path) in str(errors[0]) and "disk full" in str(errors[0])

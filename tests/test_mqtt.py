@@ -13,12 +13,13 @@ import soundfile
 
 from broker import Broker, Subscriber, free_port
 from conftest import FILE_SOURCE, REPO, pinned_decision
-from edge.core.labels import AC_ON, state_of
+from edge.core.labels import AC_ON, SEED
 from edge.home.alarms import AlarmRule, Alarms
 from edge.home.history import History
 from edge.home.household import Household
 from edge.home.mqtt import MqttPublisher, MqttSettings, attributes_payload, discovery_messages, slug, stats_payload
 from edge.monitor.hop import HopLine
+from test_history import hop_line
 from test_live import FakeSource, Harness
 
 MONITOR_SCRIPT = FILE_SOURCE + """
@@ -29,9 +30,10 @@ from edge.home.mqtt import MqttPublisher, MqttSettings
 from edge.monitor.runtime import Classifier
 
 bundle = load_bundle(sys.argv[2])
-publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{sys.argv[3]}", name=sys.argv[4], heartbeat_sec=1))
-publisher.start()
 detector = Detector(Classifier(bundle, "fp32", threads=1), overrides={"fridge_on": 1.0, "fridge_off": 1.0})
+publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{sys.argv[3]}", name=sys.argv[4], heartbeat_sec=1),
+                          appliances=detector.decision.appliances)
+publisher.start()
 monitor = LiveMonitor(detector, FileSource(), publisher, max_lag_sec=1000, stall_timeout_sec=1000)
 monitor.run()
 """
@@ -128,11 +130,9 @@ def test_two_monitors_under_one_id_are_detected_and_both_stay_connected(broker, 
     assert publishers[0].client._client_id != publishers[1].client._client_id
 
 
-def _line(**fields):
-    values = dict(t=6.0, status="both-off", debounced_status="both-off", changed=True, p_ac=0.1, p_fridge=0.1,
-                  median_ac=0.1, median_fridge=0.1, ac_on=False, fridge_on=False, ac_running=False, fridge_running=False,
-                  infer_ms=1.0)
-    return HopLine(**{**values, **fields})
+def _line(t: float = 6.0, ac: bool = False, **live) -> HopLine:
+    """A seed monitor's line at `t`: the AC as given, the fridge off."""
+    return hop_line(t, {"ac": ac, "fridge": False}, **live)
 
 
 def test_after_kill_9_and_restart_the_first_state_is_a_new_decision(bundle_dir, broker, ac_wav):
@@ -174,7 +174,7 @@ def test_the_three_entities_agree_on_every_message(bundle_dir, broker, off_then_
     messages = [json.loads(p) for p in subscriber.payloads("humwatch/agree/attributes")]
     assert len(lines) == 29 and {m["debounced_status"] for m in messages} >= {"both-off", AC_ON}
     for message in messages:
-        assert message["debounced_status"] == state_of(message["ac_running"], message["fridge_running"]), message
+        assert message["debounced_status"] == SEED.status({"ac": message["ac_running"], "fridge": message["fridge_running"]}), message
     subscriber.close()
 
 
@@ -289,7 +289,7 @@ def _template_paths(template: str) -> list[list[str]]:
 
 
 def test_home_assistant_keeps_every_attribute_and_every_template_reads_a_field_that_exists(tmp_path):
-    line = _line(ac_on=True, ac_running=True, debounced_status=AC_ON, status=AC_ON, lag_sec=0.1)
+    line = _line(ac=True, lag_sec=0.1)
     attributes = attributes_payload(line)
     assert not ({field.name for field in dataclasses.fields(HopLine)} | set(attributes)) & HOME_ASSISTANT_BLOCKED
     assert attributes == {k: v for k, v in line.to_json().items() if k not in ("changed", "lag_sec")}, "the whole line"

@@ -1,4 +1,5 @@
-"""Alarms on how long an appliance runs or rests: ``--alarm fridge-run-max=90m``, ``fridge-off-max=6h``.
+"""Alarms on how long an appliance runs or rests: ``--alarm fridge-run-max=90m``, ``fridge-off-max=6h``,
+``dehumidifier-run-max=3h`` (any appliance of the bundle: the names are checked when the monitor opens it).
 
 An alarm is raised when the current run (or pause) has been observed for longer than its limit,
 and cleared when that run ends; the cleared event carries how long the run it ended was observed.
@@ -13,10 +14,11 @@ import dataclasses
 import re
 import time
 
-from edge.core.defaults import LABELS
+from edge.core.labels import check_appliance
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
-_RULE = re.compile(rf"^({'|'.join(LABELS)})-(run|off)-max=(.+)$")
+_RULE = re.compile(r"^(.+)-(run|off)-max=(.+)$")
+SYNTAX = "APPLIANCE-(run|off)-max=DURATION, e.g. fridge-run-max=90m or fridge-off-max=6h"
 
 
 def parse_duration(text: str) -> float:
@@ -40,15 +42,15 @@ class AlarmRule:
 
     @classmethod
     def parse(cls, text: str) -> AlarmRule:
+        """The rule's syntax; whether the bundle hears its appliance is checked when the monitor opens."""
         match = _RULE.match(text.strip())
         if match is None:
-            raise ValueError(f"--alarm {text!r}: expected APPLIANCE-(run|off)-max=DURATION with APPLIANCE one of "
-                             f"{', '.join(LABELS)}, e.g. fridge-run-max=90m or fridge-off-max=6h")
+            raise ValueError(f"--alarm {text!r}: expected {SYNTAX}")
+        appliance, kind, limit = match.groups()
         try:
-            limit = parse_duration(match.group(3))
+            return cls(check_appliance(appliance), kind == "run", parse_duration(limit))
         except ValueError as error:
             raise ValueError(f"--alarm {text!r}: {error}") from error
-        return cls(match.group(1), match.group(2) == "run", limit)
 
 
 class Alarms:
@@ -64,12 +66,12 @@ class Alarms:
         self.observed: dict[str, float] = {rule.name: 0.0 for rule in rules}  # the rule's current run so far
 
     def update(self, current: dict[str, tuple[bool | None, float]]) -> list[dict]:
-        """current: appliance -> (running, seconds in that state). Each event's `observed_sec` is
-        the run's length: so far when raised, and when cleared the length of the run it ended (as
-        of its last decision: the change fell between that decision and this one)."""
+        """current: appliance -> (running, seconds in that state); one not there is undecided. Each
+        event's `observed_sec` is the run's length: so far when raised, and when cleared the length of
+        the run it ended (as of its last decision: the change fell between that decision and this one)."""
         events = []
         for rule in self.rules:
-            running, seconds = current[rule.appliance]
+            running, seconds = current.get(rule.appliance, (None, 0.0))
             in_run = running is rule.running
             raised = in_run and seconds > rule.limit_sec
             ended, self.observed[rule.name] = self.observed[rule.name], seconds if in_run else 0.0

@@ -5,7 +5,9 @@ The database (stdlib sqlite3, WAL, synchronous=FULL) holds:
   "no data" is never counted as "off": a stop, a restart, or a hop arriving later than
   :func:`gap_sec` after the previous one (a paused feed, a dead sound server) ends a segment;
 - ``changes``: every change of each appliance's debounced detector (and its state at the first
-  decision of a segment), with wall-clock and audio time.
+  decision of a segment), with wall-clock and audio time. An appliance is a name in a row, so a
+  history holds any appliances: those the bundle of each run decided. One added later has rows only
+  from then on, and no statistics for the time before (never "off").
 A segment is written at its first decision, so a monitor that never hears anything writes none.
 Each hop is one transaction: a SIGKILL or a power cut loses at most that hop and never corrupts
 the file. A hop that cannot be written (a full disk) is kept in memory and written with the next
@@ -29,9 +31,9 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Callable, Iterator
 
-from edge.core.defaults import LABELS
 from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.history")
@@ -104,11 +106,29 @@ def reading(path: Path) -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
+# The appliances a history holds, each read from the index by one step: (SELECT MIN(appliance) ...
+# WHERE appliance > the last one), not a scan of every row.
+_STORED = """
+WITH RECURSIVE names(name) AS (
+    SELECT MIN(appliance) FROM changes
+    UNION ALL SELECT (SELECT MIN(appliance) FROM changes WHERE appliance > name) FROM names WHERE name IS NOT NULL)
+SELECT name FROM names WHERE name IS NOT NULL
+"""
+
+
+def stored_appliances(connection: sqlite3.Connection) -> list[str]:
+    """Every appliance the history holds rows of, in the order they first appear in it (in one hop:
+    the order the bundle lists them)."""
+    names = [row[0] for row in connection.execute(_STORED)]
+    first = "SELECT wall, id FROM changes WHERE appliance = ? ORDER BY wall, id LIMIT 1"
+    return sorted(names, key=lambda name: connection.execute(first, (name,)).fetchone())
+
+
 # Per segment and appliance in the window: its last change before `since` (the state at `since`),
 # then every change inside the window; both read through an index, with the segment's end.
-_CHANGES_IN_WINDOW = f"""
+_CHANGES_IN_WINDOW = """
 WITH overlapping(id, ended) AS (SELECT id, ended FROM segments WHERE ended >= :since AND started <= :until),
-     appliances(name) AS (VALUES {", ".join(f"('{label}')" for label in LABELS)})
+     appliances(name) AS (VALUES {names})
 SELECT c.segment, c.appliance, c.running, c.wall, c.id, s.ended FROM overlapping s JOIN appliances a
     JOIN changes c ON c.id = (SELECT id FROM changes WHERE segment = s.id AND appliance = a.name AND wall < :since
                               ORDER BY wall DESC, id DESC LIMIT 1)
@@ -119,10 +139,17 @@ ORDER BY 1, 2, 4, 5
 """
 
 
-def intervals(connection: sqlite3.Connection, since: float, until: float) -> list[Interval]:
-    """Every observed interval of each appliance overlapping [since, until], clipped to it (one query)."""
+def intervals(connection: sqlite3.Connection, since: float, until: float,
+              appliances: Sequence[str] | None = None) -> list[Interval]:
+    """Every observed interval of these appliances (default: every one the history holds) overlapping
+    [since, until], clipped to it (one query)."""
+    names = stored_appliances(connection) if appliances is None else list(appliances)
+    if not names:
+        return []
     found = []
-    rows = connection.execute(_CHANGES_IN_WINDOW, {"since": since, "until": until}).fetchall()
+    query = _CHANGES_IN_WINDOW.format(names=", ".join(f"(:a{index})" for index in range(len(names))))
+    parameters = {"since": since, "until": until, **{f"a{index}": name for index, name in enumerate(names)}}
+    rows = connection.execute(query, parameters).fetchall()
     for (_, appliance), group in itertools.groupby(rows, key=lambda row: row[:2]):
         group = list(group)
         for index, (_, _, running, wall, _, ended) in enumerate(group):
@@ -172,11 +199,13 @@ def current(connection: sqlite3.Connection, appliance: str) -> tuple[bool | None
     return (None, 0.0) if row is None else (bool(row[0]), row[2] - row[1])
 
 
-def household_stats(connection: sqlite3.Connection, now: float, watts: dict[str, float]) -> dict[str, ApplianceStats]:
-    """Every appliance's statistics at `now`, from the rows alone (each time window read once)."""
-    windows = (intervals(connection, now - 3600, now), intervals(connection, now - DAY, now),
-               intervals(connection, midnight(now), now))
-    return {appliance: _appliance_stats(connection, appliance, *windows, watts.get(appliance)) for appliance in LABELS}
+def household_stats(connection: sqlite3.Connection, now: float, appliances: Sequence[str],
+                    watts: dict[str, float]) -> dict[str, ApplianceStats]:
+    """These appliances' statistics at `now`, from the rows alone (each time window read once)."""
+    windows = (intervals(connection, now - 3600, now, appliances), intervals(connection, now - DAY, now, appliances),
+               intervals(connection, midnight(now), now, appliances))
+    return {appliance: _appliance_stats(connection, appliance, *windows, watts.get(appliance))
+            for appliance in appliances}
 
 
 def _appliance_stats(connection: sqlite3.Connection, appliance: str, hour: list[Interval], day: list[Interval],
@@ -200,23 +229,26 @@ def _appliance_stats(connection: sqlite3.Connection, appliance: str, hour: list[
 
 
 def daily_table(connection: sqlite3.Connection, days: int, now: float, watts: dict[str, float]) -> list[dict]:
-    """Per day (newest first) and appliance: run-time, cycles, longest run, energy."""
+    """Per day (newest first) and appliance the history holds: the hours it was observed, and for a
+    day it was, run-time, cycles, longest run, energy (None where it was not: no data is not "off")."""
+    appliances = stored_appliances(connection)
     rows = []
     end = now
     start = midnight(now)
     for _ in range(days):
-        found = intervals(connection, start, end)
-        for appliance in LABELS:
+        found = intervals(connection, start, end, appliances)
+        for appliance in appliances:
             mine = [i for i in found if i.appliance == appliance]
             run, seen = _runtime(found, appliance)
             runs = [i.end - i.start for i in mine if i.running]
-            rows.append({
-                "day": dt.date.fromtimestamp(start + 1).isoformat(), "appliance": appliance,
-                "observed_h": round(seen / 3600, 3), "runtime_h": round(run / 3600, 3),
-                "cycles": sum(1 for i in mine if i.running and i.begins_with_change),
-                "longest_run_min": round(max(runs) / 60, 1) if runs else None,
-                "energy_kwh": round(watts[appliance] * run / 3.6e6, 3) if appliance in watts else None,
-            })
+            row = {"day": dt.date.fromtimestamp(start + 1).isoformat(), "appliance": appliance,
+                   "observed_h": round(seen / 3600, 3), "runtime_h": None, "cycles": None, "longest_run_min": None,
+                   "energy_kwh": None}
+            if mine:
+                row.update(runtime_h=round(run / 3600, 3), cycles=sum(1 for i in mine if i.running and i.begins_with_change),
+                           longest_run_min=round(max(runs) / 60, 1) if runs else None,
+                           energy_kwh=round(watts[appliance] * run / 3.6e6, 3) if appliance in watts else None)
+            rows.append(row)
         end, start = start, midnight(start - 1)
     return rows
 
@@ -234,13 +266,17 @@ class _Segment:
 
 
 class History:
-    """A live-line sink that records the debounced detectors; one per database (locked).
+    """A live-line sink that records the debounced detectors of every appliance its lines decide; one
+    per database (locked). `appliances`: those whose state and statistics it gives (the monitor's:
+    its bundle's), before their first decision too; any other a line decides is added.
 
     A hop that cannot be written raises HistoryError (path and cause) and stays in memory, with
     its times, until a later hop writes it: the file never holds a state the monitor did not decide."""
 
-    def __init__(self, path: Path, retention_days: float = 400, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, retention_days: float = 400, clock: Callable[[], float] = time.time,
+                 appliances: Sequence[str] = ()) -> None:
         self.path = Path(path)
+        self.appliances = tuple(appliances)
         self.clock = clock
         self.retention_days = retention_days
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -315,8 +351,9 @@ class History:
             if segment is None or not 0 <= now - segment.ended <= gap_sec(line.hop_sec):
                 segment = _Segment(started=now, ended=now)  # the first decision, or one after time without audio
                 self._segments.append(segment)
-            for appliance in LABELS:
-                running = getattr(line, f"{appliance}_running")
+            if not set(line.running) <= set(self.appliances):
+                self.appliances += tuple(name for name in line.running if name not in self.appliances)
+            for appliance, running in line.running.items():
                 if segment.states.get(appliance, (None,))[0] != running:
                     segment.states[appliance] = (running, now)
                     segment.unwritten.append((appliance, running, now, line.t))
@@ -360,11 +397,12 @@ class History:
         ((None, 0) before a decision), from memory: it counts hops a full disk held back."""
         segment = self._segments[-1] if self._segments else _Segment(0.0, 0.0)
         return {appliance: (segment.states[appliance][0], segment.ended - segment.states[appliance][1])
-                if appliance in segment.states else (None, 0.0) for appliance in LABELS}
+                if appliance in segment.states else (None, 0.0) for appliance in self.appliances}
 
     def stats(self, watts: dict[str, float] | None = None) -> dict[str, ApplianceStats]:
+        """Each of its appliances' statistics now."""
         with self.reading() as connection:
-            return household_stats(connection, self.clock(), watts or {})
+            return household_stats(connection, self.clock(), self.appliances, watts or {})
 
     def close(self) -> None:
         """Write what a full disk held back if it can (else say what is lost), and free the file."""

@@ -4,27 +4,47 @@ to date (raised / cleared events go to `on_event`), and gives MQTT and HTTP one 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping, Sequence
 from typing import Callable
 
-from edge.core.defaults import LABELS
+from edge.core.labels import check_appliance
 from edge.home.alarms import Alarms
 from edge.home.history import History
 from edge.monitor.hop import HopLine
 
 
 def parse_watts(text: str | None) -> dict[str, float]:
-    """'ac=1200,fridge=150' -> {'ac': 1200.0, 'fridge': 150.0}."""
+    """'ac=1200,fridge=150' -> {'ac': 1200.0, 'fridge': 150.0} (the syntax; whether the bundle hears
+    each appliance is :func:`check_appliances`' question, asked when the monitor opens it)."""
     watts = {}
     for part in filter(None, (text or "").split(",")):
-        name, _, value = part.partition("=")
+        name, _, value = (half.strip() for half in part.partition("="))
         try:
-            watts[name.strip()] = float(value)
+            power = float(value) if check_appliance(name) not in watts else 0.0
         except ValueError:
-            watts[name.strip()] = -1.0
-        if name.strip() not in LABELS or watts[name.strip()] <= 0:
+            power = 0.0
+        if not 0 < power < math.inf:
             raise ValueError(f"--watts {text!r}: expected APPLIANCE=WATTS pairs such as ac=1200,fridge=150 "
-                             f"(appliances: {', '.join(LABELS)}; watts above 0)")
+                             "(each appliance once, watts above 0)")
+        watts[name] = power
     return watts
+
+
+def check_appliances(option: str, given: Mapping[str, str], appliances: Sequence[str], whose: str) -> None:
+    """Each appliance an option names (`given`: appliance -> the value naming it, e.g. 'oven' ->
+    'oven=2000') must be one of `appliances` (`whose`: "the bundle's", ...); else a ValueError
+    naming the value, the appliances and the fix."""
+    for name, value in given.items():
+        if name not in appliances:
+            known = ", ".join(appliances) or "none yet"
+            fix = f"; use one of them, e.g. {option} {appliances[0]}{value[len(name):]}" if appliances else ""
+            raise ValueError(f"{option} {value}: {name} is not one of {whose} appliances ({known}){fix}")
+
+
+def check_watts(watts: Mapping[str, float], appliances: Sequence[str], whose: str) -> None:
+    """:func:`check_appliances` for --watts."""
+    check_appliances("--watts", {name: f"{name}={value:g}" for name, value in watts.items()}, appliances, whose)
 
 
 class Household:

@@ -2,17 +2,22 @@
 
 Topics (``<base>`` = ``humwatch/<device_id>``, the id defaulting to the monitor's name as a slug,
 a long one cut to 40 characters with a hash of the whole):
-- ``<base>/attributes``: the hop's JSON line (``debounced_status``, ``ac_running``,
-  ``fridge_running``, the raw detectors and probabilities; retained). All three Home Assistant
-  entities read this one message, so they agree at every moment.
+- ``<base>/attributes``: the hop's JSON line (``debounced_status``, ``<appliance>_running`` for each
+  appliance, the raw detectors and probabilities; retained). The state and every running entity read
+  this one message, so they agree at every moment.
 - ``<base>/state``: the debounced status alone, retained, for other consumers
 - ``<base>/availability``: ``online`` from the first decision on; ``offline`` on a clean stop and as
   the last will, so a restarted monitor never shows a dead run's state as current. A running
   monitor that sees ``offline`` there (a twin under the same id stopping or dying) says ``online``
   again at once.
 - ``<base>/instances``: each monitor announces itself here, so two monitors under one id are seen
-- ``homeassistant/.../config``: one device named after the monitor, with an enum sensor and two
-  binary sensors (``sensor.<name>_state``, ``binary_sensor.<name>_ac_running``, ...).
+- ``<base>/stats``: with a history, each appliance's statistics and each alarm's state
+- ``homeassistant/.../config``: one device named after the monitor, with an enum sensor and, per
+  appliance of the bundle, a running binary sensor (``sensor.<name>_state``,
+  ``binary_sensor.<name>_ac_running``, ``binary_sensor.<name>_dehumidifier_running``, ...) and with
+  a history its statistics (duty cycle, run-time, cycles, energy) and alarms. The seed's entities
+  (the AC and the fridge) keep their names and ids. An entity of this device that the monitor no
+  longer has (an appliance gone from the bundle, an alarm dropped) is removed when it connects.
 
 The broker being down never stops the monitor: paho reconnects in its own thread with backoff
 (logged, with each delay); nothing is queued, only the latest line is kept and sent on reconnect.
@@ -36,7 +41,7 @@ import urllib.parse
 
 import paho.mqtt.client as mqtt
 
-from edge.core.labels import STATES
+from edge.core.labels import SEED, Appliances
 from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.mqtt")
@@ -113,11 +118,31 @@ class MqttSettings:
     def base_topic(self) -> str:
         return f"humwatch/{self.topic_id}"
 
+    @property
+    def node(self) -> str:
+        """The device's id in Home Assistant and its discovery topics' node level."""
+        return f"humwatch_{self.topic_id}"
 
-def discovery_messages(settings: MqttSettings, household=None) -> dict[str, dict]:
+
+TITLES = {"ac": "AC"}  # how an entity name starts; other appliances: 'washing_machine' -> 'Washing machine'
+ICONS = {"ac": "mdi:air-conditioner", "fridge": "mdi:fridge"}  # others: the device class's icon
+
+
+def title(appliance: str) -> str:
+    """The appliance as entity names start with it: 'ac' -> 'AC', 'fridge' -> 'Fridge'."""
+    return TITLES.get(appliance) or appliance.replace("_", " ").capitalize()
+
+
+def json_path(*keys: str) -> str:
+    """A template's path into the message: value_json.ac.cycles_today, or value_json['2nd_fridge_running']
+    where a key is no name Jinja reads after a dot (an alarm's '-', a leading digit)."""
+    return "value_json" + "".join(f".{key}" if key.isidentifier() else f"['{key}']" for key in keys)
+
+
+def discovery_messages(settings: MqttSettings, household=None, appliances: Appliances = SEED) -> dict[str, dict]:
     """Home Assistant discovery configs: topic -> payload. Entity ids follow from the device name
     and the entity names (has_entity_name), e.g. "Kitchen" + "State" -> sensor.kitchen_state."""
-    base, node = settings.base_topic, f"humwatch_{settings.topic_id}"
+    base, node = settings.base_topic, settings.node
     device = {"identifiers": [node], "name": settings.device_name, "manufacturer": "humwatch",
               "model": "humwatch live monitor", "sw_version": importlib.metadata.version("humwatch")}
     attributes = f"{base}/attributes"
@@ -125,26 +150,22 @@ def discovery_messages(settings: MqttSettings, household=None) -> dict[str, dict
     messages = {
         f"{settings.discovery_prefix}/sensor/{node}/state/config": {
             **common, "name": "State", "unique_id": f"{node}_state", "value_template": "{{ value_json.debounced_status }}",
-            "device_class": "enum", "options": list(STATES), "json_attributes_topic": attributes,
+            "device_class": "enum", "options": list(appliances.statuses), "json_attributes_topic": attributes,
             "icon": "mdi:home-sound-in",
         },
-        f"{settings.discovery_prefix}/binary_sensor/{node}/ac/config": {
-            **common, "name": "AC running", "unique_id": f"{node}_ac",
-            "value_template": "{{ 'ON' if value_json.ac_running else 'OFF' }}", "device_class": "running",
-            "icon": "mdi:air-conditioner",
-        },
-        f"{settings.discovery_prefix}/binary_sensor/{node}/fridge/config": {
-            **common, "name": "Fridge running", "unique_id": f"{node}_fridge",
-            "value_template": "{{ 'ON' if value_json.fridge_running else 'OFF' }}", "device_class": "running",
-            "icon": "mdi:fridge",
-        },
     }
+    for appliance in appliances.names:
+        messages[f"{settings.discovery_prefix}/binary_sensor/{node}/{appliance}/config"] = {
+            **common, "name": f"{title(appliance)} running", "unique_id": f"{node}_{appliance}",
+            "value_template": f"{{{{ 'ON' if {json_path(f'{appliance}_running')} else 'OFF' }}}}",
+            "device_class": "running", **({"icon": ICONS[appliance]} if appliance in ICONS else {}),
+        }
     if household is not None:
-        messages.update(stats_discovery(settings, common, node, household.watts, list(household.alarms.active)))
+        messages.update(stats_discovery(settings, common, node, appliances.names, household.watts,
+                                        list(household.alarms.active)))
     return messages
 
 
-APPLIANCE_NAMES = {"ac": "AC", "fridge": "Fridge"}
 # statistic -> (entity name suffix, unit, device_class, state_class): what Home Assistant's statistics
 # and Energy dashboard accept (total_increasing resets to 0 at local midnight: a new cycle for HA)
 STAT_ENTITIES = {
@@ -156,31 +177,34 @@ STAT_ENTITIES = {
 ENERGY_ENTITY = ("energy today", "kWh", "energy", "total_increasing")
 
 
-def stats_discovery(settings: MqttSettings, common: dict, node: str, watts: dict[str, float], alarms: list[str]) -> dict:
+def stats_discovery(settings: MqttSettings, common: dict, node: str, appliances: tuple[str, ...],
+                    watts: dict[str, float], alarms: list[str]) -> dict:
     """Discovery of the history's entities: statistics per appliance, energy with watts, one problem
     binary sensor per alarm; all read `<base>/stats`."""
     stats = {**common, "state_topic": f"{settings.base_topic}/stats"}
     messages = {}
-    for appliance, label in APPLIANCE_NAMES.items():
+    for appliance in appliances:
         entities = dict(STAT_ENTITIES, **({"energy_today_kwh": ENERGY_ENTITY} if appliance in watts else {}))
         for key, (name, unit, device_class, state_class) in entities.items():
-            config = {**stats, "name": f"{label} {name}", "unique_id": f"{node}_{appliance}_{key}",
-                      "value_template": f"{{{{ value_json.{appliance}.{key} }}}}", "state_class": state_class}
+            config = {**stats, "name": f"{title(appliance)} {name}", "unique_id": f"{node}_{appliance}_{key}",
+                      "value_template": f"{{{{ {json_path(appliance, key)} }}}}", "state_class": state_class}
             config.update({k: v for k, v in (("unit_of_measurement", unit), ("device_class", device_class)) if v})
             messages[f"{settings.discovery_prefix}/sensor/{node}/{appliance}_{key}/config"] = config
     for alarm in alarms:
         messages[f"{settings.discovery_prefix}/binary_sensor/{node}/{alarm}/config"] = {
             **stats, "name": f"Alarm {alarm}", "unique_id": f"{node}_alarm_{alarm}", "device_class": "problem",
-            "value_template": f"{{{{ 'ON' if value_json.alarms['{alarm}'] else 'OFF' }}}}",
+            "value_template": f"{{{{ 'ON' if {json_path('alarms', alarm)} else 'OFF' }}}}",
         }
     return messages
 
 
 def stats_payload(snapshot: dict) -> dict:
-    """The `<base>/stats` message: per appliance the published statistics, and each alarm's state."""
+    """The `<base>/stats` message: per appliance of the snapshot the published statistics, and each
+    alarm's state."""
     payload: dict = {"alarms": snapshot["alarms"]}
-    for appliance in APPLIANCE_NAMES:
-        stats = snapshot[appliance]
+    for appliance, stats in snapshot.items():
+        if appliance == "alarms":
+            continue
         payload[appliance] = {
             "running": stats["running"],
             "duty_cycle_pct": round(100 * (stats["duty_24h"] or 0.0), 1),
@@ -205,7 +229,8 @@ def attributes_payload(line: HopLine) -> dict:
 class MqttPublisher:
     """A live-line sink that publishes to an MQTT broker."""
 
-    def __init__(self, settings: MqttSettings, clock=time.monotonic, household=None) -> None:
+    def __init__(self, settings: MqttSettings, clock=time.monotonic, household=None,
+                 appliances: Appliances = SEED) -> None:
         self.settings = settings
         self.household = household  # with a history: statistics and alarms too
         self.clock = clock
@@ -220,6 +245,8 @@ class MqttPublisher:
         self.connected = threading.Event()
         base = settings.base_topic
         self.topics = {name: f"{base}/{name}" for name in ("state", "attributes", "availability", "instances", "stats")}
+        self.discovery = discovery_messages(settings, household, appliances)  # topic -> config; the bundle's appliances
+        self._own_configs = f"{settings.discovery_prefix}/+/{settings.node}/+/config"  # those left by earlier runs too
         host = socket.gethostname()
         self.instance = {"id": f"{host}-{os.getpid()}-{secrets.token_hex(3)}", "host": host, "pid": os.getpid(),
                          "name": settings.name}
@@ -269,8 +296,8 @@ class MqttPublisher:
             return
         self._delay = None
         log.info("MQTT: connected to %s:%d", self.settings.host, self.settings.port)
-        client.subscribe([(self.topics["instances"], 1), (self.topics["availability"], 1)])
-        for topic, payload in discovery_messages(self.settings, self.household).items():
+        client.subscribe([(self.topics["instances"], 1), (self.topics["availability"], 1), (self._own_configs, 1)])
+        for topic, payload in self.discovery.items():
             client.publish(topic, json.dumps(payload), qos=1, retain=True)
         self._announce()
         self.connected.set()
@@ -299,6 +326,16 @@ class MqttPublisher:
             self._stay_online(message)
         elif message.topic == self.topics["instances"]:  # a broker may also send retained messages of other topics
             self._note_rival(message.payload)
+        elif mqtt.topic_matches_sub(self._own_configs, message.topic):
+            self._remove_stale(message)
+
+    def _remove_stale(self, message) -> None:
+        """A retained config of this device that this monitor does not publish (an earlier run's, for
+        an appliance no longer in the bundle or an alarm no longer set): emptied, so Home Assistant
+        removes the entity instead of showing it stale."""
+        if message.retain and message.payload and message.topic not in self.discovery:
+            log.info("MQTT: removing %s: this monitor no longer has that entity", message.topic)
+            self.client.publish(message.topic, b"", qos=1, retain=True)
 
     def _stay_online(self, message) -> None:
         """'offline' on this id's availability while this monitor runs (a twin under the same id
@@ -354,4 +391,4 @@ class MqttPublisher:
     def _key(self, line: HopLine) -> tuple:
         """What, when it changes, is published at once (else at the heartbeat)."""
         alarms = tuple(self.household.alarms.active.values()) if self.household is not None else ()
-        return (line.debounced_status, line.ac_running, line.fridge_running, line.ac_on, line.fridge_on, alarms)
+        return (line.debounced_status, tuple(line.running.items()), tuple(line.on.items()), alarms)

@@ -65,11 +65,17 @@ def open_auditor(settings: LiveSettings, classifier: Classifier, load_teacher: C
 
 
 def check_options(settings: LiveSettings) -> None:
-    """Options that need another one, or exclude one: a ValueError naming both."""
+    """Options that need another one, or exclude one: a ValueError naming both; and the syntax of
+    --alarm and --watts (their appliances are checked against the bundle's when it is open)."""
+    from edge.home.alarms import AlarmRule, Alarms
+    from edge.home.household import parse_watts
+
     if settings.source is not None and settings.device is not None:
         raise ValueError("--device is the older name of --source: give one of them")
     if (settings.alarm or settings.watts) and not settings.history:
         raise ValueError("--alarm and --watts are computed from the history: add --history PATH")
+    Alarms([AlarmRule.parse(rule) for rule in settings.alarm])
+    parse_watts(settings.watts)
     if settings.http_host and not settings.http:
         raise ValueError("--http-host names the page's host: add --http [HOST:]PORT")
     if settings.relabel_dir and not (settings.clips and settings.http):
@@ -144,6 +150,7 @@ class Monitor:
         auditor = open_auditor(settings, shared.classifier, shared.teacher)
         self.detector = Detector(shared.classifier, shared.planner(), shared.overrides, auditor=auditor,
                                  recent_sec=settings.clips_seconds if settings.clips else 0.0)
+        self.appliances = self.detector.decision.appliances  # the bundle's: its entities, history, alarms, energy
         self.source = open_source(settings)
         self.outputs = FanOut(name=self.name if several else None)
         self.monitor = LiveMonitor(self.detector, self.source, self.outputs, max_lag_sec=settings.max_lag,
@@ -163,16 +170,20 @@ class Monitor:
             raise
 
     def _history(self):
+        """History, alarms and energy for the bundle's appliances (each --alarm and --watts must name one)."""
         if not self.settings.history:
             return None
         from edge.home.alarms import AlarmRule, Alarms
         from edge.home.history import History
-        from edge.home.household import Household, parse_watts
+        from edge.home.household import Household, check_appliances, check_watts, parse_watts
 
-        settings = self.settings
+        settings, appliances = self.settings, self.appliances.names
         rules, power = [AlarmRule.parse(rule) for rule in settings.alarm], parse_watts(settings.watts)
-        household = self.outputs.add(Household(History(settings.history, settings.history_days), Alarms(rules), power,
-                                               self.printer.event), "--history")
+        check_appliances("--alarm", {rule.appliance: text.strip() for rule, text in zip(rules, settings.alarm)}, appliances,
+                         "the bundle's")
+        check_watts(power, appliances, "the bundle's")
+        history = History(settings.history, settings.history_days, appliances=appliances)
+        household = self.outputs.add(Household(history, Alarms(rules), power, self.printer.event), "--history")
         self._closers.append(household.close)
         return household
 
@@ -185,7 +196,7 @@ class Monitor:
         mqtt = MqttSettings.from_url(settings.mqtt, username=settings.mqtt_user, password=settings.mqtt_password,
                                      name=settings.name, device_id=settings.mqtt_device_id,
                                      heartbeat_sec=settings.mqtt_heartbeat)
-        publisher = self.outputs.add(MqttPublisher(mqtt, household=self.household), "MQTT")
+        publisher = self.outputs.add(MqttPublisher(mqtt, household=self.household, appliances=self.appliances), "MQTT")
         self._starters.append(publisher.start)
         self._closers.append(self._close_mqtt)
         return publisher

@@ -292,9 +292,11 @@ class LiveSettings(DetectorSettings):
     history: Path | None = setting(None, "Keep every change of each appliance and the monitor's uptime in this "
                                          "SQLite file.", FILE)
     history_days: float = setting(400.0, "Days the history keeps.", click.FloatRange(min=1), show_default=True)
-    alarm: tuple[str, ...] = setting((), "e.g. fridge-run-max=90m, fridge-off-max=6h (needs --history; repeat for more).",
+    alarm: tuple[str, ...] = setting((), "A run or pause of any appliance of the bundle longer than DURATION, e.g. "
+                                         "fridge-run-max=90m, fridge-off-max=6h (needs --history; repeat for more).",
                                      multiple=True, metavar="APPLIANCE-(run|off)-max=DURATION")
-    watts: str | None = setting(None, "Power when running: energy sensors (needs --history).", metavar="ac=W,fridge=W")
+    watts: str | None = setting(None, "Power of any appliance of the bundle when running: energy sensors, e.g. "
+                                      "ac=1200,fridge=150 (needs --history).", metavar="NAME=W,...")
     audit_every_sec: float = setting(60.0, "With the student deciding: BEATs also decides a window this often and the "
                                            "two are compared (0: never).", click.FloatRange(min=0), show_default=True)
     audit_max_rate: float = setting(0.1, "/healthz says degraded when more than this share of the last hour's audits "
