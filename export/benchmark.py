@@ -23,6 +23,7 @@ import torch
 from edge.core.bundle import load_bundle
 from edge.core.defaults import WindowConfig
 from edge.core.files import sha256_file
+from edge.core.labels import SEED
 from edge.core.proc import median_sec, timed
 from edge.monitor.runtime import Classifier
 from export.exporter import export_run
@@ -48,10 +49,11 @@ def measure_extract_features(model, window_samples: int) -> dict:
 
 
 def measure_head_epoch(dim: int, frames: int, windows: int = 1000, batch_size: int = 32) -> float:
+    """Seconds per epoch of the head over `windows` random cached windows with random labels of the seed's appliances."""
     rng = np.random.default_rng(0)
     inputs = torch.from_numpy(rng.standard_normal((windows, frames, dim), dtype=np.float32).astype(np.float16))
-    labels = rng.integers(0, 2, (windows, 2)).astype(np.float32)
-    head = AttentionPoolHead(dim)
+    labels = rng.integers(0, 2, (windows, len(SEED.names))).astype(np.float32)
+    head = AttentionPoolHead(dim, labels=labels.shape[1])
     optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
     steps = math.ceil(windows / batch_size)
     scheduler = cosine_with_warmup(optimizer, 10 * steps, 200)

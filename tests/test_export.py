@@ -16,7 +16,8 @@ def test_bundle_contents(bundle_dir, trained_runs):
     manifest = json.loads((bundle_dir / MANIFEST).read_text())  # the file as the Pi reads it
     assert set(manifest["files"]) == {"encoder.onnx", "encoder.int8.onnx", "head.onnx"}
     assert all(len(entry["sha256"]) == 64 and entry["bytes"] > 0 for entry in manifest["files"].values())
-    assert manifest["window"]["window_samples"] == 96_000 and manifest["labels"] == ["ac", "fridge"]
+    assert manifest["window"]["window_samples"] == 96_000
+    assert manifest["labels"] == manifest["priority"] == ["ac", "fridge"]  # the run's appliances
     assert manifest["source"]["run_id"] in trained_runs["night"].name
     assert len(manifest["source"]["beats_checkpoint_sha256"]) == 64
     assert {"torch", "onnx", "onnxruntime", "humwatch"} <= set(manifest["versions"])
@@ -24,7 +25,7 @@ def test_bundle_contents(bundle_dir, trained_runs):
     thresholds = yaml.safe_load((trained_runs["night"] / "thresholds.yaml").read_text())
     assert manifest["decision"] == {key: thresholds[key] for key in manifest["decision"]}
     assert manifest["decision"]["median_sec"] == 10.5 and manifest["decision"]["debounce_sec"] == 3.0
-    assert manifest["schema_version"] == 2 and load_bundle(bundle_dir).decision.t_ac == thresholds["t_ac"]
+    assert manifest["schema_version"] == 3 and load_bundle(bundle_dir).decision.levels["ac"].threshold == thresholds["t_ac"]
     assert not any(path.suffix in (".pt", ".pkl", ".pickle") for path in bundle_dir.iterdir())
 
 

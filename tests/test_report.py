@@ -50,8 +50,12 @@ def test_report_of_a_tiny_run(trained_runs):
     assert (run.path / REPORT).is_file()
     traces = re.findall(r'<figure class="trace" data-recording="([^"]+)"><img alt="[^"]*" src="data:image/png;base64,', page)
     assert sorted(traces) == sorted(r.recording_id for r in run.recordings("validation"))
-    decision = run.decision
-    assert f"t_ac {decision.t_ac:.2f}" in page and f"t_fridge {decision.t_fridge:.2f}" in page
+    ac, fridge = run.decision.levels["ac"], run.decision.levels["fridge"]
+    assert (f'<span class="thresholds">t_ac {ac.threshold:.2f} (hysteresis {ac.off:.2f}-{ac.on:.2f}), '
+            f't_fridge {fridge.threshold:.2f} (hysteresis {fridge.off:.2f}-{fridge.on:.2f})</span>') in page  # as before
+    assert "statuses\nac-on, fridge-on, both-off" in page
+    assert re.search(r"<h2>Per daypart</h2>\s*<table><tr><th>split</th><th>files</th><th>f1_ac</th><th>f1_fridge</th>"
+                     r"<th>state_accuracy</th></tr>", page)
     assert page.count("data:image/png;base64,") == len(traces) + 2  # + F1 curves + training curves
     assert "cross-split" in page.lower() and "<th>validated_on</th>" in page  # both dayparts were trained
     assert is_stand_in(run) and 'class="banner"' in page  # the tiny fixture is not the real architecture
@@ -61,3 +65,65 @@ def test_report_of_a_tiny_run(trained_runs):
 def test_report_command(trained_runs):
     result = CliRunner().invoke(main, ["report", "--run", str(trained_runs["day"])])
     assert result.exit_code == 0 and result.output.strip().endswith(REPORT)
+
+
+def _fake_run(directory, appliances, labels, predictions, epochs):
+    """A run directory as training leaves it, without training: config.yaml (validated on the recordings
+    of `labels`, {recording: {appliance: on}}), validation predictions, epochs (the report only looks
+    for model.pt, never reads it)."""
+    from edge.core.defaults import DecisionConfig, WindowConfig
+    from train.beats import BeatsConfig
+    from train.run import CacheUse, RunConfig, RunRecording, Split, TrainOptions
+
+    recordings = {r: RunRecording(r, directory / f"{r}.wav", "0" * 64, "night", named) for r, named in labels.items()}
+    config = RunConfig(run_id=directory.name, created="2024-01-01T00:00:00+0000", beats_checkpoint=directory / "beats.pt",
+                       beats_checkpoint_sha256="0" * 64, beats_cfg=BeatsConfig(), window=WindowConfig(),
+                       split=Split("night", tuple(recordings), ()), recordings=recordings,
+                       options=TrainOptions(beats_checkpoint=directory / "beats.pt"),
+                       cache=CacheUse(directory, 0, 0), stage2=None, decision=DecisionConfig(appliances))
+    directory.mkdir(parents=True)
+    (directory / "model.pt").touch()
+    run = Run(directory)
+    run._save_common(config, epochs[-1], predictions)
+    for epoch in epochs:
+        run.append_epoch(epoch)
+    return Run.open(directory)
+
+
+def test_report_of_three_appliances_one_masked(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from edge.core.labels import Appliances
+    from train.thresholds import choose_thresholds
+
+    appliances = Appliances(("ac", "fridge", "dehumidifier"))
+    files = {"ac-on-fridge-off-dehumidifier-off-night": (1, 0, 0), "ac-off-fridge-on-dehumidifier-off-night": (0, 1, 0),
+             "ac-off-fridge-off-dehumidifier-on-night": (0, 0, 1), "ac-off-fridge-off-night": (0, 0, np.nan)}
+    rows = []
+    for recording, labels in files.items():
+        for index in range(12):
+            heard = [0.9 if label == 1 else 0.1 for label in labels]
+            rows.append({"recording_id": recording, "window_index": index, "daypart": "night",
+                         **dict(zip(appliances.names, map(float, labels))),
+                         **{f"p_{name}": p for name, p in zip(appliances.names, heard)}})
+    epochs = [{"stage": "stage1", "epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "f1_ac": 1.0, "f1_fridge": 0.5,
+               "f1_dehumidifier": None if e == 1 else 1.0, "state_accuracy": 0.75} for e in (1, 2)]
+    named = {r: {name: bool(on) for name, on in zip(appliances.names, labels) if on in (0, 1)} for r, labels in files.items()}
+    run = _fake_run(tmp_path / "models" / "three", appliances, named, pd.DataFrame(rows), epochs)
+    choose_thresholds(run)
+    page = render_report(run).read_text()
+
+    traces = re.findall(r'<figure class="trace" data-recording="([^"]+)">', page)
+    assert sorted(traces) == sorted(files) and page.count("data:image/png;base64,") == len(files) + 2
+    levels = run.decision.levels
+    assert levels["dehumidifier"].threshold != 0.70  # chosen on the three files that name it
+    expected = ", ".join(f"t_{name} {levels[name].threshold:.2f} (hysteresis {levels[name].off:.2f}-{levels[name].on:.2f})"
+                         for name in appliances.names)
+    assert f'<span class="thresholds">{expected}</span>' in page
+    assert "statuses\nac-on, fridge-on, dehumidifier-on, all-off" in page
+    header = re.search(r"<h2>Per daypart</h2>\s*<table><tr>(.*?)</tr>", page).group(1)
+    assert re.findall(r"<th>([^<]+)</th>", header) == ["split", "files", "f1_ac", "f1_fridge", "f1_dehumidifier",
+                                                      "files_dehumidifier", "state_accuracy", "state_files"]
+    # the recording that does not name the dehumidifier counts in neither its F1 nor the state accuracy
+    assert "<td>all</td><td>4</td><td>1.000</td><td>1.000</td><td>1.000</td><td>3</td><td>1.000</td><td>3</td>" in page

@@ -43,10 +43,28 @@ def test_distill_writes_a_student_into_the_run_and_never_overwrites(student_run)
     first = StudentRun.open(student_run / "student")
     assert {"student.pt", "config.yaml", "metrics.jsonl", "best_metrics.json", "val_predictions.parquet",
             "thresholds.yaml"} <= {p.name for p in first.path.iterdir()}
-    assert first.config.teacher_agreement.disagreeing_files == ()
+    agreement = first.config.teacher_agreement
+    assert agreement.disagreeing_files == () and agreement.agreeing_files == agreement.files == 4
+    assert 40 < agreement.streamed_hops and agreement.agreeing_hops >= 0.99 * agreement.streamed_hops
+    assert list(agreement.max_abs_diff_by_appliance) == ["ac", "fridge"] == list(first.appliances.names)
+    assert agreement.max_abs_diff == max(agreement.max_abs_diff_by_appliance.values()) < 1
+    assert first.load_student().config["labels"] == 2 and set(first.decision.to_dict()) == {
+        "t_ac", "t_fridge", "ac_on", "ac_off", "fridge_on", "fridge_off", "median_sec", "debounce_sec"}
     before = (first.path / "student.pt").read_bytes()
     second = Distiller(student_run, log=lambda *_: None).run_distillation()
     assert second.name == "student-2" and (first.path / "student.pt").read_bytes() == before
+
+
+def test_a_masked_label_leaves_the_teacher_as_the_target():
+    from train.student import distillation_targets
+
+    teacher = np.float32([[0.8, 0.3, 0.6], [0.2, 0.9, 0.4]])
+    labels = np.float32([[1.0, 0.0, np.nan], [np.nan, 1.0, 0.0]])  # NaN: the recording does not name it
+    targets = distillation_targets(teacher, labels, 0.25)
+    assert not np.isnan(targets).any() and targets.dtype == np.float32
+    assert targets[0, 2] == teacher[0, 2] and targets[1, 0] == teacher[1, 0]
+    assert targets[0, :2] == pytest.approx([0.75 * 0.8 + 0.25, 0.75 * 0.3])
+    assert targets[1, 1:] == pytest.approx([0.75 * 0.9 + 0.25, 0.75 * 0.4])
 
 
 def test_student_agrees_with_its_teacher_at_under_one_percent_of_the_flops(student_bundle):

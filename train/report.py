@@ -1,9 +1,11 @@
 """A run as pictures: one self-contained HTML file (images inline, opens from disk, no server).
 
-For each validation file p_ac and p_fridge over time against the thresholds and the hysteresis
-band, with its true state and the states the edge rule gives; F1 against each threshold with the
-chosen one and its margin; the per-daypart table and the day/night cross-split; the training
-curves; and a banner when the encoder is not the real BEATs architecture (the demo's stand-in).
+For each validation file, one chart per appliance (the run's labels): its probability over time
+against its threshold and hysteresis band, and what the file's name says of it; below them the
+debounced state streamed hop by hop among the run's statuses; its true state and the states the
+edge rule gives. Per appliance F1 against its threshold with the chosen one and its margin (over the
+files that name it); the per-daypart table and the day/night cross-split; the training curves; and a
+banner when the encoder is not the real BEATs architecture (the demo's stand-in).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +22,18 @@ from matplotlib.figure import Figure  # the object API: no display, no global st
 from edge.core.agreement import streamed_statuses
 from edge.core.decision import decide_file
 from edge.core.files import write_text_atomic
-from edge.core.labels import state_of
+from edge.core.defaults import DecisionConfig
+from edge.core.labels import Appliances
 from train.beats import BeatsConfig
-from train.evaluate import CROSS_SPLIT_COLUMNS, cross_split, cross_split_rows
-from train.metrics import METRIC_COLUMNS, file_metrics, file_table, metric_rows
+from train.evaluate import cross_split, cross_split_columns, cross_split_rows
+from train.manifests import named_labels
+from train.metrics import file_metrics, file_table, metric_columns, metric_rows, probability_columns
 from train.run import Run
 from train.thresholds import GRID, best_run, f1_curve
 
 REPORT = "report.html"
-COLORS = {"ac": "#d62728", "fridge": "#1f77b4"}
+SEED_COLORS = {"ac": "#d62728", "fridge": "#1f77b4"}
+PALETTE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 ARCHITECTURE_KEYS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads", "embed_dim")
 
 
@@ -42,8 +48,8 @@ def _image(figure, alt: str) -> str:
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
-    def cell(value) -> str:
-        return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
+    def cell(value) -> str:  # None: a figure no file counts in (no validation file names the appliance)
+        return f"{value:.3f}" if isinstance(value, float) else "n/a" if value is None else html.escape(str(value))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{cell(row.get(c, ''))}</td>" for c in columns) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -56,66 +62,95 @@ def is_stand_in(run: Run) -> bool:
     return any(getattr(used, key) != getattr(real, key) for key in ARCHITECTURE_KEYS)
 
 
+def colors(names: tuple[str, ...]) -> dict[str, str]:
+    """A colour per appliance: the seed's own, the others in PALETTE's order."""
+    others = itertools.cycle(PALETTE)
+    return {name: SEED_COLORS.get(name) or next(others) for name in names}
+
+
+def levels_text(decision: DecisionConfig) -> str:
+    """Each appliance's threshold and hysteresis band: t_ac 0.75 (hysteresis 0.60-0.80), t_fridge ..."""
+    return ", ".join(f"t_{name} {level.threshold:.2f} (hysteresis {level.off:.2f}-{level.on:.2f})"
+                     for name, level in decision.levels.items())
+
+
+def _trace(recording: str, group, decision: DecisionConfig, hop_sec: float, window_sec: float) -> str:
+    """One validation file: a chart per appliance, then the streamed debounced state."""
+    appliances = decision.appliances
+    names, palette = appliances.names, colors(appliances.names)
+    t = (group.window_index.to_numpy() * hop_sec + window_sec) / 60
+    probs = group[probability_columns(names)].to_numpy()
+    named = named_labels(group.iloc[0], names)
+    true_state = appliances.status(named)
+    file_state = decide_file(probs, decision).status
+    streamed = streamed_statuses(probs, decision, hop_sec)
+    figure = Figure(figsize=(9, 1.5 * len(names) + 1.3))
+    axes = figure.subplots(len(names) + 1, 1, sharex=True, height_ratios=[2] * len(names) + [1.4])
+    for axis, (column, name) in zip(axes, enumerate(names)):
+        level, color = decision.levels[name], palette[name]
+        axis.plot(t, probs[:, column], color=color, label=f"p_{name}")
+        axis.axhline(level.threshold, color=color, linestyle="--", linewidth=1, label=f"t_{name} {level.threshold:.2f}")
+        axis.axhspan(level.off, level.on, color=color, alpha=0.08, label=f"hysteresis {level.off:.2f}-{level.on:.2f}")
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_ylabel(name)
+        said = {True: "on", False: "off"}.get(named.get(name), "not named")
+        axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title=f"name: {said}", title_fontsize=7)
+    states = axes[-1]
+    states.step(t, [appliances.statuses.index(status) for status in streamed], where="post", color="black")
+    states.set_yticks(range(len(appliances.statuses)), appliances.statuses, fontsize=7)
+    states.set_ylim(len(appliances.statuses) - 0.5, -0.5)  # priority order from the top
+    states.set_ylabel("streamed", fontsize=8)
+    states.set_xlabel("minutes (window end)")
+    truth = (f"true {true_state}; edge rule on the file: {file_state} ({'right' if file_state == true_state else 'WRONG'})"
+             if true_state else f"true state unknown (the name leaves out {', '.join(n for n in names if n not in named)}); "
+             f"edge rule on the file: {file_state}")
+    axes[0].set_title(f"{recording}: {truth}; streamed, debounced at the end: {streamed[-1]}", fontsize=9)
+    return (f'<figure class="trace" data-recording="{html.escape(recording)}">'
+            f"{_image(figure, f'probabilities of {recording}')}</figure>")
+
+
 def _traces(run: Run) -> str:
     decision, window = run.decision, run.window
-    predictions = run.val_predictions()
-    figures = []
-    for recording, group in predictions.groupby("recording_id", sort=True):
-        group = group.sort_values("window_index")
-        t = (group.window_index.to_numpy() * window.hop_sec + window.window_sec) / 60
-        probs = group[["p_ac", "p_fridge"]].to_numpy()
-        true_state = state_of(bool(group.ac.iloc[0]), bool(group.fridge.iloc[0]))
-        file_state = decide_file(probs, decision).status
-        streamed = streamed_statuses(probs, decision, window.hop_sec)
-        figure = Figure(figsize=(9, 2.6))
-        axis = figure.subplots()
-        for column, label, t_file, (on, off) in (
-                (0, "ac", decision.t_ac, (decision.ac_on, decision.ac_off)),
-                (1, "fridge", decision.t_fridge, (decision.fridge_on, decision.fridge_off))):
-            axis.plot(t, probs[:, column], color=COLORS[label], label=f"p_{label}")
-            axis.axhline(t_file, color=COLORS[label], linestyle="--", linewidth=1, label=f"t_{label} {t_file:.2f}")
-            axis.axhspan(off, on, color=COLORS[label], alpha=0.08, label=f"{label} hysteresis {off:.2f}-{on:.2f}")
-        axis.set_ylim(-0.02, 1.02)
-        axis.set_xlabel("minutes (window end)")
-        axis.set_ylabel("probability")
-        axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-        ok = "right" if file_state == true_state else "WRONG"
-        axis.set_title(f"{recording}: true {true_state}; edge rule on the file: {file_state} ({ok}); "
-                       f"streamed, debounced at the end: {streamed[-1]}", fontsize=9)
-        figures.append(f'<figure class="trace" data-recording="{html.escape(recording)}">'
-                       f"{_image(figure, f'probabilities of {recording}')}</figure>")
-    return "\n".join(figures)
+    return "\n".join(_trace(recording, group.sort_values("window_index"), decision, window.hop_sec, window.window_sec)
+                     for recording, group in run.val_predictions().groupby("recording_id", sort=True))
 
 
 def _f1_curves(run: Run) -> str:
+    """Per appliance F1 against its threshold over the validation files that name it."""
     predictions = run.val_predictions()
     decision, start = run.decision, run.config.decision  # start: where choose_thresholds began
-    files = file_table(predictions, predictions[["p_ac", "p_fridge"]].to_numpy(), decision)
-    figure = Figure(figsize=(9, 2.6))
-    axes = figure.subplots(1, 2)
-    for axis, label, chosen in ((axes[0], "ac", decision.t_ac), (axes[1], "fridge", decision.t_fridge)):
-        scores = f1_curve(files[label].to_numpy(), files[f"p_{label}"].to_numpy())
-        low, high = (float(GRID[i]) for i in best_run(scores, getattr(start, f"t_{label}")))
-        axis.plot(GRID, scores, color=COLORS[label])
-        axis.axvspan(low, high, color=COLORS[label], alpha=0.1)
+    names = decision.appliances.names
+    files = file_table(predictions, predictions[probability_columns(names)].to_numpy(), decision)
+    palette = colors(names)
+    figure = Figure(figsize=(4.5 * len(names), 2.6))
+    for axis, name in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
+        chosen = decision.levels[name].threshold
         axis.axvline(chosen, color="black", linestyle="--", linewidth=1)
-        axis.set_title(f"{label}: chosen {chosen:.2f}, best F1 {scores.max():.2f} from {low:.2f} to {high:.2f} "
-                       f"(margin {min(chosen - low, high - chosen):.2f})", fontsize=8)
-        axis.set_xlabel(f"t_{label}")
+        axis.set_xlabel(f"t_{name}")
         axis.set_ylabel("file-level F1")
         axis.set_ylim(-0.02, 1.02)
+        named = files[files[name].notna()]
+        if named.empty:
+            axis.set_title(f"{name}: chosen {chosen:.2f}\nno validation file names it", fontsize=8)
+            continue
+        scores = f1_curve(named[name].to_numpy(), named[f"p_{name}"].to_numpy())
+        low, high = (float(GRID[i]) for i in best_run(scores, start.levels[name].threshold))
+        axis.plot(GRID, scores, color=palette[name])
+        axis.axvspan(low, high, color=palette[name], alpha=0.1)
+        axis.set_title(f"{name}: chosen {chosen:.2f}, best F1 {scores.max():.2f}\nfrom {low:.2f} to {high:.2f} "
+                       f"(margin {min(chosen - low, high - chosen):.2f}, {len(named)} of {len(files)} files)", fontsize=8)
     return _image(figure, "F1 against threshold")
 
 
-def _curves(run: Run) -> str:
+def _curves(run: Run, appliances: Appliances) -> str:
     epochs = run.epochs()
     x = np.arange(1, len(epochs) + 1)
     figure = Figure(figsize=(9, 2.6))
     losses, scores = figure.subplots(1, 2)
     losses.plot(x, [e["train_loss"] for e in epochs], label="train loss")
     losses.plot(x, [e["val_loss"] for e in epochs], label="validation loss")
-    for key in ("f1_ac", "f1_fridge", "state_accuracy"):
-        scores.plot(x, [e[key] for e in epochs], label=key)
+    for key in (*(f"f1_{name}" for name in appliances.names), "state_accuracy"):
+        scores.plot(x, [np.nan if e.get(key) is None else e[key] for e in epochs], label=key)
     stage2 = [i + 1 for i, e in enumerate(epochs) if e["stage"] == "stage2"]
     for axis in (losses, scores):
         if stage2:
@@ -129,17 +164,16 @@ def _curves(run: Run) -> str:
 def render_report(run: Run) -> Path:
     """Write <run>/report.html and return its path."""
     decision, predictions = run.decision, run.val_predictions()
-    metrics = file_metrics(predictions, predictions[["p_ac", "p_fridge"]].to_numpy(), decision)
+    names = decision.appliances.names
+    metrics = file_metrics(predictions, predictions[probability_columns(names)].to_numpy(), decision)
     splits = cross_split(run.path.parent)
-    cross = (_table(cross_split_rows(splits), CROSS_SPLIT_COLUMNS) if {"day", "night"} <= set(splits) else "<p>Train once with <code>--val-daypart day</code> and once with "
+    cross = (_table(cross_split_rows(splits), cross_split_columns(splits)) if {"day", "night"} <= set(splits) else "<p>Train once with <code>--val-daypart day</code> and once with "
              "<code>--val-daypart night</code> to see the cross-split here.</p>")
     stage2 = run.config.stage2
     banner = ('<p class="banner">This run\'s encoder is not the BEATs_iter3_plus_AS2M architecture: a stand-in (the demo\'s '
               "random one, or a test fixture). These pictures show the pipeline working, not what BEATs can hear.</p>"
               if is_stand_in(run) else "")
-    thresholds = (f"t_ac {decision.t_ac:.2f} (hysteresis {decision.ac_off:.2f}-{decision.ac_on:.2f}), "
-                  f"t_fridge {decision.t_fridge:.2f} (hysteresis {decision.fridge_off:.2f}-{decision.fridge_on:.2f})"
-                  + ("" if run.thresholds else " — defaults: run 'humwatch thresholds' to choose them"))
+    thresholds = levels_text(decision) + ("" if run.thresholds else " — defaults: run 'humwatch thresholds' to choose them")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>humwatch run {html.escape(run.path.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:1em auto;padding:0 1em}}
@@ -149,6 +183,8 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;te
 <h1>Run {html.escape(run.path.name)}</h1>
 {banner}
 <p>Validated on {html.escape(", ".join(r.recording_id for r in run.recordings("validation")))}.
+Appliances, in priority order: {html.escape(", ".join(decision.appliances.priority))} (statuses
+{html.escape(", ".join(decision.appliances.statuses))}).
 Decision: <span class="thresholds">{thresholds}</span>; running median {decision.median_sec:g} s, debounce
 {decision.debounce_sec:g} s.</p>
 <h2>Validation files</h2>
@@ -156,11 +192,11 @@ Decision: <span class="thresholds">{thresholds}</span>; running median {decision
 <h2>F1 against threshold</h2>
 {_f1_curves(run)}
 <h2>Per daypart</h2>
-{_table(metric_rows(metrics), METRIC_COLUMNS)}
+{_table(metric_rows(metrics), metric_columns(metrics))}
 <h2>Cross-split</h2>
 {cross}
 <h2>Training</h2>
-{_curves(run)}
+{_curves(run, decision.appliances)}
 <p>Stage 2: {html.escape(stage2.verdict) if stage2 else "not run"}.</p>
 </body></html>
 """

@@ -2,14 +2,15 @@
 
 The student reads the same 6-s waveform window and has its front end inside its graph: 1024-point
 spectra of 46 frames spread over the window (every other 64 ms), the time-mean of their power and
-of their log power on 40 mel bands, then a small MLP. Hum is stationary, so a window's average
-spectrum carries what the AC and the fridge sound like; the log-power mean tells steady hum from
-passing transients. About 1.3 MFLOP a window, DFT included: well under 1 % of even the tiny test
+of their log power on 40 mel bands, then a small MLP with one output per appliance (the run's labels,
+in their order). Hum is stationary, so a window's average spectrum carries what the appliances sound
+like; the log-power mean tells steady hum from passing transients. About 1.3 MFLOP a window, DFT included: well under 1 % of even the tiny test
 teacher, and some 40,000 times less than the full-size BEATs.
 
 It learns the teacher's probabilities on every window and cached augmentation view of the run's
 training files (read from the embedding cache, so the teacher costs one head pass), mixed with
-the true labels. Early stopping on the run's validation files, thresholds chosen as for the head.
+the true labels where the recording names the appliance (where it does not, the teacher's alone).
+Early stopping on the run's validation files, thresholds chosen per appliance as for the head.
 
     models/<run_id>/student[-N]/
       student.pt, config.yaml, metrics.jsonl, best_metrics.json, val_predictions.parquet, thresholds.yaml
@@ -27,17 +28,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from edge.core.agreement import state_agreement
+from edge.core.agreement import hop_agreement, state_agreement
 from edge.core.audio import load_windows
 from edge.core.decision import decide_file
-from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
+from edge.core.defaults import DecisionConfig, WindowConfig
 from edge.core.files import DirectoryBuild, atomic_path
-from edge.core.labels import BOTH_OFF, state_of
+from edge.core.labels import SEED, Appliances
+from train.augment import is_background
 from train.beats import encoder_fingerprint
 from train.cache import EmbeddingCache, Recording
 from train.device import resolve_device
 from train.fbank import kaldi_mel_banks
-from train.metrics import file_metrics
+from train.metrics import file_metrics, probability_columns
 from train.run import RunError, Run, Split, TrainedDirectory, options_from_yaml, options_to_yaml
 from train.thresholds import choose_thresholds
 from train.trainer import cosine_with_warmup, early_stopping, mean_bce, predict_head
@@ -51,11 +53,13 @@ STUDENT_FORMAT, STUDENT_FORMAT_VERSION, STUDENT_WEIGHTS = "humwatch-student", 1,
 
 
 class StudentNet(nn.Module):
-    """waveform [B, N] -> logits [B, 2] (ac, fridge); ``features`` is the fixed front end."""
+    """waveform [B, N] -> logits [B, labels] (one per appliance); ``features`` is the fixed front end."""
 
-    def __init__(self, window_samples: int, mels: int = MELS, hidden: int = HIDDEN, dropout: float = 0.1) -> None:
+    def __init__(self, window_samples: int, labels: int = len(SEED.names), mels: int = MELS, hidden: int = HIDDEN,
+                 dropout: float = 0.1) -> None:
         super().__init__()
-        self.config = {"window_samples": window_samples, "mels": mels, "hidden": hidden, "dropout": dropout}
+        self.config = {"window_samples": window_samples, "labels": labels, "mels": mels, "hidden": hidden,
+                       "dropout": dropout}
         self.frames = window_samples // STRIDE
         if self.frames < 2:
             raise ValueError(f"a {window_samples}-sample window is too short for the student (needs {2 * STRIDE})")
@@ -65,7 +69,7 @@ class StudentNet(nn.Module):
         self.register_buffer("band_means", bands / bands.sum(0, keepdim=True))
         self.register_buffer("feature_mean", torch.zeros(2 * mels))
         self.register_buffer("feature_std", torch.ones(2 * mels))
-        self.mlp = nn.Sequential(nn.Linear(2 * mels, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, len(LABELS)))
+        self.mlp = nn.Sequential(nn.Linear(2 * mels, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, labels))
 
     def features(self, waveform: torch.Tensor) -> torch.Tensor:
         """[B, N] -> [B, 2 * mels]: log of the mean band power, and the mean log power per band."""
@@ -78,7 +82,7 @@ class StudentNet(nn.Module):
         return torch.cat([mean_power, mean_log], dim=-1)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """Front-end features [B, 2 * mels] -> logits [B, 2]."""
+        """Front-end features [B, 2 * mels] -> logits [B, labels]."""
         return self.mlp((features - self.feature_mean) / self.feature_std)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -102,17 +106,31 @@ class DistillOptions:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherAgreement:
-    """The student's file states (its thresholds) against the teacher's on the validation files."""
+    """The student (its thresholds) against its teacher on the validation files: file states, the
+    debounced states of the recordings streamed hop by hop, and the largest |Δp| of a window, overall
+    and per appliance. A student distilled before issue 24 recorded the file states only (the rest None)."""
 
     files: int
     agreeing_files: int
     disagreeing_files: tuple[str, ...]
+    streamed_hops: int | None = None
+    agreeing_hops: int | None = None
+    max_abs_diff: float | None = None
+    max_abs_diff_by_appliance: dict[str, float] | None = None
+
+    def to_yaml(self) -> dict:
+        return {**dataclasses.asdict(self), "disagreeing_files": list(self.disagreeing_files)}
+
+    @classmethod
+    def from_yaml(cls, data: dict) -> TeacherAgreement:
+        return cls(**{**data, "disagreeing_files": tuple(data["disagreeing_files"])})
 
 
 @dataclasses.dataclass(frozen=True)
 class StudentConfig:
     """A student's config.yaml: its teacher run, network, window, split, options, its default and its
-    teacher's decision settings, and (once measured) its agreement with the teacher."""
+    teacher's decision settings (over the teacher's appliances, written beside them as ``labels`` and
+    ``priority``), and (once measured) its agreement with the teacher."""
 
     created: str
     teacher_run_id: str
@@ -126,25 +144,25 @@ class StudentConfig:
 
     def to_yaml(self) -> dict:
         data = {"created": self.created, "teacher_run_id": self.teacher_run_id, "student": self.student,
-                "window": self.window.to_dict(), "split": self.split.to_yaml(), "options": options_to_yaml(self.options),
-                "decision": self.decision.to_dict(), "teacher_decision": self.teacher_decision.to_dict()}
+                "window": self.window.to_dict(), **self.decision.appliances.to_dict(), "split": self.split.to_yaml(),
+                "options": options_to_yaml(self.options), "decision": self.decision.to_dict(),
+                "teacher_decision": self.teacher_decision.to_dict()}
         if self.teacher_agreement:
-            agreement = self.teacher_agreement
-            data["teacher_agreement"] = {"files": agreement.files, "agreeing_files": agreement.agreeing_files,
-                                         "disagreeing_files": list(agreement.disagreeing_files)}
+            data["teacher_agreement"] = self.teacher_agreement.to_yaml()
         return data
 
     @classmethod
     def from_yaml(cls, data: dict) -> StudentConfig:
+        """config.yaml's record; one written before issue 24 (no labels) is the seed's."""
         agreement = data.get("teacher_agreement")
+        appliances = Appliances.parse(data.get("labels", SEED.names), data.get("priority", ()))
         return cls(
             created=data["created"], teacher_run_id=data["teacher_run_id"], student=data["student"],
             window=WindowConfig.from_dict(data["window"], "window"), split=Split.from_yaml(data["split"]),
             options=options_from_yaml(DistillOptions, data["options"]),
-            decision=DecisionConfig.from_dict(data["decision"], "decision"),
-            teacher_decision=DecisionConfig.from_dict(data["teacher_decision"], "teacher_decision"),
-            teacher_agreement=TeacherAgreement(agreement["files"], agreement["agreeing_files"],
-                                               tuple(agreement["disagreeing_files"])) if agreement else None,
+            decision=DecisionConfig.from_dict(data["decision"], "decision", appliances),
+            teacher_decision=DecisionConfig.from_dict(data["teacher_decision"], "teacher_decision", appliances),
+            teacher_agreement=TeacherAgreement.from_yaml(agreement) if agreement else None,
         )
 
 
@@ -173,13 +191,32 @@ class StudentRun(TrainedDirectory):
 class Examples:
     """Windows of one split: identity, student features, teacher probabilities, labels."""
 
-    windows: pd.DataFrame  # recording_id, window_index, view, daypart, ac, fridge
+    windows: pd.DataFrame  # recording_id, window_index, view, daypart, one label column per appliance (NaN: masked)
     features: np.ndarray
     teacher: np.ndarray
+    names: tuple[str, ...]  # the appliances, in the order of the outputs
 
     @property
     def labels(self) -> np.ndarray:
-        return self.windows[list(LABELS)].to_numpy(dtype=np.float32)
+        return self.windows[list(self.names)].to_numpy(dtype=np.float32)
+
+
+def distillation_targets(teacher: np.ndarray, labels: np.ndarray, label_weight: float) -> np.ndarray:
+    """What the student learns: the teacher's probabilities mixed with the true labels, `label_weight`
+    of each target; where a recording does not name the appliance (its label NaN) the teacher's alone."""
+    mixed = (1 - label_weight) * teacher + label_weight * labels
+    return np.where(np.isnan(labels), teacher, mixed).astype(np.float32)
+
+
+def max_abs_diff(reference: np.ndarray, candidate: np.ndarray, names: tuple[str, ...]) -> tuple[float, dict[str, float]]:
+    """The largest |Δp| of two models' probabilities [n, appliances]: overall, and {appliance: figure}."""
+    by_appliance = np.abs(reference - candidate).max(axis=0)
+    return float(by_appliance.max()), {name: float(value) for name, value in zip(names, by_appliance)}
+
+
+def teacher_columns(names: tuple[str, ...]) -> list[str]:
+    """teacher_p_<name> per appliance: the teacher's probabilities in a student's predictions."""
+    return [f"teacher_{column}" for column in probability_columns(names)]
 
 
 class Distiller:
@@ -195,8 +232,9 @@ class Distiller:
         device = resolve_device(options.device)
         model = run.load_model().to(device)
         cache = self._cache(model, device)
+        names = run.appliances.names
         torch.manual_seed(options.seed)
-        student = StudentNet(run.window.window_samples)
+        student = StudentNet(run.window.window_samples, len(names))
         train = self._examples(student, model, cache, run.recordings("training"), run.config.options.views)
         val = self._examples(student, model, cache, run.recordings("validation"), 0)
         self.log(f"distilling: {len(train.features)} training windows (with augmented views), "
@@ -205,18 +243,21 @@ class Distiller:
             directory = StudentRun(build.path)
             best = self._fit(student, train, val, directory)
             probs = _predict(student, val.features)
-            predictions = val.windows[["recording_id", "window_index", "daypart", *LABELS]].copy()
-            predictions["p_ac"], predictions["p_fridge"] = probs[:, 0], probs[:, 1]
-            predictions["teacher_p_ac"], predictions["teacher_p_fridge"] = val.teacher[:, 0], val.teacher[:, 1]
+            predictions = val.windows[["recording_id", "window_index", "daypart", *names]].copy()
+            predictions[probability_columns(names)] = probs
+            predictions[teacher_columns(names)] = val.teacher
             config = StudentConfig(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), teacher_run_id=run.run_id,
                                    student=student.config, window=run.window, split=run.config.split, options=options,
                                    decision=run.decision, teacher_decision=run.decision)
             directory.save(student, config, best, predictions)
-            chosen = choose_thresholds(directory)
+            choose_thresholds(directory)
             agreement = teacher_agreement(directory)
             directory.update_config(teacher_agreement=agreement)
-        self.log(f"student written to {build.final}: t_ac {chosen['t_ac']:.2f}, t_fridge {chosen['t_fridge']:.2f}; "
-                 f"file states equal the teacher's on {agreement.agreeing_files}/{agreement.files} validation files")
+            thresholds = ", ".join(f"t_{name} {level.threshold:.2f}" for name, level in directory.decision.levels.items())
+        self.log(f"student written to {build.final}: {thresholds}; file states equal the teacher's on "
+                 f"{agreement.agreeing_files}/{agreement.files} validation files, streamed debounced states on "
+                 f"{agreement.agreeing_hops}/{agreement.streamed_hops} hops; max |p - teacher| "
+                 + ", ".join(f"{name} {value:.3f}" for name, value in agreement.max_abs_diff_by_appliance.items()))
         return build.final
 
     def _cache(self, model, device) -> EmbeddingCache:
@@ -225,7 +266,7 @@ class Distiller:
         key = encoder_fingerprint(model.encoder.cpu()) if config.stage2 and config.stage2.kept else config.beats_checkpoint_sha256
         model.to(device)
         pool = [Recording(r.recording_id, r.path, r.sha256) for r in self.run.recordings("training")
-                if state_of(r.ac, r.fridge) == BOTH_OFF]
+                if is_background(r.labels)]
         return EmbeddingCache(config.options.cache_dir, key, self.run.window, config.options.seed,
                               pool, device=device)
 
@@ -236,6 +277,7 @@ class Distiller:
                 raise RunError(f"{recording.path}: a recording of {self.run.path} is gone; distilling needs it")
         cached = [Recording(r.recording_id, r.path, r.sha256) for r in recordings]
         cache.build(model.encoder, cached, views)
+        names = self.run.appliances.names
         rows, features, teacher = [], [], []
         for recording, key in zip(recordings, cached):
             clean = load_windows(recording.path, self.run.window)[0]
@@ -245,9 +287,9 @@ class Distiller:
                 features.append(_features(student, audio))
                 teacher.append(predict_head(model.head, torch.from_numpy(np.array(cache.load(key, view)))))
                 rows.append(pd.DataFrame({"recording_id": recording.recording_id, "window_index": np.arange(len(clean)),
-                                          "view": view, "daypart": recording.daypart, "ac": recording.ac,
-                                          "fridge": recording.fridge}))
-        return Examples(pd.concat(rows, ignore_index=True), np.concatenate(features), np.concatenate(teacher))
+                                          "view": view, "daypart": recording.daypart,
+                                          **{name: float(recording.labels.get(name, np.nan)) for name in names}}))
+        return Examples(pd.concat(rows, ignore_index=True), np.concatenate(features), np.concatenate(teacher), names)
 
     def _fit(self, student: StudentNet, train: Examples, val: Examples, directory: StudentRun) -> dict:
         options = self.options
@@ -271,8 +313,10 @@ class Distiller:
                 scheduler.step()
                 losses.append(loss.item())
             probs = _predict(student, val.features)
+            most, by_appliance = max_abs_diff(val.teacher, probs, val.names)
             record = {"stage": "student", "epoch": number, "train_loss": float(np.mean(losses)),
-                      "val_loss": mean_bce(probs, val_targets), "val_max_abs_diff_teacher": float(np.abs(probs - val.teacher).max()),
+                      "val_loss": mean_bce(probs, val_targets), "val_max_abs_diff_teacher": most,
+                      "val_max_abs_diff_teacher_by_appliance": by_appliance,
                       **file_metrics(val.windows, probs, self.run.decision)}
             directory.append_epoch(record)
             return record
@@ -284,19 +328,22 @@ class Distiller:
         return best
 
     def _targets(self, examples: Examples) -> np.ndarray:
-        weight = self.options.label_weight
-        return ((1 - weight) * examples.teacher + weight * examples.labels).astype(np.float32)
+        return distillation_targets(examples.teacher, examples.labels, self.options.label_weight)
 
 
 def teacher_agreement(directory: StudentRun) -> TeacherAgreement:
-    """File states of the student (its thresholds) against the teacher's (the run's) on validation."""
-    files = dict(list(directory.val_predictions().groupby("recording_id")))
-    agreement = state_agreement(
-        {r: decide_file(group[["teacher_p_ac", "teacher_p_fridge"]].to_numpy(), directory.config.teacher_decision).status
-         for r, group in files.items()},
-        {r: decide_file(group[["p_ac", "p_fridge"]].to_numpy(), directory.decision).status for r, group in files.items()})
-    disagreeing = agreement["disagreeing_files"]
-    return TeacherAgreement(len(files), len(files) - len(disagreeing), disagreeing)
+    """The student (its thresholds) against the teacher (the run's) on the validation recordings: file
+    states, debounced states streamed hop by hop, and the largest |Δp| per appliance."""
+    config, names = directory.config, directory.appliances.names
+    files = {r: group.sort_values("window_index") for r, group in directory.val_predictions().groupby("recording_id")}
+    teacher = {r: group[teacher_columns(names)].to_numpy() for r, group in files.items()}
+    student = {r: group[probability_columns(names)].to_numpy() for r, group in files.items()}
+    states = state_agreement({r: decide_file(p, config.teacher_decision).status for r, p in teacher.items()},
+                             {r: decide_file(p, directory.decision).status for r, p in student.items()})
+    hops, agreeing_hops = hop_agreement(teacher, student, config.teacher_decision, directory.decision, config.window.hop_sec)
+    most, by_appliance = max_abs_diff(np.concatenate(list(teacher.values())), np.concatenate(list(student.values())), names)
+    disagreeing = states["disagreeing_files"]
+    return TeacherAgreement(len(files), len(files) - len(disagreeing), disagreeing, hops, agreeing_hops, most, by_appliance)
 
 
 def _features(student: StudentNet, audio: np.ndarray) -> np.ndarray:
