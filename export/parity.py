@@ -87,7 +87,7 @@ def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
               candidate_cases: np.ndarray, case_names: list[str], decision: DecisionConfig, hop_sec: float,
               bar: dict = DEFAULT_BAR, candidate_decision: DecisionConfig | None = None,
               flop_share: float | None = None) -> dict:
-    """How far a precision is from fp32: every validation window ({recording: probs [n, 2]}), file
+    """How far a precision is from fp32: every validation window ({recording: probs [n, appliances]}), file
     states, debounced hops streamed (the candidate with its own decision settings when it has
     them), edge cases, its share of fp32's FLOPs; and whether that evidence meets `bar`."""
     candidate_decision = candidate_decision or decision

@@ -208,10 +208,9 @@ def distillation_targets(teacher: np.ndarray, labels: np.ndarray, label_weight: 
     return np.where(np.isnan(labels), teacher, mixed).astype(np.float32)
 
 
-def max_abs_diff(reference: np.ndarray, candidate: np.ndarray, names: tuple[str, ...]) -> tuple[float, dict[str, float]]:
-    """The largest |Δp| of two models' probabilities [n, appliances]: overall, and {appliance: figure}."""
-    by_appliance = np.abs(reference - candidate).max(axis=0)
-    return float(by_appliance.max()), {name: float(value) for name, value in zip(names, by_appliance)}
+def max_abs_diff_by_appliance(reference: np.ndarray, candidate: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+    """{appliance: the largest |Δp|} of two models' probabilities [n, appliances] (outputs in `names` order)."""
+    return {name: float(value) for name, value in zip(names, np.abs(reference - candidate).max(axis=0))}
 
 
 def teacher_columns(names: tuple[str, ...]) -> list[str]:
@@ -313,9 +312,9 @@ class Distiller:
                 scheduler.step()
                 losses.append(loss.item())
             probs = _predict(student, val.features)
-            most, by_appliance = max_abs_diff(val.teacher, probs, val.names)
+            by_appliance = max_abs_diff_by_appliance(val.teacher, probs, val.names)
             record = {"stage": "student", "epoch": number, "train_loss": float(np.mean(losses)),
-                      "val_loss": mean_bce(probs, val_targets), "val_max_abs_diff_teacher": most,
+                      "val_loss": mean_bce(probs, val_targets), "val_max_abs_diff_teacher": max(by_appliance.values()),
                       "val_max_abs_diff_teacher_by_appliance": by_appliance,
                       **file_metrics(val.windows, probs, self.run.decision)}
             directory.append_epoch(record)
@@ -341,9 +340,11 @@ def teacher_agreement(directory: StudentRun) -> TeacherAgreement:
     states = state_agreement({r: decide_file(p, config.teacher_decision).status for r, p in teacher.items()},
                              {r: decide_file(p, directory.decision).status for r, p in student.items()})
     hops, agreeing_hops = hop_agreement(teacher, student, config.teacher_decision, directory.decision, config.window.hop_sec)
-    most, by_appliance = max_abs_diff(np.concatenate(list(teacher.values())), np.concatenate(list(student.values())), names)
+    by_appliance = max_abs_diff_by_appliance(np.concatenate(list(teacher.values())),
+                                             np.concatenate(list(student.values())), names)
     disagreeing = states["disagreeing_files"]
-    return TeacherAgreement(len(files), len(files) - len(disagreeing), disagreeing, hops, agreeing_hops, most, by_appliance)
+    return TeacherAgreement(len(files), len(files) - len(disagreeing), disagreeing, hops, agreeing_hops,
+                            max(by_appliance.values()), by_appliance)
 
 
 def _features(student: StudentNet, audio: np.ndarray) -> np.ndarray:
