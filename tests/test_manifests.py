@@ -1,8 +1,13 @@
+import shutil
+
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile
+import yaml
 
 from edge.core.defaults import WindowConfig
+from edge.core.labels import APPLIANCE_RULE, NAME_PATTERN, SEED, TAG_RULE, Appliances
 from train.manifests import ManifestError, load_manifests, outlier_flags, prepare
 
 FILE_COLUMNS = ["path", "duration_sec", "sample_rate", "ac", "fridge", "state", "daypart", "recording_id", "sha256", "channels"]
@@ -10,12 +15,15 @@ WINDOW_COLUMNS = ["recording_id", "path", "start_sec", "end_sec", "rms", "ac", "
 
 
 def test_manifests_have_the_original_columns_and_more(project):
-    files, windows, window = load_manifests(project / "data" / "manifests")
+    files, windows, window, appliances = load_manifests(project / "data" / "manifests")
     assert list(files.columns) == FILE_COLUMNS
     assert list(windows.columns) == WINDOW_COLUMNS
-    assert window == WindowConfig()
+    assert window == WindowConfig() and appliances == SEED
     row = files.set_index("recording_id").loc["ac-off-fridge-on-night"]
     assert (row.ac, row.fridge, row.state, row.daypart, row.sample_rate, row.channels) == (0, 1, "fridge-on", "night", 44100, 2)
+    assert files.ac.dtype == np.int64 and windows.ac.dtype == np.float64  # files.csv holds 0 / 1, as before
+    assert ",0,1,fridge-on,night,ac-off-fridge-on-night," in (project / "data" / "manifests" / "files.csv").read_text()
+    assert yaml.safe_load((project / "data" / "manifests" / "manifest.yaml").read_text())["labels"] == ["ac", "fridge"]
     first = windows[windows.recording_id == "ac-off-fridge-on-night"]
     assert len(first) == 13
     assert np.allclose(first.start_sec.to_numpy()[:3], [0.0, 1.5, 3.0])
@@ -49,19 +57,78 @@ def _wav(path, seconds=7.0):
     soundfile.write(path, np.zeros(int(16_000 * seconds), np.float32), 16_000)
 
 
-def test_bad_names_are_listed_in_one_error(tmp_path):
+def test_bad_names_are_listed_in_one_error_each_with_its_reason(tmp_path):
     samples = tmp_path / "samples"
-    samples.mkdir()
+    (samples / "kitchen").mkdir(parents=True)
     _wav(samples / "ac-on-fridge-off-day.wav")
-    _wav(samples / "kitchen.wav")
-    _wav(samples / "ac-maybe-fridge-on-day.wav")
+    _wav(samples / "ac-off-fridge-on-dehumidifier-on-night-take-2.wav")  # good: any appliance
+    reasons = {
+        "kitchen.wav": "it does not start with an <appliance>-(on|off) pair",
+        "kitchen/Fridge-on-day.wav": f"'Fridge' is not an appliance name: {APPLIANCE_RULE}",
+        "ac-on-ac-off-day.wav": "it names ac twice",
+        "ac-on-fridge-off.wav": "'day' or 'night' must follow the last (on|off), not nothing",
+        "ac-on-fridge-off-evening.wav": "'day' or 'night' must follow the last (on|off), not 'evening'",
+        "ac-on-day-take 2.wav": f"the tag 'take 2' breaks the rule: {TAG_RULE}",
+    }
+    for name in reasons:
+        _wav(samples / name)
     (samples / "notes.txt").write_text("ignored: not audio")
     with pytest.raises(ManifestError) as error:
         prepare(samples, tmp_path / "manifests")
-    message = str(error.value)
-    assert "2 audio file name(s)" in message and "kitchen.wav" in message and "ac-maybe-fridge-on-day.wav" in message
-    assert "ac-(on|off)-fridge-(on|off)-(day|night)" in message and "notes.txt" not in message
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"{samples}: 6 audio file name(s) do not say what was running:"
+    assert sorted(line.strip() for line in lines[1:7]) == sorted(f"{name}: {reason}" for name, reason in reasons.items())
+    assert NAME_PATTERN in lines[7] and APPLIANCE_RULE in lines[7] and TAG_RULE in lines[7]
+    assert "ac-off-fridge-on-dehumidifier-on-night-take-2.flac" in lines[7]  # the rule's example of a third appliance
+    assert "notes.txt" not in str(error.value) and "ac-on-fridge-off-day.wav" not in str(error.value)
     assert not (tmp_path / "manifests").exists()
+
+
+def test_a_third_appliance_is_masked_where_a_recording_does_not_name_it(tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for name in ("ac-on-fridge-off-day.wav", "ac-off-fridge-off-dehumidifier-off-day.wav",
+                 "ac-off-fridge-on-dehumidifier-on-night.wav", "ac-off-fridge-off-night.wav"):
+        _wav(samples / name)
+    prepare(samples, tmp_path / "manifests")
+    text = (tmp_path / "manifests" / "files.csv").read_text().splitlines()
+    assert text[0] == "path,duration_sec,sample_rate,ac,fridge,dehumidifier,state,daypart,recording_id,sha256,channels"
+    rows = {line.split(",")[8]: line.split(",")[3:8] for line in text[1:]}
+    assert rows["ac-on-fridge-off-day"] == ["1", "0", "", "ac-on", "day"]  # the AC decides the state
+    assert rows["ac-off-fridge-off-night"] == ["0", "0", "", "", "night"]  # the dehumidifier might: unknown
+    assert rows["ac-off-fridge-off-dehumidifier-off-day"] == ["0", "0", "0", "all-off", "day"]
+    assert rows["ac-off-fridge-on-dehumidifier-on-night"] == ["0", "1", "1", "fridge-on", "night"]
+    files, windows, _, appliances = load_manifests(tmp_path / "manifests")
+    assert appliances == Appliances(("ac", "fridge", "dehumidifier"))
+    masked = windows.groupby("recording_id").dehumidifier.apply(lambda values: values.isna().all())
+    assert masked.to_dict() == {"ac-off-fridge-off-dehumidifier-off-day": False, "ac-off-fridge-off-night": True,
+                                "ac-off-fridge-on-dehumidifier-on-night": False, "ac-on-fridge-off-day": True}
+    assert windows.dehumidifier.dtype == np.float64 and set(windows.dehumidifier.dropna()) == {0.0, 1.0}
+
+
+def test_appliances_come_in_order_of_first_appearance(tmp_path):
+    samples = tmp_path / "samples"
+    (samples / "a").mkdir(parents=True)
+    (samples / "b").mkdir()
+    _wav(samples / "b" / "ac-on-heat_pump-on-day.wav")
+    _wav(samples / "a" / "fridge-on-ac-off-day.wav")  # a/ comes first
+    files, windows = prepare(samples, tmp_path / "manifests")
+    assert list(files.columns[3:6]) == ["fridge", "ac", "heat_pump"] and list(windows.columns[5:8]) == ["fridge", "ac", "heat_pump"]
+    assert load_manifests(tmp_path / "manifests").appliances.names == ("fridge", "ac", "heat_pump")
+    assert files.state[0] == "fridge-on" and pd.isna(files.state[1])  # fridge first; b/ does not name the fridge
+
+
+def test_a_manifest_without_labels_is_the_seeds(project, tmp_path):
+    manifests = tmp_path / "manifests"
+    shutil.copytree(project / "data" / "manifests", manifests)
+    meta = yaml.safe_load((manifests / "manifest.yaml").read_text())
+    del meta["labels"]  # as prepare wrote it before any appliance could be named
+    (manifests / "manifest.yaml").write_text(yaml.safe_dump(meta))
+    assert load_manifests(manifests).appliances == SEED
+    (manifests / "manifest.yaml").write_text(yaml.safe_dump({**meta, "labels": ["ac", "fridge", "heater"]}))
+    with pytest.raises(ManifestError, match=r"files.csv: no column for heater .*run 'humwatch prepare' again"):
+        load_manifests(manifests)
+    assert pd.read_csv(manifests / "files.csv").shape[0] == 8
 
 
 def test_empty_or_missing_samples_dir(tmp_path):

@@ -11,11 +11,14 @@ from click.testing import CliRunner
 
 from conftest import train_options
 from edge.cli import main
-from edge.core.labels import AC_ON
+from edge.core.defaults import DecisionConfig
+from edge.core.labels import AC_ON, SEED, Appliances
 from train.evaluate import evaluate_files
 from train.manifests import ManifestError, load_manifests, prepare
-from train.run import Run, RunError
-from train.trainer import SplitError, Trainer, TrainOptions, early_stopping, split_recordings
+from train.metrics import file_metrics, file_table, metric_columns, metric_rows, selection_score
+from train.run import Run, RunConfig, RunError
+from train.thresholds import choose_thresholds
+from train.trainer import SplitError, Trainer, TrainOptions, bce_loss, early_stopping, mean_bce, split_recordings
 
 RUN_FILES = ["model.pt", "config.yaml", "metrics.jsonl", "best_metrics.json", "val_predictions.parquet"]
 QUIET = {"log": lambda *_: None}
@@ -29,6 +32,8 @@ def test_runs_have_every_artifact(trained_runs):
         assert all(r.endswith(daypart) for r in config["split"]["val_recordings"])
         assert len(config["beats_checkpoint"]["sha256"]) == 64
         assert config["window"]["window_samples"] == 96_000
+        assert config["labels"] == config["priority"] == ["ac", "fridge"]
+        assert list(config["recordings"]["ac-off-fridge-on-night"])[2:] == ["daypart", "ac", "fridge"]
         epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert epochs and {"f1_ac", "f1_fridge", "state_accuracy", "by_daypart", "window_auc_ac"} <= set(epochs[0])
 
@@ -39,6 +44,10 @@ def test_config_yaml_is_read_and_written_as_one_typed_record(trained_runs, tmp_p
     assert config.to_yaml() == written  # the record reads every field and writes the same file
     assert config.split.val_daypart == "night" and config.options.views == 2 and config.window.window_samples == 96_000
     assert config.recordings[config.split.val_recordings[0]].path.is_absolute()
+    assert config.recordings["ac-on-fridge-off-night"].labels == {"ac": True, "fridge": False}
+    assert Run.open(trained_runs["night"]).appliances == SEED
+    older = {key: value for key, value in written.items() if key not in ("labels", "priority")}
+    assert RunConfig.from_yaml(older) == config  # a run written before labels and priority: the seed's
     broken = tmp_path / "broken"
     shutil.copytree(trained_runs["night"], broken)
     (broken / "config.yaml").write_text(yaml.safe_dump({**written, "split": {"val_daypart": "night"}}))
@@ -148,22 +157,22 @@ def _files(project):
 def test_split_errors(project):
     files = _files(project)
     with pytest.raises(SplitError, match="no night recording to validate on"):
-        split_recordings(files[files.daypart == "day"], "night", ())
+        split_recordings(files[files.daypart == "day"], "night", (), SEED.names)
     with pytest.raises(SplitError, match=r"--val-recordings \['nope'\] not in files.csv"):
-        split_recordings(files, "night", ("nope",))
+        split_recordings(files, "night", ("nope",), SEED.names)
     with pytest.raises(SplitError, match="no training file is left"):
-        split_recordings(files, "night", tuple(files.recording_id))
+        split_recordings(files, "night", tuple(files.recording_id), SEED.names)
     no_ac = files[(files.ac == 0) | (files.daypart == "night")]
     with pytest.raises(SplitError, match="no recording with ac on"):
-        split_recordings(no_ac, "night", ())
-    training, validation = split_recordings(files, "day", ())
+        split_recordings(no_ac, "night", (), SEED.names)
+    training, validation = split_recordings(files, "day", (), SEED.names)
     assert set(training).isdisjoint(validation) and len(validation) == 4
 
 
 def test_split_error_comes_before_any_encoding(project, tiny_checkpoint, tmp_path):
     manifests = tmp_path / "manifests"
     manifests.mkdir()
-    files, windows, _ = load_manifests(project / "data" / "manifests")
+    files, windows, *_ = load_manifests(project / "data" / "manifests")
     files[files.daypart == "day"].to_csv(manifests / "files.csv", index=False)
     windows.to_parquet(manifests / "windows.parquet")
     (manifests / "manifest.yaml").write_text((project / "data" / "manifests" / "manifest.yaml").read_text())
@@ -207,3 +216,98 @@ def test_validation_recordings_by_name(project, tiny_checkpoint, tmp_path):
     config = yaml.safe_load(next(tmp_path.glob("*/config.yaml")).read_text())
     assert config["split"]["val_daypart"] is None and next(tmp_path.iterdir()).name.endswith("val-custom")
     assert sorted(config["split"]["val_recordings"]) == ["ac-off-fridge-off-day", "ac-off-fridge-on-night", "ac-on-fridge-off-day"]
+
+
+THREE = Appliances(("ac", "fridge", "dehumidifier"))
+
+
+def test_the_masked_loss_ignores_a_label_the_recording_does_not_name():
+    nan = float("nan")
+    labels = np.array([[1, 0, 1], [0, 1, 0], [1, 1, nan], [0, 0, nan]], np.float32)  # the last two: no dehumidifier
+    loss_fn = bce_loss(labels)
+    assert loss_fn.pos_weight.tolist() == [1.0, 1.0, 1.0]  # dehumidifier: 1 on, 1 off among the naming rows
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    loss = loss_fn(logits, torch.from_numpy(labels))
+    loss.backward()
+    assert torch.all(logits.grad[2:, 2] == 0) and torch.all(logits.grad[:, :2] != 0) and torch.all(logits.grad[:2, 2] != 0)
+    named = ~np.isnan(labels)
+    each = torch.nn.functional.binary_cross_entropy_with_logits(logits.detach(), torch.from_numpy(np.nan_to_num(labels)),
+                                                                reduction="none")
+    assert torch.isclose(loss, each[torch.from_numpy(named)].mean())  # the mean over the 10 named labels
+    seed_labels = labels[:, :2]  # nothing masked: the seed's loss, as before
+    expected = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([1.0, 1.0]))(logits[:, :2], torch.from_numpy(seed_labels))
+    assert torch.isclose(bce_loss(seed_labels)(logits[:, :2], torch.from_numpy(seed_labels)), expected)
+    assert mean_bce(np.full((4, 3), 0.5), labels) == pytest.approx(np.log(2))
+
+
+def _windows(rows):
+    """Two windows per (recording_id, daypart, ac, fridge, dehumidifier) row."""
+    return pd.DataFrame([dict(zip(("recording_id", "daypart", *THREE.names), row)) for row in rows for _ in range(2)])
+
+
+def test_metrics_count_only_the_recordings_that_name_an_appliance():
+    nan = float("nan")
+    windows = _windows([("r1", "day", 1, 0, 1), ("r2", "day", 0, 1, 0), ("r3", "night", 1, 1, nan), ("r4", "night", 0, 0, nan)])
+    # the AC and the fridge heard right; the dehumidifier "heard" in r3 and r4, which do not name it
+    probs = np.repeat([[0.9, 0.1, 0.9], [0.1, 0.9, 0.1], [0.9, 0.9, 0.9], [0.1, 0.8, 0.9]], 2, axis=0)
+    decision = DecisionConfig(THREE)
+    table = file_table(windows, probs, decision).set_index("recording_id")
+    assert np.isnan(table.dehumidifier["r3"]) and table.true_state["r3"] == "ac-on"
+    assert pd.isna(table.true_state["r4"])  # off, off and the dehumidifier unknown: its state is not determined
+    metrics = file_metrics(windows, probs, decision)
+    assert (metrics["files"], metrics["files_ac"], metrics["files_dehumidifier"], metrics["state_files"]) == (4, 4, 2, 3)
+    assert metrics["f1_dehumidifier"] == 1.0 and metrics["window_auc_dehumidifier"] == 1.0  # r3, r4 as "off": 0.5
+    assert metrics["f1_fridge"] == pytest.approx(0.8) and metrics["state_accuracy"] == 1.0
+    assert metrics["by_daypart"]["night"]["files_dehumidifier"] == 0 and metrics["by_daypart"]["night"]["f1_dehumidifier"] is None
+    assert selection_score(metrics) == pytest.approx((1 + 0.8 + 1 + 1) / 4)
+    assert metric_columns(metrics) == ["split", "files", "f1_ac", "f1_fridge", "f1_dehumidifier", "files_dehumidifier",
+                                       "state_accuracy", "state_files"]
+    assert [row["files_dehumidifier"] for row in metric_rows(metrics)] == [2, 2, 0]
+    seed = file_metrics(windows.drop(columns="dehumidifier"), probs[:, :2], DecisionConfig())
+    assert metric_columns(seed) == ["split", "files", "f1_ac", "f1_fridge", "state_accuracy"]  # the seed's, as before
+    assert selection_score(seed) == (seed["f1_ac"] + seed["f1_fridge"] + seed["state_accuracy"]) / 3
+
+
+def _three_appliance_project(project, root):
+    """The seed's recordings, half of them renamed to name a dehumidifier too (on with both, off with neither)."""
+    renamed = {"ac-on-fridge-on": "ac-on-fridge-on-dehumidifier-on", "ac-off-fridge-off": "ac-off-fridge-off-dehumidifier-off"}
+    (root / "samples").mkdir(parents=True)
+    for path in sorted((project / "samples").glob("*.m4a")):
+        condition, daypart = path.stem.rsplit("-", 1)
+        shutil.copy(path, root / "samples" / f"{renamed.get(condition, condition)}-{daypart}.m4a")
+    prepare(root / "samples", root / "manifests")
+    return root / "manifests"
+
+
+def test_a_third_appliance_named_by_half_the_recordings_trains(project, tiny_checkpoint, tmp_path):
+    manifests = _three_appliance_project(project, tmp_path)
+    train = ["train", "--beats-checkpoint", str(tiny_checkpoint), "--manifests", str(manifests),
+             "--cache-dir", str(project / "data" / "cache"), "--models", str(tmp_path / "models"), "--epochs", "2"]
+    refused = CliRunner().invoke(main, [*train, "--priority", "dehumidifier,heater"])
+    assert refused.exit_code == 1 and "--priority dehumidifier,heater" in refused.output and "heater is not one" in refused.output
+    assert not (tmp_path / "models").exists()
+    result = CliRunner().invoke(main, [*train, "--priority", "dehumidifier"])
+    assert result.exit_code == 0, result.output
+    assert "F1 dehumidifier" in result.output
+    run = Run.open(next((tmp_path / "models").iterdir()))
+    config = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert config["labels"] == ["ac", "fridge", "dehumidifier"] and config["priority"] == ["dehumidifier", "ac", "fridge"]
+    assert config["options"]["priority"] == ["dehumidifier"]
+    assert "dehumidifier" not in config["recordings"]["ac-on-fridge-off-night"]  # masked, not "off"
+    assert config["recordings"]["ac-on-fridge-on-dehumidifier-on-night"]["dehumidifier"] == 1
+    assert run.appliances == Appliances(THREE.names, ("dehumidifier",)) and run.config.decision.appliances == run.appliances
+    assert torch.load(run.path / "model.pt", weights_only=True)["head_config"]["labels"] == 3
+    predictions = run.val_predictions()
+    assert list(predictions.columns) == ["recording_id", "window_index", "daypart", *THREE.names,
+                                         "p_ac", "p_fridge", "p_dehumidifier"]
+    named = predictions.groupby("recording_id").dehumidifier.apply(lambda values: values.notna().all())
+    assert sorted(named[named].index) == ["ac-off-fridge-off-dehumidifier-off-night", "ac-on-fridge-on-dehumidifier-on-night"]
+    best = run.best_metrics()
+    assert (best["files"], best["files_dehumidifier"], best["files_ac"]) == (4, 2, 4)
+    chosen = choose_thresholds(run)
+    assert {"t_dehumidifier", "dehumidifier_on", "dehumidifier_off"} <= set(yaml.safe_load((run.path / "thresholds.yaml").read_text()))
+    assert chosen["dehumidifier_off"] < chosen["t_dehumidifier"] < chosen["dehumidifier_on"]
+    assert run.decision.levels["dehumidifier"].threshold == chosen["t_dehumidifier"]
+    shown = CliRunner().invoke(main, ["evaluate", "--run", str(run.path)])
+    assert shown.exit_code == 0, shown.output
+    assert "p_dehumidifier" in shown.output and "files_dehumidifier" in shown.output and "window AUC: ac" in shown.output

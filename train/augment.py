@@ -1,10 +1,11 @@
-"""The design's augmentations: gain, mixing in a both-off window, EQ tilt (waveform) and
-SpecAugment (fbank). Each draw comes from the numpy Generator passed in, so a cached view is
+"""The design's augmentations: gain, mixing in a background window (from a recording whose named
+appliances are all off), EQ tilt (waveform) and SpecAugment (fbank). Each draw comes from the numpy Generator passed in, so a cached view is
 reproducible from its seed."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -27,6 +28,12 @@ class AugmentConfig:
     freq_mask_bins: int = 20
 
 
+def is_background(labels: Mapping[str, bool]) -> bool:
+    """Whether a recording's windows are mixed into others: every appliance its name mentions is off
+    (for the seed: the both-off recordings)."""
+    return not any(labels.values())
+
+
 def _power(x: np.ndarray) -> float:
     return float(np.mean(np.square(x, dtype=np.float64))) + 1e-12
 
@@ -40,12 +47,13 @@ def eq_tilt(window: np.ndarray, low_db: float, low_hz: float, high_db: float, hi
     return np.fft.irfft(np.fft.rfft(window) * gain, len(window)).astype(np.float32)
 
 
-def augment_waveform(window: np.ndarray, rng: np.random.Generator, both_off: np.ndarray | None,
+def augment_waveform(window: np.ndarray, rng: np.random.Generator, background: np.ndarray | None,
                      config: AugmentConfig = AugmentConfig()) -> np.ndarray:
-    """One augmented copy of a window; both_off is a pool [n, N] of both-off windows to mix in."""
+    """One augmented copy of a window; background is a pool [n, N] of windows to mix in (see
+    :func:`is_background`)."""
     out = np.asarray(window, dtype=np.float32).copy()
-    if both_off is not None and len(both_off) and rng.random() < config.mix_probability:
-        noise = both_off[rng.integers(len(both_off))]
+    if background is not None and len(background) and rng.random() < config.mix_probability:
+        noise = background[rng.integers(len(background))]
         snr = rng.uniform(*config.mix_snr_db)
         out = out + noise * np.sqrt(_power(out) / (_power(noise) * 10 ** (snr / 10)))
     if rng.random() < config.eq_probability:

@@ -17,11 +17,11 @@ DEVICE_OPTION = click.option("--device", type=click.Choice(["auto", "cpu", "cuda
 
 
 def print_metrics(metrics: dict) -> None:
-    from train.metrics import METRIC_COLUMNS, metric_rows
+    from train.metrics import metric_columns, metric_rows
 
-    click.echo(format_table(metric_rows(metrics), METRIC_COLUMNS))
-    click.echo(f"window AUC: ac {metrics['window_auc_ac'] or float('nan'):.3f}, "
-               f"fridge {metrics['window_auc_fridge'] or float('nan'):.3f}")
+    click.echo(format_table(metric_rows(metrics), metric_columns(metrics)))
+    click.echo("window AUC: " + ", ".join(f"{name} {metrics[f'window_auc_{name}'] or float('nan'):.3f}"
+                                          for name in metrics["labels"]))
 
 
 @click.command()
@@ -67,6 +67,9 @@ def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: 
 @click.option("--val-daypart", type=click.Choice(DAYPARTS), default="night", show_default=True)
 @click.option("--val-recordings", multiple=True, metavar="ID[,ID...]",
               help="Validate on these recordings instead of a daypart (repeat the option or separate with commas).")
+@click.option("--priority", default="", metavar="NAME[,NAME...]",
+              help="The summary state's order: the first running appliance wins (a partial list puts those "
+                   "first; default: the order in which the recordings first name them).")
 @click.option("--unfreeze-blocks", type=click.IntRange(0, 2), default=0, show_default=True, help="Stage 2: fine-tune the last N blocks.")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--stage2-epochs", type=click.IntRange(min=1), default=3, show_default=True)
@@ -76,10 +79,11 @@ def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: 
 @click.option("--models", "models_dir", type=PATH, default=Path("models"), show_default=True)
 @click.option("--cache-dir", type=PATH, default=Path("data/cache"), show_default=True)
 @DEVICE_OPTION
-def train(beats_checkpoint, val_daypart, val_recordings, unfreeze_blocks, epochs, stage2_epochs, views, seed,
+def train(beats_checkpoint, val_daypart, val_recordings, priority, unfreeze_blocks, epochs, stage2_epochs, views, seed,
           manifests_dir, models_dir, cache_dir, device) -> None:
     """Train the classifier on frozen BEATs embeddings (stage 1, optional stage 2)."""
     from edge.core.audio import AudioError
+    from edge.core.labels import LabelError
     from train.beats import CheckpointError
     from train.manifests import ManifestError
     from train.device import DeviceError
@@ -88,12 +92,12 @@ def train(beats_checkpoint, val_daypart, val_recordings, unfreeze_blocks, epochs
     options = TrainOptions(
         beats_checkpoint=beats_checkpoint, manifests_dir=manifests_dir, models_dir=models_dir, cache_dir=cache_dir,
         val_daypart=val_daypart, val_recordings=tuple(r for value in val_recordings for r in value.split(",") if r),
-        views=views, epochs=epochs,
+        priority=tuple(name.strip() for name in priority.split(",") if name.strip()), views=views, epochs=epochs,
         unfreeze_blocks=unfreeze_blocks, stage2_epochs=stage2_epochs, seed=seed, device=device,
     )
     try:
         run_dir = Trainer(options, log=click.echo).run()
-    except (SplitError, ManifestError, CheckpointError, AudioError, DeviceError) as error:
+    except (SplitError, ManifestError, CheckpointError, AudioError, DeviceError, LabelError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"next: humwatch thresholds --run {run_dir}")
 
@@ -101,7 +105,7 @@ def train(beats_checkpoint, val_daypart, val_recordings, unfreeze_blocks, epochs
 @click.command()
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
 def thresholds(run_dir: Path) -> None:
-    """Choose t_ac / t_fridge on the run's validation files; writes thresholds.yaml and report.html."""
+    """Choose each appliance's threshold (t_ac, t_fridge, ...) on the run's validation files; writes thresholds.yaml and report.html."""
     from train.report import render_report
     from train.run import Run, RunError
     from train.thresholds import choose_thresholds
@@ -111,7 +115,8 @@ def thresholds(run_dir: Path) -> None:
         result = choose_thresholds(run)
     except RunError as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"t_ac {result['t_ac']:.2f}, t_fridge {result['t_fridge']:.2f} -> {run_dir / 'thresholds.yaml'}")
+    chosen = ", ".join(f"t_{name} {result[f't_{name}']:.2f}" for name in run.appliances.names)
+    click.echo(f"{chosen} -> {run_dir / 'thresholds.yaml'}")
     print_metrics(result["validation_metrics"])
     click.echo(f"report: {render_report(run)}")
 
@@ -146,7 +151,8 @@ def distill(run_dir: Path, label_weight: float, epochs: int, seed: int, device: 
 def evaluate(run_dir: Path, files: tuple[Path, ...], device: str) -> None:
     """Per-file table and metrics: the run's validation files, or FILES through the torch model."""
     from edge.core.audio import AudioError
-    from train.evaluate import CROSS_SPLIT_COLUMNS, TABLE_COLUMNS, cross_split, cross_split_rows, evaluate_files, evaluate_validation
+    from train.evaluate import (cross_split, cross_split_columns, cross_split_rows, evaluate_files, evaluate_validation,
+                                table_columns)
     from train.device import DeviceError
     from train.run import Run, RunError
 
@@ -155,14 +161,15 @@ def evaluate(run_dir: Path, files: tuple[Path, ...], device: str) -> None:
         table, metrics = evaluate_files(run, list(files), device) if files else evaluate_validation(run)
     except (RunError, AudioError, DeviceError) as error:
         raise click.ClickException(str(error)) from error
-    click.echo(format_table(table.to_dict("records"), TABLE_COLUMNS))
+    shown = table.astype(object).where(table.notna(), None)  # an unknown state or label: "-"
+    click.echo(format_table(shown.to_dict("records"), table_columns(run.appliances)))
     if metrics:
         click.echo("")
         print_metrics(metrics)
     splits = cross_split(run.path.parent)
     if {"day", "night"} <= set(splits):
         click.echo("\ncross-split (newest run validated on each daypart):")
-        click.echo(format_table(cross_split_rows(splits), CROSS_SPLIT_COLUMNS))
+        click.echo(format_table(cross_split_rows(splits), cross_split_columns(splits)))
 
 
 @click.command()

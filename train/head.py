@@ -1,4 +1,4 @@
-"""The classifier on top of BEATs: attention pooling over frames, then a small MLP, two logits."""
+"""The classifier on top of BEATs: attention pooling over frames, then a small MLP, one logit per appliance."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ DROPOUT = 0.2
 
 
 class AttentionPoolHead(nn.Module):
-    """frames [B, T, D] -> logits [B, 2] (ac, fridge)."""
+    """frames [B, T, D] -> logits [B, labels], one per appliance in the run's label order."""
 
-    def __init__(self, dim: int, hidden: int = HIDDEN, dropout: float = DROPOUT, labels: int = 2) -> None:
+    def __init__(self, dim: int, labels: int, hidden: int = HIDDEN, dropout: float = DROPOUT) -> None:
         super().__init__()
         self.config = {"dim": dim, "hidden": hidden, "dropout": dropout, "labels": labels}
         self.score = nn.Linear(dim, 1)
@@ -41,7 +41,7 @@ class ProbabilityHead(nn.Module):
 
 
 class HumwatchModel(nn.Module):
-    """BEATs encoder + head: waveform windows [B, N] -> logits [B, 2]."""
+    """BEATs encoder + head: waveform windows [B, N] -> logits [B, labels]."""
 
     def __init__(self, encoder: BEATs, head: AttentionPoolHead) -> None:
         super().__init__()
@@ -56,7 +56,7 @@ class HumwatchModel(nn.Module):
 
 
 def predict_model(model: HumwatchModel, windows: np.ndarray) -> np.ndarray:
-    """Probabilities [n, 2] of waveform windows [n, N] on the model's device, in batches that suit
+    """Probabilities [n, labels] of waveform windows [n, N] on the model's device, in batches that suit
     it, without gradients; a progress bar when there are many."""
     from tqdm import tqdm
 

@@ -2,8 +2,10 @@
 
     models/<run_id>/
       model.pt                 encoder + head weights (torch, loaded with weights_only=True)
-      config.yaml              run id, checkpoint, BEATs cfg, window, split, every recording with its
-                               absolute path and sha256, options, cache, stage 2, default decision
+      config.yaml              run id, checkpoint, BEATs cfg, window, labels (the appliances, in the
+                               model's output order) and priority, split, every recording with its
+                               absolute path, sha256 and the appliances it names (1 on / 0 off),
+                               options, cache, stage 2, default decision (flat: t_<name>, ...)
       metrics.jsonl            one line per epoch (stage 1 and stage 2)
       best_metrics.json        the epoch that was kept
       val_predictions.parquet  the validation windows' probabilities
@@ -26,7 +28,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
+from edge.core.defaults import DecisionConfig, WindowConfig
+from edge.core.labels import SEED, Appliances
 from edge.core.files import atomic_path, write_json_atomic
 from train.beats import BeatsConfig, build_beats
 from train.head import AttentionPoolHead, HumwatchModel
@@ -52,6 +55,7 @@ class TrainOptions:
     cache_dir: Path = Path("data/cache")
     val_daypart: str = "night"
     val_recordings: tuple[str, ...] = ()
+    priority: tuple[str, ...] = ()  # the summary state's order: these first, then first appearance
     views: int = 2
     epochs: int = 30
     patience: int = 8
@@ -82,14 +86,14 @@ def options_from_yaml(cls, data: dict):
 
 @dataclasses.dataclass(frozen=True)
 class RunRecording:
-    """A recording as the run saw it: where it was, its checksum, its labels."""
+    """A recording as the run saw it: where it was, its checksum, its labels (the appliances its name
+    mentions, on or off; one it does not mention is masked)."""
 
     recording_id: str
     path: Path
     sha256: str
     daypart: str
-    ac: int
-    fridge: int
+    labels: dict[str, bool]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +136,9 @@ class CacheUse:
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """A run's config.yaml: its id, checkpoint, BEATs architecture, window, split, every recording
-    (absolute path, sha256, labels), options, cache, stage 2 and the default decision settings."""
+    (absolute path, sha256, labels), options, cache, stage 2 and the default decision settings,
+    whose appliances (names and priority) are written beside them as ``labels`` and ``priority``
+    (a run written before they were has the seed's)."""
 
     run_id: str
     created: str
@@ -154,10 +160,11 @@ class RunConfig:
             "beats_checkpoint": {"path": str(self.beats_checkpoint.resolve()), "sha256": self.beats_checkpoint_sha256},
             "beats_cfg": dataclasses.asdict(self.beats_cfg),
             "window": self.window.to_dict(),
-            "labels": list(LABELS),
+            **self.decision.appliances.to_dict(),
             "split": self.split.to_yaml(),
-            "recordings": {r.recording_id: {"path": str(r.path), "sha256": r.sha256, "daypart": r.daypart, "ac": r.ac,
-                                            "fridge": r.fridge} for r in self.recordings.values()},
+            "recordings": {r.recording_id: {"path": str(r.path), "sha256": r.sha256, "daypart": r.daypart,
+                                            **{name: int(on) for name, on in r.labels.items()}}
+                           for r in self.recordings.values()},
             "options": options_to_yaml(self.options),
             "cache": {"directory": str(self.cache.directory.resolve()), "encoded_windows": self.cache.encoded_windows,
                       "reused_windows": self.cache.reused_windows},
@@ -168,17 +175,19 @@ class RunConfig:
     @classmethod
     def from_yaml(cls, data: dict) -> RunConfig:
         checkpoint, cache, stage2 = data["beats_checkpoint"], data["cache"], data["stage2"]
+        appliances = Appliances.parse(data.get("labels", SEED.names), data.get("priority", ()))
         return cls(
             run_id=data["run_id"], created=data["created"],
             beats_checkpoint=Path(checkpoint["path"]), beats_checkpoint_sha256=checkpoint["sha256"],
             beats_cfg=BeatsConfig(**data["beats_cfg"]), window=WindowConfig.from_dict(data["window"], "window"),
             split=Split.from_yaml(data["split"]),
-            recordings={r: RunRecording(r, Path(v["path"]), v["sha256"], v["daypart"], v["ac"], v["fridge"])
+            recordings={r: RunRecording(r, Path(v["path"]), v["sha256"], v["daypart"],
+                                        {name: bool(v[name]) for name in appliances.names if name in v})
                         for r, v in data["recordings"].items()},
             options=options_from_yaml(TrainOptions, data["options"]),
             cache=CacheUse(Path(cache["directory"]), cache["encoded_windows"], cache["reused_windows"]),
             stage2=Stage2(**stage2) if stage2 else None,
-            decision=DecisionConfig.from_dict(data["decision"], "decision"),
+            decision=DecisionConfig.from_dict(data["decision"], "decision", appliances),
         )
 
 
@@ -211,6 +220,11 @@ class TrainedDirectory:
                            f"{self.MAKE} again") from error
 
     @property
+    def appliances(self) -> Appliances:
+        """The appliances, in the model's output order, and the priority of the summary state."""
+        return self.config.decision.appliances
+
+    @property
     def thresholds(self) -> dict | None:
         """thresholds.yaml (decision settings + validation metrics), or None before 'humwatch thresholds'."""
         path = self.path / THRESHOLDS
@@ -220,10 +234,13 @@ class TrainedDirectory:
     def decision(self) -> DecisionConfig:
         """The chosen decision settings, or the run's defaults when thresholds were not chosen yet."""
         thresholds = self.thresholds
-        return DecisionConfig.from_dict(thresholds) if thresholds else self.config.decision
+        if not thresholds:
+            return self.config.decision
+        return DecisionConfig.from_dict(thresholds, str(self.path / THRESHOLDS), self.appliances)
 
     def val_predictions(self) -> pd.DataFrame:
-        """recording_id, window_index, daypart, ac, fridge, p_ac, p_fridge of every validation window."""
+        """recording_id, window_index, daypart, one label column per appliance (1.0 / 0.0 / NaN where
+        the recording does not name it), then p_<name> per appliance, of every validation window."""
         return pd.read_parquet(self.path / PREDICTIONS)
 
     def best_metrics(self) -> dict:
@@ -296,7 +313,7 @@ class Run(TrainedDirectory):
             torch.save({
                 "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
                 "beats_cfg": dataclasses.asdict(config.beats_cfg), "head_config": model.head.config,
-                "window": config.window.to_dict(), "labels": list(LABELS),
+                "window": config.window.to_dict(), "labels": list(config.decision.appliances.names),
                 "encoder": model.encoder.state_dict(), "head": model.head.state_dict(),
             }, temporary)
         self._save_common(config, best, predictions)

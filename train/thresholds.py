@@ -1,11 +1,13 @@
-"""Choose t_ac and t_fridge on a run's validation files (grid search maximising file-level F1)."""
+"""Choose each appliance's threshold on a run's validation files: a grid search maximising its
+file-level F1 over the validation recordings that name it."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from train.metrics import f1, file_metrics, file_table
-from train.run import Run
+from edge.core.defaults import level_keys
+from train.metrics import f1, file_metrics, file_table, probability_columns
+from train.run import TrainedDirectory
 
 GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 HYSTERESIS_ABOVE = 0.05
@@ -47,19 +49,23 @@ def best_threshold(truth: np.ndarray, scores: np.ndarray, start: float) -> float
     return float(GRID[(low + high) // 2])
 
 
-def choose_thresholds(run: Run) -> dict:
-    """Grid-search thresholds on the run's validation files and write thresholds.yaml."""
+def choose_thresholds(run: TrainedDirectory) -> dict:
+    """Grid-search each appliance's threshold (and set its hysteresis) on the run's validation files
+    that name it, and write thresholds.yaml (flat keys: t_<name>, <name>_on, <name>_off, ...). An
+    appliance no validation file names keeps the run's default levels."""
     predictions = run.val_predictions()
-    probs = predictions[["p_ac", "p_fridge"]].to_numpy()
     defaults = run.config.decision
+    probs = predictions[probability_columns(defaults.appliances.names)].to_numpy()
     files = file_table(predictions, probs, defaults)
-    t_ac = best_threshold(files.ac.to_numpy(), files.p_ac.to_numpy(), defaults.t_ac)
-    t_fridge = best_threshold(files.fridge.to_numpy(), files.p_fridge.to_numpy(), defaults.t_fridge)
-    decision = defaults.replace(
-        t_ac=t_ac, t_fridge=t_fridge,
-        ac_on=hysteresis_on(t_ac), ac_off=hysteresis_off(t_ac),
-        fridge_on=hysteresis_on(t_fridge), fridge_off=hysteresis_off(t_fridge),
-    )
+    levels = {}
+    for name, level in defaults.levels.items():
+        named = files[name].notna()
+        if named.any():
+            threshold = best_threshold(files[name][named].to_numpy(), files[f"p_{name}"][named].to_numpy(), level.threshold)
+            keys = level_keys(name)
+            levels.update({keys["threshold"]: threshold, keys["on"]: hysteresis_on(threshold),
+                           keys["off"]: hysteresis_off(threshold)})
+    decision = defaults.replace(**levels)
     metrics = file_metrics(predictions, probs, decision)
     run.write_thresholds(decision, metrics)
     return {**decision.to_dict(), "validation_metrics": metrics}

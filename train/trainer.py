@@ -1,5 +1,9 @@
 """Training: file-level split, stage 1 on cached frozen-BEATs embeddings, optional stage 2.
 
+One output per appliance of the project (manifest.yaml's labels); a recording that does not name
+an appliance leaves that label masked (NaN): it adds nothing to the loss (:class:`MaskedBCE`) nor
+to that appliance's metrics.
+
 A run is built beside ``models/<run_id>`` and renamed into place only when every artifact is
 written (train.run), so an interrupted run leaves nothing and runs never overwrite each other.
 """
@@ -10,7 +14,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,17 +22,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from edge.core.defaults import LABELS, DecisionConfig, WindowConfig
+from edge.core.defaults import DecisionConfig, WindowConfig
 from edge.core.audio import load_windows
 from edge.core.files import DirectoryBuild, sha256_file
-from edge.core.labels import BOTH_OFF, DAYPARTS
-from train.augment import AugmentConfig, augment_waveform, spec_augment
+from edge.core.labels import DAYPARTS, Appliances, LabelError
+from train.augment import AugmentConfig, augment_waveform, is_background, spec_augment
 from train.beats import load_beats
 from train.cache import EmbeddingCache, Recording
 from train.device import resolve_device
 from train.head import AttentionPoolHead, HumwatchModel, predict_model
-from train.manifests import ManifestError, load_manifests
-from train.metrics import file_metrics, selection_score
+from train.manifests import ManifestError, load_manifests, named_labels
+from train.metrics import file_metrics, probability_columns, selection_score
 from train.run import CacheUse, Run, RunConfig, RunRecording, Split, Stage2, TrainOptions
 
 EVAL_BATCH = 64
@@ -38,8 +42,10 @@ class SplitError(ValueError):
     """A validation split that cannot be made from the recordings at hand."""
 
 
-def split_recordings(files: pd.DataFrame, val_daypart: str, val_recordings: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(training ids, validation ids), file level only; errors say what is missing."""
+def split_recordings(files: pd.DataFrame, val_daypart: str, val_recordings: tuple[str, ...],
+                     names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(training ids, validation ids), file level only; each appliance of `names` needs a training
+    recording that names it on and one that names it off; errors say what is missing."""
     known = list(files.recording_id)
     if val_recordings:
         unknown = sorted(set(val_recordings) - set(known))
@@ -59,11 +65,12 @@ def split_recordings(files: pd.DataFrame, val_daypart: str, val_recordings: tupl
     if not training:
         raise SplitError(f"every recording is in the validation split ({validation}); no training file is left")
     train_files = files[files.recording_id.isin(training)]
-    for label in LABELS:
-        values = set(train_files[label])
-        if values != {0, 1}:
-            state = "on" if 1 not in values else "off"
-            raise SplitError(f"the training files have no recording with {label} {state}: the {label} detector cannot learn")
+    for name in names:
+        values = set(train_files[name].dropna())
+        missing = [state for state, value in (("on", 1), ("off", 0)) if value not in values]
+        if missing:
+            raise SplitError(f"the training files have no recording with {name} {' or '.join(missing)}: "
+                             f"the {name} detector cannot learn")
     return training, validation
 
 
@@ -84,10 +91,27 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmu
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def bce_loss(labels: np.ndarray) -> nn.BCEWithLogitsLoss:
-    """BCE with pos_weight = negatives / positives for each label."""
-    positives = labels.sum(axis=0)
-    return nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(labels) - positives) / positives, dtype=torch.float32))
+class MaskedBCE(nn.Module):
+    """BCE with logits over the labels that are there: a NaN label (the recording does not name that
+    appliance) contributes nothing, and the mean divides by the count of the others. Each label's
+    pos_weight is its negatives / positives, counted where it is there."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        super().__init__()
+        positives = np.nansum(labels, axis=0)
+        negatives = (~np.isnan(labels)).sum(axis=0) - positives
+        self.register_buffer("pos_weight", torch.tensor(negatives / positives, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        there = ~torch.isnan(labels)
+        losses = nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.where(there, labels, torch.zeros_like(labels)), pos_weight=self.pos_weight, reduction="none")
+        return (losses * there).sum() / there.sum().clamp(min=1)
+
+
+def bce_loss(labels: np.ndarray) -> MaskedBCE:
+    """The training loss for these labels [n, appliances] (NaN where masked)."""
+    return MaskedBCE(labels)
 
 
 def train_head_epoch(head: AttentionPoolHead, optimizer, scheduler, loss_fn, inputs: torch.Tensor,
@@ -135,8 +159,10 @@ def predict_head(head: AttentionPoolHead, embeddings: torch.Tensor) -> np.ndarra
 
 
 def mean_bce(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Binary cross-entropy of probabilities against (soft) labels, averaged."""
-    probs = np.clip(probs, 1e-7, 1 - 1e-7)
+    """Binary cross-entropy of probabilities against (soft) labels, averaged over the labels that are
+    there (a NaN label is masked)."""
+    there = ~np.isnan(labels)
+    probs, labels = np.clip(probs[there], 1e-7, 1 - 1e-7), labels[there]
     return float(-np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)))
 
 
@@ -144,12 +170,14 @@ def mean_bce(probs: np.ndarray, labels: np.ndarray) -> float:
 class Dataset:
     """Windows of one split with their labels (and embeddings or waveforms as needed)."""
 
-    windows: pd.DataFrame  # recording_id, window_index, ac, fridge, daypart
+    windows: pd.DataFrame  # recording_id, window_index, one column per appliance (1.0 / 0.0 / NaN), daypart
     inputs: torch.Tensor | np.ndarray  # float16 embeddings [n, T, D] (stage 1) or waveforms [n, N]
+    names: tuple[str, ...]  # the appliances, in the model's output order
 
     @property
     def labels(self) -> np.ndarray:
-        return self.windows[list(LABELS)].to_numpy(dtype=np.float32)
+        """[n, appliances] float32, NaN where the recording does not name the appliance."""
+        return self.windows[list(self.names)].to_numpy(dtype=np.float32)
 
 
 class Trainer:
@@ -159,8 +187,14 @@ class Trainer:
 
     def run(self) -> Path:
         options = self.options
-        files, windows, window = load_manifests(options.manifests_dir)
-        training_ids, validation_ids = split_recordings(files, options.val_daypart, options.val_recordings)
+        files, windows, window, project = load_manifests(options.manifests_dir)
+        try:
+            appliances = Appliances(project.names, options.priority)
+        except LabelError as error:
+            raise LabelError(f"--{error}") from error
+        self.decision = DecisionConfig(appliances)
+        names = appliances.names
+        training_ids, validation_ids = split_recordings(files, options.val_daypart, options.val_recordings, names)
         self.log(f"training on {len(training_ids)} recordings, validating on {validation_ids}")
         self.device = device = resolve_device(options.device)
         self.log(f"device: {device}")
@@ -168,8 +202,8 @@ class Trainer:
         checkpoint_sha = sha256_file(options.beats_checkpoint)
         torch.manual_seed(options.seed)
         recordings = self._recordings(files)
-        states = files.set_index("recording_id").state
-        pool = [recordings[r] for r in training_ids if states[r] == BOTH_OFF]
+        labels = {row["recording_id"]: named_labels(row, names) for row in files.to_dict("records")}
+        pool = [recordings[r] for r in training_ids if is_background(labels[r])]
         cache = EmbeddingCache(options.cache_dir, checkpoint_sha, window, options.seed, pool, AugmentConfig(), device)
         stats = cache.build(encoder, [recordings[r] for r in training_ids], options.views)
         val_stats = cache.build(encoder, [recordings[r] for r in validation_ids], 0)
@@ -179,8 +213,8 @@ class Trainer:
         windows = windows.merge(files[["recording_id", "daypart"]], on="recording_id")
         train_windows = windows[windows.recording_id.isin(training_ids) & ~windows.outlier]
         val_windows = windows[windows.recording_id.isin(validation_ids)].reset_index(drop=True)
-        train_set = self._cached_dataset(cache, recordings, train_windows, range(options.views + 1))
-        val_set = self._cached_dataset(cache, recordings, val_windows, [0])
+        train_set = self._cached_dataset(cache, recordings, train_windows, range(options.views + 1), names)
+        val_set = self._cached_dataset(cache, recordings, val_windows, [0], names)
 
         run_id = new_run_id(options)
         with DirectoryBuild(options.models_dir / run_id, numbered=True) as build:
@@ -191,7 +225,7 @@ class Trainer:
             val_probs = predict_head(head, val_set.inputs)
             if options.unfreeze_blocks:
                 model, best, stage2, val_probs = self._stage2(model, best, recordings, train_windows, val_windows, window,
-                                                              pool, run, val_probs)
+                                                              pool, run, val_probs, names)
             config = RunConfig(
                 run_id=build.destination.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 beats_checkpoint=options.beats_checkpoint, beats_checkpoint_sha256=checkpoint_sha,
@@ -199,15 +233,15 @@ class Trainer:
                 split=Split(None if options.val_recordings else options.val_daypart, tuple(validation_ids),
                             tuple(training_ids)),
                 recordings={row.recording_id: RunRecording(row.recording_id, recordings[row.recording_id].path, row.sha256,
-                                                           row.daypart, int(row.ac), int(row.fridge))
+                                                           row.daypart, labels[row.recording_id])
                             for row in files.itertuples()},
                 options=options,
                 cache=CacheUse(cache.directory, stats.encoded_windows + val_stats.encoded_windows,
                                stats.reused_windows + val_stats.reused_windows),
-                stage2=stage2, decision=DecisionConfig(),
+                stage2=stage2, decision=self.decision,
             )
-            predictions = val_windows[["recording_id", "window_index", "daypart", "ac", "fridge"]].copy()
-            predictions["p_ac"], predictions["p_fridge"] = val_probs[:, 0], val_probs[:, 1]
+            predictions = val_windows[["recording_id", "window_index", "daypart", *names]].copy()
+            predictions[probability_columns(names)] = val_probs
             self._save(run, model.cpu(), config, best, predictions)
         self.log(f"run written to {build.final}")
         return build.final
@@ -224,19 +258,20 @@ class Trainer:
         return recordings
 
     @staticmethod
-    def _cached_dataset(cache: EmbeddingCache, recordings: dict[str, Recording], windows: pd.DataFrame, views) -> Dataset:
+    def _cached_dataset(cache: EmbeddingCache, recordings: dict[str, Recording], windows: pd.DataFrame, views,
+                        names: tuple[str, ...]) -> Dataset:
         parts, rows = [], []
         for view in views:
             for recording_id, group in windows.groupby("recording_id", sort=False):
                 embeddings = cache.load(recordings[recording_id], view)
                 parts.append(np.asarray(embeddings[group.window_index.to_numpy()]))
                 rows.append(group)
-        return Dataset(pd.concat(rows, ignore_index=True), torch.from_numpy(np.concatenate(parts)))
+        return Dataset(pd.concat(rows, ignore_index=True), torch.from_numpy(np.concatenate(parts)), names)
 
     def _stage1(self, dim: int, train_set: Dataset, val_set: Dataset, run: Run) -> tuple[AttentionPoolHead, dict]:
         options = self.options
         generator = np.random.default_rng(options.seed)
-        head = AttentionPoolHead(dim).to(self.device)
+        head = AttentionPoolHead(dim, len(train_set.names)).to(self.device)
         optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=options.weight_decay)
         steps_per_epoch = math.ceil(len(train_set.inputs) / options.batch_size)
         scheduler = cosine_with_warmup(optimizer, options.epochs * steps_per_epoch, options.warmup_steps)
@@ -254,17 +289,19 @@ class Trainer:
         return head.eval(), best
 
     def _evaluate(self, stage: str, epoch: int, train_loss: float, val_set: Dataset, probs: np.ndarray, run: Run) -> dict:
-        metrics = file_metrics(val_set.windows, probs, DecisionConfig())
+        metrics = file_metrics(val_set.windows, probs, self.decision)
         record = {"stage": stage, "epoch": epoch, "train_loss": train_loss,
                   "val_loss": mean_bce(probs, val_set.labels), "score": selection_score(metrics), **metrics}
         run.append_epoch(record)
+        figures = [(f"F1 {name}", metrics[f"f1_{name}"]) for name in val_set.names]
         self.log(f"{stage} epoch {epoch}: train loss {train_loss:.4f}, val loss {record['val_loss']:.4f}, "
-                 f"F1 ac {metrics['f1_ac']:.2f}, F1 fridge {metrics['f1_fridge']:.2f}, "
-                 f"state acc {metrics['state_accuracy']:.2f}")
+                 + ", ".join(f"{label} {'-' if value is None else f'{value:.2f}'}"
+                             for label, value in [*figures, ("state acc", metrics["state_accuracy"])]))
         return record
 
     def _stage2(self, model: HumwatchModel, stage1_best: dict, recordings, train_windows: pd.DataFrame,
-                val_windows: pd.DataFrame, window: WindowConfig, pool, run: Run, stage1_probs: np.ndarray):
+                val_windows: pd.DataFrame, window: WindowConfig, pool, run: Run, stage1_probs: np.ndarray,
+                names: tuple[str, ...]):
         """Fine-tune the last N encoder blocks with on-the-fly augmentation; keep only if better."""
         options = self.options
         blocks = options.unfreeze_blocks
@@ -283,8 +320,8 @@ class Trainer:
         train_audio = self._waveforms(recordings, train_windows, window)
         val_audio = self._waveforms(recordings, val_windows, window)
         pool_audio = train_audio[train_windows.recording_id.isin([r.recording_id for r in pool]).to_numpy()]
-        val_set = Dataset(val_windows, val_audio)
-        labels = torch.tensor(train_windows[list(LABELS)].to_numpy(dtype=np.float32))
+        val_set = Dataset(val_windows, val_audio, names)
+        labels = torch.tensor(train_windows[list(names)].to_numpy(dtype=np.float32))
         loss_fn = bce_loss(labels.numpy()).to(self.device)
         steps_per_epoch = math.ceil(len(train_audio) / options.batch_size)
         scheduler = cosine_with_warmup(optimizer, options.stage2_epochs * steps_per_epoch, options.warmup_steps)
