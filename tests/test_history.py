@@ -19,7 +19,7 @@ from edge.core.decision import StreamDecider
 from edge.core.defaults import DecisionConfig
 from edge.core.labels import Appliances
 from edge.home.alarms import AlarmRule, Alarms, parse_duration
-from edge.home.history import History, HistoryError, midnight
+from edge.home.history import DAY, History, HistoryError, intervals, midnight, reading
 from edge.home.household import Household, parse_watts
 from edge.home.mqtt import MqttPublisher, MqttSettings
 from edge.monitor.hop import HopLine
@@ -317,3 +317,78 @@ def test_a_dead_microphone_adds_no_segments(tmp_path):
     connection = sqlite3.connect(path)
     assert connection.execute("SELECT COUNT(*), MIN(started) FROM segments").fetchone() == (1, 1_000_000.0)
     assert connection.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 2, "the decided segment is kept whole"
+
+
+def _history_json(path, *options: str) -> list[dict]:
+    result = CliRunner().invoke(main, ["history", "--db", str(path), "--days", "2", "--format", "json", *options])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_an_appliance_added_later_has_statistics_only_from_then_on(tmp_path):
+    """Two hours of the seed's monitor, then its bundle gains a dehumidifier (off 2:00-2:10, on until 2:40,
+    off until 3:00): the old rows read as before, and the dehumidifier has no statistics for the time
+    before it was heard (never "off"); a monitor of the seed's bundle again reads the file too."""
+    hop, start = 30.0, midnight(time.time()) - DAY + 3600  # yesterday 01:00: all of it in one local day
+    path, clock = tmp_path / "h.sqlite", Clock(start)
+
+    def play(history, minutes, dehumidifier=None):
+        for step in range(int(minutes[0] * MIN / hop), int(minutes[1] * MIN / hop)):
+            t = step * hop
+            clock.now = start + t
+            running = {"ac": _running(AC_RUNS, t / MIN), "fridge": _running(FRIDGE_RUNS, t / MIN)}
+            if dehumidifier:
+                running["dehumidifier"] = _running(dehumidifier, t / MIN)
+            history(hop_line(t, running, hop))
+
+    seed = History(path, clock=clock, appliances=("ac", "fridge"))
+    play(seed, (0, 120))
+    seed.close()
+    three = History(path, clock=clock, appliances=("ac", "fridge", "dehumidifier"))
+    assert three.current()["dehumidifier"] == (None, 0.0) and three.stats()["dehumidifier"].duty_24h is None
+    play(three, (120, 180), dehumidifier=[(130, 160)])
+    stats = three.stats({"dehumidifier": 300.0})
+    three.close()
+
+    dehumidifier, ac = stats["dehumidifier"], stats["ac"]
+    observed = 60 * MIN - hop  # the last hop's interval is still open
+    assert dehumidifier.runtime_24h_sec == 30 * MIN and dehumidifier.duty_24h == pytest.approx(30 * MIN / observed)
+    assert (dehumidifier.cycles_today, dehumidifier.mean_cycle_24h_sec, dehumidifier.running) == (1, 30 * MIN, False)
+    assert dehumidifier.energy_today_kwh == pytest.approx(0.3 * 0.5)
+    assert ac.runtime_24h_sec == 90 * MIN - hop and ac.duty_24h == pytest.approx(ac.runtime_24h_sec / (180 * MIN - 2 * hop)), \
+        "the AC's three hours across the restart (less the hop between the two runs: not heard)"
+    with reading(path) as connection:
+        found = intervals(connection, start, clock.now)
+    heard = {appliance: min(i.start for i in found if i.appliance == appliance) for appliance in ("ac", "fridge", "dehumidifier")}
+    assert heard == {"ac": start, "fridge": start, "dehumidifier": start + 120 * MIN}
+
+    day = dt.date.fromtimestamp(start).isoformat()
+    rows = _history_json(path, "--watts", "dehumidifier=300,ac=1200")
+    assert [(row["day"], row["appliance"]) for row in rows] == [
+        (day_, appliance) for day_ in (dt.date.fromtimestamp(start + DAY).isoformat(), day)
+        for appliance in ("ac", "fridge", "dehumidifier")], "a row per day and appliance found, in order of first appearance"
+    mine = {row["appliance"]: row for row in rows if row["day"] == day}
+    assert (mine["dehumidifier"]["observed_h"], mine["dehumidifier"]["runtime_h"], mine["dehumidifier"]["cycles"]) == (
+        round(observed / 3600, 3), 0.5, 1)
+    assert mine["dehumidifier"]["energy_kwh"] == 0.15 and mine["fridge"]["energy_kwh"] is None
+    assert mine["ac"]["energy_kwh"] == round(1.2 * ac.runtime_24h_sec / 3600, 3)
+    assert mine["fridge"]["observed_h"] == pytest.approx(3.0, abs=0.02)
+    assert mine["fridge"]["cycles"] == 2, "0:10 and 1:10; the run at 2:00 began with the monitor, unheard"
+    today = [row for row in rows if row["day"] != day]  # nothing was heard today: no statistics, not "off"
+    assert all(row["observed_h"] == 0 and row["runtime_h"] is row["cycles"] is row["energy_kwh"] is None for row in today)
+
+    again = History(path, clock=clock, appliances=("ac", "fridge"))  # the seed's bundle once more
+    assert set(again.stats()) == {"ac", "fridge"} and again.stats()["ac"] == ac
+    again.close()
+    assert [row["appliance"] for row in _history_json(path) if row["day"] == day] == ["ac", "fridge", "dehumidifier"]
+
+
+def test_history_refuses_watts_of_an_appliance_it_does_not_hold(tmp_path):
+    path, clock = tmp_path / "h.sqlite", Clock(1_000_000.0)
+    history = History(path, clock=clock)
+    history(hop_line(0.0, {"ac": True, "fridge": False, "dehumidifier": True}))
+    history.close()
+    result = CliRunner().invoke(main, ["history", "--db", str(path), "--watts", "ac=1200,dehumidifer=300"])
+    assert result.exit_code == 1
+    assert (f"{path}: --watts dehumidifer=300: dehumidifer is not one of the history's appliances (ac, fridge, "
+            "dehumidifier); use one of them, e.g. --watts ac=300") in result.output

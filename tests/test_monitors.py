@@ -252,3 +252,33 @@ def test_the_process_ends_when_every_monitor_ended_by_itself(bundle_dir, tmp_pat
         running.thread.join(20)
     assert isinstance(running.error, MonitorsEnded)
     assert str(running.error).startswith("every monitor stopped: Kitchen: standard input ended")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--alarm", "dehumidifier-run-max=2h"], "--alarm dehumidifier-run-max=2h: dehumidifier is not one of the bundle's "
+                                             "appliances (ac, fridge); use one of them, e.g. --alarm ac-run-max=2h"),
+    (["--watts", "ac=1200,dehumidifier=300"], "--watts dehumidifier=300: dehumidifier is not one of the bundle's "
+                                              "appliances (ac, fridge); use one of them, e.g. --watts ac=300"),
+])
+def test_alarms_and_watts_name_appliances_of_the_bundle(bundle_dir, tmp_path, monkeypatch, option, message):
+    """Checked when the monitor opens the bundle, before the history is made."""
+    from test_errors import fake_sounddevice
+
+    import edge.monitor.live
+
+    monkeypatch.setattr(edge.monitor.live, "import_sounddevice", fake_sounddevice)
+    history = tmp_path / "history.sqlite"
+    result = CliRunner().invoke(main, ["live", "--bundle", str(bundle_dir), "--hop", "1.5", "--history", str(history), *option])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not history.exists(), "refused before anything is written"
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--alarm", "fridge-run-max=soon"], "--alarm 'fridge-run-max=soon': 'soon': expected a duration such as 90m"),
+    (["--alarm", "Fridge-run-max=1h"], "--alarm 'Fridge-run-max=1h': 'Fridge' is not an appliance name"),
+    (["--watts", "fridge=lots"], "--watts 'fridge=lots': expected APPLIANCE=WATTS pairs"),
+])
+def test_a_bad_alarm_or_watts_is_refused_before_the_bundle_is_loaded(tmp_path, option, message):
+    result = CliRunner().invoke(main, ["live", "--bundle", str(tmp_path / "no-bundle"), "--history",
+                                       str(tmp_path / "history.sqlite"), *option])
+    assert result.exit_code == 1 and message in result.output and "no-bundle" not in result.output, result.output

@@ -8,18 +8,21 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import soundfile
 
 from broker import Broker, Subscriber, free_port
 from conftest import FILE_SOURCE, REPO, pinned_decision
-from edge.core.labels import AC_ON, SEED
+from edge.core.decision import StreamDecider
+from edge.core.defaults import DecisionConfig
+from edge.core.labels import AC_ON, SEED, Appliances
 from edge.home.alarms import AlarmRule, Alarms
 from edge.home.history import History
-from edge.home.household import Household
+from edge.home.household import Household, check_watts, parse_watts
 from edge.home.mqtt import MqttPublisher, MqttSettings, attributes_payload, discovery_messages, slug, stats_payload
 from edge.monitor.hop import HopLine
-from test_history import hop_line
+from test_history import Clock, hop_line
 from test_live import FakeSource, Harness
 
 MONITOR_SCRIPT = FILE_SOURCE + """
@@ -288,6 +291,16 @@ def _template_paths(template: str) -> list[list[str]]:
     return [re.findall(r"\.(\w+)|\['([^']+)'\]", path) for path in re.findall(r"value_json((?:\.\w+|\['[^']+'\])+)", template)]
 
 
+def _read(config: dict, payloads: dict):
+    """The value a config's template reads from the message on its state topic (every key on the way must be there)."""
+    (path,) = _template_paths(config["value_template"])
+    value = payloads[config["state_topic"]]
+    for key in ("".join(part) for part in path):
+        assert key in value, (config["value_template"], key)
+        value = value[key]
+    return value
+
+
 def test_home_assistant_keeps_every_attribute_and_every_template_reads_a_field_that_exists(tmp_path):
     line = _line(ac=True, lag_sec=0.1)
     attributes = attributes_payload(line)
@@ -302,13 +315,7 @@ def test_home_assistant_keeps_every_attribute_and_every_template_reads_a_field_t
     household.close()
     assert len(configs) == 3 + 2 * 4 + 1 + 1, "state, 2 running, 4 statistics per appliance, fridge energy, 1 alarm"
     for config in configs.values():
-        paths = _template_paths(config["value_template"])
-        assert paths, config["value_template"]
-        for path in paths:
-            value = payloads[config["state_topic"]]
-            for key in ("".join(part) for part in path):
-                assert key in value, (config["value_template"], key)
-                value = value[key]
+        _read(config, payloads)
 
 
 def _stated_and_waited(records) -> tuple[list[int], list[float]]:
@@ -351,3 +358,119 @@ def test_a_refused_connection_is_logged_with_the_delay_paho_waits(tmp_path, capl
     assert "refused the connection" in caplog.text and "check --mqtt-user / --mqtt-password" in caplog.text
     stated, waited = _stated_and_waited(records)
     assert stated == [1, 2, 4] and waited == pytest.approx(stated[:2], abs=0.5), (stated, waited)
+
+
+THREE = Appliances(("ac", "fridge", "dehumidifier"))
+HOP = 1.5
+
+
+def _three_appliance_lines(minutes_on: float):
+    """A bundle of three appliances deciding (its default levels, median and debounce): the AC and
+    the fridge quiet, the dehumidifier off for 30 s, on for `minutes_on`, off for 30 s."""
+    decider = StreamDecider(DecisionConfig(THREE), HOP)
+    for step in range(int((60 + 60 * minutes_on) / HOP)):
+        t = 6.0 + step * HOP
+        on = 30 <= step * HOP < 30 + 60 * minutes_on
+        probs = np.array([0.1, 0.2, 0.9 if on else 0.05])
+        yield HopLine.build(t, probs, decider.update(probs), 1.0, hop_sec=HOP)
+
+
+def _changes(values: list) -> list:
+    """[False, False, True, True, False] -> [False, True, False]."""
+    return [value for index, value in enumerate(values) if index == 0 or value != values[index - 1]]
+
+
+def test_a_third_appliance_has_its_entities_and_its_state_follows_the_lines(broker, tmp_path):
+    """--watts dehumidifier=300 and --alarm dehumidifier-run-max=2m on a bundle of three appliances."""
+    start = 1_000_000.0
+    clock, events = Clock(start), []
+    watts = parse_watts("dehumidifier=300")
+    check_watts(watts, THREE.names, "the bundle's")
+    household = Household(History(tmp_path / "h.sqlite", clock=clock, appliances=THREE.names),
+                          Alarms([AlarmRule.parse("dehumidifier-run-max=2m")], clock=clock), watts, events.append)
+    settings = MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Basement", heartbeat_sec=60)
+    publisher = MqttPublisher(settings, clock=clock, household=household, appliances=THREE)  # heartbeats in simulated time
+    subscriber = Subscriber(broker.port)
+    publisher.start()
+    assert publisher.connected.wait(10)
+    lines = []
+    for line in _three_appliance_lines(minutes_on=5):
+        clock.now = start + line.t
+        household(line)
+        publisher(line)
+        lines.append(line)
+        time.sleep(0.002)  # a pace the broker keeps up with
+    publisher.close()
+    household.close()
+    assert subscriber.wait(lambda t, p, r: t == "humwatch/basement/availability" and p == "offline" and not r)
+    subscriber.close()
+
+    configs = {t: json.loads(p) for t, p, r in subscriber.messages if t.startswith("homeassistant/")}
+    node = "homeassistant/{}/humwatch_basement/{}/config"
+    own = {topic: config for topic, config in configs.items() if "dehumidifier" in topic}
+    assert set(own) == {node.format("binary_sensor", "dehumidifier"), node.format("binary_sensor", "dehumidifier-run-max"),
+                        *(node.format("sensor", f"dehumidifier_{key}") for key in
+                          ("duty_cycle_pct", "current_run_min", "runtime_today_h", "cycles_today", "energy_today_kwh"))}
+    assert {topic for topic in configs if "energy" in topic} == {node.format("sensor", "dehumidifier_energy_today_kwh")}
+    assert _entity_ids(own) == {
+        "binary_sensor.basement_dehumidifier_running", "binary_sensor.basement_alarm_dehumidifier_run_max",
+        "sensor.basement_dehumidifier_duty_cycle", "sensor.basement_dehumidifier_current_run",
+        "sensor.basement_dehumidifier_run_time_today", "sensor.basement_dehumidifier_cycles_today",
+        "sensor.basement_dehumidifier_energy_today"}
+    running = configs[node.format("binary_sensor", "dehumidifier")]
+    assert running["device_class"] == "running" and running["unique_id"] == "humwatch_basement_dehumidifier"
+    energy = configs[node.format("sensor", "dehumidifier_energy_today_kwh")]
+    assert (energy["unit_of_measurement"], energy["device_class"], energy["state_class"]) == ("kWh", "energy", "total_increasing")
+    assert configs[node.format("sensor", "state")]["options"] == ["ac-on", "fridge-on", "dehumidifier-on", "all-off"]
+    assert len({c["unique_id"] for c in configs.values()}) == len(configs) == 1 + 3 + 3 * 4 + 1 + 1
+
+    # the running entity reads each attributes message as the lines decided it, through the run and back
+    attributes = [json.loads(p) for p in subscriber.payloads("humwatch/basement/attributes")]
+    decided = {line.t: line.running["dehumidifier"] for line in lines}
+    shown = [(message["t"], _read(running, {running["state_topic"]: message})) for message in attributes]
+    assert all(value is decided[t] for t, value in shown), shown
+    assert _changes([value for _, value in shown]) == [False, True, False], "off, the run, off again"
+    assert sum(decided.values()) * HOP == pytest.approx(5 * 60, abs=6 * HOP), "the run the lines decided"
+    assert {m["debounced_status"] for m in attributes} == {"all-off", "dehumidifier-on"}
+    assert subscriber.payloads("humwatch/basement/state")[-1] == "all-off"
+
+    # its statistics, energy and alarm
+    stats = [json.loads(p) for p in subscriber.payloads("humwatch/basement/stats")]
+    last = {config_topic: _read(config, {config["state_topic"]: stats[-1]})
+            for config_topic, config in own.items() if config["state_topic"] == "humwatch/basement/stats"}
+    ran_h = sum(decided.values()) * HOP / 3600
+    assert last[node.format("sensor", "dehumidifier_cycles_today")] == 1
+    assert last[node.format("sensor", "dehumidifier_runtime_today_h")] == pytest.approx(ran_h, abs=HOP / 3600)
+    assert last[node.format("sensor", "dehumidifier_energy_today_kwh")] == pytest.approx(0.3 * ran_h, abs=0.3 * HOP / 3600)
+    assert last[node.format("binary_sensor", "dehumidifier-run-max")] is False, "cleared when the run ended"
+    assert any(s["alarms"]["dehumidifier-run-max"] for s in stats), "raised while it ran past 2 minutes"
+    assert [(e["alarm"], e["state"], e["appliance"]) for e in events] == [
+        ("dehumidifier-run-max", "raised", "dehumidifier"), ("dehumidifier-run-max", "cleared", "dehumidifier")]
+    assert stats[-1]["ac"]["cycles_today"] == stats[-1]["fridge"]["cycles_today"] == 0
+
+
+def test_entities_an_earlier_run_had_are_removed(broker):
+    """A bundle of three appliances, then the seed's under the same name: the dehumidifier's entity goes."""
+    subscriber = Subscriber(broker.port)
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    earlier = MqttPublisher(MqttSettings.from_url(url, name="Kitchen"), appliances=THREE)
+    earlier.start()
+    assert earlier.connected.wait(10)
+    earlier.close()
+    gone = "homeassistant/binary_sensor/humwatch_kitchen/dehumidifier/config"
+    assert subscriber.wait(lambda t, p, r: t == gone and p)
+    now = MqttPublisher(MqttSettings.from_url(url, name="Kitchen"))
+    now.start()
+    assert now.connected.wait(10)
+    assert subscriber.wait(lambda t, p, r: t == gone and not p), "emptied: Home Assistant removes the entity"
+    now.close()
+    subscriber.close()
+    late = Subscriber(broker.port)
+    assert late.wait(lambda t, p, r: t == "humwatch/kitchen/availability" and r)
+    time.sleep(0.3)
+    late.close()
+    retained = {t: json.loads(p) for t, p, r in late.messages if t.startswith("homeassistant/") and r and p}
+    assert set(retained) == {"homeassistant/sensor/humwatch_kitchen/state/config",
+                             "homeassistant/binary_sensor/humwatch_kitchen/ac/config",
+                             "homeassistant/binary_sensor/humwatch_kitchen/fridge/config"}
+    assert retained["homeassistant/sensor/humwatch_kitchen/state/config"]["options"] == ["ac-on", "fridge-on", "both-off"]
