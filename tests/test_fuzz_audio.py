@@ -290,6 +290,6 @@ def test_prepare_refuses_a_name_with_a_newline_like_any_bad_name(tmp_path):
     samples.mkdir()
     write_good(samples / "ac-on-fridge-off-day.wav")
     write_good(samples / "ac-off-fridge-off-day.wav\n")
-    with pytest.raises(ManifestError, match=r"1 audio file name\(s\) do not say what was running: "
-                                            r"ac-off-fridge-off-day\.wav\\n\. Rename them"):
+    with pytest.raises(ManifestError, match=r"1 audio file name\(s\) do not say what was running:\n  "
+                                            r"ac-off-fridge-off-day\.wav\\n: the name holds control characters\nRename them"):
         prepare(samples, tmp_path / "manifests")
