@@ -21,6 +21,16 @@ from edge.core.labels import AC_ON
 from edge.monitor.hop import HopLine
 from test_live import FakeSource, Harness
 
+def hop_line(t: float, state: str = "both-off", probabilities: dict | None = None, running: dict | None = None,
+             **fields) -> HopLine:
+    """A hop's line for these appliances (default: the seed's, both at 0.5 and off): probabilities,
+    medians and detectors per appliance; `running` defaults to every appliance off."""
+    probabilities = probabilities or {"ac": 0.5, "fridge": 0.5}
+    running = running or dict.fromkeys(probabilities, False)
+    return HopLine(t=t, status=state, debounced_status=state, changed=True, medians=dict(probabilities), on=dict(running),
+                   running=running, probabilities=probabilities, infer_ms=1.0, **fields)
+
+
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -52,6 +62,9 @@ def test_http_state_healthz_and_metrics(bundle_dir, off_then_ac):
             assert "humwatch_inference_seconds_count 3" in metrics
             assert 'humwatch_inference_seconds_bucket{le="+Inf"} 3' in metrics
             assert f'humwatch_state{{state="{lines[-1].debounced_status}"}} 1' in metrics
+            series = [row.split(" ")[0] for row in metrics.splitlines() if row.startswith(("humwatch_state", "humwatch_prob"))]
+            assert series == ['humwatch_state{state="ac-on"}', 'humwatch_state{state="fridge-on"}', 'humwatch_state{state="both-off"}',
+                              'humwatch_probability{label="ac"}', 'humwatch_probability{label="fridge"}'], "the seed's series"
             assert "humwatch_input_overflows_total 0" in metrics and "humwatch_uptime_seconds" in metrics
             time.sleep(1.3)  # the audio stops: unhealthy
             code, body = _get(base + "/healthz")
@@ -85,7 +98,9 @@ def test_a_state_change_writes_one_clip_matching_the_source(bundle_dir, off_then
     assert len(flacs) == 1 and len(sidecars) == 1 and flacs[0].stem == sidecars[0].stem
     sidecar = json.loads(sidecars[0].read_text())
     assert sidecar["new_state"] == AC_ON and sidecar["old_state"] == lines[0].debounced_status
-    assert sidecar["t"] == changes[0].t and {"p_ac", "p_fridge", "time"} <= set(sidecar)
+    assert sidecar["t"] == changes[0].t and list(sidecar) == ["time", "t", "old_state", "new_state", "duration_sec",
+                                                              "sample_rate", "p_ac", "p_fridge", "median_ac", "median_fridge"]
+    assert (sidecar["p_ac"], sidecar["median_fridge"]) == (changes[0].probabilities["ac"], changes[0].medians["fridge"])
     clip, rate = soundfile.read(flacs[0], dtype="float32")
     source_audio = np.concatenate([off, on])
     end = int(round(changes[0].t * 16_000))
@@ -98,9 +113,7 @@ def test_clip_directory_stays_under_its_bound(tmp_path):
     writer = ClipWriter(tmp_path, lambda: audio, 16_000, seconds=20.0, max_mb=2.5)
     written = []
     for index, state in enumerate(["both-off", "ac-on", "both-off", "ac-on", "fridge-on", "both-off"]):
-        writer(HopLine(t=6.0 + index, status=state, debounced_status=state, changed=True, p_ac=0.5, p_fridge=0.5,
-                       median_ac=0.5, median_fridge=0.5, ac_on=False, fridge_on=False, ac_running=False,
-                       fridge_running=False, infer_ms=1.0))
+        writer(hop_line(6.0 + index, state))
         written.extend(sorted(tmp_path.glob("*.flac"))[-1:])
     remaining = sorted(tmp_path.glob("*.flac"))
     assert len(written) == 5 and 0 < len(remaining) < 5

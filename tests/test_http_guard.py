@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from edge.core.labels import parse_sample_name
+from edge.core.defaults import DecisionConfig
+from edge.core.labels import Appliances, parse_sample_name
 from edge.home.http_status import allowed_hosts, host_name
-from edge.home.page import Page
+from edge.home.page import Page, PageSettings, Refused, parse_relabel
 from test_page import PageHarness, write_clip
 
 SECOND = "20261124-213005"  # two clips written within this one second
@@ -142,7 +143,7 @@ def test_two_clips_in_one_second_keep_their_own_relabels(page):
     for clip in (page.first, page.second):
         assert written[names["clip-" + clip.removesuffix(".flac")]] == page.sources[clip]
     labels = parse_sample_name(names["clip-" + page.second.removesuffix(".flac")])
-    assert (labels.ac, labels.fridge, labels.daypart) == (False, True, "night")
+    assert (labels.labels, labels.daypart) == ({"ac": False, "fridge": True}, "night")
     # a correction of the first clip replaces its own earlier relabel and nothing else
     code, answer = _relabel(page, {"clip": page.first, "ac": False, "fridge": False, "daypart": "day"})
     after = _written(page)
@@ -158,3 +159,25 @@ def test_a_failure_is_an_answer_not_an_empty_reply(page, monkeypatch):
     code, answer = _request(page, "GET", "/api/page")
     assert code == 500 and "log" in answer["error"]
     assert _request(page, "GET", "/healthz")[0] in (200, 503)
+
+
+def test_a_relabel_names_every_appliance_of_the_bundle_and_fits_a_file_name(tmp_path):
+    three = Appliances(("ac", "fridge", "dehumidifier"))
+    body = {"clip": f"{SECOND}-t0000010.5-all-off-to-dehumidifier-on.flac", "dehumidifier": True, "ac": False,
+            "fridge": False, "daypart": "day"}
+    assert parse_relabel(json.dumps(body).encode(), three) == {
+        "clip": body["clip"], "labels": {"ac": False, "fridge": False, "dehumidifier": True}, "daypart": "day"}
+    with pytest.raises(Refused, match="missing 'dehumidifier'") as refused:
+        parse_relabel(json.dumps({key: value for key, value in body.items() if key != "dehumidifier"}).encode(), three)
+    assert refused.value.status == 400
+    with pytest.raises(Refused, match="an appliance named 'daypart' cannot be relabelled from the page") as refused:
+        parse_relabel(json.dumps(body).encode(), Appliances(("ac", "daypart")))
+    assert refused.value.status == 409
+    # appliance names long enough that the relabelled name would not fit a file name: refused, nothing written
+    longer = Appliances(tuple(letter * 60 for letter in "abc"))
+    clips, relabel = tmp_path / "clips", tmp_path / "relabel"
+    write_clip(clips, body["clip"], 1)
+    page = Page(PageSettings(clips, relabel), lambda: DecisionConfig(longer))
+    with pytest.raises(Refused, match=r"relabelled it would be named in 2\d\d bytes, over the 241") as refused:
+        page.relabel(body["clip"], dict.fromkeys(longer.names, True), "day")
+    assert refused.value.status == 400 and not relabel.exists()

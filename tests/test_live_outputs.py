@@ -18,13 +18,8 @@ from edge.cli import main
 from edge.core import output
 from edge.core.output import JsonLinesFile, LinePrinter
 from edge.home.clips import ClipWriter
-from edge.monitor.hop import HopLine
+from test_home import hop_line
 from test_live import FakeSource, Harness, eventually
-
-
-def _line(t: float, state: str = "both-off") -> HopLine:
-    return HopLine(t=t, status=state, debounced_status=state, changed=True, p_ac=0.5, p_fridge=0.5, median_ac=0.5,
-                   median_fridge=0.5, ac_on=False, fridge_on=False, ac_running=False, fridge_running=False, infer_ms=1.0)
 
 
 def _full_disk(fd, data):
@@ -110,9 +105,9 @@ def test_an_event_line_while_the_disk_is_full_waits_for_the_next_hop(tmp_path, m
     monkeypatch.setattr(output.os, "write", _full_disk)
     printer.event({"event": "alarm", "alarm": "ac-run-max", "state": "raised"})  # never raises into the history's sink
     with pytest.raises(OSError, match="1 lines wait"):
-        printer(dataclasses.replace(_line(6.0), changed=False))  # not printed, but the waiting line is retried
+        printer(dataclasses.replace(hop_line(6.0), changed=False))  # not printed, but the waiting line is retried
     monkeypatch.undo()
-    printer(dataclasses.replace(_line(7.5), changed=False))
+    printer(dataclasses.replace(hop_line(7.5), changed=False))
     assert _records(tmp_path / "states.jsonl") == [{"event": "alarm", "alarm": "ac-run-max", "state": "raised"}]
     assert capsys.readouterr().out.count('"event": "alarm"') == 1
     printer.close()
@@ -145,17 +140,17 @@ def test_clips_on_a_full_disk_leave_no_partial_file_and_are_written_once_there_i
     audio = (np.random.default_rng(0).standard_normal(16_000 * 2) * 0.1).astype(np.float32)  # noise: FLAC cannot shrink it
     clips = small_disk.path / "clips"
     writer = ClipWriter(clips, lambda: audio, 16_000, seconds=2.0)
-    writer(_line(6.0, "both-off"))
+    writer(hop_line(6.0, "both-off"))
     small_disk.fill()
     with pytest.raises(OSError) as raised:
-        writer(_line(7.5, "ac-on"))
+        writer(hop_line(7.5, "ac-on"))
     assert f"--clips {clips}:" in str(raised.value) and "disk full" in str(raised.value)
     assert "1 clips wait to be written" in str(raised.value)
     assert sorted(p.name for p in clips.iterdir()) == [], "no partial FLAC, sidecar or temporary file"
     with pytest.raises(OSError):
-        writer(_line(9.0, "ac-on"))  # retried on the next hop, still no room
+        writer(hop_line(9.0, "ac-on"))  # retried on the next hop, still no room
     small_disk.free()
-    writer(_line(10.5, "ac-on"))
+    writer(hop_line(10.5, "ac-on"))
     flacs = sorted(clips.glob("*.flac"))
     assert len(flacs) == 1 and "-t0000007.5-both-off-to-ac-on" in flacs[0].name
     assert json.loads(flacs[0].with_suffix(".json").read_text())["t"] == 7.5

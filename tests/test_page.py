@@ -1,6 +1,7 @@
 """The page (issues 15, 20): what it serves, how much, who may write, and a real headless browser
 driving it, and attacking it from another origin."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,17 +18,21 @@ import pytest
 import soundfile
 
 from conftest import pinned_decision
-from edge.home import http_status
+from edge.core.bundle import load_bundle
 from edge.core.defaults import DecisionConfig
+from edge.core.labels import Appliances, read_sample_name
+from edge.home import http_status
 from edge.home.alarms import AlarmRule, Alarms
 from edge.home.clips import ClipWriter
 from edge.home.household import Household
 from edge.home.history import DAY, History, Interval
 from edge.home.http_status import StatusServer, is_loopback
 from edge.home.page import CHART_COLUMNS, Page, PageSettings, timeline_svg
-from edge.monitor.hop import HopLine
-from test_home import _get
+from edge.monitor.runtime import Classifier
+from test_home import _get, hop_line
 from test_live import FakeSource, Harness
+
+THREE = Appliances(("ac", "fridge", "dehumidifier"))
 
 
 class Clock:
@@ -43,20 +48,40 @@ class Clock:
         self.now += self.step
 
 
-class PageHarness:
-    """A monitor on a fake microphone with clips, a history and the page, served on loopback."""
+class WithDehumidifier:
+    """The tiny bundle's classifier as if it also heard a dehumidifier (a third output), which runs
+    (p 0.95) from window `starts` on: a three-appliance monitor end to end but for the model."""
 
-    def __init__(self, bundle_dir, tmp_path, token=None, hosts=()):
+    def __init__(self, bundle_dir, starts: int = 6) -> None:
+        self.inner, self.starts, self.windows = Classifier(load_bundle(bundle_dir), "fp32", threads=1), starts, 0
+        self.decision = dataclasses.replace(pinned_decision(bundle_dir), appliances=THREE)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict(self, windows):
+        probs = self.inner.predict(windows)
+        self.windows += len(windows)
+        return np.column_stack([probs, np.full(len(probs), 0.95 if self.windows > self.starts else 0.05)])
+
+
+class PageHarness:
+    """A monitor on a fake microphone with clips, a history and the page, served on loopback (the
+    tiny bundle's two appliances, or with `dehumidifier` three)."""
+
+    def __init__(self, bundle_dir, tmp_path, token=None, hosts=(), dehumidifier=False):
         self.clips, self.relabel = tmp_path / "clips", tmp_path / "relabel"
         self.source = FakeSource()
-        decision = pinned_decision(bundle_dir)
+        classifier = WithDehumidifier(bundle_dir) if dehumidifier else None
+        decision = classifier.decision if dehumidifier else pinned_decision(bundle_dir)
         clock = Clock()
         self.history = History(tmp_path / "history.db", clock=clock)
         household = Household(self.history, Alarms([AlarmRule.parse("ac-run-max=30m")], clock=clock), {}, lambda _: None)
-        self.harness = Harness(bundle_dir, self.source, decision=decision, max_lag_sec=100.0, history_sec=12.0)
+        self.harness = Harness(bundle_dir, self.source, decision=decision, classifier=classifier, max_lag_sec=100.0,
+                               history_sec=12.0)
         monitor = self.harness.monitor
         page = Page(PageSettings(self.clips, self.relabel), lambda: decision, household, clock=clock)
-        self.server = StatusServer(monitor, "127.0.0.1", 0, page=page, token=token, hosts=hosts)
+        self.server = StatusServer(monitor, "127.0.0.1", 0, household, page, token=token, hosts=hosts)
         self.harness.sinks += [household, ClipWriter(self.clips, monitor.recent_audio, 16_000, 12.0), self.server,
                                clock.tick]
         self.base = "http://%s:%d" % self.server.address
@@ -71,11 +96,12 @@ class PageHarness:
         self.server.close()
         self.history.close()
 
-    def play(self, off_then_ac):
+    def play(self, off_then_ac, changes: int = 1):
+        """The recording, to the AC's start; the newest clip's name (one clip a change)."""
         self.source.feed(np.concatenate(off_then_ac))
         lines = self.harness.wait_for(29)
-        assert lines[-1].debounced_status == "ac-on" and len(list(self.clips.glob("*.flac"))) == 1
-        return next(self.clips.glob("*.flac")).name
+        assert lines[-1].debounced_status == "ac-on" and len(list(self.clips.glob("*.flac"))) == changes
+        return max(self.clips.glob("*.flac")).name
 
 
 def write_clip(clips_dir, name: str, seed: int) -> bytes:
@@ -114,7 +140,10 @@ def test_page_data_and_relabel_on_loopback(bundle_dir, off_then_ac, tmp_path):
         assert code == 200 and "<script>" in html and "http" not in html.split("<script>")[1].split("fetch(")[0]
         data = json.loads(_get(page.base + "/api/page")[1])
         assert data["state"] == "ac-on" and data["held_sec"] >= 0 and data["relabel"]
-        assert data["chart"].count("<polyline") == 2 and 'class="ac-on"' in data["timeline"]
+        ac, fridge = data["appliances"]
+        assert (ac["name"], ac["title"], ac["running"], fridge["name"], fridge["running"]) == ("ac", "AC", True, "fridge", False)
+        assert ac["chart"].count("<polyline") == 1 and 'class="p-ac"' in ac["chart"] and 'class="p-fridge"' in fridge["chart"]
+        assert 'class="ac-on"' in ac["timeline"] and 'class="fridge-off"' in fridge["timeline"]
         assert [c["name"] for c in data["clips"]] == [clip] and data["clips"][0]["new_state"] == "ac-on"
         code, answer = _post(page.base + "/api/relabel", _relabel(clip))
         assert code == 200 and answer["written"].startswith("ac-off-fridge-on-night-clip-")
@@ -154,53 +183,64 @@ def test_bad_clip_names_and_bodies_are_refused(bundle_dir, off_then_ac, tmp_path
         assert not page.relabel.exists()
 
 
-def _hop(t: float, p_ac: float, p_fridge: float) -> HopLine:
-    state = "ac-on" if p_ac > 0.5 else "both-off"
-    return HopLine(status=state, debounced_status=state, changed=False, median_ac=p_ac, median_fridge=p_fridge,
-                   ac_on=p_ac > 0.5, fridge_on=False, ac_running=p_ac > 0.5, fridge_running=False,
-                   t=t, p_ac=p_ac, p_fridge=p_fridge, infer_ms=4.0)
-
-
 def _chart_points(chart: str, name: str) -> list[tuple[float, float]]:
     points = re.search(rf'points="([^"]*)"[^>]*class="p-{name}"', chart).group(1)
     return [tuple(map(float, point.split(","))) for point in points.split()]
 
 
-def test_the_page_data_stays_small_after_an_hour_of_half_second_hops(tmp_path):
-    hops = 7200  # an hour at the 0.5 s hop --hop auto picks on a Pi
+def _an_hour_of_half_second_hops(tmp_path, appliances: Appliances) -> tuple[dict, dict]:
+    """/api/page's first answer and a later poll's after an hour at the 0.5 s hop --hop auto picks on
+    a Pi: the AC runs every other 10 minutes (with one spike while off), any third appliance every
+    other 15; every probability has noise."""
+    hops = 7200
     clock = Clock(hops=hops, step=0.5)
     history = History(tmp_path / "history.db", clock=clock)
     household = Household(history, Alarms([], clock=clock), {}, lambda _: None)
     clips = tmp_path / "clips"
     for minute in range(0, 60, 5):
         write_clip(clips, f"20261124-21{minute:02d}00-t{minute * 60:09.1f}-both-off-to-ac-on.flac", minute)
-    page = Page(PageSettings(clips, tmp_path / "relabel"), lambda: DecisionConfig(), household, clock=clock)
-    noise = np.random.default_rng(0).uniform(0, 0.3, size=(hops, 2))
+    page = Page(PageSettings(clips, tmp_path / "relabel"), lambda: DecisionConfig(appliances), household, clock=clock)
+    noise = np.random.default_rng(0).uniform(0, 0.3, size=(hops, len(appliances.names)))
     try:
         for hop in range(hops):
             clock.now += 0.5
-            running = hop // 1200 % 2 == 1  # the AC runs every other 10 minutes
-            p_ac = 0.99 if hop == 3000 else noise[hop, 0] + (0.65 if running else 0)  # one spike while off
-            line = _hop(hop * 0.5, p_ac, noise[hop, 1])
+            running = {name: hop // period % 2 == 1 for name, period in zip(appliances.names, (1200, 10**9, 1800))}
+            probabilities = {name: float(noise[hop, index]) + (0.65 if running[name] else 0)
+                             for index, name in enumerate(appliances.names)}
+            probabilities["ac"] = 0.99 if hop == 3000 else probabilities["ac"]  # one spike while off
+            line = hop_line(hop * 0.5, appliances.status(running), probabilities, running)
             page(line)
             if hop % 20 == 0:  # the history needs only the changes: every 10 s keeps the test quick
                 household(line)
         first = page.data(line)
-        polled = page.data(line, clips_seen=first["clips_version"])
+        return first, page.data(line, clips_seen=first["clips_version"])
     finally:
         history.close()
-    first_size, polled_size = len(json.dumps(first)), len(json.dumps(polled))
-    print(f"/api/page after an hour of 0.5 s hops: {first_size} bytes with the 12 clips, {polled_size} bytes per poll after")
-    assert len(first["clips"]) == 12 and "clips" not in polled and polled["clips_version"] == first["clips_version"]
-    assert polled_size < 20_000 and first_size < polled_size + 3_000
-    assert 'class="ac-on"' in polled["timeline"] and 'class="ac-off"' in polled["timeline"]
-    for name in ("ac", "fridge"):
-        points = _chart_points(polled["chart"], name)
-        assert CHART_COLUMNS <= len(points) <= 2 * CHART_COLUMNS + 2  # the hour, at most two points a column
-        assert points[0][0] < 2 and points[-1][0] > 598 and [x for x, _ in points] == sorted(x for x, _ in points)
-    heights = [y for _, y in _chart_points(polled["chart"], "ac")]
-    assert min(heights) == pytest.approx(160 * (1 - 0.99), abs=0.06)  # the one-hop spike is kept
-    assert max(heights) > 160 * (1 - 0.01)  # and so are the lows
+
+
+def test_the_page_data_stays_small_after_an_hour_of_half_second_hops(tmp_path):
+    sizes = {}
+    for appliances in (Appliances(), THREE):
+        first, polled = _an_hour_of_half_second_hops(tmp_path / str(len(appliances.names)), appliances)
+        first_size, polled_size = len(json.dumps(first)), len(json.dumps(polled))
+        sizes[len(appliances.names)] = polled_size
+        print(f"/api/page after an hour of 0.5 s hops, {len(appliances.names)} appliances: {first_size} bytes with "
+              f"the 12 clips, {polled_size} bytes per poll after")
+        assert len(first["clips"]) == 12 and "clips" not in polled and polled["clips_version"] == first["clips_version"]
+        assert first_size < polled_size + 3_000
+        rows = {row["name"]: row for row in polled["appliances"]}
+        assert list(rows) == list(appliances.names)
+        assert 'class="ac-on"' in rows["ac"]["timeline"] and 'class="ac-off"' in rows["ac"]["timeline"]
+        for name, row in rows.items():
+            points = _chart_points(row["chart"], name)
+            assert CHART_COLUMNS <= len(points) <= 2 * CHART_COLUMNS + 2  # the hour, at most two points a column
+            assert points[0][0] < 2 and points[-1][0] > 598 and [x for x, _ in points] == sorted(x for x, _ in points)
+            assert row["chart"].count(f'class="threshold-{name}"') == 2  # its on and off levels
+        heights = [y for _, y in _chart_points(rows["ac"]["chart"], "ac")]
+        assert min(heights) == pytest.approx(160 * (1 - 0.99), abs=0.06)  # the one-hop spike is kept
+        assert max(heights) > 160 * (1 - 0.01)  # and so are the lows
+    assert 'class="dehumidifier-on"' in rows["dehumidifier"]["timeline"]
+    assert sizes[2] < 20_000 and sizes[3] < sizes[2] * 1.6, sizes  # each appliance adds its own bounded share
 
 
 def test_the_timeline_is_drawn_by_column_whatever_the_day_holds():
@@ -208,17 +248,19 @@ def test_the_timeline_is_drawn_by_column_whatever_the_day_holds():
     day = [Interval("ac", False, now - DAY, now - 12 * hour, False, True),
            Interval("ac", True, now - 12 * hour, now - 6 * hour, True, True),
            Interval("ac", False, now - 6 * hour, now - 3 * hour, True, False)]  # then the monitor stopped
-    svg = timeline_svg(day, now)
+    svg = timeline_svg(day, "ac", "#1f77b4", now)
     assert 'd="M360 0h180v22h-180z" fill="#1f77b4" fill-opacity="0.9" class="ac-on"' in svg
-    assert 'd="M0 0h360v22h-360zM540 0h90v22h-90z"' in svg and "fridge-" not in svg
+    assert 'd="M0 0h360v22h-360zM540 0h90v22h-90z"' in svg
+    assert "path" not in timeline_svg(day, "fridge", "#2ca02c", now), "the fridge was not observed: its row is blank"
     # a dead microphone's day: a segment every 40 s, each with its own short run
     restless = [Interval("fridge", True, now - DAY + 40 * i, now - DAY + 40 * i + 10, True, True) for i in range(2160)]
-    svg = timeline_svg(restless + [Interval("fridge", False, i.end, i.end + 20, True, False) for i in restless], now)
-    assert len(svg) < 1000 and 'd="M0 28h720v22h-720z"' in svg
+    svg = timeline_svg(restless + [Interval("fridge", False, i.end, i.end + 20, True, False) for i in restless],
+                       "fridge", "#2ca02c", now)
+    assert len(svg) < 1000 and 'd="M0 0h720v22h-720z"' in svg
     # the worst case, a different kind every column, stays bounded by the width
     columns = [Interval("ac", c % 3 == 0, now - DAY + 120 * c, now - DAY + 120 * c + 60, True, True)
                for c in range(720) if c % 3 != 2]
-    assert len(timeline_svg(columns, now)) < 20_000
+    assert len(timeline_svg(columns, "ac", "#1f77b4", now)) < 20_000
 
 
 def test_a_silent_client_does_not_delay_the_hops(bundle_dir, off_then_ac, tmp_path):
@@ -355,10 +397,15 @@ def test_the_page_in_a_real_browser(bundle_dir, off_then_ac, tmp_path):
             wait = WebDriverWait(browser, 20)
             wait.until(lambda b: b.find_element(By.ID, "state").text == "AC on")
             assert browser.find_element(By.ID, "state").get_attribute("class") == "ac-on"
-            points = browser.find_elements(By.CSS_SELECTOR, "#chart polyline.p-ac")[0].get_attribute("points")
+            rows = browser.find_elements(By.CSS_SELECTOR, "#appliances .appliance")
+            heads = [row.find_element(By.CLASS_NAME, "head").text for row in rows]
+            assert len(heads) == 2 and re.fullmatch(r"AC running · p [01]\.\d\d", heads[0]), heads
+            assert re.fullmatch(r"Fridge off · p [01]\.\d\d", heads[1]), heads
+            points = rows[0].find_element(By.CSS_SELECTOR, ".chart polyline.p-ac").get_attribute("points")
             assert len(points.split()) == 29
-            assert browser.find_elements(By.CSS_SELECTOR, "#timeline path.ac-on")
-            assert browser.find_element(By.CSS_SELECTOR, "#chart svg").size["height"] > 100
+            assert rows[0].find_elements(By.CSS_SELECTOR, ".timeline path.ac-on")
+            assert rows[1].find_elements(By.CSS_SELECTOR, ".timeline path.fridge-off")
+            assert rows[0].find_element(By.CSS_SELECTOR, ".chart svg").size["height"] > 100
             row = browser.find_element(By.CSS_SELECTOR, f'.clip[data-clip="{clip}"]')
             Select(row.find_element(By.NAME, "ac")).select_by_value("off")
             Select(row.find_element(By.NAME, "fridge")).select_by_value("on")
@@ -375,3 +422,68 @@ def test_the_page_in_a_real_browser(bundle_dir, off_then_ac, tmp_path):
         relabelled, rate = soundfile.read(written[0], dtype="float32")
         original, original_rate = soundfile.read(page.clips / clip, dtype="float32")
         assert rate == original_rate and np.array_equal(relabelled, original)
+
+
+def test_three_appliances_on_the_page_state_metrics_clips_and_relabel(bundle_dir, off_then_ac, tmp_path):
+    with PageHarness(bundle_dir, tmp_path, dehumidifier=True) as page:
+        clip = page.play(off_then_ac, changes=2)  # all-off -> dehumidifier-on -> ac-on (the AC comes first)
+        data = json.loads(_get(page.base + "/api/page")[1])
+        rows = {row["name"]: row for row in data["appliances"]}
+        assert list(rows) == ["ac", "fridge", "dehumidifier"] and data["state"] == "ac-on"
+        assert (rows["dehumidifier"]["title"], rows["dehumidifier"]["running"], rows["dehumidifier"]["p"]) == ("Dehumidifier", True, 0.95)
+        assert 'class="p-dehumidifier"' in rows["dehumidifier"]["chart"]
+        assert 'class="dehumidifier-off"' in rows["dehumidifier"]["timeline"] and 'class="dehumidifier-on"' in rows["dehumidifier"]["timeline"]
+        assert [(c["old_state"], c["new_state"]) for c in data["clips"]] == [("dehumidifier-on", "ac-on"), ("all-off", "dehumidifier-on")]
+        state = json.loads(_get(page.base + "/state")[1])
+        assert state == page.harness.monitor.last_line.to_json()
+        assert (state["p_dehumidifier"], state["dehumidifier_running"], state["ac_running"], state["fridge_running"]) == (0.95, True, True, False)
+        metrics = _get(page.base + "/metrics")[1]
+        for series in ('humwatch_probability{label="dehumidifier"} 0.950000', 'humwatch_state{state="ac-on"} 1',
+                       'humwatch_state{state="dehumidifier-on"} 0', 'humwatch_state{state="all-off"} 0'):
+            assert series in metrics, series
+        assert 'humwatch_runtime_today_seconds{appliance="dehumidifier"}' in metrics and "both-off" not in metrics
+        sidecar = json.loads((page.clips / clip).with_suffix(".json").read_text())
+        assert [key for key in sidecar if key.startswith(("p_", "median_"))] == [
+            "p_ac", "p_fridge", "p_dehumidifier", "median_ac", "median_fridge", "median_dehumidifier"]
+        assert sidecar["p_dehumidifier"] == 0.95 and sidecar["new_state"] == "ac-on"
+        code, answer = _post(page.base + "/api/relabel", _relabel(clip))  # the seed's body: the dehumidifier is missing
+        assert code == 400 and "missing 'dehumidifier'" in answer["error"] and '"dehumidifier": true|false' in answer["error"]
+        body = json.dumps({"clip": clip, "ac": False, "fridge": True, "dehumidifier": True, "daypart": "day"}).encode()
+        code, answer = _post(page.base + "/api/relabel", body)
+        assert code == 200 and answer["written"].startswith("ac-off-fridge-on-dehumidifier-on-day-clip-")
+        named = read_sample_name(answer["written"])
+        assert (named.labels, named.daypart, named.tag) == ({"ac": False, "fridge": True, "dehumidifier": True}, "day",
+                                                            "clip-" + clip.removesuffix(".flac"))
+        assert (page.relabel / answer["written"]).read_bytes() == (page.clips / clip).read_bytes()
+
+
+@pytest.mark.browser
+def test_three_appliances_in_a_real_browser(bundle_dir, off_then_ac, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    with PageHarness(bundle_dir, tmp_path, dehumidifier=True) as page:
+        clip = page.play(off_then_ac, changes=2)
+        browser = _browser()
+        try:
+            browser.get(page.base + "/")
+            wait = WebDriverWait(browser, 20)
+            wait.until(lambda b: b.find_element(By.ID, "state").text == "AC on")
+            row = browser.find_element(By.CSS_SELECTOR, '#appliances .appliance[data-appliance="dehumidifier"]')
+            assert row.find_element(By.CLASS_NAME, "head").text == "Dehumidifier running · p 0.95"
+            assert len(row.find_element(By.CSS_SELECTOR, ".chart polyline.p-dehumidifier").get_attribute("points").split()) == 29
+            assert row.find_elements(By.CSS_SELECTOR, ".timeline path.dehumidifier-on")
+            older = browser.find_elements(By.CSS_SELECTOR, ".clip")[1]
+            assert older.find_element(By.TAG_NAME, "div").text.endswith("All off → Dehumidifier on")
+            assert Select(older.find_element(By.NAME, "dehumidifier")).first_selected_option.text == "Dehumidifier on"
+            form = browser.find_element(By.CSS_SELECTOR, f'.clip[data-clip="{clip}"]')
+            assert [s.get_attribute("name") for s in form.find_elements(By.TAG_NAME, "select")] == [
+                "ac", "fridge", "dehumidifier", "daypart"]
+            Select(form.find_element(By.NAME, "ac")).select_by_value("off")
+            Select(form.find_element(By.NAME, "dehumidifier")).select_by_value("on")
+            form.find_element(By.CSS_SELECTOR, "button.relabel").click()
+            wait.until(lambda b: form.find_element(By.CSS_SELECTOR, ".result").text.startswith("saved as"))
+        finally:
+            browser.quit()
+        written = [p.name for p in page.relabel.iterdir()]
+        assert len(written) == 1 and read_sample_name(written[0]).labels == {"ac": False, "fridge": False, "dehumidifier": True}

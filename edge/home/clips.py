@@ -1,4 +1,5 @@
-"""Clips: on every change of the debounced state, the audio around it as FLAC + a JSON sidecar.
+"""Clips: on every change of the debounced state, the audio around it as FLAC + a JSON sidecar
+(its time, the old and new state, and each appliance's p_<name> and median_<name>).
 
 A clip is the last `seconds` of 16 kHz audio up to the window that made the change (default 20 s:
 the window plus history). The directory is bounded: the oldest clips go first. Rename a clip by
@@ -21,6 +22,7 @@ from typing import Callable
 import numpy as np
 import soundfile
 
+from edge.core.decision import per_appliance
 from edge.core.files import atomic_path
 from edge.core.output import error_text
 from edge.monitor.hop import HopLine
@@ -84,8 +86,8 @@ class ClipWriter:
         sidecar = json.dumps({
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(clip.wall)), "t": line.t,
             "old_state": clip.old, "new_state": clip.new, "duration_sec": len(clip.audio) / self.sample_rate,
-            "sample_rate": self.sample_rate, "p_ac": line.p_ac, "p_fridge": line.p_fridge,
-            "median_ac": line.median_ac, "median_fridge": line.median_fridge,
+            "sample_rate": self.sample_rate, **per_appliance("p_{}", line.probabilities),
+            **per_appliance("median_{}", line.medians),
         }, indent=2) + "\n"
         path = self.directory / f"{stem}.flac"
         # the sidecar lands first, the FLAC (which makes it a clip) last; neither is renamed before both are written

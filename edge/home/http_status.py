@@ -3,12 +3,13 @@
 GET  /              the page (edge.home.page): state, last hour, 24-h timeline, clips
 GET  /api/page      what the page shows, as JSON
 GET  /clips/NAME    a clip's FLAC
-POST /api/relabel   {"clip", "ac", "fridge", "daypart"}: the one write (JSON only, from the page's
-                    own origin; off loopback it needs the token)
+POST /api/relabel   {"clip", a boolean per appliance ("ac", "fridge", ...), "daypart"}: the one
+                    write (JSON only, from the page's own origin; off loopback it needs the token)
 GET  /state         the last JSON line (503 before the first decision)
 GET  /healthz       200 while audio arrives and inference keeps up, else 503 with the reason
 GET  /metrics       Prometheus text format: inference time histogram, overflows, drops, device
-                    losses, the state as a gauge, probabilities, uptime
+                    losses, the state as a gauge, probabilities, uptime (a series per appliance
+                    of the bundle, labelled label= or appliance=)
 
 With several monitors in one process (a settings file's [[monitor]] tables), / is an index of
 them and each one's page and endpoints are under /monitor/<id>/ (its MQTT id); /state and
@@ -39,8 +40,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from edge.core.defaults import LABELS
-from edge.core.labels import STATES
+from edge.core.labels import Appliances
 from edge.home.page import Page, Refused, clip_path, page_html, parse_relabel
 from edge.monitor.hop import HopLine
 
@@ -158,11 +158,12 @@ class View:
             ("humwatch_device_losses_total", "Times the audio device was lost and reopened.", health.device_losses),
         ):
             families.append(Family(name, "counter", text, [("", {}, str(value))]))
+        appliances = self.monitor.detector.decision.appliances  # the bundle's, in its priority order
         current = line.debounced_status if line else None
         families.append(Family("humwatch_state", "gauge", "Debounced state (1 for the current one).",
-                               [("", {"state": state}, str(int(state == current))) for state in STATES]))
+                               [("", {"state": state}, str(int(state == current))) for state in appliances.statuses]))
         families.append(Family("humwatch_probability", "gauge", "Latest window probability.",
-                               [("", {"label": "ac"}, f"{line.p_ac:.6f}"), ("", {"label": "fridge"}, f"{line.p_fridge:.6f}")]
+                               [("", {"label": name}, f"{p:.6f}") for name, p in line.probabilities.items()]
                                if line else []))
         if line and line.hop_sec is not None:
             families += [Family("humwatch_hop_seconds", "gauge", "Seconds between decisions (chosen from the CPU budget "
@@ -172,7 +173,7 @@ class View:
         if self.monitor.auditor is not None:
             families += _audit_families(self.monitor.auditor)
         if self.household is not None:
-            families += _household_families(self.household.snapshot())
+            families += _household_families(self.household.snapshot(), appliances)
         families.append(Family("humwatch_uptime_seconds", "gauge", "Seconds since the monitor started.",
                                [("", {}, f"{time.monotonic() - self.started:.3f}")]))
         return families
@@ -192,15 +193,15 @@ def _audit_families(auditor) -> list[Family]:
     return families
 
 
-def _household_families(snapshot: dict) -> list[Family]:
+def _household_families(snapshot: dict, appliances: Appliances) -> list[Family]:
     families = [Family("humwatch_alarm", "gauge", "An alarm's state (1 raised).",
                        [("", {"alarm": name}, str(int(active))) for name, active in snapshot["alarms"].items()])]
     for name, text, key in (("humwatch_runtime_today_seconds", "Seconds the appliance ran today.", "runtime_today_sec"),
                             ("humwatch_duty_cycle_24h", "Share of the observed last 24 h the appliance ran.", "duty_24h"),
                             ("humwatch_current_state_seconds", "Seconds in the current run or pause.", "current_sec"),
                             ("humwatch_cycles_today", "Runs started today.", "cycles_today")):
-        families.append(Family(name, "gauge", text, [("", {"appliance": a}, f"{snapshot[a][key]:.3f}") for a in LABELS
-                                                     if snapshot[a][key] is not None]))
+        families.append(Family(name, "gauge", text, [("", {"appliance": a}, f"{snapshot[a][key]:.3f}")
+                                                     for a in appliances.names if snapshot.get(a, {}).get(key) is not None]))
     return families
 
 
@@ -440,7 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise Refused(404, f"no such endpoint {url.path[:100]}; the one write is POST "
                                f"{'' if view.ident is None else f'/monitor/{view.ident}'}/api/relabel")
         self.status.check_write(self.headers)
-        request = parse_relabel(body)
+        request = parse_relabel(body, view.page.decision().appliances)
         written = view.page.relabel(**request)
         log.info("%srelabelled %s as %s", f"{view.name}: " if view.ident else "", request["clip"], written.name)
         self._send(200, {"written": written.name})
