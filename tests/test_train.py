@@ -311,3 +311,14 @@ def test_a_third_appliance_named_by_half_the_recordings_trains(project, tiny_che
     shown = CliRunner().invoke(main, ["evaluate", "--run", str(run.path)])
     assert shown.exit_code == 0, shown.output
     assert "p_dehumidifier" in shown.output and "files_dehumidifier" in shown.output and "window AUC: ac" in shown.output
+
+
+def test_the_background_pool_prefers_recordings_that_name_every_appliance_off():
+    from train.augment import background_ids
+
+    labels = {"old-quiet": {"ac": False, "fridge": False}, "new-quiet": {"ac": False, "fridge": False, "dehumidifier": False},
+              "new-dry": {"ac": False, "fridge": False, "dehumidifier": True}}
+    assert background_ids(labels, ("ac", "fridge", "dehumidifier")) == ["new-quiet"]  # old-quiet may hold it running
+    del labels["new-quiet"]
+    assert background_ids(labels, ("ac", "fridge", "dehumidifier")) == ["old-quiet"]  # nothing better: the named ones off
+    assert background_ids(labels, ("ac", "fridge")) == ["old-quiet"]  # a running dehumidifier is never background

@@ -28,10 +28,14 @@ class AugmentConfig:
     freq_mask_bins: int = 20
 
 
-def is_background(labels: Mapping[str, bool]) -> bool:
-    """Whether a recording's windows are mixed into others: every appliance its name mentions is off
-    (for the seed: the both-off recordings)."""
-    return not any(labels.values())
+def background_ids(labels: Mapping[str, Mapping[str, bool]], names: tuple[str, ...]) -> list[str]:
+    """The recordings ({id: named labels}) whose windows are mixed into others: those that name every
+    appliance off (for the seed: the both-off recordings). Where none does, those whose named
+    appliances are all off: one that does not name an appliance may hold it running, so it is
+    mixed only when nothing better is there."""
+    quiet = [recording for recording, named in labels.items() if not any(named.values())]
+    complete = [recording for recording in quiet if set(names) <= set(labels[recording])]
+    return complete or quiet
 
 
 def _power(x: np.ndarray) -> float:
@@ -50,7 +54,7 @@ def eq_tilt(window: np.ndarray, low_db: float, low_hz: float, high_db: float, hi
 def augment_waveform(window: np.ndarray, rng: np.random.Generator, background: np.ndarray | None,
                      config: AugmentConfig = AugmentConfig()) -> np.ndarray:
     """One augmented copy of a window; background is a pool [n, N] of windows to mix in (see
-    :func:`is_background`)."""
+    :func:`background_ids`)."""
     out = np.asarray(window, dtype=np.float32).copy()
     if background is not None and len(background) and rng.random() < config.mix_probability:
         noise = background[rng.integers(len(background))]

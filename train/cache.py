@@ -2,7 +2,7 @@
 
 One float16 array [windows, T, D] per (recording, view). The clean view (0) is keyed by the
 checkpoint's sha256, the window config and the recording's sha256; augmented views (1..K) also by
-the augmentation seed and the background pool they mix from (train.augment.is_background). Files are written atomically, so an
+the augmentation seed and the background pool they mix from (train.augment.background_ids). Files are written atomically, so an
 interrupted build leaves nothing that looks complete, and a later run reuses every finished file.
 """
 

@@ -34,7 +34,7 @@ from edge.core.decision import decide_file
 from edge.core.defaults import DecisionConfig, WindowConfig
 from edge.core.files import DirectoryBuild, atomic_path
 from edge.core.labels import SEED, Appliances
-from train.augment import is_background
+from train.augment import background_ids
 from train.beats import encoder_fingerprint
 from train.cache import EmbeddingCache, Recording
 from train.device import resolve_device
@@ -264,8 +264,9 @@ class Distiller:
         config = self.run.config
         key = encoder_fingerprint(model.encoder.cpu()) if config.stage2 and config.stage2.kept else config.beats_checkpoint_sha256
         model.to(device)
-        pool = [Recording(r.recording_id, r.path, r.sha256) for r in self.run.recordings("training")
-                if is_background(r.labels)]
+        training = {r.recording_id: r for r in self.run.recordings("training")}
+        quiet = background_ids({key: r.labels for key, r in training.items()}, self.run.appliances.names)
+        pool = [Recording(key, training[key].path, training[key].sha256) for key in quiet]
         return EmbeddingCache(config.options.cache_dir, key, self.run.window, config.options.seed,
                               pool, device=device)
 

@@ -26,7 +26,7 @@ from edge.core.defaults import DecisionConfig, WindowConfig
 from edge.core.audio import load_windows
 from edge.core.files import DirectoryBuild, sha256_file
 from edge.core.labels import DAYPARTS, Appliances, LabelError
-from train.augment import AugmentConfig, augment_waveform, is_background, spec_augment
+from train.augment import AugmentConfig, augment_waveform, background_ids, spec_augment
 from train.beats import load_beats
 from train.cache import EmbeddingCache, Recording
 from train.device import resolve_device
@@ -203,7 +203,7 @@ class Trainer:
         torch.manual_seed(options.seed)
         recordings = self._recordings(files)
         labels = {row["recording_id"]: named_labels(row, names) for row in files.to_dict("records")}
-        pool = [recordings[r] for r in training_ids if is_background(labels[r])]
+        pool = [recordings[r] for r in background_ids({r: labels[r] for r in training_ids}, names)]
         cache = EmbeddingCache(options.cache_dir, checkpoint_sha, window, options.seed, pool, AugmentConfig(), device)
         stats = cache.build(encoder, [recordings[r] for r in training_ids], options.views)
         val_stats = cache.build(encoder, [recordings[r] for r in validation_ids], 0)
