@@ -30,8 +30,8 @@ import os
 import sqlite3
 import threading
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Callable, Iterator
 
 from edge.monitor.hop import HopLine
