@@ -38,6 +38,7 @@ from edge.core.defaults import DecisionConfig, Levels
 from edge.core.files import atomic_path
 from edge.core.labels import DAYPARTS, Appliances, parse_sample_name, sample_file_name
 from edge.home.history import DAY, intervals
+from edge.home.mqtt import title  # an appliance's name as Home Assistant and the page write it: 'ac' -> 'AC'
 from edge.monitor.hop import HopLine
 
 HOUR_SEC = 3600.0
@@ -49,7 +50,6 @@ CHART_COLUMNS = 300  # the hour's chart keeps at most two points per line in eac
 RELABEL_KEYS = ("clip", "daypart")  # a relabel body's own fields; each appliance of the bundle adds its own
 DAY_HOURS = range(7, 21)  # a clip recorded from 07:00 to 20:59 is offered as "day"
 COLORS = ("#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-TITLES = {"ac": "AC"}  # how the page writes an appliance's name where capitalising it is not enough
 PAGE_FILE = Path(__file__).with_name("static") / "page.html"
 
 
@@ -71,11 +71,6 @@ class PageSettings:
 def color(appliances: Appliances, name: str) -> str:
     """An appliance's colour on the page, by its place among the bundle's (the seed: AC blue, fridge green)."""
     return COLORS[appliances.names.index(name) % len(COLORS)]
-
-
-def title(name: str) -> str:
-    """'ac' -> 'AC', 'heat_pump' -> 'Heat pump'."""
-    return TITLES.get(name) or name.replace("_", " ").capitalize()
 
 
 class Page:
