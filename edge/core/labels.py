@@ -15,7 +15,8 @@ from pathlib import Path
 SEED_APPLIANCES = ("ac", "fridge")
 AC_ON, FRIDGE_ON, BOTH_OFF = "ac-on", "fridge-on", "both-off"  # the seed's statuses
 DAYPARTS = ("day", "night")
-RESERVED_NAMES = (*DAYPARTS, "on", "off", "both", "all")  # words of the name grammar and of the statuses
+RESERVED_NAMES = (*DAYPARTS, "on", "off", "both", "all", "alarms")  # the name grammar's and the statuses' words,
+# and the stats payload's "alarms" entry beside the appliances
 AUDIO_SUFFIXES = (".m4a", ".aac", ".mp3", ".wav", ".flac", ".ogg")
 NAME_PATTERN = "<appliance>-(on|off)[-<appliance>-(on|off)...]-(day|night)[-TAG]"
 APPLIANCE_RULE = ("an appliance name holds lowercase letters, digits and '_' and is none of "
