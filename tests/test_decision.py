@@ -43,8 +43,9 @@ def test_a_priority_list_orders_any_appliances():
     assert THREE.status({"ac": False, "fridge": False}) is None
     with pytest.raises(LabelError, match="washer is not one"):
         Appliances.parse("ac,fridge", "washer")
-    with pytest.raises(LabelError, match="not an appliance name"):
-        Appliances.parse("ac,day")
+    for reserved in ("day", "off", "all", "daypart", "clip", "alarms", "Fridge", "heat-pump"):
+        with pytest.raises(LabelError, match="not an appliance name"):
+            Appliances.parse(f"ac,{reserved}")
 
 
 def test_sample_names_round_trip():

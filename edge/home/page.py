@@ -47,7 +47,6 @@ MAX_CLIP_NAME_BYTES = 200
 MAX_WRITTEN_NAME_BYTES = 255 - 14  # a file name's limit, less what atomic_path's temporary name adds
 CLIP_STAMP = re.compile(r"^(\d{8}-\d{6})")
 CHART_COLUMNS = 300  # the hour's chart keeps at most two points per line in each 12-s column
-RELABEL_KEYS = ("clip", "daypart")  # a relabel body's own fields; each appliance of the bundle adds its own
 DAY_HOURS = range(7, 21)  # a clip recorded from 07:00 to 20:59 is offered as "day"
 COLORS = ("#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 PAGE_FILE = Path(__file__).with_name("static") / "page.html"
@@ -176,9 +175,6 @@ def parse_relabel(body: bytes, appliances: Appliances) -> dict:
     each of its JSON type -> {"clip", "labels": {name: running}, "daypart"} (the :meth:`Page.relabel`
     arguments)."""
     shape = relabel_shape(appliances)
-    if clash := [name for name in appliances.names if name in RELABEL_KEYS]:
-        raise Refused(409, f"an appliance named {clash[0]!r} cannot be relabelled from the page (the request's own "
-                           f"{clash[0]!r} field has its name); rename its recordings by hand instead")
     fields = {"clip": str, **dict.fromkeys(appliances.names, bool), "daypart": str}
     try:
         request = json.loads(body)
