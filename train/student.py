@@ -53,7 +53,8 @@ STUDENT_FORMAT, STUDENT_FORMAT_VERSION, STUDENT_WEIGHTS = "humwatch-student", 1,
 
 
 class StudentNet(nn.Module):
-    """waveform [B, N] -> logits [B, labels] (one per appliance); ``features`` is the fixed front end."""
+    """waveform [B, N] -> logits [B, labels] (one per appliance); ``features`` is the fixed front end.
+    A student.pt saved before issue 24 has no ``labels`` in its config: the seed's two."""
 
     def __init__(self, window_samples: int, labels: int = len(SEED.names), mels: int = MELS, hidden: int = HIDDEN,
                  dropout: float = 0.1) -> None:
@@ -265,8 +266,8 @@ class Distiller:
         key = encoder_fingerprint(model.encoder.cpu()) if config.stage2 and config.stage2.kept else config.beats_checkpoint_sha256
         model.to(device)
         training = {r.recording_id: r for r in self.run.recordings("training")}
-        quiet = background_ids({key: r.labels for key, r in training.items()}, self.run.appliances.names)
-        pool = [Recording(key, training[key].path, training[key].sha256) for key in quiet]
+        quiet = background_ids({r: recording.labels for r, recording in training.items()}, self.run.appliances.names)
+        pool = [Recording(r, training[r].path, training[r].sha256) for r in quiet]
         return EmbeddingCache(config.options.cache_dir, key, self.run.window, config.options.seed,
                               pool, device=device)
 
