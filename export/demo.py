@@ -15,7 +15,6 @@ from pathlib import Path
 import click
 import torch
 
-from edge.core.decision import per_appliance
 from edge.core.defaults import DecisionConfig
 from edge.core.labels import SEED_APPLIANCES, parse_sample_name
 from edge.core.output import format_table
@@ -25,6 +24,7 @@ from edge.monitor.batch import run_batch
 from export.exporter import export_run
 from train.beats import BeatsConfig, build_beats
 from train.manifests import prepare
+from train.metrics import probability_columns
 from train.synth import write_recordings
 from train.report import render_report
 from train.run import Run
@@ -107,7 +107,7 @@ def _summary(lines: list[dict], thresholds: dict, decision: DecisionConfig, bund
     name leaves out could decide it) against the bundle's, then per appliance on how many of the files that
     name it the bundle heard it right (median p >= its threshold)."""
     appliances = decision.appliances
-    probabilities = list(per_appliance("p_{}", dict.fromkeys(appliances.names)))
+    probabilities = probability_columns(appliances.names)
     rows, right, named = [], dict.fromkeys(appliances.names, 0), dict.fromkeys(appliances.names, 0)
     for line in lines:
         sample = parse_sample_name(line["path"])

@@ -1,3 +1,6 @@
+import json
+import re
+
 from click.testing import CliRunner
 
 from edge.cli import main
@@ -17,6 +20,21 @@ def test_demo_runs_the_whole_chain_from_a_clean_workdir(tmp_path, monkeypatch):
     assert "dehumidifier" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
     assert list((workdir / "bundles").iterdir()) and list((workdir / "models").iterdir())
+
+
+def test_demo_with_a_third_appliance(tmp_path):
+    workdir = tmp_path / "work"
+    result = CliRunner().invoke(main, ["demo", "--workdir", str(workdir), "--seconds", "18", "--epochs", "25", "--no-int8",
+                                       "--appliances", "ac,fridge,dehumidifier"])
+    assert result.exit_code == 0, result.output
+    assert "synth: ac, fridge, dehumidifier, 18 s a recording\n16 recordings" in result.output
+    assert re.search(r"ac-off-fridge-off-dehumidifier-on-night\.m4a +dehumidifier-on ", result.output)  # file, expected
+    assert re.search(r"p_ac +p_fridge +p_dehumidifier +ok", result.output)
+    assert "ac right on 16/16 files" in result.output and "4-state accuracy" in result.output
+    heard = re.search(r"dehumidifier right on (\d+)/16 files", result.output)
+    assert heard and int(heard.group(1)) >= 14, result.output  # +7 dB and broadband: even the random stand-in hears it
+    (bundle,) = (workdir / "bundles").iterdir()
+    assert json.loads((bundle / "bundle.json").read_text())["labels"] == ["ac", "fridge", "dehumidifier"]
 
 
 def test_appliances_the_demo_cannot_synthesize_are_refused_before_anything_is_written(tmp_path):
