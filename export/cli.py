@@ -41,16 +41,22 @@ def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path 
         raise click.ClickException(str(error)) from error
     manifest = load_bundle(bundle_dir).manifest
     fp32 = manifest.float_parity()
-    click.echo(f"parity fp32: max |dprob| {fp32.max_abs_diff:.2e} over {fp32.windows} windows, "
-               f"file states agree {fp32.state_agreement:.0%}")
+    click.echo(f"parity fp32: max |dprob| {fp32.max_abs_diff:.2e} ({_by_appliance(fp32.max_abs_diff_by_appliance, '.2e')}) "
+               f"over {fp32.windows} windows, file states agree {fp32.state_agreement:.0%}")
     for precision in ("int8", "student"):
         q = manifest.report(precision)
         if q:
-            click.echo(f"{precision}: max |dprob| {q.max_abs_diff:.3f} vs fp32, file states agree {q.state_agreement:.0%}, "
+            click.echo(f"{precision}: max |dprob| {q.max_abs_diff:.3f} ({_by_appliance(q.max_abs_diff_by_appliance, '.3f')}) "
+                       f"vs fp32, file states agree {q.state_agreement:.0%}, "
                        f"debounced hops agree {q.debounced_hop_agreement:.2%} over {q.evidence['streamed_hops']} hops, "
                        f"{manifest.gflop_per_window[precision]:.4g} GFLOP, {q.speedup_vs_fp32:.1f}x fp32 speed, "
                        f"{q.model_bytes / 1e6:.2f} MB vs {q.fp32_model_bytes / 1e6:.1f} MB; {q.default_reason}")
     click.echo(f"bundle written to {bundle_dir} (default precision {manifest.default_precision})")
+
+
+def _by_appliance(figures: dict[str, float], style: str) -> str:
+    """{"ac": 0.012, "fridge": 0.003} -> 'ac 0.012, fridge 0.003'."""
+    return ", ".join(f"{name} {value:{style}}" for name, value in figures.items())
 
 
 @click.command()

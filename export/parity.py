@@ -6,7 +6,8 @@
 - Agreement of a faster precision (int8, the student) with fp32, both in onnxruntime at batch 1:
   every window of every validation recording, the file states, the debounced states of the
   recordings streamed hop by hop, and the edge cases, each model with its own decision settings.
-  It becomes the default only when that evidence meets the bar recorded beside it. These are the
+  It becomes the default only when that evidence meets the bar recorded beside it. Both record the
+  largest |Δprob| of each appliance beside the overall one. These are the
   agreement fields of the :class:`PrecisionReport` export records; the exporter adds size and speed.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from edge.core.agreement import hop_agreement, state_agreement
+from edge.core.agreement import hop_agreement, max_abs_diff_by_appliance, state_agreement
 from edge.core.bundle import FloatParity
 from edge.core.decision import decide_file
 from edge.core.defaults import SAMPLE_RATE, DecisionConfig
@@ -76,11 +77,13 @@ def check_float_parity(model: HumwatchModel, classifier: Classifier, validation:
     difference = np.abs(torch_probs - onnx_probs)
     n = len(validation)
     states = state_agreement(file_states(windows, torch_probs[:n], decision), file_states(windows, onnx_probs[:n], decision))
-    max_abs_diff = float(difference.max())
+    by_appliance = max_abs_diff_by_appliance(torch_probs, onnx_probs, decision.appliances.names)
+    max_abs_diff = max(by_appliance.values())
     return FloatParity(windows=int(len(inputs)), max_abs_diff=max_abs_diff, mean_abs_diff=float(difference.mean()),
                        **states, edge_cases={case: float(difference[n + i].max()) for i, case in enumerate(cases)},
                        tolerance=FLOAT_TOLERANCE,
-                       passed=max_abs_diff <= FLOAT_TOLERANCE and states["state_agreement"] == 1.0)
+                       passed=max_abs_diff <= FLOAT_TOLERANCE and states["state_agreement"] == 1.0,
+                       max_abs_diff_by_appliance=by_appliance)
 
 
 def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], reference_cases: np.ndarray,
@@ -89,23 +92,27 @@ def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
               flop_share: float | None = None) -> dict:
     """How far a precision is from fp32: every validation window ({recording: probs [n, appliances]}), file
     states, debounced hops streamed (the candidate with its own decision settings when it has
-    them), edge cases, its share of fp32's FLOPs; and whether that evidence meets `bar`."""
+    them), edge cases, the largest |Δprob| overall and per appliance, its share of fp32's FLOPs; and
+    whether that evidence meets `bar`."""
     candidate_decision = candidate_decision or decision
     all_reference, all_candidate = np.concatenate(list(reference.values())), np.concatenate(list(candidate.values()))
     difference = np.abs(all_reference - all_candidate)
+    by_appliance = max_abs_diff_by_appliance(np.concatenate([all_reference, reference_cases]),
+                                             np.concatenate([all_candidate, candidate_cases]), decision.appliances.names)
     states = state_agreement({r: decide_file(p, decision).status for r, p in reference.items()},
                              {r: decide_file(p, candidate_decision).status for r, p in candidate.items()})
     hops, agreeing_hops = hop_agreement(reference, candidate, decision, candidate_decision, hop_sec)
     report = {
         "evidence": {"validation_files": len(reference), "windows": int(len(all_reference)), "streamed_hops": hops,
                      "edge_cases": len(case_names), "batch": 1},
-        "max_abs_diff": float(max(difference.max(), np.abs(reference_cases - candidate_cases).max())),
+        "max_abs_diff": max(by_appliance.values()),
         "mean_abs_diff": float(difference.mean()),
         **states,
         "debounced_hop_agreement": agreeing_hops / hops if hops else 1.0,
         "edge_cases": {case: float(np.abs(reference_cases[i] - candidate_cases[i]).max()) for i, case in enumerate(case_names)},
         "flop_share": flop_share,
         "default_bar": bar,
+        "max_abs_diff_by_appliance": by_appliance,
     }
     shortfalls = []
     if report["state_agreement"] < bar["file_states"]:

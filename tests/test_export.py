@@ -37,6 +37,8 @@ def test_float_parity_within_tolerance_tones_included(bundle_dir):
             "mains hum 60 Hz -60 dBFS"} <= set(cases)
     assert all(0 <= figure <= 1e-4 for figure in cases.values())
     assert parity.windows == 4 * 4 + len(cases)  # validation windows + edge cases
+    assert list(parity.max_abs_diff_by_appliance) == ["ac", "fridge"]
+    assert max(parity.max_abs_diff_by_appliance.values()) == parity.max_abs_diff
 
 
 def test_int8_report_and_its_evidence(bundle_dir, trained_runs):
@@ -48,6 +50,8 @@ def test_int8_report_and_its_evidence(bundle_dir, trained_runs):
     assert report.evidence == {"validation_files": 4, "windows": len(windows), "streamed_hops": len(windows),
                                "edge_cases": len(manifest.float_parity().edge_cases), "batch": 1}
     assert 0 <= report.debounced_hop_agreement <= 1 and "tone 1 kHz -6 dBFS" in report.edge_cases
+    assert list(report.max_abs_diff_by_appliance) == ["ac", "fridge"]
+    assert max(report.max_abs_diff_by_appliance.values()) == report.max_abs_diff > 0
     # four validation files are below the bar's minimum: int8 is offered, fp32 stays the default
     assert report.default_bar["min_validation_files"] > 4 and not report.meets_bar
     assert manifest.default_precision == "fp32" and "only 4 validation files" in report.default_reason
@@ -155,3 +159,21 @@ def test_the_default_bar_needs_states_hops_and_enough_files():
     five = dict(list(reference.items())[:5])
     few = agreement(five, five, cases, cases, ["a", "b"], DecisionConfig(), 1.5)
     assert not few["meets_bar"] and "only 5 validation files" in few["default_reason"]
+
+
+def test_agreement_per_appliance_of_three():
+    from edge.core.defaults import DecisionConfig
+    from edge.core.labels import Appliances
+    from export.parity import agreement
+
+    decision = DecisionConfig(Appliances(("ac", "fridge", "dehumidifier")))
+    rng = np.random.default_rng(0)
+    reference = {f"rec{i}": rng.uniform(0, 1, (50, 3)).astype(np.float32) for i in range(6)}
+    candidate = {r: p.copy() for r, p in reference.items()}
+    candidate["rec2"][10, 2] += 0.25  # one window heard differently, by the dehumidifier's output only
+    cases = rng.uniform(0, 1, (2, 3)).astype(np.float32)
+    shifted = cases.copy()
+    shifted[1, 0] += 0.125  # an edge case: the AC's output only
+    report = agreement(reference, candidate, cases, shifted, ["a", "b"], decision, 1.5)
+    assert report["max_abs_diff_by_appliance"] == pytest.approx({"ac": 0.125, "fridge": 0.0, "dehumidifier": 0.25})
+    assert report["max_abs_diff"] == pytest.approx(0.25) and report["edge_cases"]["b"] == pytest.approx(0.125)

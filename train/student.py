@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from edge.core.agreement import hop_agreement, state_agreement
+from edge.core.agreement import hop_agreement, max_abs_diff_by_appliance, state_agreement
 from edge.core.audio import load_windows
 from edge.core.decision import decide_file
 from edge.core.defaults import DecisionConfig, WindowConfig
@@ -207,11 +207,6 @@ def distillation_targets(teacher: np.ndarray, labels: np.ndarray, label_weight: 
     of each target; where a recording does not name the appliance (its label NaN) the teacher's alone."""
     mixed = (1 - label_weight) * teacher + label_weight * labels
     return np.where(np.isnan(labels), teacher, mixed).astype(np.float32)
-
-
-def max_abs_diff_by_appliance(reference: np.ndarray, candidate: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
-    """{appliance: the largest |Δp|} of two models' probabilities [n, appliances] (outputs in `names` order)."""
-    return {name: float(value) for name, value in zip(names, np.abs(reference - candidate).max(axis=0))}
 
 
 def teacher_columns(names: tuple[str, ...]) -> list[str]:

@@ -17,6 +17,11 @@ def streamed_statuses(probs: np.ndarray, decision: DecisionConfig, hop_sec: floa
     return [decider.update(window).debounced_status for window in probs]
 
 
+def max_abs_diff_by_appliance(reference: np.ndarray, candidate: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+    """{appliance: the largest |Δp|} of two models' probabilities [n, appliances] (outputs in `names` order)."""
+    return {name: float(value) for name, value in zip(names, np.abs(reference - candidate).max(axis=0))}
+
+
 def state_agreement(reference: dict[str, str], candidate: dict[str, str]) -> dict:
     """Files whose state the candidate gives as the reference does ({recording: state} each)."""
     disagreeing = tuple(sorted(r for r in reference if reference[r] != candidate[r]))

@@ -66,7 +66,8 @@ def _json(record) -> dict:
 class FloatParity:
     """torch against onnxruntime for one precision's float graphs (bundle.json ``parity.fp32``, and a
     student report's ``float_parity``): probabilities within ``tolerance`` and the same file states,
-    on validation windows plus edge cases. Export refuses a bundle that did not pass."""
+    on validation windows plus edge cases. Export refuses a bundle that did not pass. Optional:
+    ``max_abs_diff_by_appliance``, the largest |Δprob| of each output (schema 3; older bundles lack it)."""
 
     windows: int
     max_abs_diff: float
@@ -77,7 +78,8 @@ class FloatParity:
     edge_cases: dict[str, float]
     tolerance: float
     passed: bool
-    OPTIONAL = ()
+    max_abs_diff_by_appliance: dict[str, float] | None = None
+    OPTIONAL = ("max_abs_diff_by_appliance",)
 
     def to_json(self) -> dict:
         return _json(self)
@@ -91,7 +93,8 @@ class FloatParity:
                    mean_abs_diff=fields.number("mean_abs_diff", 0), files=fields.integer("files"),
                    state_agreement=fields.number("state_agreement", 0, 1),
                    disagreeing_files=fields.texts("disagreeing_files"), edge_cases=fields.numbers("edge_cases", 0),
-                   tolerance=fields.number("tolerance", 0), passed=fields.flag("passed"))
+                   tolerance=fields.number("tolerance", 0), passed=fields.flag("passed"),
+                   max_abs_diff_by_appliance=fields.numbers("max_abs_diff_by_appliance", 0, default=None))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +106,9 @@ class PrecisionReport:
     model with its own decision settings; per edge case the largest |Δprob|; its share of fp32's
     FLOPs; the bar it had to meet to become the default, whether it did and why; size and speed.
     Optional: int8's ``quantization``, the student's ``float_parity`` (its torch model against its
-    graph) and ``distilled_from``, and ``measured_on``: where the speed was measured (machine, CPU,
-    onnxruntime version, kernel mode ...; a flat object).
+    graph) and ``distilled_from``, ``measured_on``: where the speed was measured (machine, CPU,
+    onnxruntime version, kernel mode ...; a flat object), and ``max_abs_diff_by_appliance``, the largest
+    |Δprob| of each output (schema 3; older bundles lack it).
     """
 
     evidence: dict[str, int]
@@ -128,7 +132,8 @@ class PrecisionReport:
     float_parity: FloatParity | None = None
     distilled_from: str | None = None
     measured_on: dict | None = None
-    OPTIONAL = ("quantization", "float_parity", "distilled_from", "measured_on")
+    max_abs_diff_by_appliance: dict[str, float] | None = None
+    OPTIONAL = ("quantization", "float_parity", "distilled_from", "measured_on", "max_abs_diff_by_appliance")
 
     def to_json(self) -> dict:
         return _json(self)
@@ -156,6 +161,7 @@ class PrecisionReport:
             float_parity=FloatParity.from_json(parity.data, parity.where) if parity is not None else None,
             distilled_from=fields.text("distilled_from", default=None),
             measured_on=fields.scalars("measured_on", default=None),
+            max_abs_diff_by_appliance=fields.numbers("max_abs_diff_by_appliance", 0, default=None),
         )
 
 
