@@ -15,21 +15,15 @@ import hashlib
 import json
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from broker import Broker, free_port
-from conftest import REPO, read_16k
+from broker import Broker
+from conftest import read_16k
+from live_process import retained_messages, run_live
 from edge.cli import main
 
 OLD_BUNDLE = Path(__file__).parent / "fixtures" / "bundle-v2"
@@ -228,65 +222,16 @@ def live_run(project, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("seed-live")
     broker = Broker(tmp).start()
     audio = read_16k(project / "samples" / "ac-on-fridge-off-day.m4a")
-    port, output, history = free_port(), tmp / "lines.jsonl", tmp / "history.sqlite"
-    command = [sys.executable, "-c", "from edge.cli import main; main()", "live", "--bundle", str(OLD_BUNDLE),
-               "--source", "-", "--source-format", "f32le:16000:1", "--hop", "1.5", "--name", "Kitchen",
-               "--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--http", str(port), "--history", str(history),
-               "--watts", "ac=1200,fridge=150", "--alarm", "ac-run-max=0.5s", "--alarm", "fridge-off-max=6h",
-               "--output", str(output)]
-    with open(tmp / "stderr.txt", "w") as stderr:
-        process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
-
-    def feed():
-        try:
-            for start in range(0, len(audio), 1600):
-                process.stdin.write(audio[start : start + 1600].astype("<f4").tobytes())
-                process.stdin.flush()
-                time.sleep(0.01)
-        except (OSError, ValueError):  # the monitor ended early: the wait below says why
-            pass
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    served = {}
+    history = tmp / "history.sqlite"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            text = output.read_text() if output.exists() else ""
-            if text.count('"t": ') >= 13 and '"event": "alarm"' in text:
-                break
-            time.sleep(0.1)
-        for path in ("/state", "/metrics"):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-                served[path] = response.read().decode()
+        run = run_live(OLD_BUNDLE, audio, tmp, ["--name", "Kitchen", "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
+                                                "--history", str(history), "--watts", "ac=1200,fridge=150",
+                                                "--alarm", "ac-run-max=0.5s", "--alarm", "fridge-off-max=6h"],
+                       hops=13, until='"event": "alarm"')
+        run.update(retained=retained_messages(broker.port), history=history)
     finally:
-        process.send_signal(signal.SIGTERM)
-        returncode = process.wait(timeout=20)
-        process.stdin.close()
-        feeder.join(5)
-    retained = _retained(broker.port)
-    broker.stop()
-    return {"returncode": returncode, "stderr": (tmp / "stderr.txt").read_text(), "served": served, "retained": retained,
-            "lines": [json.loads(line) for line in output.read_text().splitlines()], "history": history}
-
-
-def _retained(port: int) -> dict[str, str]:
-    """Every retained message on the broker: topic -> payload (waits until none arrive for 0.5 s)."""
-    received: dict[str, str] = {}
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.on_message = lambda client, userdata, message: received.__setitem__(message.topic, message.payload.decode())
-    client.connect("127.0.0.1", port)
-    client.subscribe("#")
-    client.loop_start()
-    try:
-        deadline, seen = time.monotonic() + 10, -1
-        while time.monotonic() < deadline and len(received) != seen:
-            seen = len(received)
-            time.sleep(0.5)
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    return received
+        broker.stop()
+    return run
 
 
 def test_live_lines_have_the_seed_fields(live_run):
