@@ -99,3 +99,31 @@ def test_a_missing_config_file_is_named(tmp_path):
 def test_live_without_a_bundle_says_where_to_give_one():
     result = CliRunner().invoke(main, ["live", "--source", "-", "--source-format", "s16le:16000:1"])
     assert result.exit_code == 1 and "no bundle: pass --bundle DIR or set bundle" in result.output
+
+
+def test_level_overrides_any_appliance_and_a_bad_one_is_named(tmp_path):
+    from edge.monitor.settings import DetectorSettings
+
+    settings = DetectorSettings(t_ac=0.6, level=("t_dehumidifier=0.4", "dehumidifier_on=0.9"))
+    assert settings.decision_overrides() == {"t_ac": 0.6, "t_dehumidifier": 0.4, "dehumidifier_on": 0.9}
+    for bad in ("t_ac=1.5", "t_ac", "=0.5", "t_ac=x"):
+        result = CliRunner().invoke(main, ["batch", "--bundle", str(tmp_path), "--level", bad, str(tmp_path)])
+        assert result.exit_code == 2 and f"'--level': {bad!r}: expected KEY=P" in result.output, result.output
+    config = tmp_path / "humwatch.toml"
+    config.write_text('level = ["t_dehumidifier=0.4"]\n')
+    assert load_toml(LiveSettings, config)["level"] == ("t_dehumidifier=0.4",)
+    config.write_text('level = ["t_dehumidifier=4"]\n')
+    with pytest.raises(SettingsError, match=r"level.*t_dehumidifier=4"):
+        load_toml(LiveSettings, config)
+
+
+def test_a_level_for_an_appliance_the_bundle_lacks_is_refused_naming_it(tmp_path):
+    import numpy as np
+    import soundfile
+
+    path = tmp_path / "ac-on-fridge-off-day.wav"
+    soundfile.write(path, np.zeros(16_000 * 7, dtype=np.float32), 16_000)
+    bundle = Path(__file__).parent / "fixtures" / "bundle-v2"
+    result = CliRunner().invoke(main, ["batch", "--bundle", str(bundle), "--level", "t_washer=0.5", str(path)])
+    assert result.exit_code == 1
+    assert "t_washer: not a decision setting of these appliances (ac, fridge)" in result.output, result.output
