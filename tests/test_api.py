@@ -68,8 +68,10 @@ def test_overrides_are_checked_and_reported(bundle_dir):
 
     detector = Detector.from_bundle(bundle_dir, hop=1.5, median_sec=3.0, debounce_sec=4.5)
     assert (detector.decision.median_sec, detector.decision.debounce_sec) == (3.0, 4.5)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="median_seconds: not a decision setting"):
         Detector.from_bundle(bundle_dir, hop=1.5, median_seconds=3.0)
+    with pytest.raises(ValueError, match=r"t_dehumidifier: not a decision setting of these appliances \(ac, fridge\)"):
+        Detector.from_bundle(bundle_dir, hop=1.5, t_dehumidifier=0.5)
     with pytest.raises(ValueError, match="t_ac"):
         Detector.from_bundle(bundle_dir, hop=1.5, t_ac=1.5)
 
