@@ -92,4 +92,5 @@ def test_overridden_spans_survive_the_fallback_to_the_teacher(bundle_dir):
     assert detector.decision == _teacher(bundle).decision.replace(**overrides)
     spans = detector._decider.config
     assert (spans.median_sec, spans.debounce_sec) == (3.0, 4.5)
-    assert detector._decider.config.median_windows(1.5) == 2 and detector._decider._ac_running.k == 3
+    assert detector._decider.config.median_windows(1.5) == 2
+    assert [debounce.k for debounce in detector._decider._debounced.values()] == [3, 3]
