@@ -12,7 +12,7 @@ import click
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
 from edge.core.output import format_table, json_line
-from edge.monitor.settings import DetectorSettings, HopType, LiveSettings, click_options, live_settings, monitors_toml
+from edge.monitor.settings import HOP, DetectorSettings, LiveSettings, click_options, live_settings, monitors_toml
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 START_ERRORS = (ValueError, OSError, RuntimeError, LookupError)  # bundle, source, history, port: one clear line
@@ -186,7 +186,7 @@ def bench_bundle(bundle_dir, precision, threads, windows, cpu_budget, budget_run
               help="Numbers of sources to compare (one alone is always measured).")
 @click.option("--seconds", type=click.FloatRange(min=10), default=20.0, show_default=True,
               help="Real-time seconds each configuration runs.")
-@click.option("--hop", default="1.5", show_default=True, type=HopType(), metavar="SECONDS|auto", help="As live's --hop.")
+@click.option("--hop", default="1.5", show_default=True, type=HOP, metavar="SECONDS|auto", help="As live's --hop.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="[default: all cores]")
 @click.option("--audio", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="The recording every source plays in real time, looped [default: 30 s of noise at 48 kHz].")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from broker import free_port
+from broker import Broker, free_port
 from conftest import REPO
 
 
@@ -78,3 +78,17 @@ def retained_messages(port: int) -> dict[str, str]:
         client.loop_stop()
         client.disconnect()
     return received
+
+
+def run_live_with_broker(bundle: Path, audio: np.ndarray, tmp: Path, args: list[str], hops: int, until: str = "") -> dict:
+    """:func:`run_live` with a real MQTT broker and a history (adds --mqtt and --history): also what the
+    broker retained and the history's path."""
+    broker = Broker(tmp).start()
+    history = tmp / "history.sqlite"
+    try:
+        run = run_live(bundle, audio, tmp, ["--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--history", str(history),
+                                            *args], hops, until)
+        run.update(retained=retained_messages(broker.port), history=history)
+    finally:
+        broker.stop()
+    return run

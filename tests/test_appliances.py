@@ -18,10 +18,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from broker import Broker
 from conftest import read_16k
 from edge.cli import main
-from live_process import retained_messages, run_live
+from live_process import run_live_with_broker
 from test_edge import _without_torch
 
 THREE = ["ac", "fridge", "dehumidifier"]
@@ -124,20 +123,12 @@ def test_batch_and_stream_run_without_torch_and_report_every_appliance(three):
 def live_three(three, tmp_path_factory) -> dict:
     """`humwatch live` on the three-appliance bundle with MQTT, a history, energy and an alarm for the
     dehumidifier; its levels forced (--level) so that it runs from the first hop."""
-    tmp = tmp_path_factory.mktemp("three-live")
-    broker = Broker(tmp).start()
     audio = read_16k(three["root"] / "samples" / "ac-off-fridge-off-dehumidifier-on-night.m4a")
-    history = tmp / "history.sqlite"
-    try:
-        run = run_live(three["bundle"], audio, tmp,
-                       ["--name", "Cellar", "--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--history", str(history),
-                        "--watts", "ac=1200,fridge=150,dehumidifier=300", "--alarm", "dehumidifier-run-max=0.5s",
-                        "--level", "dehumidifier_on=0", "--level", "dehumidifier_off=0", "--level", "t_dehumidifier=0"],
-                       hops=13, until='"event": "alarm"')
-        run.update(retained=retained_messages(broker.port), history=history)
-    finally:
-        broker.stop()
-    return run
+    return run_live_with_broker(three["bundle"], audio, tmp_path_factory.mktemp("three-live"),
+                                ["--name", "Cellar", "--watts", "ac=1200,fridge=150,dehumidifier=300",
+                                 "--alarm", "dehumidifier-run-max=0.5s", "--level", "dehumidifier_on=0",
+                                 "--level", "dehumidifier_off=0", "--level", "t_dehumidifier=0"],
+                                hops=13, until='"event": "alarm"')
 
 
 def test_live_lines_mqtt_history_and_page_carry_the_third_appliance(live_three):

@@ -21,9 +21,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from broker import Broker
 from conftest import read_16k
-from live_process import retained_messages, run_live
+from live_process import run_live_with_broker
 from edge.cli import main
 
 OLD_BUNDLE = Path(__file__).parent / "fixtures" / "bundle-v2"
@@ -219,19 +218,10 @@ def test_synth_writes_the_seed_names_and_prepare_reads_them(tmp_path):
 def live_run(project, tmp_path_factory):
     """`humwatch live` as a user runs it for the seed (MQTT, HTTP, history, energy, alarms), on the old
     bundle, fed 24 s of the AC at 10x real time as raw PCM on stdin; what it published, served and wrote."""
-    tmp = tmp_path_factory.mktemp("seed-live")
-    broker = Broker(tmp).start()
     audio = read_16k(project / "samples" / "ac-on-fridge-off-day.m4a")
-    history = tmp / "history.sqlite"
-    try:
-        run = run_live(OLD_BUNDLE, audio, tmp, ["--name", "Kitchen", "--mqtt", f"mqtt://127.0.0.1:{broker.port}",
-                                                "--history", str(history), "--watts", "ac=1200,fridge=150",
-                                                "--alarm", "ac-run-max=0.5s", "--alarm", "fridge-off-max=6h"],
-                       hops=13, until='"event": "alarm"')
-        run.update(retained=retained_messages(broker.port), history=history)
-    finally:
-        broker.stop()
-    return run
+    return run_live_with_broker(OLD_BUNDLE, audio, tmp_path_factory.mktemp("seed-live"),
+                                ["--name", "Kitchen", "--watts", "ac=1200,fridge=150", "--alarm", "ac-run-max=0.5s",
+                                 "--alarm", "fridge-off-max=6h"], hops=13, until='"event": "alarm"')
 
 
 def test_live_lines_have_the_seed_fields(live_run):

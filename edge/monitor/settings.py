@@ -30,32 +30,26 @@ def setting(default: Any = None, help: str = "", type: click.ParamType | None = 
     return dataclasses.field(default=default, metadata=metadata)
 
 
-class HopType(click.ParamType):
-    """Seconds between decisions, or "auto" (the rule: edge.monitor.pacing.parse_hop)."""
+class TextRule(click.ParamType):
+    """An option kept as text and checked by a rule whose ValueError is the message."""
 
-    name = "hop"
+    def __init__(self, name: str, rule: Callable[[str], Any]) -> None:
+        self.name, self.rule = name, rule
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        from edge.monitor.pacing import parse_hop
-
         try:
-            parse_hop(str(value))
+            self.rule(str(value))
         except ValueError as error:
             self.fail(str(error), param, ctx)
         return str(value)
 
 
-class LevelType(click.ParamType):
-    """One appliance's level as KEY=P: t_NAME, NAME_on or NAME_off, and a probability."""
+def hop_rule(text: str) -> float | None:
+    """Seconds between decisions, or "auto": edge.monitor.pacing.parse_hop, imported only when an option
+    is checked (pacing loads onnxruntime)."""
+    from edge.monitor.pacing import parse_hop
 
-    name = "level"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        try:
-            parse_level(str(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
-        return str(value)
+    return parse_hop(text)
 
 
 def parse_level(text: str) -> tuple[str, float]:
@@ -71,6 +65,8 @@ def parse_level(text: str) -> tuple[str, float]:
     return key.strip(), probability
 
 
+HOP = TextRule("hop", hop_rule)
+LEVEL = TextRule("level", parse_level)
 PROBABILITY = click.FloatRange(0, 1)
 SECONDS = click.FloatRange(min=0, min_open=True)
 
@@ -85,7 +81,7 @@ class DetectorSettings:
                                     click.Choice(PRECISIONS))
     threads: int | None = setting(None, "onnxruntime intra-op threads [default: all cores]", click.IntRange(min=1))
     hop: str = setting("auto", "Seconds between decisions, or auto: the shortest hop that fits --cpu-budget.",
-                       HopType(), metavar="SECONDS|auto", show_default=True)
+                       HOP, metavar="SECONDS|auto", show_default=True)
     cpu_budget: float = setting(0.5, "With --hop auto: the share of all cores inference may use.",
                                 click.FloatRange(0, 1, min_open=True), show_default=True)
     median_sec: float | None = setting(None, "Seconds of windows in the running median [bundle]", SECONDS)
@@ -97,7 +93,7 @@ class DetectorSettings:
     fridge_on: float | None = setting(None, "Fridge hysteresis: on at [bundle]", PROBABILITY)
     fridge_off: float | None = setting(None, "Fridge hysteresis: off below [bundle]", PROBABILITY)
     level: tuple[str, ...] = setting((), "Any appliance's file threshold or hysteresis, e.g. t_dehumidifier=0.6, "
-                                     "dehumidifier_on=0.8 (repeat for more) [bundle]", LevelType(), multiple=True,
+                                     "dehumidifier_on=0.8 (repeat for more) [bundle]", LEVEL, multiple=True,
                                      metavar="KEY=P")
 
     def decision_overrides(self) -> dict[str, float]:
@@ -140,7 +136,7 @@ def _expected(field: dataclasses.Field) -> tuple[type, ...]:
     if meta["is_flag"]:
         return (bool,)
     kind = meta["type"]
-    if isinstance(kind, HopType):
+    if kind is HOP:
         return (str, int, float)
     if isinstance(kind, (click.IntRange,)) or kind is click.INT:
         return (int,)
