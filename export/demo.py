@@ -37,8 +37,7 @@ STAND_IN_CONFIG = BeatsConfig(embed_dim=32, encoder_layers=2, encoder_embed_dim=
 STAND_IN_CAVEAT = (
     "NOTE: no --beats-checkpoint given, so this demo uses a small BEATs-architecture stand-in with RANDOM\n"
     "weights. It shows the pipeline end to end; it says nothing about the accuracy of the real BEATs.\n"
-    "A random encoder still hears the AC (+12 dB, broadband), and the synthetic dehumidifier (+7 dB) of\n"
-    "--appliances ac,fridge,dehumidifier; the 1-2 dB fridge is beyond it.\n"
+    "A random encoder still hears the AC (+12 dB, broadband); the 1-2 dB fridge is beyond it.\n"
     "For real results: humwatch demo --beats-checkpoint BEATs_iter3_plus_AS2M.pt"
 )
 
