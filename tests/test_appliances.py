@@ -39,14 +39,14 @@ def _lines(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
-def _train(root: Path, checkpoint: Path, *options) -> Path:
-    """prepare and train one run (night validation) with thresholds; the run's directory."""
-    humwatch("prepare", "--samples", root / "samples", "--manifests", root / "manifests")
+def _train(root: Path, checkpoint: Path, *options) -> tuple[Path, str]:
+    """prepare and train one run (night validation) with thresholds; the run's directory and what prepare said."""
+    prepared = humwatch("prepare", "--samples", root / "samples", "--manifests", root / "manifests")
     humwatch("train", "--beats-checkpoint", checkpoint, "--manifests", root / "manifests", "--models", root / "models",
              "--cache-dir", root / "cache", "--epochs", "8", "--views", "1", *options)
     (run_dir,) = [path for path in (root / "models").iterdir() if path.is_dir() and not path.name.startswith(".")]
     humwatch("thresholds", "--run", run_dir)
-    return run_dir
+    return run_dir, prepared
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def three(tmp_path_factory, tiny_checkpoint) -> dict:
     """The whole chain on synthesized recordings of the AC, the fridge and a dehumidifier."""
     root = tmp_path_factory.mktemp("three")
     humwatch("synth", root / "samples", "--appliances", ",".join(THREE), "--seconds", SECONDS)
-    run_dir = _train(root, tiny_checkpoint, "--priority", "dehumidifier")
+    run_dir, _ = _train(root, tiny_checkpoint, "--priority", "dehumidifier")
     humwatch("distill", "--run", run_dir, "--epochs", "20")
     humwatch("report", "--run", run_dir)
     bundle = root / "bundle"
@@ -173,7 +173,8 @@ def test_a_third_appliance_named_by_half_the_recordings_is_masked_in_the_others(
         shutil.copy(path, samples / path.name)
     for path in (three["root"] / "samples").glob("ac-off-*"):
         shutil.copy(path, samples / path.name)
-    run_dir = _train(tmp_path, tiny_checkpoint)
+    run_dir, prepared = _train(tmp_path, tiny_checkpoint)
+    assert "name each (the others say nothing of it): ac 16 (4 on), fridge 16 (8 on), dehumidifier 8 (4 on)" in prepared
     files = pd.read_csv(tmp_path / "manifests" / "files.csv").set_index("recording_id")
     assert files.dehumidifier.isna().sum() == 8 and files.dehumidifier.notna().sum() == 8
     assert pd.isna(files.loc["ac-off-fridge-on-night", "dehumidifier"])  # not "off": unknown

@@ -51,7 +51,7 @@ def synth(outdir: Path, seconds: float, seed: int, copies: int, appliances: str)
 def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: float) -> None:
     """Scan the samples and write files.csv and windows.parquet."""
     from edge.core.audio import AudioError
-    from train.manifests import ManifestError, prepare as run_prepare
+    from train.manifests import ManifestError, load_manifests, prepare as run_prepare
 
     try:
         files, windows = run_prepare(samples_dir, manifests_dir, WindowConfig(window_sec, hop_sec))
@@ -59,6 +59,10 @@ def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: 
         raise click.ClickException(str(error)) from error
     click.echo(f"{len(files)} recordings, {len(windows)} windows ({int(windows.outlier.sum())} flagged as outliers) "
                f"-> {manifests_dir}")
+    counts = [f"{name} {files[name].notna().sum()} ({int((files[name] == 1).sum())} on)"
+              for name in load_manifests(manifests_dir).appliances.names]
+    click.echo(f"appliances (in the default priority; train --priority changes it), with the recordings that "
+               f"name each (the others say nothing of it): {', '.join(counts)}")
 
 
 @click.command()
