@@ -252,6 +252,8 @@ def check(bundle_dir: Path) -> None:
                 click.echo(f"{precision}: {role}: {report.default_reason}")
     except BundleError as error:
         raise click.ClickException(str(error)) from error
+    appliances = loaded.manifest.appliances
+    click.echo(f"appliances: {', '.join(appliances.names)}; statuses, in priority order: {' | '.join(appliances.statuses)}")
     click.echo(f"{bundle_dir}: bundle ok (schema {loaded.manifest.schema_version}, "
                f"{len(loaded.manifest.files)} files verified, default precision {loaded.default_precision})")
 

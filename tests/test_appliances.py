@@ -94,6 +94,7 @@ def test_the_bundle_names_the_labels_and_the_priority(three):
         assert "dehumidifier" in json.dumps(manifest["parity"][precision]), manifest["parity"][precision]
     check = humwatch("bundle", "check", three["bundle"])
     assert "p_dehumidifier" in check and "student: ok" in check
+    assert "appliances: ac, fridge, dehumidifier; statuses, in priority order: dehumidifier-on | ac-on | fridge-on | all-off" in check
 
 
 def test_batch_and_stream_run_without_torch_and_report_every_appliance(three):
