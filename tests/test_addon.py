@@ -15,10 +15,8 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import tomllib
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from conftest import REPO
 from edge.container import addon
 from edge.core.bundle import PRECISIONS
 from edge.monitor.settings import LiveSettings, load_toml
+from loopback_http import LoopbackServer
 
 ADDON = REPO / "humwatch"
 CONFIG = yaml.safe_load((ADDON / "config.yaml").read_text(encoding="utf-8"))
@@ -181,46 +180,31 @@ def test_repository_yaml_is_at_the_root():
 
 # --- the start: options -> settings file (+ environment), MQTT and names from a fake Supervisor
 
-class FakeSupervisor:
+class FakeSupervisor(LoopbackServer):
     """The Supervisor's API as an add-on sees it, on loopback: GET /services/mqtt and /info with a token."""
 
     TOKEN = "0123456789abcdef0123456789abcdef"
 
     def __init__(self, mqtt: dict | None, hostname: str = "homeassistant") -> None:
         self.requests: list[str] = []
-        fake = self
+        self.mqtt, self.hostname = mqtt, hostname
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                fake.requests.append(self.path)
-                if self.headers.get("Authorization") != f"Bearer {fake.TOKEN}":
-                    return self._send(401, {"result": "error", "message": "Unauthorized"})
-                if self.path == "/services/mqtt":
-                    if mqtt is None:
-                        return self._send(400, {"result": "error", "message": "Service not enabled"})
-                    return self._send(200, {"result": "ok", "data": mqtt})
-                if self.path == "/info":
-                    return self._send(200, {"result": "ok", "data": {"hostname": hostname, "arch": "aarch64"}})
-                self._send(404, {"result": "error", "message": "not found"})
+    def _answer(self, request) -> tuple[int, str, bytes]:
+        code, body = self._reply(request)
+        return code, "application/json", json.dumps(body).encode()
 
-            def _send(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def _reply(self, request) -> tuple[int, dict]:
+        self.requests.append(request.path)
+        if request.headers.get("Authorization") != f"Bearer {self.TOKEN}":
+            return 401, {"result": "error", "message": "Unauthorized"}
+        if request.path == "/services/mqtt":
+            if self.mqtt is None:
+                return 400, {"result": "error", "message": "Service not enabled"}
+            return 200, {"result": "ok", "data": self.mqtt}
+        if request.path == "/info":
+            return 200, {"result": "ok", "data": {"hostname": self.hostname, "arch": "aarch64"}}
+        return 404, {"result": "error", "message": "not found"}
 
 
 MOSQUITTO = {"host": "core-mosquitto", "port": 1883, "ssl": False, "protocol": "3.1.1", "username": "addons",

@@ -29,6 +29,7 @@ from edge.cli import main
 from edge.container import health
 from edge.core.labels import AC_ON, BOTH_OFF
 from edge.monitor.settings import LiveSettings, load_toml
+from loopback_http import LoopbackServer
 from podman_image import ADDON, ADDON_IMAGE, build, build_image, image_size_mb, podman
 
 FRIDGE_OFF = ["--fridge-on", "1.0", "--fridge-off", "1.0"]  # the tiny encoder cannot hear the fridge (test_edge)
@@ -69,29 +70,16 @@ def test_the_container_example_settings_load_and_serve_the_healthcheck():
     assert "dockerfile: edge/container/Dockerfile" in compose and '"8321:8321"' in compose
 
 
-class Healthz:
+class Healthz(LoopbackServer):
     """A /healthz on loopback that answers what `answer` holds: (code, body)."""
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.answer = (200, b'{"ok": true, "reason": "audio arriving"}')
-        outer = self
+        super().__init__(self._healthz)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                code, body = outer.answer if self.path == "/healthz" else (404, b"{}")
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _healthz(self, request) -> tuple[int, None, bytes]:
+        code, body = self.answer if request.path == "/healthz" else (404, b"{}")
+        return code, None, body
 
 
 def test_the_health_check_asks_the_settings_files_address(tmp_path, capsys):
@@ -101,8 +89,7 @@ def test_the_health_check_asks_the_settings_files_address(tmp_path, capsys):
     assert health.main([str(config)]) == 0 and "audio arriving" in capsys.readouterr().out
     server.answer = (503, b'{"ok": false, "reason": "no audio for 12 s"}')
     assert health.main([str(config)]) == 1 and "503" in capsys.readouterr().out
-    server.server.shutdown()
-    server.server.server_close()
+    server.close()
     assert health.main([str(config)]) == 1 and "no answer" in capsys.readouterr().out
     config.write_text('bundle = "/data/bundle"\n', encoding="utf-8")
     assert health.main([str(config)]) == 1 and "no http" in capsys.readouterr().out

@@ -8,10 +8,8 @@ import os
 import re
 import shutil
 import socket
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -29,6 +27,7 @@ from edge.home.history import DAY, History, Interval
 from edge.home.http_status import StatusServer, is_loopback
 from edge.home.page import CHART_COLUMNS, Page, PageSettings, timeline_svg
 from edge.monitor.runtime import Classifier
+from loopback_http import LoopbackServer
 from test_home import _get, hop_line
 from test_live import FakeSource, Harness
 
@@ -314,7 +313,7 @@ async function attack() {
 """
 
 
-class AttackerSite:
+class AttackerSite(LoopbackServer):
     """Another origin on loopback serving a page that tries to relabel through the visitor's browser."""
 
     def __init__(self, target: str, fields: dict) -> None:
@@ -325,24 +324,7 @@ class AttackerSite:
                 f"<iframe name='sink'></iframe><script>const TARGET = {json.dumps(target)}, "
                 f"BODY = {json.dumps(body)};{ATTACK_SCRIPT}</script>").encode()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(page)))
-                self.end_headers()
-                self.wfile.write(page)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(lambda request: (200, "text/html", page))
 
 
 @pytest.mark.browser
