@@ -34,7 +34,7 @@ from train.manifests import prepare
 from train.synth import write_recordings
 from train.device import resolve_device
 from train.run import Run
-from train.trainer import Trainer, TrainOptions, bce_loss, cosine_with_warmup, train_head_epoch
+from train.trainer import MaskedBCE, Trainer, TrainOptions, cosine_with_warmup, train_head_epoch
 
 
 def measure_extract_features(model, window_samples: int) -> dict:
@@ -57,7 +57,7 @@ def measure_head_epoch(dim: int, frames: int, windows: int = 1000, batch_size: i
     optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
     steps = math.ceil(windows / batch_size)
     scheduler = cosine_with_warmup(optimizer, 10 * steps, 200)
-    loss_fn = bce_loss(labels)
+    loss_fn = MaskedBCE(labels)
     return median_sec(lambda: train_head_epoch(head, optimizer, scheduler, loss_fn, inputs, torch.from_numpy(labels), rng, steps), 2)
 
 

@@ -18,7 +18,7 @@ from train.manifests import ManifestError, load_manifests, prepare
 from train.metrics import file_metrics, file_table, metric_columns, metric_rows, selection_score
 from train.run import Run, RunConfig, RunError
 from train.thresholds import choose_thresholds
-from train.trainer import SplitError, Trainer, TrainOptions, bce_loss, early_stopping, mean_bce, split_recordings
+from train.trainer import MaskedBCE, SplitError, Trainer, TrainOptions, early_stopping, mean_bce, split_recordings
 
 RUN_FILES = ["model.pt", "config.yaml", "metrics.jsonl", "best_metrics.json", "val_predictions.parquet"]
 QUIET = {"log": lambda *_: None}
@@ -224,7 +224,7 @@ THREE = Appliances(("ac", "fridge", "dehumidifier"))
 def test_the_masked_loss_ignores_a_label_the_recording_does_not_name():
     nan = float("nan")
     labels = np.array([[1, 0, 1], [0, 1, 0], [1, 1, nan], [0, 0, nan]], np.float32)  # the last two: no dehumidifier
-    loss_fn = bce_loss(labels)
+    loss_fn = MaskedBCE(labels)
     assert loss_fn.pos_weight.tolist() == [1.0, 1.0, 1.0]  # dehumidifier: 1 on, 1 off among the naming rows
     logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
     loss = loss_fn(logits, torch.from_numpy(labels))
@@ -236,7 +236,7 @@ def test_the_masked_loss_ignores_a_label_the_recording_does_not_name():
     assert torch.isclose(loss, each[torch.from_numpy(named)].mean())  # the mean over the 10 named labels
     seed_labels = labels[:, :2]  # nothing masked: the seed's loss, as before
     expected = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([1.0, 1.0]))(logits[:, :2], torch.from_numpy(seed_labels))
-    assert torch.isclose(bce_loss(seed_labels)(logits[:, :2], torch.from_numpy(seed_labels)), expected)
+    assert torch.isclose(MaskedBCE(seed_labels)(logits[:, :2], torch.from_numpy(seed_labels)), expected)
     assert mean_bce(np.full((4, 3), 0.5), labels) == pytest.approx(np.log(2))
 
 

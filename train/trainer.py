@@ -92,9 +92,10 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmu
 
 
 class MaskedBCE(nn.Module):
-    """BCE with logits over the labels that are there: a NaN label (the recording does not name that
-    appliance) contributes nothing, and the mean divides by the count of the others. Each label's
-    pos_weight is its negatives / positives, counted where it is there."""
+    """The training loss for labels [n, appliances]: BCE with logits over the labels that are there. A
+    NaN label (the recording does not name that appliance) contributes nothing, and the mean divides by
+    the count of the others. Each label's pos_weight is its negatives / positives, counted where it is
+    there."""
 
     def __init__(self, labels: np.ndarray) -> None:
         super().__init__()
@@ -107,11 +108,6 @@ class MaskedBCE(nn.Module):
         losses = nn.functional.binary_cross_entropy_with_logits(
             logits, torch.where(there, labels, torch.zeros_like(labels)), pos_weight=self.pos_weight, reduction="none")
         return (losses * there).sum() / there.sum().clamp(min=1)
-
-
-def bce_loss(labels: np.ndarray) -> MaskedBCE:
-    """The training loss for these labels [n, appliances] (NaN where masked)."""
-    return MaskedBCE(labels)
 
 
 def train_head_epoch(head: AttentionPoolHead, optimizer, scheduler, loss_fn, inputs: torch.Tensor,
@@ -275,7 +271,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=options.weight_decay)
         steps_per_epoch = math.ceil(len(train_set.inputs) / options.batch_size)
         scheduler = cosine_with_warmup(optimizer, options.epochs * steps_per_epoch, options.warmup_steps)
-        loss_fn = bce_loss(train_set.labels).to(self.device)
+        loss_fn = MaskedBCE(train_set.labels).to(self.device)
         labels = torch.from_numpy(train_set.labels.copy())
 
         def epoch(number: int) -> dict:
@@ -322,7 +318,7 @@ class Trainer:
         pool_audio = train_audio[train_windows.recording_id.isin([r.recording_id for r in pool]).to_numpy()]
         val_set = Dataset(val_windows, val_audio, names)
         labels = torch.tensor(train_windows[list(names)].to_numpy(dtype=np.float32))
-        loss_fn = bce_loss(labels.numpy()).to(self.device)
+        loss_fn = MaskedBCE(labels.numpy()).to(self.device)
         steps_per_epoch = math.ceil(len(train_audio) / options.batch_size)
         scheduler = cosine_with_warmup(optimizer, options.stage2_epochs * steps_per_epoch, options.warmup_steps)
         rng = np.random.default_rng([options.seed, 2])

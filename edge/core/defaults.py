@@ -130,13 +130,17 @@ class DecisionConfig:
         """Identical updates a change needs at this hop (at least 1)."""
         return max(1, round(self.debounce_sec / hop_sec))
 
+    def _flat_keys(self) -> dict[str, tuple[str, str]]:
+        """{flat key: (appliance, Levels attribute)} in the written order: t_NAME for every appliance,
+        then NAME_on, NAME_off for each."""
+        names = self.appliances.names
+        thresholds = {level_keys(name)["threshold"]: (name, "threshold") for name in names}
+        return {**thresholds, **{level_keys(name)[side]: (name, side) for name in names for side in ("on", "off")}}
+
     def to_dict(self) -> dict:
         """The flat keys (the appliances themselves are written beside, as bundle.json's labels)."""
-        names = self.appliances.names
-        flat = {f"t_{name}": self.levels[name].threshold for name in names}
-        for name in names:
-            flat.update({level_keys(name)["on"]: self.levels[name].on, level_keys(name)["off"]: self.levels[name].off})
-        return {**flat, "median_sec": self.median_sec, "debounce_sec": self.debounce_sec}
+        levels = {key: getattr(self.levels[name], side) for key, (name, side) in self._flat_keys().items()}
+        return {**levels, "median_sec": self.median_sec, "debounce_sec": self.debounce_sec}
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "", appliances: Appliances = SEED) -> DecisionConfig:
@@ -153,12 +157,11 @@ class DecisionConfig:
         are ignored; a key of no appliance here is a FieldError that names it."""
         overrides = {key: value for key, value in overrides.items() if value is not None}
         levels = {name: dataclasses.asdict(level) for name, level in self.levels.items()}
-        spans = {}
+        spans, owners = {}, self._flat_keys()
         for key, value in overrides.items():
-            owner = next(((name, attribute) for name in self.appliances.names
-                          for attribute, flat in level_keys(name).items() if flat == key), None)
-            if owner:
-                levels[owner[0]][owner[1]] = value
+            if key in owners:
+                name, side = owners[key]
+                levels[name][side] = value
             elif key in ("median_sec", "debounce_sec"):
                 spans[key] = value
             else:
