@@ -7,6 +7,10 @@
 `batch`, `stream`, `live`, the audit fallback and the benchmarks are built on this one object, so
 the settings that decide (the bundle's, with the caller's overrides) have one source, also after
 an audited student falls back to its teacher.
+
+A window quieter than the signal floor (edge.core.hearing) is not decided: its line says
+``no-signal`` and why, and the decisions start afresh after it, as after any hop that decided
+nothing (:meth:`Detector.undecided`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 from edge.core.audio import StreamResampler, Windower
 from edge.core.decision import StreamDecider
 from edge.core.defaults import DecisionConfig
+from edge.core.hearing import NO_SIGNAL, SIGNAL_FLOOR_DBFS, level_dbfs, no_signal_reason
 from edge.core.proc import timed
 from edge.monitor.audit import Auditor
 from edge.monitor.hop import HopLine
@@ -35,12 +40,14 @@ class Detector:
     Inside: resampling to the bundle's rate, the windows, the hop planner (a fixed hop or the
     shortest one that fits a CPU budget), inference, the running median, hysteresis and debounce,
     and (with a student deciding) the teacher's audit. `recent_sec` of audio is kept for clips.
+    Windows below `signal_floor_dbfs` are not decided (``no-signal``).
     """
 
     def __init__(self, classifier: Classifier, planner: HopPlanner | None = None, overrides: dict | None = None,
-                 auditor: Auditor | None = None, recent_sec: float = 0.0) -> None:
+                 auditor: Auditor | None = None, recent_sec: float = 0.0,
+                 signal_floor_dbfs: float = SIGNAL_FLOOR_DBFS) -> None:
         window = classifier.bundle.window
-        self.classifier, self.auditor = classifier, auditor
+        self.classifier, self.auditor, self.signal_floor_dbfs = classifier, auditor, signal_floor_dbfs
         self.planner = planner or HopPlanner(window.hop_sec, cpu_sec=0.0)
         self.overrides = dict(overrides or {})
         self.windower = Windower(window.window_samples, round(self.planner.hop_sec * window.sample_rate),
@@ -48,10 +55,12 @@ class Detector:
         self._decider = StreamDecider(self.decision, self.planner.hop_sec)
         self._resample: StreamResampler | None = None
         self._rate: int | None = None
+        self._status: str | None = None  # the last line's debounced status
 
     @classmethod
     def from_bundle(cls, path: str | Path, precision: str | None = None, hop: str | float | None = "auto",
-                    cpu_budget: float = 0.5, threads: int | None = None, **overrides) -> Detector:
+                    cpu_budget: float = 0.5, threads: int | None = None,
+                    signal_floor_dbfs: float = SIGNAL_FLOOR_DBFS, **overrides) -> Detector:
         """A detector over a checked bundle (every field, every file, one test window).
 
         `hop`: seconds, "auto" (the shortest hop whose measured cost fits `cpu_budget`, a share of all
@@ -59,7 +68,8 @@ class Detector:
         DecisionConfig fields (e.g. median_sec=6). BundleError or ValueError say what is wrong."""
         classifier = open_classifier(path, precision, threads)
         classifier.decision.replace(**overrides)  # an unknown field or a bad value fails here, before the warm-up
-        return cls(classifier, None if hop is None else plan_hop(classifier, str(hop), cpu_budget), overrides)
+        planner = None if hop is None else plan_hop(classifier, str(hop), cpu_budget)
+        return cls(classifier, planner, overrides, signal_floor_dbfs=signal_floor_dbfs)
 
     @property
     def decision(self) -> DecisionConfig:
@@ -102,14 +112,19 @@ class Detector:
                 yield line
 
     def decide_window(self, t: float, window: np.ndarray) -> HopLine:
-        """One window -> one line: inference, the decision, the audit, and the planner kept up to date."""
+        """One window -> one line: inference, the decision, the audit, and the planner kept up to date;
+        a window below the signal floor decides nothing."""
+        level = level_dbfs(window)
+        if level < self.signal_floor_dbfs:
+            return self.undecided(t, NO_SIGNAL, no_signal_reason(level, self.signal_floor_dbfs), level_dbfs=level,
+                                  hop_sec=self.planner.hop_sec)
         probs, wall_sec, cpu_sec = timed(self.classifier.predict, window[None])
         update = self._decider.update(probs[0])
         line = HopLine.build(t, probs[0], update, wall_sec * 1000, hop_sec=self.planner.hop_sec,
                              cpu_share=round(self.planner.cpu_share, 4))
         if self.auditor is not None:
             deciding, cpu_before = self.classifier.precision, time.process_time()
-            if self.auditor(window, line):
+            if self.auditor(window, line, self.decision):
                 self.classifier = self.auditor.teacher
                 self._decider = StreamDecider(self.decision, self.planner.hop_sec)
             cpu_sec += time.process_time() - cpu_before
@@ -118,6 +133,15 @@ class Detector:
         if self.planner.observe(cpu_sec):
             self._decider.retime(self.planner.hop_sec)
             self.windower.retime(self.planner.hop_sec)
+        self._status = line.debounced_status
+        return line
+
+    def undecided(self, t: float, status: str, reason: str, **fields) -> HopLine:
+        """A hop that decided nothing (`status`: no-signal or no-audio, and why): its line, and the
+        decisions start afresh after it (the running median and the debounce hold no audio from before)."""
+        line = HopLine.undecided(t, status, reason, changed=status != self._status, **fields)
+        self._decider = StreamDecider(self.decision, self.planner.hop_sec)
+        self._status = status
         return line
 
     def gap(self, seconds: float) -> None:
@@ -130,4 +154,4 @@ class Detector:
         """One decision for a whole file (the median over its windows): the line `humwatch batch` prints."""
         from edge.monitor.batch import classify_file
 
-        return classify_file(self.classifier, Path(path), self.decision)
+        return classify_file(self.classifier, Path(path), self.decision, self.signal_floor_dbfs)

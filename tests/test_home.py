@@ -49,7 +49,7 @@ def test_http_state_healthz_and_metrics(bundle_dir, off_then_ac):
     try:
         assert _get(base + "/state")[0] == 503
         code, body = _get(base + "/healthz")
-        assert code == 503 and json.loads(body)["reason"] == "no audio received yet"
+        assert code == 503 and json.loads(body)["reason"] == "the audio source: no audio received yet"
         with harness:
             source.feed(off_then_ac[1][: 16_000 * 9])
             lines = harness.wait_for(3)
@@ -68,7 +68,7 @@ def test_http_state_healthz_and_metrics(bundle_dir, off_then_ac):
             assert "humwatch_input_overflows_total 0" in metrics and "humwatch_uptime_seconds" in metrics
             time.sleep(1.3)  # the audio stops: unhealthy
             code, body = _get(base + "/healthz")
-            assert code == 503 and json.loads(body)["reason"].startswith("no audio for")
+            assert code == 503 and json.loads(body)["reason"].startswith("the audio source: lost (no audio for 1 s)")
         assert _get(base + "/nope")[0] == 404
     finally:
         server.close()

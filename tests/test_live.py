@@ -185,9 +185,12 @@ def test_device_that_fails_to_open_is_retried(bundle_dir, caplog):
     source = FakeSource(failures=3)
     with caplog.at_level("WARNING", logger="humwatch.live"), Harness(bundle_dir, source, max_lag_sec=100.0) as harness:
         source.feed(_noise(7.5))
-        lines = harness.wait_for(2)
-    assert len(lines) == 2 and harness.monitor.device_losses == 3
-    assert caplog.text.count("audio device lost: fake device unplugged") == 3
+        assert eventually(lambda: sum(line.decided for line in harness.lines) == 2)
+    lines = harness.lines
+    assert sum(line.decided for line in lines) == 2 and harness.monitor.device_losses == 3
+    assert lines[0].status == "no-audio" and lines[0].reason == "no audio: fake device unplugged; reopening it"
+    assert lines[0].changed and lines[0].to_json()["reason"] == lines[0].reason, "said at once, before the retries"
+    assert caplog.text.count("the audio source lost: fake device unplugged") == 3
 
 
 def test_healthz_names_a_lost_source_until_its_audio_comes_back(bundle_dir):
@@ -200,8 +203,12 @@ def test_healthz_names_a_lost_source_until_its_audio_comes_back(bundle_dir):
         lost = harness.monitor.health()
         source.failures = 0  # it comes back
         source.feed(_noise(1.5))
+        assert eventually(lambda: "audio is back" in harness.monitor.health().reason), "no decision yet: still degraded"
+        source.feed(_noise(4.5))  # a full window: decided again
         assert eventually(lambda: harness.monitor.health().ok)
-    assert not lost.ok and lost.reason.startswith("audio source lost (fake device unplugged); reopening it"), lost.reason
+    assert not lost.ok and re.match(r"the audio source: lost \(fake device unplugged\) for \d+ s; reopening it",
+                                    lost.reason), lost.reason
+    assert [line.status for line in harness.lines][-1] != "no-audio", "decided again once the audio came back"
 
 
 def test_the_audio_that_came_before_the_source_ended_is_decided(bundle_dir):
@@ -235,10 +242,11 @@ def test_device_that_stops_delivering_is_reopened(bundle_dir, caplog):
         while source.starts < 2 and time.monotonic() < deadline:  # silence: the monitor gives up and reopens
             time.sleep(0.02)
         source.feed(_noise(6.0))
-        lines = harness.wait_for(2)
+        assert eventually(lambda: sum(line.decided for line in harness.lines) == 2)
     assert source.starts >= 2 and harness.monitor.device_losses >= 1
-    assert "no audio for 0.3 s" in caplog.text
-    assert len(lines) == 2 and lines[1].t == 12.0
+    assert "the audio source lost: no audio for 0 s" in caplog.text
+    assert [line.t for line in harness.lines if line.decided] == [6.0, 12.0]
+    assert "no-audio" in [line.status for line in harness.lines], "the stall said so"
 
 
 def test_stop_ends_the_loop_promptly(bundle_dir):

@@ -20,7 +20,8 @@ from edge.core.labels import AC_ON, SEED, Appliances
 from edge.home.alarms import AlarmRule, Alarms
 from edge.home.history import History
 from edge.home.household import Household, check_watts, parse_watts
-from edge.home.mqtt import MqttPublisher, MqttSettings, attributes_payload, discovery_messages, slug, stats_payload
+from edge.home.mqtt import (MqttPublisher, MqttSettings, attributes_payload, discovery_messages, input_payload, slug,
+                            stats_payload)
 from edge.monitor.hop import HopLine
 from test_history import Clock, hop_line
 from test_live import FakeSource, Harness
@@ -82,14 +83,20 @@ def test_mqtt_discovery_state_attributes_and_last_will(bundle_dir, broker, ac_wa
     late = Subscriber(broker.port)  # joins after the fact: sees only what the broker retained
     assert late.wait(lambda t, p, r: t == "humwatch/test/state" and r and p == AC_ON)
     configs = {t: json.loads(p) for t, p, r in late.messages if t.startswith("homeassistant/") and r}
-    assert set(configs) == {"homeassistant/sensor/humwatch_test/state/config",
-                            "homeassistant/binary_sensor/humwatch_test/ac/config",
-                            "homeassistant/binary_sensor/humwatch_test/fridge/config"}
+    heard = {"homeassistant/sensor/humwatch_test/state/config", "homeassistant/binary_sensor/humwatch_test/ac/config",
+             "homeassistant/binary_sensor/humwatch_test/fridge/config"}
+    assert set(configs) == {*heard, "homeassistant/binary_sensor/humwatch_test/input-health/config"}
     enum = configs["homeassistant/sensor/humwatch_test/state/config"]
     assert enum["device_class"] == "enum" and enum["options"] == ["ac-on", "fridge-on", "both-off"]
-    assert all(c["state_topic"] == "humwatch/test/attributes" for c in configs.values()), "one message for all three"
-    assert enum["availability_topic"] == "humwatch/test/availability"
-    assert len({json.dumps(c["device"]) for c in configs.values()}) == 1, "all three entities share one device"
+    assert all(configs[topic]["state_topic"] == "humwatch/test/attributes" for topic in heard), "one message for all three"
+    for topic in heard:  # available while the monitor runs and its input is heard
+        assert [a["topic"] for a in configs[topic]["availability"]] == ["humwatch/test/availability", "humwatch/test/input"]
+        assert configs[topic]["availability_mode"] == "all" and configs[topic]["expire_after"] == 3  # three heartbeats of 1 s
+    problem = configs["homeassistant/binary_sensor/humwatch_test/input-health/config"]
+    assert (problem["device_class"], problem["state_topic"]) == ("problem", "humwatch/test/input")
+    assert [a["topic"] for a in problem["availability"]] == ["humwatch/test/availability"], "it tells even when nothing is heard"
+    assert late.wait(lambda t, p, r: t == "humwatch/test/input" and r and json.loads(p) == {"state": "ok"})
+    assert len({json.dumps(c["device"]) for c in configs.values()}) == 1, "all four entities share one device"
     assert late.payloads("humwatch/test/availability")[-1] == "offline"
     late.close()
 
@@ -105,32 +112,65 @@ def test_two_named_monitors_make_two_devices(bundle_dir, broker, ac_wav):
     assert not any("another monitor" in text for text in stderr)
     configs = {t: json.loads(p) for t, p, r in subscriber.messages if t.startswith("homeassistant/")}
     assert {c["device"]["name"] for c in configs.values()} == {"Kitchen", "Living room"}
-    assert len({c["unique_id"] for c in configs.values()}) == 6
+    assert len({c["unique_id"] for c in configs.values()}) == 8
     assert _entity_ids(configs) == {
         "sensor.kitchen_state", "binary_sensor.kitchen_ac_running", "binary_sensor.kitchen_fridge_running",
-        "sensor.living_room_state", "binary_sensor.living_room_ac_running", "binary_sensor.living_room_fridge_running"}
+        "binary_sensor.kitchen_input", "sensor.living_room_state", "binary_sensor.living_room_ac_running",
+        "binary_sensor.living_room_fridge_running", "binary_sensor.living_room_input"}
     subscriber.close()
 
 
-def test_two_monitors_under_one_id_are_detected_and_both_stay_connected(broker, caplog):
-    publishers = [MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Kitchen", heartbeat_sec=0.5))
-                  for _ in range(2)]
+def test_of_two_monitors_under_one_id_the_later_one_publishes_nothing(broker, caplog):
+    """The first to start holds the id; the second gives way at once, says so, and stays connected."""
+    subscriber = Subscriber(broker.port)
+    first, second = (MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Kitchen", heartbeat_sec=0.5))
+                     for _ in range(2))
     with caplog.at_level("WARNING", logger="humwatch.mqtt"):
-        for publisher in publishers:
-            publisher.start()
-            assert publisher.connected.wait(10)
-        line = _line()
+        first.start()
+        assert first.holding.wait(10)
+        first(_line(t=6.0))
+        second.start()
+        assert second.connected.wait(10)
         deadline = time.monotonic() + 10
-        while not all(p.rivals for p in publishers) and time.monotonic() < deadline:
-            for publisher in publishers:
-                publisher(line)  # heartbeats announce each monitor
-            time.sleep(0.2)
-        assert all(publisher.connected.is_set() for publisher in publishers), "different client ids: nobody kicked off"
-        for publisher in publishers:
-            publisher.close()
-    assert [list(p.rivals.values())[0]["id"] for p in publishers] == [publishers[1].instance["id"], publishers[0].instance["id"]]
-    assert "another monitor publishes under humwatch/kitchen" in caplog.text and "give each its own --name" in caplog.text
-    assert publishers[0].client._client_id != publishers[1].client._client_id
+        while second.holder is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second.holder is not None and second.holder["id"] == first.instance["id"]
+        with pytest.raises(ValueError, match="holds humwatch/kitchen; this monitor publishes nothing there"):
+            second(_line(t=99.0, ac=True))
+        time.sleep(second.twin_wait_sec + 0.5)  # past the time it would have claimed the id
+        assert not second.holding.is_set() and first.holding.is_set() and second.connected.is_set()
+        assert first.rivals and second.rivals, "each knows the other"
+        second.close()
+        first.close()
+    attributes = [json.loads(p)["t"] for p in subscriber.payloads("humwatch/kitchen/attributes")]
+    assert attributes and set(attributes) == {6.0}, "only the first monitor's state"
+    assert "publishes nothing there" in caplog.text and "own --name" in caplog.text
+    assert first.client._client_id != second.client._client_id
+    subscriber.close()
+
+
+def test_after_a_broker_restart_the_first_state_sent_is_the_current_one(broker):
+    """States sent into a connection that died are never replayed after it: the current one goes first."""
+    publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Restart"))
+    publisher.start()
+    assert publisher.holding.wait(10)
+    publisher(_line(t=6.0))
+    broker.process.send_signal(signal.SIGSTOP)  # a broker that hangs: what is sent now is never acknowledged
+    publisher(_line(t=7.5, ac=True))
+    time.sleep(0.5)
+    broker.process.kill()
+    broker.process.wait(10)
+    deadline = time.monotonic() + 10
+    while publisher.connected.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    publisher(_line(t=40.5))  # the current state when the broker comes back: both off
+    broker.start()
+    subscriber = Subscriber(broker.port)
+    assert subscriber.wait(lambda t, p, r: t == "humwatch/restart/state", timeout=30)
+    publisher.close()
+    assert subscriber.payloads("humwatch/restart/state")[0] == "both-off", subscriber.payloads("humwatch/restart/state")
+    assert [json.loads(p)["t"] for p in subscriber.payloads("humwatch/restart/attributes")][0] == 40.5
+    subscriber.close()
 
 
 def _line(t: float = 6.0, ac: bool = False, **live) -> HopLine:
@@ -157,7 +197,7 @@ def test_after_kill_9_and_restart_the_first_state_is_a_new_decision(bundle_dir, 
     live = [(t, p) for t, p, r in subscriber.messages if not r and t.startswith("humwatch/test/")]
     online = live.index(("humwatch/test/availability", "online"))
     before = [json.loads(p) for t, p in live[:online] if t == "humwatch/test/attributes"]
-    assert before and before[0]["t"] == 6.0, "online comes only with the new run's first decision"
+    assert before, "online comes only after the new run's first decision (the newest when it holds the id)"
     subscriber.close()
 
 
@@ -168,6 +208,7 @@ def test_the_three_entities_agree_on_every_message(bundle_dir, broker, off_then_
     publisher.start()
     subscriber = Subscriber(broker.port)
     source = FakeSource()
+    assert publisher.holding.wait(10)
     with Harness(bundle_dir, source, sinks=[publisher], decision=pinned_decision(bundle_dir), max_lag_sec=100.0) as harness:
         source.feed(off)
         source.feed(on)
@@ -185,7 +226,7 @@ def test_broker_outage_keeps_deciding_and_sends_the_latest_state_on_return(bundl
     off, on = off_then_ac
     publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="outage"))
     publisher.start()
-    assert publisher.connected.wait(10)
+    assert publisher.holding.wait(10)
     source = FakeSource()
     with caplog.at_level("INFO", logger="humwatch.mqtt"), \
             Harness(bundle_dir, source, sinks=[publisher], decision=pinned_decision(bundle_dir), max_lag_sec=100.0) as harness:
@@ -275,7 +316,8 @@ def test_long_names_make_bounded_distinct_ids_and_entity_ids():
     assert re.fullmatch(r"x{33}_[0-9a-f]{6}", MqttSettings.from_url("mqtt://b", name="x" * 500).topic_id), "one word: cut hard"
     first, second = (_entity_ids(discovery_messages(s)) for s in settings[:2])
     prefix = slug(settings[0].device_name)
-    assert first == {f"sensor.{prefix}_state", f"binary_sensor.{prefix}_ac_running", f"binary_sensor.{prefix}_fridge_running"}
+    assert first == {f"sensor.{prefix}_state", f"binary_sensor.{prefix}_ac_running", f"binary_sensor.{prefix}_fridge_running",
+                     f"binary_sensor.{prefix}_input"}
     assert not first & second, "two long names that share a beginning stay apart"
 
 
@@ -310,12 +352,19 @@ def test_home_assistant_keeps_every_attribute_and_every_template_reads_a_field_t
     household = Household(History(tmp_path / "h.sqlite"), Alarms([AlarmRule.parse("fridge-run-max=90m")]),
                           {"fridge": 150.0}, lambda event: None)
     household(line)
-    payloads = {"humwatch/kitchen/attributes": attributes, "humwatch/kitchen/stats": stats_payload(household.snapshot())}
+    payloads = {"humwatch/kitchen/attributes": attributes, "humwatch/kitchen/stats": stats_payload(household.snapshot()),
+                "humwatch/kitchen/input": input_payload(line, 0.0)}
     configs = discovery_messages(MqttSettings.from_url("mqtt://b", name="Kitchen"), household)
     household.close()
-    assert len(configs) == 3 + 2 * 4 + 1 + 1, "state, 2 running, 4 statistics per appliance, fridge energy, 1 alarm"
+    assert len(configs) == 4 + 2 * 4 + 1 + 1, "state, 2 running, input, 4 statistics per appliance, fridge energy, 1 alarm"
     for config in configs.values():
         _read(config, payloads)
+    unheard = input_payload(HopLine.undecided(9.0, "no-signal", "no signal: ...", changed=True), 0.0)
+    for config in configs.values():  # the input's template and the state entities' availability read the same field
+        for availability in config["availability"][1:]:
+            assert _template_paths(availability["value_template"]) == _template_paths(
+                configs["homeassistant/binary_sensor/humwatch_kitchen/input-health/config"]["value_template"])
+    assert unheard["state"] == "no-signal" and unheard["reason"] == "no signal: ..." and "since" in unheard
 
 
 def _stated_and_waited(records) -> tuple[list[int], list[float]]:
@@ -335,7 +384,7 @@ def test_the_reconnect_log_states_the_delay_paho_waits(broker, caplog):
     """After a lost connection each logged delay is the time until the next try is logged (1 s, 2 s, ...)."""
     publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="delays"))
     publisher.start()
-    assert publisher.connected.wait(10)
+    assert publisher.holding.wait(10)
     with caplog.at_level("WARNING", logger="humwatch.mqtt"):
         broker.stop()
         records = _wait_for_records(caplog, lambda message: " in " in message, 3)
@@ -392,7 +441,7 @@ def test_a_third_appliance_has_its_entities_and_its_state_follows_the_lines(brok
     publisher = MqttPublisher(settings, clock=clock, household=household, appliances=THREE)  # heartbeats in simulated time
     subscriber = Subscriber(broker.port)
     publisher.start()
-    assert publisher.connected.wait(10)
+    assert publisher.holding.wait(10)
     lines = []
     for line in _three_appliance_lines(minutes_on=5):
         clock.now = start + line.t
@@ -422,7 +471,7 @@ def test_a_third_appliance_has_its_entities_and_its_state_follows_the_lines(brok
     energy = configs[node.format("sensor", "dehumidifier_energy_today_kwh")]
     assert (energy["unit_of_measurement"], energy["device_class"], energy["state_class"]) == ("kWh", "energy", "total_increasing")
     assert configs[node.format("sensor", "state")]["options"] == ["ac-on", "fridge-on", "dehumidifier-on", "all-off"]
-    assert len({c["unique_id"] for c in configs.values()}) == len(configs) == 1 + 3 + 3 * 4 + 1 + 1
+    assert len({c["unique_id"] for c in configs.values()}) == len(configs) == 1 + 3 + 3 * 4 + 1 + 1 + 1  # + the input
 
     # the running entity reads each attributes message as the lines decided it, through the run and back
     attributes = [json.loads(p) for p in subscriber.payloads("humwatch/basement/attributes")]
@@ -455,13 +504,13 @@ def test_entities_an_earlier_run_had_are_removed(broker):
     url = f"mqtt://127.0.0.1:{broker.port}"
     earlier = MqttPublisher(MqttSettings.from_url(url, name="Kitchen"), appliances=THREE)
     earlier.start()
-    assert earlier.connected.wait(10)
+    assert earlier.holding.wait(10)
     earlier.close()
     gone = "homeassistant/binary_sensor/humwatch_kitchen/dehumidifier/config"
     assert subscriber.wait(lambda t, p, r: t == gone and p)
     now = MqttPublisher(MqttSettings.from_url(url, name="Kitchen"))
     now.start()
-    assert now.connected.wait(10)
+    assert now.holding.wait(10)
     assert subscriber.wait(lambda t, p, r: t == gone and not p), "emptied: Home Assistant removes the entity"
     now.close()
     subscriber.close()
@@ -472,5 +521,6 @@ def test_entities_an_earlier_run_had_are_removed(broker):
     retained = {t: json.loads(p) for t, p, r in late.messages if t.startswith("homeassistant/") and r and p}
     assert set(retained) == {"homeassistant/sensor/humwatch_kitchen/state/config",
                              "homeassistant/binary_sensor/humwatch_kitchen/ac/config",
-                             "homeassistant/binary_sensor/humwatch_kitchen/fridge/config"}
+                             "homeassistant/binary_sensor/humwatch_kitchen/fridge/config",
+                             "homeassistant/binary_sensor/humwatch_kitchen/input-health/config"}
     assert retained["homeassistant/sensor/humwatch_kitchen/state/config"]["options"] == ["ac-on", "fridge-on", "both-off"]

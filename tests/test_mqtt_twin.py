@@ -1,5 +1,7 @@
-"""A twin under the same --name cannot leave the running monitor unavailable in Home Assistant
-(real broker: mosquitto, or amqtt where mosquitto is absent)."""
+"""A twin under the same --name never takes the running monitor's device from Home Assistant: it
+publishes nothing under the id (no discovery, no removal, no state), cannot leave the running
+monitor unavailable, and takes over only once that monitor has stopped (real broker: mosquitto,
+or amqtt where mosquitto is absent; real `humwatch live` processes)."""
 
 import json
 import os
@@ -26,7 +28,8 @@ from test_mqtt import _line
 twin = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{sys.argv[1]}", name="Kitchen"))
 twin.start()
 assert twin.connected.wait(10)
-twin(_line(t=99.0))
+while twin.holder is None:
+    time.sleep(0.05)
 print("ready", flush=True)
 time.sleep(60)
 """
@@ -37,7 +40,7 @@ def monitor(broker):
     """The healthy monitor, online with its first decision (t=6)."""
     publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Kitchen"))
     publisher.start()
-    assert publisher.connected.wait(10)
+    assert publisher.holding.wait(10)
     publisher(_line(t=6.0))
     yield publisher
     publisher.close()
@@ -65,19 +68,29 @@ def _retained(port: int) -> dict[str, str]:
     return {t: p for t, p, r in late.messages if r}
 
 
-def test_a_twin_stopping_cleanly_leaves_the_running_monitor_online(broker, monitor, caplog):
+def test_a_twin_publishes_nothing_and_its_clean_stop_leaves_the_running_monitor_online(broker, monitor, caplog):
     subscriber = Subscriber(broker.port)
     with caplog.at_level("WARNING", logger="humwatch.mqtt"):
         twin = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Kitchen"))
         twin.start()
         assert twin.connected.wait(10)
-        twin(_line(t=99.0))
-        assert subscriber.wait(lambda t, p, r: t == "humwatch/kitchen/attributes" and json.loads(p)["t"] == 99.0)
-        twin.close()  # the twin's clean stop publishes a retained 'offline'
-        _online_again(subscriber, caplog)
+        deadline = time.monotonic() + 10
+        while twin.holder is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert twin.holder["id"] == monitor.instance["id"], "the running monitor answered the twin's hello"
+        with pytest.raises(ValueError, match="publishes nothing there"):
+            twin(_line(t=99.0))
+        time.sleep(twin.twin_wait_sec + 0.5)  # past the time it would have claimed the id
+        twin.close()  # it never held the id: no 'offline' either
+        time.sleep(0.5)
+    mine = [(t, p) for t, p, r in subscriber.messages if not r]
+    assert not [t for t, _ in mine if t.startswith("homeassistant/")], "the twin sent no discovery and removed nothing"
+    assert not [p for t, p in mine if t == "humwatch/kitchen/attributes"], "nor any state"
+    assert not [p for t, p in mine if t == AVAILABILITY], "nor an availability"
     retained = _retained(broker.port)
     assert retained[AVAILABILITY] == "online"
     assert json.loads(retained["humwatch/kitchen/attributes"])["t"] == 6.0, "the running monitor's state, not the twin's"
+    assert "holds humwatch/kitchen, started before this one: this monitor publishes nothing there" in caplog.text
     subscriber.close()
 
 
@@ -114,12 +127,12 @@ def test_an_offline_left_by_a_dead_run_is_not_answered_before_the_first_decision
     """A retained 'offline' (a dead run's) stays until this run decides: never a stale state shown as current."""
     dead = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Kitchen"))
     dead.start()
-    assert dead.connected.wait(10)
+    assert dead.holding.wait(10)
     dead(_line(t=1.0))
     dead.close()
     fresh = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Kitchen"))
     fresh.start()
-    assert fresh.connected.wait(10)
+    assert fresh.holding.wait(10)
     time.sleep(0.5)  # the broker delivers the retained 'offline' on subscribing
     assert _retained(broker.port)[AVAILABILITY] == "offline"
     fresh(_line(t=6.0))

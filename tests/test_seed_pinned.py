@@ -91,10 +91,14 @@ DISCOVERY = {
         ("humwatch_kitchen_alarm_ac-run-max", "Alarm ac-run-max", STATS),
     "homeassistant/binary_sensor/humwatch_kitchen/fridge-off-max/config":
         ("humwatch_kitchen_alarm_fridge-off-max", "Alarm fridge-off-max", STATS),
+    # added by issue 29: whether the input is heard (the names above stay as they were)
+    "homeassistant/binary_sensor/humwatch_kitchen/input-health/config":
+        ("humwatch_kitchen_input-health", "Input", "humwatch/kitchen/input"),
 }
 # the entity ids Home Assistant makes of them (device name + entity name): what automations name
 ENTITY_IDS = {
     "sensor.kitchen_state", "binary_sensor.kitchen_ac_running", "binary_sensor.kitchen_fridge_running",
+    "binary_sensor.kitchen_input",
     "sensor.kitchen_ac_duty_cycle", "sensor.kitchen_ac_current_run", "sensor.kitchen_ac_run_time_today",
     "sensor.kitchen_ac_cycles_today", "sensor.kitchen_ac_energy_today", "sensor.kitchen_fridge_duty_cycle",
     "sensor.kitchen_fridge_current_run", "sensor.kitchen_fridge_run_time_today", "sensor.kitchen_fridge_cycles_today",
@@ -107,7 +111,7 @@ STAT_CLASSES = {"duty_cycle_pct": ("%", None, "measurement"), "current_run_min":
 STATS_KEYS = ["running", "duty_cycle_pct", "duty_cycle_1h_pct", "current_run_min", "current_pause_min", "runtime_today_h",
               "cycles_today", "mean_cycle_24h_min", "longest_cycle_24h_min", "energy_today_kwh"]
 RETAINED_TOPICS = {"humwatch/kitchen/attributes", "humwatch/kitchen/state", "humwatch/kitchen/availability",
-                   "humwatch/kitchen/stats"}
+                   "humwatch/kitchen/stats", "humwatch/kitchen/input"}
 
 # /metrics: every family a seed monitor with a history and alarms shows, and the labelled series
 METRIC_FAMILIES = {"humwatch_inference_seconds", "humwatch_input_overflows_total", "humwatch_dropped_audio_seconds_total",
@@ -124,6 +128,7 @@ LABELLED_SERIES = {
     'humwatch_duty_cycle_24h{appliance="ac"}', 'humwatch_duty_cycle_24h{appliance="fridge"}',
     'humwatch_current_state_seconds{appliance="ac"}', 'humwatch_current_state_seconds{appliance="fridge"}',
     'humwatch_cycles_today{appliance="ac"}', 'humwatch_cycles_today{appliance="fridge"}',
+    'humwatch_input{state="heard"}', 'humwatch_input{state="no-signal"}', 'humwatch_input{state="no-audio"}',
 }
 HISTORY_COLUMNS = ["day", "appliance", "observed_h", "runtime_h", "cycles", "longest_run_min", "energy_kwh"]
 
@@ -262,7 +267,7 @@ def test_home_assistant_discovery(live_run):
     assert {_entity_id(topic.split("/")[1], c["device"]["name"], c["name"]) for topic, c in configs.items()} == ENTITY_IDS
     for config in configs.values():
         assert config["device"]["identifiers"] == ["humwatch_kitchen"] and config["device"]["name"] == "Kitchen"
-        assert config["availability_topic"] == "humwatch/kitchen/availability"
+        assert config["availability"][0] == {"topic": "humwatch/kitchen/availability"}
     state = configs["homeassistant/sensor/humwatch_kitchen/state/config"]
     assert state["device_class"] == "enum" and state["options"] == ["ac-on", "fridge-on", "both-off"]
     assert [configs[f"homeassistant/binary_sensor/humwatch_kitchen/{name}/config"]["device_class"]

@@ -185,9 +185,9 @@ class Windower:
         self.recent = np.zeros(0, np.float32)
 
     @property
-    def pending_sec(self) -> float:
-        """Audio waiting beyond the next window: how far the decisions are behind the input."""
-        return max(0, self._size - self.window_samples) / self.sample_rate
+    def heard_sec(self) -> float:
+        """The audio time at the end of what was pushed."""
+        return self._start_t + self._size / self.sample_rate
 
     def retime(self, hop_sec: float) -> None:
         """Windows from now on start `hop_sec` apart."""

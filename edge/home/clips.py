@@ -1,5 +1,6 @@
 """Clips: on every change of the debounced state, the audio around it as FLAC + a JSON sidecar
-(its time, the old and new state, and each appliance's p_<name> and median_<name>).
+(its time, the old and new state, and each appliance's p_<name> and median_<name>). A hop that
+decided nothing (no signal, no audio) is no state: no clip goes to or from it.
 
 A clip is the last `seconds` of 16 kHz audio up to the window that made the change (default 20 s:
 the window plus history). The directory is bounded: the oldest clips go first. Rename a clip by
@@ -60,8 +61,8 @@ class ClipWriter:
     def __call__(self, line: HopLine) -> None:
         """Capture a change; write every clip that waits (OSError, naming the directory, while that fails)."""
         status, previous = line.debounced_status, self.previous
-        self.previous = status
-        if previous is not None and status != previous:
+        self.previous = status if line.decided else None  # after a hop that decided nothing, no change to capture
+        if line.decided and previous is not None and status != previous:
             if len(self.waiting) >= MAX_WAITING_CLIPS:
                 self.waiting.popleft()
                 self.lost += 1

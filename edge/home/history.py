@@ -2,12 +2,19 @@
 
 The database (stdlib sqlite3, WAL, synchronous=FULL) holds:
 - ``segments``: spans of wall clock the monitor heard and decided (its first and last hop), so
-  "no data" is never counted as "off": a stop, a restart, or a hop arriving later than
-  :func:`gap_sec` after the previous one (a paused feed, a dead sound server) ends a segment;
+  "no data" is never counted as "off": a stop, a restart, a hop that decided nothing (no signal,
+  no audio), or a hop arriving later than :func:`gap_sec` after the previous one ends a segment;
 - ``changes``: every change of each appliance's debounced detector (and its state at the first
-  decision of a segment), with wall-clock and audio time. An appliance is a name in a row, so a
-  history holds any appliances: those the bundle of each run decided. One added later has rows only
-  from then on, and no statistics for the time before (never "off").
+  decision of a segment), with wall-clock and audio time, and its `kind` (:data:`KINDS`). An
+  appliance is a name in a row, so a history holds any appliances: those the bundle of each run
+  decided. One added later has rows only from then on, and no statistics for the time before;
+- ``gaps``: the spans whose hops decided nothing, with why (``no-signal``, ``no-audio``); time in
+  no segment and no gap is time the monitor did not run.
+
+The rule for gaps: time not heard counts neither as running nor as off, and a run heard on both
+sides of a gap is one run (one cycle; its length is the time heard of it). So a camera that drops
+out, a muted microphone or a restart never restarts the clock of a run-time alarm, and a fridge
+that starts during a gap counts one cycle, of unknown start.
 A segment is written at its first decision, so a monitor that never hears anything writes none.
 Each hop is one transaction: a SIGKILL or a power cut loses at most that hop and never corrupts
 the file. A hop that cannot be written (a full disk) is kept in memory and written with the next
@@ -38,15 +45,32 @@ from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.history")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS changes (
     id INTEGER PRIMARY KEY, segment INTEGER NOT NULL REFERENCES segments(id), appliance TEXT NOT NULL,
-    running INTEGER NOT NULL, wall REAL NOT NULL, audio_t REAL NOT NULL);
+    running INTEGER NOT NULL, wall REAL NOT NULL, audio_t REAL NOT NULL, kind TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS changes_by_time ON changes (appliance, wall);
 CREATE INDEX IF NOT EXISTS changes_by_segment ON changes (segment, appliance, wall);
+CREATE TABLE IF NOT EXISTS gaps (id INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL NOT NULL, reason TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS gaps_by_time ON gaps (ended);
+"""
+# A change row's kind: an appliance's first decision in the history; a change heard in a segment;
+# the first decision of a segment that agrees with the last one before the gap (the run goes on);
+# or one that does not (the change happened unheard, during the gap).
+FIRST, CHANGE, SAME, UNSEEN = "first", "change", "same", "unseen"
+KINDS = (FIRST, CHANGE, SAME, UNSEEN)
+# Version 1 had no kinds and no gaps: each segment's first row is classed by the row before it.
+_MIGRATE_FROM_1 = """
+ALTER TABLE changes ADD COLUMN kind TEXT NOT NULL DEFAULT 'change';
+UPDATE changes SET kind = COALESCE(
+    (SELECT CASE WHEN earlier.running = changes.running THEN 'same' ELSE 'unseen' END FROM changes earlier
+     WHERE earlier.appliance = changes.appliance AND earlier.segment < changes.segment
+     ORDER BY earlier.wall DESC, earlier.id DESC LIMIT 1), 'first')
+WHERE id = (SELECT opening.id FROM changes opening WHERE opening.segment = changes.segment
+            AND opening.appliance = changes.appliance ORDER BY opening.wall, opening.id LIMIT 1);
 """
 DAY = 86_400.0
 GAP_MIN_SEC = 10.0  # a hop later than this (or GAP_HOPS hops) after the previous one starts a new segment
@@ -80,8 +104,10 @@ class Interval:
     running: bool
     start: float
     end: float
-    begins_with_change: bool  # False when it began with the monitor (the state was already on or off)
-    ends_with_change: bool
+    begins_with_change: bool  # a change heard at its start (not: the monitor began, or a gap ended)
+    ends_with_change: bool  # a change heard at its end
+    starts_run: bool = False  # a new run (or pause) began at its start or in the gap before it: a cycle
+    continues_run: bool = False  # it goes on with the run heard before a gap
 
 
 def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
@@ -129,11 +155,11 @@ def stored_appliances(connection: sqlite3.Connection) -> list[str]:
 _CHANGES_IN_WINDOW = """
 WITH overlapping(id, ended) AS (SELECT id, ended FROM segments WHERE ended >= :since AND started <= :until),
      appliances(name) AS (VALUES {names})
-SELECT c.segment, c.appliance, c.running, c.wall, c.id, s.ended FROM overlapping s JOIN appliances a
+SELECT c.segment, c.appliance, c.running, c.wall, c.id, s.ended, c.kind FROM overlapping s JOIN appliances a
     JOIN changes c ON c.id = (SELECT id FROM changes WHERE segment = s.id AND appliance = a.name AND wall < :since
                               ORDER BY wall DESC, id DESC LIMIT 1)
 UNION ALL
-SELECT c.segment, c.appliance, c.running, c.wall, c.id, s.ended FROM overlapping s JOIN appliances a
+SELECT c.segment, c.appliance, c.running, c.wall, c.id, s.ended, c.kind FROM overlapping s JOIN appliances a
     JOIN changes c ON c.segment = s.id AND c.appliance = a.name AND c.wall >= :since AND c.wall <= :until
 ORDER BY 1, 2, 4, 5
 """
@@ -152,15 +178,36 @@ def intervals(connection: sqlite3.Connection, since: float, until: float,
     rows = connection.execute(query, parameters).fetchall()
     for (_, appliance), group in itertools.groupby(rows, key=lambda row: row[:2]):
         group = list(group)
-        for index, (_, _, running, wall, _, ended) in enumerate(group):
+        for index, (_, _, running, wall, _, ended, kind) in enumerate(group):
             end = group[index + 1][3] if index + 1 < len(group) else ended
             start, stop = max(wall, since), min(end, until)
+            inside = wall >= since  # a row before `since` only gives the state at `since`
             if stop >= start:  # (a run that starts at this very hop counts as a cycle already)
                 found.append(Interval(appliance, bool(running), start, stop,
-                                      # the first row of a segment is its start, not a change; nor is one before `since`
-                                      begins_with_change=index > 0 and wall >= since,
-                                      ends_with_change=index + 1 < len(group) and end <= until))
+                                      begins_with_change=inside and kind == CHANGE,
+                                      ends_with_change=index + 1 < len(group) and end <= until,
+                                      starts_run=inside and kind in (CHANGE, UNSEEN),
+                                      continues_run=inside and kind == SAME))
     return found
+
+
+def runs(found: list[Interval], appliance: str) -> list[list[Interval]]:
+    """One appliance's intervals, in time order, joined into runs (and pauses): an interval that goes
+    on with the run before a gap joins it."""
+    joined: list[list[Interval]] = []
+    for interval in sorted((i for i in found if i.appliance == appliance), key=lambda i: i.start):
+        if joined and interval.continues_run and joined[-1][-1].running == interval.running:
+            joined[-1].append(interval)
+        else:
+            joined.append([interval])
+    return joined
+
+
+def gaps(connection: sqlite3.Connection, since: float, until: float) -> list[tuple[float, float, str]]:
+    """(start, end, reason) of every span overlapping [since, until] whose hops decided nothing, clipped."""
+    rows = connection.execute("SELECT started, ended, reason FROM gaps WHERE ended >= ? AND started <= ? ORDER BY started",
+                              (since, until))
+    return [(max(start, since), min(end, until), reason) for start, end, reason in rows]
 
 
 def midnight(wall: float) -> float:
@@ -191,12 +238,30 @@ def _runtime(found: list[Interval], appliance: str) -> tuple[float, float]:
 
 
 def current(connection: sqlite3.Connection, appliance: str) -> tuple[bool | None, float]:
-    """(running, seconds observed in that state) in the latest segment; (None, 0) before a decision."""
-    row = connection.execute(
-        "SELECT c.running, c.wall, s.ended FROM changes c JOIN segments s ON s.id = c.segment "
-        "WHERE c.appliance = ? AND c.segment = (SELECT MAX(id) FROM segments) ORDER BY c.wall DESC, c.id DESC LIMIT 1",
+    """(running, seconds heard of the current run or pause, across gaps) as of the latest segment;
+    (None, 0) when the latest segment has not decided the appliance."""
+    latest = connection.execute(
+        "SELECT 1 FROM changes c WHERE c.appliance = ? AND c.segment = (SELECT MAX(id) FROM segments) LIMIT 1",
         (appliance,)).fetchone()
-    return (None, 0.0) if row is None else (bool(row[0]), row[2] - row[1])
+    return last_run(connection, appliance) if latest else (None, 0.0)
+
+
+def last_run(connection: sqlite3.Connection, appliance: str) -> tuple[bool | None, float]:
+    """(running, seconds heard) of the appliance's last run or pause in the history, across gaps;
+    (None, 0) when it has no rows."""
+    last = connection.execute("SELECT running FROM changes WHERE appliance = ? ORDER BY wall DESC, id DESC LIMIT 1",
+                              (appliance,)).fetchone()
+    if last is None:
+        return None, 0.0
+    began = connection.execute(  # where the run began: the latest row that does not go on with one (or the oldest kept)
+        "SELECT wall, segment FROM changes WHERE appliance = ? AND kind != ? ORDER BY wall DESC, id DESC LIMIT 1",
+        (appliance, SAME)).fetchone() or connection.execute(
+        "SELECT wall, segment FROM changes WHERE appliance = ? ORDER BY wall, id LIMIT 1", (appliance,)).fetchone()
+    heard = connection.execute(
+        "SELECT TOTAL(s.ended - MAX(s.started, :wall)) FROM segments s WHERE s.id >= :segment AND EXISTS "
+        "(SELECT 1 FROM changes c WHERE c.segment = s.id AND c.appliance = :appliance)",
+        {"wall": began[0], "segment": began[1], "appliance": appliance}).fetchone()[0]
+    return bool(last[0]), heard
 
 
 def household_stats(connection: sqlite3.Connection, now: float, appliances: Sequence[str],
@@ -213,15 +278,15 @@ def _appliance_stats(connection: sqlite3.Connection, appliance: str, hour: list[
     run_1h, seen_1h = _runtime(hour, appliance)
     run_24h, seen_24h = _runtime(day, appliance)
     run_today, _ = _runtime(today, appliance)
-    complete = [i.end - i.start for i in day if i.appliance == appliance and i.running
-                and i.begins_with_change and i.ends_with_change]
+    complete = [sum(i.end - i.start for i in run) for run in runs(day, appliance)
+                if run[0].running and run[0].begins_with_change and run[-1].ends_with_change]
     running, current_sec = current(connection, appliance)
     return ApplianceStats(
         appliance=appliance, running=running, current_sec=current_sec,
         runtime_1h_sec=run_1h, duty_1h=run_1h / seen_1h if seen_1h else None,
         runtime_24h_sec=run_24h, duty_24h=run_24h / seen_24h if seen_24h else None,
         runtime_today_sec=run_today,
-        cycles_today=sum(1 for i in today if i.appliance == appliance and i.running and i.begins_with_change),
+        cycles_today=sum(1 for i in today if i.appliance == appliance and i.running and i.starts_run),
         mean_cycle_24h_sec=sum(complete) / len(complete) if complete else None,
         longest_cycle_24h_sec=max(complete) if complete else None,
         energy_today_kwh=watts * run_today / 3.6e6 if watts is not None else None,
@@ -240,13 +305,13 @@ def daily_table(connection: sqlite3.Connection, days: int, now: float, watts: di
         for appliance in appliances:
             mine = [i for i in found if i.appliance == appliance]
             run, seen = _runtime(found, appliance)
-            runs = [i.end - i.start for i in mine if i.running]
+            lengths = [sum(i.end - i.start for i in run) for run in runs(mine, appliance) if run[0].running]
             row = {"day": dt.date.fromtimestamp(start + 1).isoformat(), "appliance": appliance,
                    "observed_h": round(seen / 3600, 3), "runtime_h": None, "cycles": None, "longest_run_min": None,
                    "energy_kwh": None}
             if mine:
-                row.update(runtime_h=round(run / 3600, 3), cycles=sum(1 for i in mine if i.running and i.begins_with_change),
-                           longest_run_min=round(max(runs) / 60, 1) if runs else None,
+                row.update(runtime_h=round(run / 3600, 3), cycles=sum(1 for i in mine if i.running and i.starts_run),
+                           longest_run_min=round(max(lengths) / 60, 1) if lengths else None,
                            energy_kwh=round(watts[appliance] * run / 3.6e6, 3) if appliance in watts else None)
             rows.append(row)
         end, start = start, midnight(start - 1)
@@ -256,13 +321,30 @@ def daily_table(connection: sqlite3.Connection, days: int, now: float, watts: di
 @dataclasses.dataclass
 class _Segment:
     """A segment being recorded: its row once written, its span, the states decided in it
-    (appliance -> (running, since when)) and the changes not yet written."""
+    (appliance -> (running, since when, seconds of that run heard before this segment)) and the
+    changes not yet written. A hop that decided nothing closes it."""
 
     started: float
     ended: float
     row: int | None = None
-    states: dict[str, tuple[bool, float]] = dataclasses.field(default_factory=dict)
-    unwritten: list[tuple[str, bool, float, float]] = dataclasses.field(default_factory=list)  # appliance, running, wall, t
+    states: dict[str, tuple[bool, float, float]] = dataclasses.field(default_factory=dict)
+    unwritten: list[tuple[str, bool, float, float, str]] = dataclasses.field(default_factory=list)  # appliance, running, wall, t, kind
+    closed: bool = False
+
+    def runs(self) -> dict[str, tuple[bool, float]]:
+        """appliance -> (running, seconds heard of its current run) at the segment's end."""
+        return {name: (running, carried + self.ended - since) for name, (running, since, carried) in self.states.items()}
+
+
+@dataclasses.dataclass
+class _Gap:
+    """A span whose hops decided nothing, for one reason (the status: no-signal, no-audio)."""
+
+    started: float
+    ended: float
+    reason: str
+    row: int | None = None
+    closed: bool = False
 
 
 class History:
@@ -305,7 +387,11 @@ class History:
             raise
         self._writing = threading.Lock()  # the monitor's hops and close()
         self._segments: list[_Segment] = []  # the open segment last, after any written only in part
+        self._gaps: list[_Gap] = []  # likewise
         self._behind = False  # the last write failed: self._segments holds what it could not write
+        with self.reading() as connection:  # each appliance's last run before this monitor: a run may go on
+            self._before = {name: run for name in stored_appliances(connection)
+                            if (run := last_run(connection, name))[0] is not None}
 
     def _open(self) -> None:
         """Check the file, create or check the schema, drop rows past retention."""
@@ -316,6 +402,9 @@ class History:
         version = self.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if version is None:
             self.connection.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif version[0] == "1":
+            self.connection.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_FROM_1} "
+                                          f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;")
         elif int(version[0]) != SCHEMA_VERSION:
             raise HistoryError(f"--history {self.path}: schema version {version[0]}, this humwatch writes "
                                f"{SCHEMA_VERSION}; move the old file aside")
@@ -324,6 +413,7 @@ class History:
         self.connection.execute("DELETE FROM changes WHERE segment IN (SELECT id FROM segments WHERE ended < ?)", (cutoff,))
         # ... and segments without a decision (older humwatch wrote one at each start, even with a dead microphone)
         self.connection.execute("DELETE FROM segments WHERE ended < ? OR id NOT IN (SELECT segment FROM changes)", (cutoff,))
+        self.connection.execute("DELETE FROM gaps WHERE ended < ?", (cutoff,))
         self.connection.execute("COMMIT")
 
     def _corrupt(self, detail: str) -> str:
@@ -347,23 +437,54 @@ class History:
     def __call__(self, line: HopLine) -> None:
         now = self.clock()
         with self._writing:
-            segment = self._segments[-1] if self._segments else None
-            if segment is None or not 0 <= now - segment.ended <= gap_sec(line.hop_sec):
-                segment = _Segment(started=now, ended=now)  # the first decision, or one after time without audio
-                self._segments.append(segment)
-            if not set(line.running) <= set(self.appliances):
-                self.appliances += tuple(name for name in line.running if name not in self.appliances)
-            for appliance, running in line.running.items():
-                if segment.states.get(appliance, (None,))[0] != running:
-                    segment.states[appliance] = (running, now)
-                    segment.unwritten.append((appliance, running, now, line.t))
-            segment.ended = now
+            if line.decided:
+                self._decided(line, now)
+            else:
+                self._undecided(line, now)
             try:
                 self._write()
             except (sqlite3.Error, OSError) as error:
                 code = errno.ENOSPC if _disk_full(error) else getattr(error, "errno", None) or errno.EIO
                 raise HistoryError(code, f"--history {self.path}: {cause(error)}; the changes decided meanwhile are "
                                          "kept in memory and written, with their times, once it can") from None
+
+    def _decided(self, line: HopLine, now: float) -> None:
+        """Record each appliance's state: a change, or at a segment's start how it relates to the run
+        heard before the gap (the same run going on, or one that changed unheard)."""
+        segment = self._segments[-1] if self._segments else None
+        if segment is None or segment.closed or not 0 <= now - segment.ended <= gap_sec(line.hop_sec):
+            if segment is not None:
+                self._before.update(segment.runs())
+            segment = _Segment(started=now, ended=now)  # the first decision, or one after time without it
+            self._segments.append(segment)
+        if self._gaps:
+            self._gaps[-1].closed = True
+        if not set(line.running) <= set(self.appliances):
+            self.appliances += tuple(name for name in line.running if name not in self.appliances)
+        for appliance, running in line.running.items():
+            state = segment.states.get(appliance)
+            if state is not None and state[0] == running:
+                continue
+            before = self._before.get(appliance)
+            if state is not None:
+                kind, carried = CHANGE, 0.0
+            elif before is None:
+                kind, carried = FIRST, 0.0
+            else:
+                kind, carried = (SAME, before[1]) if before[0] == running else (UNSEEN, 0.0)
+            segment.states[appliance] = (running, now, carried)
+            segment.unwritten.append((appliance, running, now, line.t, kind))
+        segment.ended = now
+
+    def _undecided(self, line: HopLine, now: float) -> None:
+        """A hop that decided nothing: the segment ends, and a gap (with its reason) begins or goes on."""
+        if self._segments:
+            self._segments[-1].closed = True
+        gap = self._gaps[-1] if self._gaps else None
+        if gap is None or gap.closed or gap.reason != line.status or not 0 <= now - gap.ended <= gap_sec(line.hop_sec):
+            self._gaps.append(_Gap(started=now, ended=now, reason=line.status))
+        else:
+            gap.ended = now
 
     def _write(self) -> None:
         """One transaction with everything not yet written; on failure all of it stays for the next hop."""
@@ -379,8 +500,18 @@ class History:
                     else:
                         rows.append(segment.row)
                         cursor.execute("UPDATE segments SET ended = ? WHERE id = ?", (segment.ended, segment.row))
-                    cursor.executemany("INSERT INTO changes (segment, appliance, running, wall, audio_t) VALUES (?, ?, ?, ?, ?)",
-                                       [(rows[-1], a, int(running), wall, t) for a, running, wall, t in segment.unwritten])
+                    cursor.executemany("INSERT INTO changes (segment, appliance, running, wall, audio_t, kind) "
+                                       "VALUES (?, ?, ?, ?, ?, ?)",
+                                       [(rows[-1], a, int(running), wall, t, kind)
+                                        for a, running, wall, t, kind in segment.unwritten])
+                gap_rows = []
+                for gap in self._gaps:
+                    if gap.row is None:
+                        gap_rows.append(cursor.execute("INSERT INTO gaps (started, ended, reason) VALUES (?, ?, ?)",
+                                                       (gap.started, gap.ended, gap.reason)).lastrowid)
+                    else:
+                        gap_rows.append(gap.row)
+                        cursor.execute("UPDATE gaps SET ended = ? WHERE id = ?", (gap.ended, gap.row))
                 cursor.execute("COMMIT")
             except BaseException:
                 if self.connection.in_transaction:
@@ -389,15 +520,18 @@ class History:
         for segment, row in zip(self._segments, rows):
             segment.row = row
             segment.unwritten.clear()
+        for gap, row in zip(self._gaps, gap_rows):
+            gap.row = row
         del self._segments[:-1]
+        del self._gaps[:-1]
         self._behind = False
 
     def current(self) -> dict[str, tuple[bool | None, float]]:
-        """Each appliance's decided state and for how long it has been observed in this segment
-        ((None, 0) before a decision), from memory: it counts hops a full disk held back."""
-        segment = self._segments[-1] if self._segments else _Segment(0.0, 0.0)
-        return {appliance: (segment.states[appliance][0], segment.ended - segment.states[appliance][1])
-                if appliance in segment.states else (None, 0.0) for appliance in self.appliances}
+        """Each appliance's decided state and for how long its run (or pause) has been heard, across
+        gaps ((None, 0) before a decision), from memory: it counts hops a full disk held back. While
+        the hops decide nothing the clock stands still."""
+        runs = self._segments[-1].runs() if self._segments else {}
+        return {appliance: runs.get(appliance, (None, 0.0)) for appliance in self.appliances}
 
     def stats(self, watts: dict[str, float] | None = None) -> dict[str, ApplianceStats]:
         """Each of its appliances' statistics now."""

@@ -40,6 +40,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from edge.core.hearing import UNDECIDED
 from edge.core.labels import Appliances
 from edge.home.page import Page, Refused, clip_path, page_html, parse_relabel
 from edge.monitor.hop import HopLine
@@ -141,8 +142,9 @@ class View:
         self._lock = threading.Lock()
 
     def __call__(self, line: HopLine) -> None:
-        with self._lock:
-            self.inference.observe(line.infer_ms / 1000)
+        if line.decided:
+            with self._lock:
+                self.inference.observe(line.infer_ms / 1000)
         if self.page is not None:
             self.page(line)
 
@@ -160,12 +162,17 @@ class View:
             families.append(Family(name, "counter", text, [("", {}, str(value))]))
         appliances = self.monitor.detector.decision.appliances  # the bundle's, in its priority order
         current = line.debounced_status if line else None
-        families.append(Family("humwatch_state", "gauge", "Debounced state (1 for the current one).",
+        families.append(Family("humwatch_state", "gauge", "Debounced state (1 for the current one; none while the hops "
+                               "decide nothing).",
                                [("", {"state": state}, str(int(state == current))) for state in appliances.statuses]))
+        families.append(Family("humwatch_input", "gauge", "What the input gives (1 for the current one): heard (the hops "
+                               "decide), no-signal or no-audio (they decide nothing).",
+                               [("", {"state": state}, str(int(state == (current if line and not line.decided else "heard"))))
+                                for state in ("heard", *UNDECIDED)] if line else []))
         families.append(Family("humwatch_probability", "gauge", "Latest window probability.",
                                [("", {"label": name}, f"{p:.6f}") for name, p in line.probabilities.items()]
                                if line else []))
-        if line and line.hop_sec is not None:
+        if line and line.cpu_share is not None:  # (a hop that decided nothing cost no inference)
             families += [Family("humwatch_hop_seconds", "gauge", "Seconds between decisions (chosen from the CPU budget "
                                 "with --hop auto).", [("", {}, f"{line.hop_sec:g}")]),
                          Family("humwatch_cpu_share", "gauge", "Share of all cores inference uses at this hop.",
@@ -294,8 +301,8 @@ class StatusServer:
     def health(self) -> dict:
         """/healthz: the only monitor's health, or every monitor's (the reason names those not healthy)."""
         if self.single:
-            health = self.single.monitor.health()
-            return {"ok": health.ok, "reason": health.reason}
+            health, name = self.single.monitor.health(), self.single.name
+            return {"ok": health.ok, "reason": health.reason if health.ok or not name else f"{name}: {health.reason}"}
         healths = {view.name: view.monitor.health() for view in self.views}
         problems = [f"{name}: {health.reason}" for name, health in healths.items() if not health.ok]
         return {"ok": not problems, "reason": "; ".join(problems) or f"all {len(healths)} monitors: audio arriving, "

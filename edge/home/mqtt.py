@@ -1,26 +1,39 @@
-"""Home Assistant over MQTT: discovery, retained state, attributes, availability with last will.
+"""Home Assistant over MQTT: discovery, retained state, attributes, input health, availability with last will.
 
 Topics (``<base>`` = ``humwatch/<device_id>``, the id defaulting to the monitor's name as a slug,
 a long one cut to 40 characters with a hash of the whole):
-- ``<base>/attributes``: the hop's JSON line (``debounced_status``, ``<appliance>_running`` for each
-  appliance, the raw detectors and probabilities; retained). The state and every running entity read
-  this one message, so they agree at every moment.
-- ``<base>/state``: the debounced status alone, retained, for other consumers
-- ``<base>/availability``: ``online`` from the first decision on; ``offline`` on a clean stop and as
+- ``<base>/attributes``: the last decided hop's JSON line (``debounced_status``, ``<appliance>_running``
+  for each appliance, the raw detectors and probabilities; retained). The state and every running
+  entity read this one message, so they agree at every moment.
+- ``<base>/state``: the debounced status alone, retained, for other consumers; while the hops decide
+  nothing, why (``no-signal``, ``no-audio``)
+- ``<base>/input``: what the input gives, retained: ``{"state": "ok"}`` while the hops decide, else
+  ``{"state": "no-signal" | "no-audio", "reason": ..., "since": ...}``. The state and running entities
+  are available only while it says ok (a second availability topic, ``availability_mode: all``),
+  so Home Assistant shows them unavailable within one hop of a silent input and within the stall
+  timeout (10 s) of a lost one, and the "Input" problem sensor says why. They also expire
+  (``expire_after``: three heartbeats) should the monitor hang with its connection up.
+- ``<base>/availability``: ``online`` from the first hop on; ``offline`` on a clean stop and as
   the last will, so a restarted monitor never shows a dead run's state as current. A running
   monitor that sees ``offline`` there (a twin under the same id stopping or dying) says ``online``
   again at once.
-- ``<base>/instances``: each monitor announces itself here, so two monitors under one id are seen
+- ``<base>/instances``: each monitor says hello here when it connects (and at each heartbeat), and
+  those running answer: the first to have started holds the id. One that finds an older monitor
+  alive there publishes nothing at all under the id (no discovery, no removal, no state), says so
+  in its log and /healthz, and takes over only once that monitor says offline.
 - ``<base>/stats``: with a history, each appliance's statistics and each alarm's state
 - ``homeassistant/.../config``: one device named after the monitor, with an enum sensor and, per
   appliance of the bundle, a running binary sensor (``sensor.<name>_state``,
-  ``binary_sensor.<name>_ac_running``, ``binary_sensor.<name>_dehumidifier_running``, ...) and with
-  a history its statistics (duty cycle, run-time, cycles, energy) and alarms. The seed's entities
-  (the AC and the fridge) keep their names and ids. An entity of this device that the monitor no
-  longer has (an appliance gone from the bundle, an alarm dropped) is removed when it connects.
+  ``binary_sensor.<name>_ac_running``, ``binary_sensor.<name>_dehumidifier_running``, ...), the
+  input's problem sensor (``binary_sensor.<name>_input``) and with a history its statistics (duty
+  cycle, run-time, cycles, energy) and alarms. The seed's entities (the AC and the fridge) keep
+  their names and ids. Once it holds the id, a monitor removes the entities of this device that
+  it no longer has (an appliance gone from the bundle, an alarm dropped). When Home Assistant
+  comes online (its birth message on ``homeassistant/status``) every config and state is sent again.
 
 The broker being down never stops the monitor: paho reconnects in its own thread with backoff
-(logged, with each delay); nothing is queued, only the latest line is kept and sent on reconnect.
+(logged, with each delay). Nothing is queued: states go out at QoS 0, so a reconnection never
+replays old ones, and the first state sent after it is the current one.
 """
 
 from __future__ import annotations
@@ -47,6 +60,9 @@ from edge.monitor.hop import HopLine
 log = logging.getLogger("humwatch.mqtt")
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 BACKOFF_SEC = (1, 60)
+TWIN_WAIT_SEC = 2.0  # after connecting, how long a monitor listens for another one alive on its id
+EXPIRE_HEARTBEATS = 3  # the state and running entities expire after this many heartbeats without a message
+INPUT_OK = "ok"  # the input topic's state while the hops decide
 MAX_NAME = 40  # characters of a name-derived topic id and of the device name Home Assistant sees
 DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a topic level and Home Assistant's node id allow these
 
@@ -145,18 +161,27 @@ def discovery_messages(settings: MqttSettings, household=None, appliances: Appli
     base, node = settings.base_topic, settings.node
     device = {"identifiers": [node], "name": settings.device_name, "manufacturer": "humwatch",
               "model": "humwatch live monitor", "sw_version": importlib.metadata.version("humwatch")}
-    attributes = f"{base}/attributes"
-    common = {"availability_topic": f"{base}/availability", "device": device, "state_topic": attributes}
+    attributes, device_available = f"{base}/attributes", {"topic": f"{base}/availability"}
+    common = {"availability": [device_available], "device": device, "state_topic": attributes}
+    heard = {**common, "availability": [device_available, {"topic": f"{base}/input", "value_template":
+                                                          f"{{{{ 'online' if value_json.state == '{INPUT_OK}' else 'offline' }}}}"}],
+             "availability_mode": "all", "expire_after": round(EXPIRE_HEARTBEATS * settings.heartbeat_sec)}
     messages = {
         f"{settings.discovery_prefix}/sensor/{node}/state/config": {
-            **common, "name": "State", "unique_id": f"{node}_state", "value_template": "{{ value_json.debounced_status }}",
+            **heard, "name": "State", "unique_id": f"{node}_state", "value_template": "{{ value_json.debounced_status }}",
             "device_class": "enum", "options": list(appliances.statuses), "json_attributes_topic": attributes,
             "icon": "mdi:home-sound-in",
+        },
+        # '-' is in no appliance's name: this topic and id never meet an appliance's
+        f"{settings.discovery_prefix}/binary_sensor/{node}/input-health/config": {
+            **common, "state_topic": f"{base}/input", "name": "Input", "unique_id": f"{node}_input-health",
+            "device_class": "problem", "entity_category": "diagnostic", "json_attributes_topic": f"{base}/input",
+            "value_template": f"{{{{ 'OFF' if value_json.state == '{INPUT_OK}' else 'ON' }}}}",
         },
     }
     for appliance in appliances.names:
         messages[f"{settings.discovery_prefix}/binary_sensor/{node}/{appliance}/config"] = {
-            **common, "name": f"{title(appliance)} running", "unique_id": f"{node}_{appliance}",
+            **heard, "name": f"{title(appliance)} running", "unique_id": f"{node}_{appliance}",
             "value_template": f"{{{{ 'ON' if {json_path(f'{appliance}_running')} else 'OFF' }}}}",
             "device_class": "running", **({"icon": ICONS[appliance]} if appliance in ICONS else {}),
         }
@@ -164,6 +189,14 @@ def discovery_messages(settings: MqttSettings, household=None, appliances: Appli
         messages.update(stats_discovery(settings, common, node, appliances.names, household.watts,
                                         list(household.alarms.active)))
     return messages
+
+
+def input_payload(line: HopLine, since: float) -> dict:
+    """The `<base>/input` message for a hop: ok while it decided, else why not and since when."""
+    if line.decided:
+        return {"state": INPUT_OK}
+    return {"state": line.status, "reason": line.reason,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(since))}
 
 
 # statistic -> (entity name suffix, unit, device_class, state_class): what Home Assistant's statistics
@@ -226,30 +259,44 @@ def attributes_payload(line: HopLine) -> dict:
     return {key: value for key, value in line.to_json().items() if key not in ("changed", "lag_sec")}
 
 
+class IdTaken(ValueError):
+    """Another monitor, started earlier, runs under this monitor's MQTT id: this one publishes nothing there."""
+
+
 class MqttPublisher:
-    """A live-line sink that publishes to an MQTT broker."""
+    """A live-line sink that publishes to an MQTT broker (see the module's docstring for the topics
+    and the rule between two monitors on one id)."""
 
     def __init__(self, settings: MqttSettings, clock=time.monotonic, household=None,
-                 appliances: Appliances = SEED) -> None:
+                 appliances: Appliances = SEED, twin_wait_sec: float = TWIN_WAIT_SEC) -> None:
         self.settings = settings
         self.household = household  # with a history: statistics and alarms too
         self.clock = clock
-        self.latest: HopLine | None = None
-        self.rivals: dict[str, dict] = {}  # other monitors seen publishing under this id
+        self.twin_wait_sec = twin_wait_sec
+        self.latest: HopLine | None = None  # the last hop's line, and the last one that decided
+        self.latest_decided: HopLine | None = None
+        self.rivals: dict[str, dict] = {}  # other monitors seen under this id
+        self.holder: dict | None = None  # the older monitor holding this id: this one then publishes nothing
+        self._connection = 0  # counts connections: a claim's timer belongs to one
+        self._stale: set[str] = set()  # retained configs of this device seen on connecting that it does not publish
         self._published: tuple | None = None
         self._last_publish = float("-inf")
+        self._input_since = time.time()
         self._online = False  # 'online' sent on this connection
         self._closing = False
         self._delay: int | None = None  # paho's reconnect delay, mirrored: None until the first wait
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.connected = threading.Event()
+        self.holding = threading.Event()  # this connection holds the id: its discovery is published
         base = settings.base_topic
-        self.topics = {name: f"{base}/{name}" for name in ("state", "attributes", "availability", "instances", "stats")}
+        self.topics = {name: f"{base}/{name}" for name in ("state", "attributes", "availability", "instances", "stats",
+                                                           "input")}
+        self.birth_topic = f"{settings.discovery_prefix}/status"  # Home Assistant's birth and last will
         self.discovery = discovery_messages(settings, household, appliances)  # topic -> config; the bundle's appliances
         self._own_configs = f"{settings.discovery_prefix}/+/{settings.node}/+/config"  # those left by earlier runs too
         host = socket.gethostname()
         self.instance = {"id": f"{host}-{os.getpid()}-{secrets.token_hex(3)}", "host": host, "pid": os.getpid(),
-                         "name": settings.name}
+                         "name": settings.name, "started": time.time()}
         # id + host + pid + a random part: two monitors never share a client id, so the broker never
         # drops one for the other
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -273,11 +320,13 @@ class MqttPublisher:
         self.client.loop_start()
 
     def close(self) -> None:
-        """Clean shutdown: say offline, then disconnect (the last will covers a crash). `_closing` is
-        set first, so this monitor never answers its own 'offline' with 'online'."""
+        """Clean shutdown: say offline (only if this monitor holds the id), then disconnect (the last
+        will covers a crash). `_closing` is set first, so this monitor never answers its own
+        'offline' with 'online'."""
         with self._lock:
             self._closing = True
-        if self.connected.is_set():
+            holding = self.holding.is_set()
+        if self.connected.is_set() and holding:
             self.client.publish(self.topics["availability"], "offline", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
@@ -296,15 +345,43 @@ class MqttPublisher:
             return
         self._delay = None
         log.info("MQTT: connected to %s:%d", self.settings.host, self.settings.port)
-        client.subscribe([(self.topics["instances"], 1), (self.topics["availability"], 1), (self._own_configs, 1)])
-        for topic, payload in self.discovery.items():
-            client.publish(topic, json.dumps(payload), qos=1, retain=True)
-        self._announce()
-        self.connected.set()
         with self._lock:
+            self._connection += 1
             self._online = False
-            if self.latest is not None:
-                self._publish(self.latest)
+            self.holding.clear()
+            self.holder, self._stale = None, set()
+            self.connected.set()
+        client.subscribe([(self.topics["instances"], 1), (self.topics["availability"], 1), (self._own_configs, 1),
+                          (self.birth_topic, 1)])
+        self._ask_for_the_id()
+
+    def _ask_for_the_id(self) -> None:
+        """Say hello on the instances topic, and claim the id after `twin_wait_sec` unless an older
+        monitor answered meanwhile."""
+        self._announce("hello")
+        timer = threading.Timer(self.twin_wait_sec, self._claim, args=(self._connection,))
+        timer.daemon = True
+        timer.start()
+
+    def _claim(self, connection: int) -> None:
+        """Hold the id: publish every config, remove this device's stale ones, send the latest state."""
+        with self._lock:
+            if connection != self._connection or not self.connected.is_set() or self._closing or self.holder is not None:
+                return
+            self.holding.set()
+            self._publish_everything()
+            for topic in sorted(self._stale - set(self.discovery)):
+                log.info("MQTT: removing %s: this monitor no longer has that entity", topic)
+                self.client.publish(topic, b"", qos=1, retain=True)
+            self._stale.clear()
+
+    def _publish_everything(self) -> None:
+        """Every config, then the latest state as new (on claiming the id, and when Home Assistant comes online)."""
+        for topic, payload in self.discovery.items():
+            self.client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        self._online, self._published = False, None
+        if self.latest is not None:
+            self._publish(self.latest)
 
     def _on_connect_fail(self, client, userdata) -> None:
         log.warning("MQTT: cannot reach the broker at %s:%d; the monitor keeps deciding; retrying in %d s",
@@ -312,79 +389,116 @@ class MqttPublisher:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self.holding.clear()
         if self._closing:
             log.info("MQTT: disconnected: the monitor stopped")
             return
         log.warning("MQTT: disconnected (%s); the monitor keeps deciding, reconnecting in %d s with backoff and "
                     "keeping only the latest state to send", reason_code, self._next_delay())
 
-    def _announce(self) -> None:
-        self.client.publish(self.topics["instances"], json.dumps(self.instance), qos=1)
+    def _announce(self, kind: str) -> None:
+        self.client.publish(self.topics["instances"], json.dumps({**self.instance, "kind": kind}), qos=1)
 
     def _on_message(self, client, userdata, message) -> None:
         if message.topic == self.topics["availability"]:
-            self._stay_online(message)
+            self._on_availability(message)
         elif message.topic == self.topics["instances"]:  # a broker may also send retained messages of other topics
-            self._note_rival(message.payload)
+            self._on_instance(message.payload)
+        elif message.topic == self.birth_topic:
+            self._on_home_assistant(message.payload)
         elif mqtt.topic_matches_sub(self._own_configs, message.topic):
-            self._remove_stale(message)
+            if message.retain and message.payload and message.topic not in self.discovery:
+                with self._lock:
+                    self._stale.add(message.topic)  # removed when this monitor claims the id, never before
 
-    def _remove_stale(self, message) -> None:
-        """A retained config of this device that this monitor does not publish (an earlier run's, for
-        an appliance no longer in the bundle or an alarm no longer set): emptied, so Home Assistant
-        removes the entity instead of showing it stale."""
-        if message.retain and message.payload and message.topic not in self.discovery:
-            log.info("MQTT: removing %s: this monitor no longer has that entity", message.topic)
-            self.client.publish(message.topic, b"", qos=1, retain=True)
+    def _on_home_assistant(self, payload: bytes) -> None:
+        """Home Assistant (re)started: send every config and the current state again."""
+        with self._lock:
+            if payload == b"online" and self.holding.is_set() and not self._closing:
+                log.info("MQTT: Home Assistant came online: sending the discovery and the state again")
+                self._publish_everything()
 
-    def _stay_online(self, message) -> None:
-        """'offline' on this id's availability while this monitor runs (a twin under the same id
-        stopping, or its last will): say 'online' again at once, with this monitor's latest state.
-        A retained 'offline' is what the broker held when this connection subscribed: the 'online'
-        this monitor sends with its next decision replaces it anyway."""
+    def _on_availability(self, message) -> None:
+        """'offline' on this id's availability while this monitor runs: from a twin stopping or dying
+        (say 'online' again at once, with this monitor's latest state), or from the monitor this one
+        gave way to (ask for the id again). A retained 'offline' is what the broker held when this
+        connection subscribed: the 'online' this monitor sends with its next hop replaces it anyway."""
         if message.payload != b"offline" or message.retain:
             return
         with self._lock:
-            if self._closing or not self._online or self.latest is None:
+            if self._closing:
                 return
-            log.warning("MQTT: another client set %s offline (a monitor under the same id stopped or died); this "
-                        "monitor runs, so it says online again", self.topics["availability"])
-            self._online = False
-            self._publish(self.latest)
+            if self.holder is not None:
+                log.warning("MQTT: %s said offline: asking for the id again", _who(self.holder))
+                self.holder = None
+                self._ask_for_the_id()
+            elif self.holding.is_set() and self._online and self.latest is not None:
+                log.warning("MQTT: another client set %s offline (a monitor under the same id stopped or died); this "
+                            "monitor runs, so it says online again", self.topics["availability"])
+                self._online = False
+                self._publish(self.latest)
 
-    def _note_rival(self, payload: bytes) -> None:
+    def _on_instance(self, payload: bytes) -> None:
+        """Another monitor's hello or answer: the one started first holds the id; the other gives way."""
         try:
             other = json.loads(payload)
         except ValueError:
             return
-        if (not isinstance(other, dict) or not isinstance(other.get("id"), str)
-                or other["id"] in (self.instance["id"], *self.rivals)):
+        if (not isinstance(other, dict) or not isinstance(other.get("id"), str) or other["id"] == self.instance["id"]
+                or not isinstance(other.get("started"), (int, float)) or isinstance(other.get("started"), bool)):
             return
-        self.rivals[other["id"]] = other
-        log.warning("MQTT: another monitor publishes under %s: %r on host %s (pid %s); this one is %r on host %s "
-                    "(pid %s). They overwrite each other's state: give each its own --name.",
-                    self.settings.base_topic, other.get("name"), other.get("host"), other.get("pid"),
-                    self.settings.name, self.instance["host"], self.instance["pid"])
+        with self._lock:
+            if other["id"] not in self.rivals:
+                log.warning("MQTT: another monitor is on %s: %s; this one is %s", self.settings.base_topic, _who(other),
+                            _who(self.instance))
+            self.rivals[other["id"]] = other
+            if (other["started"], other["id"]) < (self.instance["started"], self.instance["id"]):
+                if self.holder is None:
+                    log.error("MQTT: %s holds %s, started before this one: this monitor publishes nothing there (its "
+                              "entities stay that monitor's). Give this one its own --name (or --mqtt-device-id), or "
+                              "stop the other.", _who(other), self.settings.base_topic)
+                self.holder = other
+                self.holding.clear()
+            elif other.get("kind") == "hello" and self.connected.is_set():
+                self._announce("here")  # the newcomer learns that this monitor holds the id
 
     def __call__(self, line: HopLine) -> None:
-        """Publish on a change of state or detectors, and at the heartbeat; otherwise just remember."""
+        """Publish on a change of state, detectors or input, and at the heartbeat; otherwise just
+        remember. While another monitor holds the id, publish nothing and say so (IdTaken)."""
         with self._lock:
+            if line.decided != (self.latest is None or self.latest.decided) or (
+                    not line.decided and line.status != self.latest.status):
+                self._input_since = time.time()
             self.latest = line
-            key = self._key(line)
+            if line.decided:
+                self.latest_decided = line
+            if self.holder is not None:
+                raise IdTaken(f"MQTT: {_who(self.holder)} holds {self.settings.base_topic}; this monitor publishes "
+                              "nothing there: give it its own --name or --mqtt-device-id, or stop the other")
             due = self.clock() - self._last_publish >= self.settings.heartbeat_sec
-            if self.connected.is_set() and (key != self._published or due):
+            if self.holding.is_set() and self.connected.is_set() and (self._key(line) != self._published or due):
                 if due:
-                    self._announce()
+                    self._announce("heartbeat")
                 self._publish(line)
 
     def _publish(self, line: HopLine) -> None:
-        self.client.publish(self.topics["attributes"], json.dumps(attributes_payload(line)), qos=1, retain=True)
-        self.client.publish(self.topics["state"], line.debounced_status, qos=1, retain=True)
+        """The hop's messages. Home Assistant sees the input's state change last when it comes back
+        (the fresh state first) and first when it goes (the entities go unavailable before the state
+        topic says why). States go at QoS 0: after a reconnection none is replayed."""
+        send = self.client.publish
+        heard = json.dumps(input_payload(line, self._input_since))
+        if line.decided:
+            send(self.topics["attributes"], json.dumps(attributes_payload(line)), qos=0, retain=True)
+            send(self.topics["state"], line.debounced_status, qos=0, retain=True)
+            send(self.topics["input"], heard, qos=0, retain=True)
+        else:
+            send(self.topics["input"], heard, qos=0, retain=True)
+            send(self.topics["state"], line.status, qos=0, retain=True)
         if not self._online:  # only now: Home Assistant never shows a dead run's state as current
-            self.client.publish(self.topics["availability"], "online", qos=1, retain=True)
+            send(self.topics["availability"], "online", qos=1, retain=True)
             self._online = True
         if self.household is not None:
-            self.client.publish(self.topics["stats"], json.dumps(stats_payload(self.household.snapshot())), qos=1, retain=True)
+            send(self.topics["stats"], json.dumps(stats_payload(self.household.snapshot())), qos=0, retain=True)
         self._published = self._key(line)
         self._last_publish = self.clock()
 
@@ -392,3 +506,11 @@ class MqttPublisher:
         """What, when it changes, is published at once (else at the heartbeat)."""
         alarms = tuple(self.household.alarms.active.values()) if self.household is not None else ()
         return (line.debounced_status, tuple(line.running.items()), tuple(line.on.items()), alarms)
+
+
+def _who(instance: dict) -> str:
+    """Another monitor in words: its name, host, pid and start."""
+    started = instance.get("started")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
+    return (f"the monitor {str(instance.get('name'))[:60]!r} on host {str(instance.get('host'))[:60]} "
+            f"(pid {str(instance.get('pid'))[:12]}, started {when})")

@@ -37,7 +37,7 @@ from typing import Callable
 from edge.core.defaults import DecisionConfig, Levels
 from edge.core.files import atomic_path
 from edge.core.labels import DAYPARTS, Appliances, parse_sample_name, sample_file_name
-from edge.home.history import DAY, intervals
+from edge.home.history import DAY, gaps, intervals
 from edge.home.mqtt import title  # an appliance's name as Home Assistant and the page write it: 'ac' -> 'AC'
 from edge.monitor.hop import HopLine
 
@@ -90,7 +90,7 @@ class Page:
     def __call__(self, line: HopLine) -> None:
         now = self.clock()
         with self._lock:
-            self._points.append((now, line.probabilities))
+            self._points.append((now, line.probabilities))  # {} for a hop that decided nothing
             while self._points[0][0] < now - HOUR_SEC:
                 self._points.popleft()
             if line.debounced_status != self._status:
@@ -109,6 +109,7 @@ class Page:
         return {
             "name": self.settings.name,
             "state": line.debounced_status if line else None,
+            "reason": line.reason if line else None,  # why the hops decide nothing (no signal, no audio)
             "held_sec": now - since if since and line else None,
             "precision": line.precision if line else None,
             "appliances": [self._row(name, line, points, day, decision, now) for name in decision.appliances.names],
@@ -128,14 +129,14 @@ class Page:
                 "running": line.running.get(name) if line else None,
                 "p": line.probabilities.get(name) if line else None,
                 "chart": probability_chart(points, name, decision.levels[name], hue, now),
-                "timeline": timeline_svg(day, name, hue, now) if day is not None else None}
+                "timeline": timeline_svg(*day, name, hue, now) if day is not None else None}
 
-    def _day(self, now: float, appliances: Appliances) -> list | None:
-        """The last 24 hours' intervals of these appliances, or None without a history."""
+    def _day(self, now: float, appliances: Appliances) -> tuple[list, list] | None:
+        """The last 24 hours' intervals of these appliances and the gaps, or None without a history."""
         if self.household is None:
             return None
         with self.household.history.reading() as connection:
-            return intervals(connection, now - DAY, now, appliances.names)
+            return intervals(connection, now - DAY, now, appliances.names), gaps(connection, now - DAY, now)
 
     def relabel(self, clip: str, labels: Mapping[str, bool], daypart: str) -> Path:
         """Copy a clip into the relabel directory under the name of what was really running."""
@@ -242,8 +243,8 @@ def _svg(width: int, height: int, body: list[str], label: str) -> str:
 
 def probability_chart(points: list[tuple[float, Mapping[str, float]]], name: str, levels: Levels, hue: str,
                       now: float, width: int = 600, height: int = 160) -> str:
-    """The last hour of one appliance's probability as a line (see :func:`envelope`), with its
-    detector's on / off levels dashed."""
+    """The last hour of one appliance's probability as a line (see :func:`envelope`), broken where
+    the hops decided nothing (those columns shaded), with its detector's on / off levels dashed."""
     def x(wall: float) -> float:
         return width * (1 - (now - wall) / HOUR_SEC)
 
@@ -251,11 +252,19 @@ def probability_chart(points: list[tuple[float, Mapping[str, float]]], name: str
         return height * (1 - p)
 
     body = [f'<rect width="{width}" height="{height}" fill="#fafafa" stroke="#ccc"/>']
+    unheard = sorted({int(x(wall) * CHART_COLUMNS / width) for wall, probs in points if not probs})
+    if unheard:
+        step = width / CHART_COLUMNS
+        shape = "".join(f"M{column * step:.1f} 0h{step:.1f}v{height}h-{step:.1f}z" for column in unheard)
+        body.append(f'<path d="{shape}" fill="#999" fill-opacity="0.35" class="unheard"><title>nothing heard '
+                    '(no signal or no audio): no decision</title></path>')
     for level in (levels.on, levels.off):
         body.append(f'<line x1="0" x2="{width}" y1="{y(level):.1f}" y2="{y(level):.1f}" stroke="{hue}" '
                     f'stroke-dasharray="4 4" stroke-opacity="0.6" class="threshold-{name}"/>')
-    coordinates = " ".join(f"{x(wall):.1f},{y(p):.1f}" for wall, p in envelope(points, name, now))
-    body.append(f'<polyline points="{coordinates}" fill="none" stroke="{hue}" stroke-width="2" class="p-{name}"/>')
+    for decided, stretch in itertools.groupby(points, key=lambda point: bool(point[1])):
+        if decided:
+            coordinates = " ".join(f"{x(wall):.1f},{y(p):.1f}" for wall, p in envelope(list(stretch), name, now))
+            body.append(f'<polyline points="{coordinates}" fill="none" stroke="{hue}" stroke-width="2" class="p-{name}"/>')
     return _svg(width, height, body, f"p({title(name)}) over the last hour")
 
 
@@ -274,25 +283,39 @@ def envelope(points: list[tuple[float, Mapping[str, float]]], name: str, now: fl
     return line
 
 
-def timeline_svg(found: list, name: str, hue: str, now: float, width: int = 720, height: int = 22) -> str:
-    """One appliance's 24 hours by pixel column: dark where it ran (at all) in that column, light
-    where it was only off, blank where the monitor was not running. Each kind is one SVG path, so
-    the size is bounded by the width, however many intervals the day holds."""
+GAP_TITLES = {"no-signal": "no signal (silent input)", "no-audio": "no audio (input lost)"}
+
+
+def timeline_svg(found: list, unheard: list[tuple[float, float, str]], name: str, hue: str, now: float,
+                 width: int = 720, height: int = 22) -> str:
+    """One appliance's 24 hours by pixel column: dark where it ran (at all) in that column, else grey
+    where the hops decided nothing (`unheard`: the history's gaps, by reason), light where it was
+    only heard off, blank where the monitor was not running. Each kind is one SVG path, so the size is
+    bounded by the width, however many intervals the day holds."""
     column_sec = DAY / width
+
+    def columns(start: float, end: float) -> range:
+        first = max(int((start - now + DAY) / column_sec), 0)
+        return range(first, min(max(math.ceil((end - now + DAY) / column_sec) - 1, first), width - 1) + 1)
+
     body = [f'<rect x="0" y="0" width="{width}" height="{height}" fill="none" stroke="#ddd"/>']
-    running: list[bool | None] = [None] * width  # None: not observed
+    running: list[bool | str | None] = [None] * width  # None: not observed; a gap's reason where nothing was decided
     for interval in (i for i in found if i.appliance == name):
-        first = max(int((interval.start - now + DAY) / column_sec), 0)
-        last = min(max(math.ceil((interval.end - now + DAY) / column_sec) - 1, first), width - 1)
-        for column in range(first, last + 1):
+        for column in columns(interval.start, interval.end):
             running[column] = running[column] or interval.running
-    shapes: dict[bool, list[str]] = {True: [], False: []}
+    for start, end, reason in unheard:  # a gap outranks "off" in its columns: off was not heard all along
+        for column in columns(start, end):
+            running[column] = True if running[column] is True else reason
+    shapes: dict[bool | str, list[str]] = {}
     for state, group in itertools.groupby(range(width), key=running.__getitem__):
         if state is not None:
-            columns = list(group)
-            shapes[state].append(f"M{columns[0]} 0h{len(columns)}v{height}h-{len(columns)}z")
+            group = list(group)
+            shapes.setdefault(state, []).append(f"M{group[0]} 0h{len(group)}v{height}h-{len(group)}z")
     for state, shape in shapes.items():
-        if shape:
+        if isinstance(state, str):
+            body.append(f'<path d="{"".join(shape)}" fill="#999" fill-opacity="0.5" class="gap-{html.escape(state)}">'
+                        f'<title>{html.escape(GAP_TITLES.get(state, state))}</title></path>')
+        else:
             body.append(f'<path d="{"".join(shape)}" fill="{hue}" fill-opacity="{0.9 if state else 0.15}" '
                         f'class="{name}-{"on" if state else "off"}"/>')
     return _svg(width, height, body, f"{title(name)}: the last 24 hours")

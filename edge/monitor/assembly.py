@@ -48,7 +48,8 @@ def open_detector(settings: DetectorSettings, plan: bool = True) -> Detector:
     """The detector of batch and stream (`plan`: measure the hop, which batch does not need)."""
     require_bundle(settings)
     return Detector.from_bundle(settings.bundle, settings.precision, settings.hop if plan else None,
-                                settings.cpu_budget, settings.threads, **settings.decision_overrides())
+                                settings.cpu_budget, settings.threads, settings.signal_floor_dbfs,
+                                **settings.decision_overrides())
 
 
 def open_auditor(settings: LiveSettings, classifier: Classifier, load_teacher: Callable[[], Classifier]) -> Auditor | None:
@@ -149,7 +150,8 @@ class Monitor:
         self._starters: list[Callable[[], None]] = []
         auditor = open_auditor(settings, shared.classifier, shared.teacher)
         self.detector = Detector(shared.classifier, shared.planner(), shared.overrides, auditor=auditor,
-                                 recent_sec=settings.clips_seconds if settings.clips else 0.0)
+                                 recent_sec=settings.clips_seconds if settings.clips else 0.0,
+                                 signal_floor_dbfs=settings.signal_floor_dbfs)
         self.appliances = self.detector.decision.appliances  # the bundle's: its entities, history, alarms, energy
         self.source = open_source(settings)
         self.outputs = FanOut(name=self.name if several else None)

@@ -1,13 +1,16 @@
-"""The teacher audits the student: every `every_sec` seconds of audio the BEATs model also decides
-the window (at the first hop that reaches the spacing, so at any hop the audits stay about that
-far apart).
+"""The teacher audits the student: every `every_sec` seconds of audio the BEATs model also hears
+the window the student just decided (at the first hop that reaches the spacing, so at any hop the
+audits stay about that far apart).
 
-The teacher keeps its own stream decider at the audit spacing (so its median and debounce are
-durations, as everywhere), and each audit compares its debounced status with the student's.
-Disagreements over the last hour give a rate: above `degraded_rate` the monitor reports itself
-degraded (/healthz); above `fallback_rate` (when set) the monitor switches to the teacher for good
-and says so. The teacher's sessions are loaded at the first audit, and the memory they took is
-reported.
+Like is judged with like: the same window, and the same rule for both models: each appliance's
+probability against that model's own hysteresis levels, on (at or above `on`), off (below
+`off`) or undecided between them. The two disagree when one model hears an appliance on and the
+other hears it off. The student's debounced state is never compared with an instant verdict of the
+teacher, so a change the student's running median and debounce have not yet followed is no
+disagreement, and a window near a level is none either. Disagreements over the last hour give a
+rate: above `degraded_rate` the monitor reports itself degraded (/healthz); above `fallback_rate`
+(when set) the monitor switches to the teacher for good and says so. The teacher's sessions are
+loaded at the first audit, and the memory they took is reported.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge.core.decision import StreamDecider
+from edge.core.defaults import DecisionConfig, Levels
 from edge.core.proc import memory_mb
 from edge.monitor.runtime import Classifier
 
@@ -43,8 +46,6 @@ class Auditor:
         self.max_abs_diff = 0.0
         self.fell_back = False
         self._recent: collections.deque[tuple[float, bool]] = collections.deque()
-        self._decider: StreamDecider | None = None
-        self._spacing = 0.0
         self._since_sec = 0.0  # audio seconds since the last audit
 
     def _teacher(self) -> Classifier:
@@ -55,33 +56,29 @@ class Auditor:
             log.info("audit: teacher (%s) loaded, %.0f MB more memory", self.teacher.precision, self.teacher_mb)
         return self.teacher
 
-    def __call__(self, window: np.ndarray, line) -> bool:
-        """Audit this hop if `every_sec` of audio passed since the last audit; True when the rate calls for the fallback."""
+    def __call__(self, window: np.ndarray, line, decision: DecisionConfig) -> bool:
+        """Audit this hop if `every_sec` of audio passed since the last audit (`decision`: the student's
+        settings in force); True when the rate calls for the fallback."""
         self._since_sec += line.hop_sec
         if self.fell_back or self._since_sec < self.every_sec - 1e-6:
             return False
-        spacing, self._since_sec = round(self._since_sec, 6), 0.0
+        self._since_sec = 0.0
         teacher = self._teacher()
-        probs = teacher.predict(window[None])[0]
-        if self._decider is None:
-            self._decider = StreamDecider(teacher.decision, spacing)
-        elif spacing != self._spacing:
-            self._decider.retime(spacing)
-        self._spacing = spacing
-        verdict = self._decider.update(probs).debounced_status
-        disagreed = verdict != line.debounced_status
+        probs = dict(zip(line.probabilities, teacher.predict(window[None])[0].tolist()))
+        disagreeing = [name for name, student_p in line.probabilities.items()
+                       if opposite(heard(student_p, decision.levels[name]), heard(probs[name], teacher.decision.levels[name]))]
         self.audits += 1
-        self.disagreements += disagreed
-        self.max_abs_diff = max(self.max_abs_diff, float(np.abs(probs - list(line.probabilities.values())).max()))
+        self.disagreements += bool(disagreeing)
+        self.max_abs_diff = max(self.max_abs_diff, max(abs(probs[name] - p) for name, p in line.probabilities.items()))
         now = self.clock()
-        self._recent.append((now, disagreed))
+        self._recent.append((now, bool(disagreeing)))
         while self._recent and self._recent[0][0] < now - HOUR_SEC:
             self._recent.popleft()
-        if disagreed:
-            pairs = ", ".join(f"p_{name} {teacher_p:.2f} vs {student_p:.2f}"
-                              for (name, student_p), teacher_p in zip(line.probabilities.items(), probs))
-            log.warning("audit at t=%.1f s: the teacher says %s, the student %s (%s); %d of %d audits disagree",
-                        line.t, verdict, line.debounced_status, pairs, self.disagreements, self.audits)
+        if disagreeing:
+            pairs = ", ".join(f"{name}: p {probs[name]:.2f} (teacher) vs {line.probabilities[name]:.2f} (student)"
+                              for name in disagreeing)
+            log.warning("audit at t=%.1f s: the teacher and the student hear the same window differently (%s); "
+                        "%d of %d audits disagree", line.t, pairs, self.disagreements, self.audits)
         rate = self.hour_rate
         if self.fallback_rate is not None and rate is not None and rate > self.fallback_rate:
             self.fell_back = True
@@ -105,3 +102,15 @@ class Auditor:
             return (f"the student disagrees with the teacher on {rate:.0%} of {len(self._recent)} audits in the last hour "
                     f"(degraded above {self.degraded_rate:.0%})")
         return None
+
+
+def heard(probability: float, levels: Levels) -> bool | None:
+    """One window's verdict on one appliance by a model's hysteresis levels: on, off, or None between them."""
+    if probability >= levels.on:
+        return True
+    return False if probability < levels.off else None
+
+
+def opposite(one: bool | None, other: bool | None) -> bool:
+    """Two verdicts that contradict each other (on against off; an undecided one contradicts neither)."""
+    return one is not None and other is not None and one != other

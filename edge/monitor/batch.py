@@ -11,6 +11,7 @@ from edge.core.audio import AudioError, AudioFile, iter_windows
 from edge.core.decision import decide_file
 from edge.core.defaults import DecisionConfig
 from edge.core.files import walk_files
+from edge.core.hearing import NO_SIGNAL, SIGNAL_FLOOR_DBFS, level_dbfs, no_signal_reason
 from edge.core.labels import control_characters_error, is_audio
 from edge.monitor.runtime import Classifier
 
@@ -39,14 +40,27 @@ def expand_paths(paths: list[Path]) -> tuple[list[Path], dict[Path, str]]:
     return found, unreadable
 
 
-def classify_file(classifier: Classifier, path: Path, decision: DecisionConfig) -> dict:
-    """The batch line of one file; raises AudioError for unusable audio or a name with control characters."""
+def classify_file(classifier: Classifier, path: Path, decision: DecisionConfig,
+                  signal_floor_dbfs: float = SIGNAL_FLOOR_DBFS) -> dict:
+    """The batch line of one file: the median over its windows that carry a signal (the others are
+    counted in `no_signal_windows`); status no-signal when none does. Raises AudioError for
+    unusable audio or a name with control characters."""
     if refusal := control_characters_error(path):
         raise AudioError(refusal)
     audio = AudioFile(path)
-    probs = np.concatenate([classifier.predict(window[None]) for _, window in iter_windows(audio, classifier.bundle.window)])
-    result = decide_file(probs, decision)
-    return {"path": str(path), **result.fields(), "windows": len(probs), "duration_sec": audio.duration_sec}
+    probs, silent = [], []
+    for _, window in iter_windows(audio, classifier.bundle.window):
+        level = level_dbfs(window)
+        if level < signal_floor_dbfs:
+            silent.append(level)
+        else:
+            probs.append(classifier.predict(window[None]))
+    quiet = {"no_signal_windows": len(silent)} if silent else {}
+    if not probs:
+        return {"path": str(path), "status": NO_SIGNAL, "reason": no_signal_reason(max(silent), signal_floor_dbfs),
+                "windows": 0, **quiet, "duration_sec": audio.duration_sec}
+    result = decide_file(np.concatenate(probs), decision)
+    return {"path": str(path), **result.fields(), "windows": len(probs), **quiet, "duration_sec": audio.duration_sec}
 
 
 def run_batch(detector: Detector, paths: list[Path]) -> Iterator[dict]:

@@ -1,5 +1,8 @@
 """The per-hop line that every sink (stdout, file, MQTT, HTTP, clips) reads through its fields; the
-Detector (edge/detector.py) makes one per hop for stream and live alike."""
+Detector (edge/detector.py) makes one per hop for stream and live alike.
+
+A line either decides (the appliances' states) or says why it decided nothing (`reason`, with the
+status ``no-signal`` or ``no-audio`` of edge.core.hearing): sinks ask :attr:`HopLine.decided`."""
 
 from __future__ import annotations
 
@@ -27,6 +30,21 @@ class HopLine(StreamUpdate):
     precision: str | None = None  # with an audited student: the model deciding, and the audit's counts
     audits: int | None = None
     audit_disagreements: int | None = None
+    reason: str | None = None  # a hop that decided nothing: why (its status is no-signal or no-audio)
+    level_dbfs: float | None = None  # ... and, with no signal, the window's level
+
+    @property
+    def decided(self) -> bool:
+        """Whether the hop decided the appliances' states (else `reason` says why not)."""
+        return self.reason is None
+
+    @classmethod
+    def undecided(cls, t: float, status: str, reason: str, changed: bool, level_dbfs: float | None = None,
+                  **live) -> HopLine:
+        """A hop that decided nothing: `status` (no-signal, no-audio) and the reason, no probabilities."""
+        return cls(status=status, debounced_status=status, changed=changed, medians={}, on={}, running={},
+                   t=round(t, 3), probabilities={}, infer_ms=0.0, reason=reason,
+                   level_dbfs=None if level_dbfs is None else round(level_dbfs, 1), **live)
 
     @classmethod
     def build(cls, t: float, probs: np.ndarray, update: StreamUpdate, infer_ms: float, **live) -> HopLine:
@@ -37,8 +55,12 @@ class HopLine(StreamUpdate):
 
     def to_json(self) -> dict:
         """The JSON object printed for this hop: t, the decision's fields, p_<name> for each appliance,
-        infer_ms, then the live-only fields that are set."""
-        decision = {field.name for field in dataclasses.fields(StreamUpdate)} | {"t", "probabilities", "infer_ms"}
+        infer_ms, then the live-only fields that are set; a hop that decided nothing has its status,
+        reason (and level) in place of the decision and the probabilities."""
+        heard = {"reason": self.reason, "level_dbfs": self.level_dbfs}
+        decision = {field.name for field in dataclasses.fields(StreamUpdate)} | {"t", "probabilities", "infer_ms", *heard}
         live = {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name not in decision}
-        return {"t": self.t, **self.fields(), **per_appliance("p_{}", self.probabilities), "infer_ms": self.infer_ms,
-                **{key: value for key, value in live.items() if value is not None}}
+        live = {key: value for key, value in live.items() if value is not None}
+        if not self.decided:
+            return {"t": self.t, **self.fields(), **{key: value for key, value in heard.items() if value is not None}, **live}
+        return {"t": self.t, **self.fields(), **per_appliance("p_{}", self.probabilities), "infer_ms": self.infer_ms, **live}

@@ -6,8 +6,11 @@ time: how long ago the newest sample of a window arrived. So seconds of audio th
 source delivers at once after a stall (jitter) are decided, not dropped; when inference really
 falls behind by more than `max_lag` seconds it skips to the newest audio and reports what it
 dropped. The buffer holds a window, `max_lag`, a stall and two hops of audio, so memory never
-grows. A device that stops delivering audio (or cannot be opened) is retried with exponential
-backoff; /healthz names it while it is lost. The audio source is a parameter, so tests drive it with a fake one.
+grows. A device or stream that stops delivering audio (or cannot be opened) is reopened with
+exponential backoff (1 s doubling to 10 s; afresh once audio was heard); standard input, which no
+one can reopen, is waited on. While no audio arrives, every hop's line says ``no-audio`` and why
+(edge.core.hearing), and /healthz names the input for the whole outage. The audio source is a
+parameter, so tests drive it with a fake one.
 Every hop's line goes to the sinks through a FanOut: a sink that cannot write (a full disk) is
 logged once, named in /healthz while it fails, and called again next hop.
 """
@@ -25,6 +28,7 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
+from edge.core.hearing import NO_AUDIO
 from edge.core.output import error_text
 from edge.detector import Detector
 from edge.monitor.audit import Auditor
@@ -42,6 +46,12 @@ class DeviceUnavailable(OSError):
 
 
 class AudioSource(Protocol):
+    """Where audio comes from. `name` says which input it is (in /healthz and the no-audio lines);
+    `reopens` is False for one that cannot be reopened (standard input), which is waited on instead."""
+
+    name: str
+    reopens: bool
+
     def start(self, callback: AudioCallback) -> int:
         """Start calling callback(mono float32 chunk, overflowed) from the audio thread; return the rate."""
 
@@ -134,8 +144,11 @@ class SoundDeviceSource:
     that existed and then vanished is retried by the monitor.
     """
 
+    reopens = True
+
     def __init__(self, device: int | str | None = None) -> None:
         self.device = device
+        self.name = "the default input device" if device is None else f"input device {device}"
         self._stream = None
         sd = import_sounddevice()
         try:
@@ -290,13 +303,14 @@ class LiveMonitor:
 
     def __init__(self, detector: Detector, source: AudioSource, on_line: Callable[[HopLine], None],
                  max_lag_sec: float = 3.0, stall_timeout_sec: float = 10.0,
-                 backoff_sec: tuple[float, float] = (1.0, 60.0), clock: Callable[[], float] = time.monotonic,
+                 backoff_sec: tuple[float, float] = (1.0, 10.0), clock: Callable[[], float] = time.monotonic,
                  inference_lock: threading.Lock | None = None, name: str | None = None) -> None:
         self.detector = detector
         self.name, self.log = name, named(name)
         self.inference_lock = inference_lock or threading.Lock()
         self.window = detector.classifier.bundle.window
         self.source = source
+        self.input_name = getattr(source, "name", None) or "the audio source"
         self.outputs = on_line if isinstance(on_line, FanOut) else FanOut([on_line])
         self.failures = Failures(logger=self.log)  # inference
         self.max_lag_sec = max_lag_sec
@@ -311,9 +325,11 @@ class LiveMonitor:
         self.ended: str | None = None  # why run() ended with an error (standard input that ended)
         self.last_audio_at: float | None = None
         self.last_line: HopLine | None = None
+        self.undecided_since: float | None = None  # since when the hops decide nothing (no signal, no audio)
         self._buffer: AudioBuffer | None = None
         self._arrivals = Arrivals()
         self._next_end = 0.0  # where the next window ends, in the seconds since the last gap that Arrivals counts
+        self._last_line_at = 0.0
 
     @property
     def auditor(self) -> Auditor | None:
@@ -328,18 +344,14 @@ class LiveMonitor:
         return self.detector.windower.recent
 
     def health(self, now: float | None = None) -> Health:
-        """Healthy while audio arrives, none was dropped in the last minute, inference keeps up and
-        every output can be written; otherwise every reason why not."""
+        """Healthy while audio with a signal arrives, none was dropped in the last minute, inference
+        keeps up and every output can be written; otherwise every reason why not."""
         now = self.clock() if now is None else now
         problems = []
         if self.ended is not None:
             problems.append(f"stopped: {self.ended}")
-        elif self.last_audio_at is None:
-            problems.append("no audio received yet" + (f" ({self.lost}); reopening the source" if self.lost else ""))
-        elif now - self.last_audio_at > self.stall_timeout_sec:
-            problems.append(f"no audio for {now - self.last_audio_at:.0f} s")
-        elif self.lost is not None:
-            problems.append(f"audio source lost ({self.lost}); reopening it")
+        elif (unheard := self.input_problem(now)) is not None:
+            problems.append(unheard)
         elif self.last_line is not None and self.last_line.lag_sec > self.max_lag_sec:
             problems.append(f"inference is {self.last_line.lag_sec:.1f} s behind (max {self.max_lag_sec:g} s)")
         drops = [(seconds, why) for at, seconds, why in list(self._drops) if at > now - DROP_WINDOW_SEC]
@@ -354,6 +366,25 @@ class LiveMonitor:
         if not problems and self.auditor is not None and self.auditor.fell_back:
             reason += "; the teacher decides since the student failed its audit"
         return Health(not problems, reason, self.overflows, self.dropped_sec, self.device_losses)
+
+    def input_problem(self, now: float) -> str | None:
+        """Why nothing is heard from the input, naming it (None while its audio is decided)."""
+        where = self.input_name
+        if self.lost is not None:
+            return f"{where}: lost ({self.lost}) {self._for(now)}; reopening it"
+        if self.last_audio_at is None:
+            return f"{where}: no audio received yet"
+        if now - self.last_audio_at > self.stall_timeout_sec:
+            return f"{where}: no audio for {now - self.last_audio_at:.0f} s"
+        line = self.last_line
+        if line is not None and line.status == NO_AUDIO and self.last_audio_at > self._last_line_at:
+            return f"{where}: the audio is back after {self._for(now)[4:]} without; deciding once a window is full"
+        if line is not None and not line.decided:
+            return f"{where}: {line.reason} {self._for(now)}"
+        return None
+
+    def _for(self, now: float) -> str:
+        return f"for {now - self.undecided_since:.0f} s" if self.undecided_since is not None else "just now"
 
     def run(self) -> None:
         """Open the source, decide every hop, and reopen it with backoff when it fails. What ends it
@@ -375,11 +406,40 @@ class LiveMonitor:
                 self.lost = str(error)
                 if self.last_audio_at != audio_before:  # it worked for a while: start the backoff afresh
                     delay = self.backoff_sec[0]
-                self.log.warning("audio device lost: %s; retrying in %g s", error, delay)
-                self.stop.wait(delay)
+                self.log.warning("%s lost: %s; retrying in %g s", self.input_name, error, delay)
+                self.source.stop()
+                self._wait_without_audio(delay)
                 delay = min(delay * 2, self.backoff_sec[1])
             finally:
                 self.source.stop()
+
+    def _wait_without_audio(self, seconds: float) -> None:
+        """Wait `seconds` (or until stopped), saying no-audio every hop meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self._no_audio(f"{self.lost}; reopening it")
+            self.stop.wait(min(left, self.detector.planner.hop_sec))
+
+    def _no_audio(self, why: str) -> None:
+        """A no-audio line, at most one a hop (the first at once). The decisions start afresh after
+        it; the windows go on with what arrives (a pipe that paused sends the rest of its audio)."""
+        now = self.clock()
+        last = self.last_line
+        if last is not None and last.status == NO_AUDIO and now - self._last_line_at < self.detector.planner.hop_sec:
+            return
+        line = self.detector.undecided(self.detector.windower.heard_sec, NO_AUDIO, f"no audio: {why}",
+                                       dropped_sec=round(self.dropped_sec, 3), overflows=self.overflows)
+        self._emit(line)
+
+    def _emit(self, line: HopLine) -> None:
+        """A hop's line to the outputs; the input's state follows it."""
+        now = self.clock()
+        if line.decided:
+            self.undecided_since = None
+        elif self.undecided_since is None or (self.last_line is not None and self.last_line.status != line.status):
+            self.undecided_since = now
+        self.last_line, self._last_line_at = line, now
+        self.outputs(line)
 
     def _session(self) -> None:
         # The buffer must exist before the source starts: a device may deliver audio at once.
@@ -391,7 +451,7 @@ class LiveMonitor:
         # a stall's worth too: the audio a network source delivers at once when it resumes
         self._buffer.capacity = int((self.window.window_sec + self.max_lag_sec + self.stall_timeout_sec
                                      + 2 * self.detector.planner.hop_sec) * rate)
-        self.log.info("listening at %d Hz (resampled to %d Hz)", rate, self.window.sample_rate)
+        self.log.info("listening to %s at %d Hz (resampled to %d Hz)", self.input_name, rate, self.window.sample_rate)
         self._gap(0.0)  # a reopened device continues the time line, not the last window
         dropped_in_buffer = self._buffer.dropped_samples
         last_audio = self.clock()
@@ -407,7 +467,10 @@ class LiveMonitor:
                 self.lost = None
                 self._decide(chunks, rate)
             elif self.clock() - last_audio > self.stall_timeout_sec:
-                raise DeviceUnavailable(f"no audio for {self.stall_timeout_sec:g} s")
+                stalled = f"no audio for {self.clock() - last_audio:.0f} s"
+                if getattr(self.source, "reopens", True):
+                    raise DeviceUnavailable(stalled)
+                self._no_audio(f"{self.input_name} sent nothing for {self.clock() - last_audio:.0f} s; waiting for it")
             try:
                 self.source.check()
             except Exception:  # lost or ended: the audio that came before is decided all the same
@@ -464,8 +527,7 @@ class LiveMonitor:
                         line = dataclasses.replace(line, lag_sec=round(lag, 3), dropped_sec=round(self.dropped_sec, 3),
                                                    overflows=self.overflows)
                         self.failures.worked("inference")
-                        self.last_line = line
-                        self.outputs(line)
+                        self._emit(line)
                         if (self._lag() or 0.0) > self.max_lag_sec:
                             break  # skip before deciding the next window
                     else:

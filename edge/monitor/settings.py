@@ -17,6 +17,7 @@ from typing import Any, Callable
 import click
 
 from edge.core.bundle import PRECISIONS
+from edge.core.hearing import SIGNAL_FLOOR_DBFS, SILENT_DBFS
 
 
 def setting(default: Any = None, help: str = "", type: click.ParamType | None = None, *, env: str | None = None,
@@ -84,6 +85,9 @@ class DetectorSettings:
                        HOP, metavar="SECONDS|auto", show_default=True)
     cpu_budget: float = setting(0.5, "With --hop auto: the share of all cores inference may use.",
                                 click.FloatRange(0, 1, min_open=True), show_default=True)
+    signal_floor_dbfs: float = setting(SIGNAL_FLOOR_DBFS, "Windows quieter than this (RMS about the mean, in dBFS) are "
+                                       "not decided: the line says no-signal (digital silence, a dead microphone).",
+                                       click.FloatRange(SILENT_DBFS, 0), show_default=True)
     median_sec: float | None = setting(None, "Seconds of windows in the running median [bundle]", SECONDS)
     debounce_sec: float | None = setting(None, "Seconds a new state must hold before it is reported [bundle]", SECONDS)
     t_ac: float | None = setting(None, "File threshold for the AC [bundle]", PROBABILITY)

@@ -118,8 +118,11 @@ class PcmSource:
     One thread reads the descriptor for the life of the process (a second reader would split the
     samples' bytes between them); while the monitor has the source stopped, what arrives is read
     and dropped, so the writer never blocks. The end of the input (the writer stopped) is
-    SourceEnded: the monitor ends, and a supervisor restarts the pipeline.
+    SourceEnded: the monitor ends, and a supervisor restarts the pipeline. A pipe that pauses is
+    waited on, never reopened (`reopens` False): what it sends after the pause is decided.
     """
+
+    reopens = False
 
     def __init__(self, fd: int, pcm: PcmFormat, chunk_sec: float = CHUNK_SEC) -> None:
         if os.isatty(fd):
@@ -127,6 +130,7 @@ class PcmSource:
                               "e.g. arecord -f S16_LE -r 48000 -c 1 -t raw | humwatch live --source - "
                               "--source-format s16le:48000:1")
         self.fd, self.pcm = fd, pcm
+        self.name = f"standard input ({pcm})" if fd == 0 else f"file descriptor {fd} ({pcm})"
         self._read_bytes = max(1, round(chunk_sec * pcm.rate)) * pcm.frame_bytes
         self._callback: AudioCallback | None = None
         self._thread: threading.Thread | None = None
@@ -205,6 +209,7 @@ class NetworkSource:
             raise SourceError(f"--source {redact(url)}: a stream is rtsp://, rtsps://, http:// or https://HOST/...; "
                               f"a device is its index or name (see 'humwatch devices'), standard input is -")
         self.url = url
+        self.name = redact(url)
         self.timeouts = (connect_timeout_sec, read_timeout_sec)
         self._session: _Session | None = None
 

@@ -1,9 +1,9 @@
 """systemd's notify protocol (Type=notify, WatchdogSec=) over the standard library's socket.
 
 Under systemd, NOTIFY_SOCKET names a datagram socket: the monitor says READY=1 once it runs, and
-WATCHDOG=1 from its hop sink, so pings flow only while audio arrives and hops are decided. A hung
-monitor (or a microphone that stopped delivering) misses its pings and systemd restarts it.
-Outside systemd every call does nothing.
+WATCHDOG=1 from its hop sink, so pings flow while its loop gives a line every hop: a decision,
+or why it decided nothing (no signal; no audio while it reopens a lost input itself). A hung
+monitor misses its pings and systemd restarts it. Outside systemd every call does nothing.
 """
 
 from __future__ import annotations
