@@ -21,6 +21,7 @@ import click
 
 from edge.core.bundle import PRECISIONS
 from edge.core.defaults import MAX_SPAN_SEC
+from edge.core.files import identity
 from edge.core.redact import HIDDEN, redact
 
 
@@ -420,26 +421,31 @@ def monitor_id(settings: LiveSettings) -> str:
 
 
 def check_distinct(monitors: list[LiveSettings], config: Path | None) -> None:
-    """Each monitor has its own name, id and files: two would overwrite each other's entities or history."""
-    seen: dict[tuple[str, Any], str] = {}  # (key, value) -> the name of the monitor that has it
+    """Each monitor has its own name, id, standard input and files: two would overwrite each other's
+    entities or history. A file or folder is what it is, not how it is spelled (links, `..`)."""
+    seen: dict[tuple, tuple[str, str]] = {}  # what a monitor has -> (that monitor's name, what sharing it means)
     for settings in monitors:
         try:
             ident = monitor_id(settings)
         except ValueError as error:
             raise SettingsError(f"{config}: [[monitor]] ({settings.name}): {error}") from error
-        owns = {"name": settings.name, "id": ident}
-        owns.update({key: Path(getattr(settings, key)).absolute() for key in MONITOR_FILES if getattr(settings, key)})
+        owns = {("name", settings.name): "the name; give each its own",
+                ("id", ident): f"the id {ident!r} (MQTT humwatch/{ident}/..., the page /monitor/{ident}/); give "
+                               "each its own name or mqtt_device_id"}
         if settings.source == "-":
-            owns["stdin"] = True
-        for key, value in owns.items():
-            if (key, value) in seen:
-                shared = {"name": "the name; give each its own",
-                          "id": f"the id {value!r} (MQTT humwatch/{value}/..., the page /monitor/{value}/); give "
-                                "each its own name or mqtt_device_id",
-                          "stdin": "standard input (source = \"-\"): only one monitor can read it",
-                          }.get(key, f"{key} = {str(value)!r}; give each its own")
-                raise SettingsError(f"{config}: the monitors {seen[key, value]!r} and {settings.name!r} share {shared}")
-            seen[key, value] = settings.name
+            owns[("stdin",)] = "standard input (source = \"-\"): only one monitor can read it"
+        for key in MONITOR_FILES:
+            path = getattr(settings, key)
+            if path:
+                owns["file", identity(path)] = f"{key} = {str(path)!r}"
+        for thing, shared in owns.items():
+            if thing in seen:
+                first, before = seen[thing]
+                if thing[0] == "file":
+                    spelled = shared if shared == before else f"one file or folder, spelled {before} and {shared}"
+                    shared = f"{spelled}; give each its own"
+                raise SettingsError(f"{config}: the monitors {first!r} and {settings.name!r} share {shared}")
+            seen[thing] = settings.name, shared
 
 
 def monitors_toml(monitors: list[LiveSettings]) -> str:
