@@ -12,6 +12,7 @@ import click
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
 from edge.core.output import format_table, json_line
+from edge.core.redact import log_to_stderr, redact
 from edge.monitor.settings import HOP, DetectorSettings, LiveSettings, click_options, live_settings, monitors_toml
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
@@ -99,16 +100,16 @@ def live(ctx, config, print_config, **options) -> None:
     if print_config:
         click.echo(monitors_toml(settings), nl=False)
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log_to_stderr()  # every line redacted, as every message below: no URL's credentials reach a log
     try:
         assembly = Assembly(settings)
         assembly.start()
     except START_ERRORS as error:
-        raise click.ClickException(str(error)) from error
+        raise click.ClickException(redact(str(error))) from error
     try:
         assembly.run()
     except (SourceEnded, SourceError, MonitorsEnded) as error:  # standard input ended (or is not audio)
-        raise click.ClickException(str(error)) from error
+        raise click.ClickException(redact(str(error))) from error
 
 
 @click.command()

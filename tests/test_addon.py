@@ -284,3 +284,49 @@ def test_the_start_says_where_the_bundle_belongs(supervisor, tmp_path):
     broken = subprocess.run([sys.executable, "-m", "edge.container.addon", "--options", str(tmp_path / "options.json")],
                             capture_output=True, text=True, cwd=REPO)
     assert broken.returncode == 1 and f"{tmp_path / 'options.json'}: not JSON" in broken.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("name", "Kit\u0007chen", "name: 'Kit\\x07chen': a control character, U+0007, at character 4; remove it"),
+    ("name", "\ud800", "name: '\\ud800': a lone surrogate (not UTF-8 text), U+D800, at character 1"),
+    ("name", 42, "name = 42: expected string"),
+    ("source", 554, "source = 554: expected string"),
+    ("alarm", ["fridge-run-max=90m", 90], "alarm = 90: expected string"),
+    ("http_host", [["a"]], "http_host = ['a']: expected string"),
+    ("cpu_budget", float("nan"), "cpu_budget: nan is not a number in the range 0<x<=1"),
+    ("clips_max_mb", float("inf"), "clips_max_mb: inf is not in the range 1<=x<=1000000"),
+    ("history_days", 10**20, "history_days: 1e+20 is not in the range 1<=x<=36500"),
+    ("hop", "inf", "hop: --hop 'inf': expected seconds"),
+    ("history", "false", "history = 'false': expected true or false"),
+    ("mqtt", "mqtt://me:hunter2@broker\n", "mqtt: 'mqtt://***@broker\\n': a control character, U+000A"),
+    ("mqtt_password", "hunter2\u0000", "mqtt_password: ***: a control character, U+0000"),
+    ("http_token", 1234, "http_token = ***: expected string"),
+])
+def test_options_that_humwatch_would_refuse_are_one_line_naming_the_option(tmp_path, option, value, message):
+    path = tmp_path / "options.json"
+    with pytest.raises(addon.AddonError) as error:
+        addon.check_options({**CONFIG["options"], option: value}, path)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value), str(error.value)
+    assert "hunter2" not in str(error.value) and "1234" not in str(error.value)
+
+
+def test_one_text_where_a_list_is_wanted_is_a_list_of_one(supervisor, tmp_path):
+    options = addon.check_options({**CONFIG["options"], "alarm": "fridge-run-max=90m", "http_host": "HA.example.org",
+                                   "name": "K\u00fcche \"S\u00fcd\" \\ \U0001F600"}, tmp_path / "options.json")
+    settings, _ = addon.plan(options, addon.Supervisor(supervisor.url, supervisor.TOKEN))
+    written = tomllib.loads(addon.toml_text(settings, Path("/data/options.json")))
+    assert written["alarm"] == ["fridge-run-max=90m"] and written["name"] == "K\u00fcche \"S\u00fcd\" \\ \U0001F600"
+    assert written["http_host"] == ["ha.example.org", "homeassistant", "homeassistant.local"]
+
+
+def test_an_option_that_is_not_utf8_stops_the_start_with_one_line(supervisor, tmp_path):
+    """JSON may hold "\\ud800", which no UTF-8 file can: the Supervisor's options.json as written."""
+    bundle = REPO / "tests" / "fixtures" / "bundle-v2"
+    (tmp_path / "options.json").write_text(json.dumps({**CONFIG["options"], "bundle": str(bundle), "name": "\ud800"}),
+                                           encoding="utf-8")
+    command = [sys.executable, "-m", "edge.container.addon", "--options", tmp_path / "options.json",
+               "--config", tmp_path / "humwatch.toml", "--supervisor", supervisor.url]
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, cwd=REPO, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "SUPERVISOR_TOKEN": FakeSupervisor.TOKEN})
+    assert result.returncode == 1 and "Traceback" not in result.stderr and not (tmp_path / "humwatch.toml").exists()
+    assert f"{tmp_path / 'options.json'}: name: '\\ud800': a lone surrogate (not UTF-8 text)" in result.stderr

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -149,6 +150,48 @@ def test_a_second_monitor_on_the_same_file_is_refused(tmp_path):
         History(tmp_path / "h.sqlite")
     first.close()
     History(tmp_path / "h.sqlite").close()  # free again once the first one stopped
+
+
+HOLDER = """
+import sys
+from edge.home.history import History
+
+history = History(sys.argv[1])
+print("holding", flush=True)
+sys.stdin.read()  # until the test closes it
+history.close()
+"""
+
+
+def test_the_lock_follows_the_database_file_whatever_names_it(tmp_path):
+    """A symbolic link, a hard link or a path through .. name the same database: a second monitor on
+    any of them is refused, in this process or another, and told who holds it, without -wal or
+    -shm files appearing beside the other name."""
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "h.sqlite"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        (tmp_path / "soft.sqlite").symlink_to(path)
+        (tmp_path / "hard.sqlite").hardlink_to(path)
+        for name in ("h.sqlite", "soft.sqlite", "hard.sqlite", "sub/../h.sqlite"):
+            with pytest.raises(HistoryError, match=rf"{name}: already in use by a running monitor \(pid {holder.pid} on "):
+                History(tmp_path / name)
+        assert {item.name for item in tmp_path.iterdir() if "-" in item.name} <= {"h.sqlite-wal", "h.sqlite-shm"}
+    finally:
+        holder.stdin.close()
+        holder.wait(20)
+    first = History(tmp_path / "hard.sqlite")  # free once its holder stopped; and in one process as well:
+    try:
+        for name in ("h.sqlite", "soft.sqlite", "sub/../hard.sqlite"):
+            with pytest.raises(HistoryError, match=rf"already in use by a running monitor \(pid {os.getpid()} on "):
+                History(tmp_path / name)
+        first(line_at(0.0))  # the refusals left the holder's database as it was
+        with reading(first.path) as connection:
+            assert connection.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 2
+    finally:
+        first.close()
 
 
 WRITER = """

@@ -103,6 +103,40 @@ def test_a_bad_monitor_table_is_one_error_naming_the_key_and_the_file(tmp_path, 
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
 
 
+def _link(kind: str, target, link) -> None:
+    if kind == "symlink":
+        link.symlink_to(target)
+    else:
+        link.hardlink_to(target)
+
+
+@pytest.mark.parametrize("first_key, second_key, first, second, make", [
+    ("history", "history", "h.sqlite", "soft.sqlite", lambda tmp: _link("symlink", tmp / "h.sqlite", tmp / "soft.sqlite")),
+    ("history", "history", "h.sqlite", "hard.sqlite", lambda tmp: _link("hardlink", tmp / "h.sqlite", tmp / "hard.sqlite")),
+    ("history", "history", "h.sqlite", "d/../h.sqlite", lambda tmp: (tmp / "d").mkdir()),
+    ("history", "output", "h.sqlite", "d/../h.sqlite", lambda tmp: (tmp / "d").mkdir()),  # one file under two keys
+    ("output", "output", "states.jsonl", "hard.jsonl",
+     lambda tmp: _link("hardlink", tmp / "states.jsonl", tmp / "hard.jsonl")),
+    ("clips", "clips", "clips", "linked", lambda tmp: _link("symlink", tmp / "clips", tmp / "linked")),
+    ("relabel_dir", "clips", "clips/", "d/../clips", lambda tmp: (tmp / "d").mkdir()),
+    ("history", "history", "new/h.sqlite", "alias/h.sqlite",  # not made yet: one file once both are made
+     lambda tmp: _link("symlink", tmp / "new", tmp / "alias")),
+])
+def test_two_monitors_never_share_a_file_or_folder_however_it_is_spelled(tmp_path, first_key, second_key, first, second,
+                                                                         make):
+    for made in ("h.sqlite", "states.jsonl"):
+        (tmp_path / made).touch()
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "new").mkdir()
+    make(tmp_path)
+    config = write(tmp_path, f'[[monitor]]\nname = "A"\n{first_key} = "{tmp_path / first}"\n'
+                             f'[[monitor]]\nname = "B"\n{second_key} = "{tmp_path / second}"\n')
+    with pytest.raises(SettingsError) as error:
+        settings_of(config)
+    assert (f"the monitors 'A' and 'B' share one file or folder, spelled {first_key} = '{tmp_path / first.rstrip('/')}' "
+            f"and {second_key} = '{tmp_path / second}'; give each its own") in error.value.message
+
+
 def test_the_example_files_monitor_tables_load_in_place_of_its_monitor_keys(tmp_path):
     text = (REPO / "edge" / "systemd" / "humwatch.toml").read_text()
     head, tables = text.split("# [[monitor]]", 1)

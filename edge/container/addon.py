@@ -7,8 +7,11 @@ The Supervisor keeps the user's options (checked against the schema in humwatch/
 decides itself: the page on the ingress port for Home Assistant's proxy (the names Home Assistant
 is opened by allowed as Host), the history in /data, clips under /share/humwatch, and the MQTT
 broker the Supervisor offers (its services API) unless the options name one. Credentials go to
-the environment (HUMWATCH_MQTT_USER, ...), never into the file. Then this process becomes
-`humwatch live --config /data/humwatch.toml` (plus LIVE-OPTIONS, e.g. --print-config).
+the environment (HUMWATCH_MQTT_USER, ...), never into the file. Every option is checked first by
+`humwatch live`'s own rules (a wrong type, a number out of range, a control character or text that
+is not UTF-8 is one log line naming the option; one text where a list is wanted is a list of one).
+Then this process becomes `humwatch live --config /data/humwatch.toml` (plus LIVE-OPTIONS, e.g.
+--print-config).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from edge.monitor.settings import LiveSettings
+from edge.core.redact import log_to_stderr
+from edge.monitor.settings import LiveSettings, SettingsError, check_keys, toml_value
 
 log = logging.getLogger("humwatch.addon")
 
@@ -38,6 +42,9 @@ PASSED = ("name", "bundle", "source", "source_format", "precision", "hop", "cpu_
 # Secret options: the environment variable `humwatch live` reads each from.
 SECRETS = {field.name: field.metadata["env"] for field in dataclasses.fields(LiveSettings)
            if field.name in ("mqtt_user", "mqtt_password", "http_token")}
+SWITCHES = ("history", "clips")  # the add-on's own options: true or false
+LISTS = tuple(field.name for field in dataclasses.fields(LiveSettings)  # passed options that are lists
+              if field.name in PASSED and field.metadata["multiple"])
 
 
 class AddonError(Exception):
@@ -95,6 +102,21 @@ def read_options(path: Path) -> dict[str, Any]:
     return options
 
 
+def check_options(options: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The options as :func:`plan` takes them, checked by `humwatch live`'s rules (one text where a
+    list is wanted becomes a list of one); an AddonError names the option, the value and the fix."""
+    options = {key: [value] if isinstance(value, str) and key in LISTS else value for key, value in options.items()}
+    for key in SWITCHES:
+        if not isinstance(options.get(key, False), bool):
+            raise AddonError(f"{path}: {key} = {options[key]!r}: expected true or false")
+    given = {key: value for key, value in options.items() if key in (*PASSED, *SECRETS) and value not in (None, "", [])}
+    try:
+        check_keys(LiveSettings, given, path)
+    except SettingsError as error:
+        raise AddonError(error.message) from None
+    return options
+
+
 def plan(options: dict[str, Any], supervisor: Supervisor) -> tuple[dict[str, Any], dict[str, str]]:
     """The settings file's values and the environment (the credentials) for the options."""
     given = {key: value for key, value in options.items() if value not in (None, "", [])}
@@ -124,10 +146,10 @@ def plan(options: dict[str, Any], supervisor: Supervisor) -> tuple[dict[str, Any
 
 
 def toml_text(settings: dict[str, Any], options: Path) -> str:
-    """The settings as TOML (JSON's strings, numbers, booleans and lists of strings are TOML's)."""
+    """The settings as TOML."""
     lines = [f"# Written by the humwatch add-on from {options} at every start: change the add-on's options,",
              "# not this file. The keys are humwatch live's options (README: the settings file)."]
-    lines += [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in settings.items()]
+    lines += [f"{key} = {toml_value(value)}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -153,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--supervisor", default=SUPERVISOR, help="the Supervisor's API")
     parser.add_argument("live_options", nargs="*", help="after --: more options for humwatch live")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log_to_stderr()
     try:
-        options = read_options(args.options)
+        options = check_options(read_options(args.options), args.options)
         settings, env = plan(options, Supervisor(args.supervisor, os.environ.get("SUPERVISOR_TOKEN")))
         check_bundle(settings)
         write_atomically(args.config, toml_text(settings, args.options))

@@ -1,6 +1,6 @@
-"""Small file helpers: a folder walk that reports what it cannot read, checksums, atomic writes (a
-reader never sees half a file), and directories built beside their destination and renamed into
-place only when complete."""
+"""Small file helpers: a folder walk that reports what it cannot read, what a path names (however
+it is spelled), checksums, atomic writes (a reader never sees half a file), and directories built
+beside their destination and renamed into place only when complete."""
 
 from __future__ import annotations
 
@@ -27,6 +27,17 @@ def walk_files(root: Path) -> tuple[list[Path], dict[Path, str]]:
     for folder, _, names in os.walk(root, onerror=note):
         found += (Path(folder, name) for name in names)
     return sorted(found), unreadable
+
+
+def identity(path: str | Path) -> tuple:
+    """What `path` names, however it is spelled: the file's device and inode where it exists (a
+    symbolic or hard link, `..` and a trailing slash name the same one), else the path with every
+    link and `..` resolved."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    return ("inode", status.st_dev, status.st_ino)
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

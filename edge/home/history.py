@@ -18,10 +18,11 @@ that starts during a gap counts one cycle, of unknown start.
 A segment is written at its first decision, so a monitor that never hears anything writes none.
 Each hop is one transaction: a SIGKILL or a power cut loses at most that hop and never corrupts
 the file. A hop that cannot be written (a full disk) is kept in memory and written with the next
-one, with its own times. One monitor per database: a second one is refused (an advisory lock,
-freed by the kernel when the holder dies). Readers use connections of their own (:func:`reading`)
-and never wait on, or hold up, the monitor's writes. Statistics and alarms are computed from the
-rows, so they survive restarts.
+one, with its own times. One monitor per database: a second one is refused (an advisory lock on
+the database file itself, so another name for it, a symbolic or hard link, finds it too; freed by
+the kernel when the holder dies; the holder's pid and host are in the database). Readers use
+connections of their own (:func:`reading`) and never wait on, or hold up, the monitor's writes.
+Statistics and alarms are computed from the rows, so they survive restarts.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Iterator
 
+from edge.core.files import identity
 from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.history")
@@ -75,11 +78,16 @@ WHERE id = (SELECT opening.id FROM changes opening WHERE opening.segment = chang
 DAY = 86_400.0
 GAP_MIN_SEC = 10.0  # a hop later than this (or GAP_HOPS hops) after the previous one starts a new segment
 GAP_HOPS = 3
+_HELD: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # identity of a database -> its History here
 
 
 class HistoryError(OSError):
     """A history database that cannot be used or written; the message names it, the cause and the fix
     (a write that failed carries the errno: ENOSPC for a full disk)."""
+
+
+def _this_process() -> str:
+    return f"pid {os.getpid()} on {os.uname().nodename}"
 
 
 def gap_sec(hop_sec: float | None) -> float:
@@ -362,26 +370,17 @@ class History:
         self.clock = clock
         self.retention_days = retention_days
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path.with_name(self.path.name + ".lock"), "a+b", buffering=0)  # (nothing left to flush on close)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.seek(0)
-            holder = self._lock.read().decode(errors="replace").strip() or "another process"
-            self._lock.close()
-            raise HistoryError(f"--history {self.path}: already in use by a running monitor ({holder}); "
-                               "give each monitor its own database") from None
+        self._lock, self._identity = self._claim()
         self.connection: sqlite3.Connection | None = None
         try:
-            self._lock.seek(0)
-            self._lock.truncate()
-            self._lock.write(f"pid {os.getpid()} on {os.uname().nodename}".encode())
             self.connection = connect(self.path)
             self._open()
+            self.connection.execute("INSERT OR REPLACE INTO meta VALUES ('holder', ?)", (_this_process(),))
+            self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # into the file itself, for _holder
         except BaseException as error:
             if self.connection is not None:
                 self.connection.close()
-            self._lock.close()
+            self._release()
             if isinstance(error, (sqlite3.Error, OSError)) and not isinstance(error, HistoryError):
                 raise HistoryError(self._start_error(error)) from None
             raise
@@ -392,6 +391,49 @@ class History:
         with self.reading() as connection:  # each appliance's last run before this monitor: a run may go on
             self._before = {name: run for name in stored_appliances(connection)
                             if (run := last_run(connection, name))[0] is not None}
+
+    def _claim(self):
+        """The database file, open (created empty when new: SQLite takes that for a new database)
+        and locked, and what it is (edge.core.files.identity); a HistoryError naming the holder when
+        a monitor has it. The lock is on the file, not on a name. The handle is never opened on a
+        file this process holds already, and is closed only after SQLite's connection: closing any
+        handle on a file drops the process's POSIX locks on it, SQLite's too."""
+        if identity(self.path) in _HELD:
+            raise HistoryError(self._in_use(_this_process()))
+        try:
+            handle = open(self.path, "a+b", buffering=0)  # (nothing to flush on close)
+        except OSError as error:
+            raise HistoryError(self._start_error(error)) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.close()
+            raise HistoryError(self._in_use(self._holder()) if isinstance(error, BlockingIOError)
+                               else self._start_error(error)) from None
+        held = identity(self.path)
+        _HELD[held] = self
+        return handle, held
+
+    def _in_use(self, holder: str) -> str:
+        return (f"--history {self.path}: already in use by a running monitor ({holder}); "
+                "give each monitor its own database")
+
+    def _holder(self) -> str:
+        """Who holds the database (of another process), as its holder wrote it there. Read as
+        immutable: no -wal or -shm is opened, or made, beside this name of the file."""
+        try:
+            connection = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+            try:
+                row = connection.execute("SELECT value FROM meta WHERE key = 'holder'").fetchone()
+            finally:
+                connection.close()
+        except sqlite3.Error:
+            row = None
+        return row[0] if row else "another process"
+
+    def _release(self) -> None:
+        _HELD.pop(self._identity, None)
+        self._lock.close()
 
     def _open(self) -> None:
         """Check the file, create or check the schema, drop rows past retention."""
@@ -549,4 +591,4 @@ class History:
                     log.warning("--history %s: the last hops could not be written before closing (%s); "
                                 "%d change(s) and the time since the last write are missing", self.path, cause(error), lost)
             self.connection.close()
-        self._lock.close()
+        self._release()

@@ -55,6 +55,7 @@ import urllib.parse
 import paho.mqtt.client as mqtt
 
 from edge.core.labels import SEED, Appliances
+from edge.core.redact import redact
 from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.mqtt")
@@ -112,13 +113,19 @@ class MqttSettings:
 
     @classmethod
     def from_url(cls, url: str, **options) -> MqttSettings:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in DEFAULT_PORTS or not parsed.hostname:
-            raise ValueError(f"--mqtt {url!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        try:
+            parsed = urllib.parse.urlsplit(url)
+            port = parsed.port
+        except ValueError:  # a port that is no number (its text perhaps a password's), an unclosed [
+            parsed = None
+        # An '@' after the host: a '/', '?' or '#' in the password ended the host early; refused, never guessed at
+        if parsed is None or parsed.scheme not in DEFAULT_PORTS or not parsed.hostname or "@" in url.partition(parsed.netloc)[2]:
+            raise ValueError(f"--mqtt {redact(url)!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (in a user "
+                             "name or password, write / ? # as %2F %3F %23)")
         # Credentials may also sit in the URL (mqtt://user:password@host); options win.
         options["username"] = options.get("username") or (urllib.parse.unquote(parsed.username) if parsed.username else None)
         options["password"] = options.get("password") or (urllib.parse.unquote(parsed.password) if parsed.password else None)
-        return cls(host=parsed.hostname, port=parsed.port or DEFAULT_PORTS[parsed.scheme], tls=parsed.scheme == "mqtts",
+        return cls(host=parsed.hostname, port=port or DEFAULT_PORTS[parsed.scheme], tls=parsed.scheme == "mqtts",
                    **options)
 
     @property

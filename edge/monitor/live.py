@@ -30,6 +30,7 @@ import numpy as np
 
 from edge.core.hearing import NO_AUDIO
 from edge.core.output import error_text
+from edge.core.redact import redact
 from edge.detector import Detector
 from edge.monitor.audit import Auditor
 from edge.monitor.hop import HopLine
@@ -362,7 +363,7 @@ class LiveMonitor:
         problems += self.failures.problems(now) + self.outputs.failures.problems(now)
         if self.auditor is not None and self.auditor.problem():
             problems.append(self.auditor.problem())
-        reason = "; ".join(problems) or "audio arriving, inference keeping up, outputs written"
+        reason = redact("; ".join(problems)) or "audio arriving, inference keeping up, outputs written"
         if not problems and self.auditor is not None and self.auditor.fell_back:
             reason += "; the teacher decides since the student failed its audit"
         return Health(not problems, reason, self.overflows, self.dropped_sec, self.device_losses)

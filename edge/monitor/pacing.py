@@ -14,12 +14,14 @@ import math
 import os
 
 
+from edge.core.defaults import MAX_WINDOW_SEC
 from edge.core.proc import median_sec
 from edge.monitor.runtime import Classifier, noise_window
 
 log = logging.getLogger("humwatch.pacing")
 HOP_STEP_SEC = 0.5
 MIN_HOP_SEC = 0.5
+MIN_FIXED_HOP_SEC = 0.1  # --hop SECONDS (auto never goes below MIN_HOP_SEC)
 WARMUP_WINDOWS = 3
 RECHECK_EVERY = 20  # windows
 SHRINK_MARGIN = 0.8  # a shorter hop is taken only if it would use at most 80 % of the budget
@@ -33,15 +35,16 @@ def cpu_seconds_per_window(classifier: Classifier, windows: int = WARMUP_WINDOWS
 
 
 def parse_hop(value: str) -> float | None:
-    """'auto' -> None; else seconds > 0."""
+    """'auto' -> None; else seconds from MIN_FIXED_HOP_SEC to MAX_WINDOW_SEC (nan and inf are neither)."""
     if value == "auto":
         return None
     try:
         seconds = float(value)
     except ValueError:
-        seconds = 0.0
-    if seconds <= 0:
-        raise ValueError(f"--hop {value!r}: expected seconds (e.g. 1.5) or 'auto'")
+        seconds = math.nan
+    if not MIN_FIXED_HOP_SEC <= seconds <= MAX_WINDOW_SEC:
+        raise ValueError(f"--hop {value!r}: expected seconds (e.g. 1.5) or 'auto'; a hop is {MIN_FIXED_HOP_SEC:g} "
+                         f"to {MAX_WINDOW_SEC:g} s")
     return seconds
 
 

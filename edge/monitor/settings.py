@@ -3,27 +3,35 @@
 A field's metadata holds its help and click type: :func:`click_options` makes the command-line
 options from the fields, :func:`load_toml` reads the same keys (the long option names, with `_`
 for `-`) from a TOML file, and :func:`merge` lets the command line beat the file. So every option
-has one name, one type, one default and one help text, wherever it is given.
+has one name, one type, one default and one help text, wherever it is given; and one check of its
+value: every number finite and in its range, every text free of control characters and valid
+Unicode, so that :func:`to_toml` can always write it back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 from edge.core.bundle import PRECISIONS
+from edge.core.defaults import MAX_SPAN_SEC
+from edge.core.files import identity
 from edge.core.hearing import SIGNAL_FLOOR_DBFS, SILENT_DBFS
+from edge.core.redact import HIDDEN, redact
 
 
 def setting(default: Any = None, help: str = "", type: click.ParamType | None = None, *, env: str | None = None,
             multiple: bool = False, is_flag: bool = False, secret: bool = False, metavar: str | None = None,
             show_default: bool = False) -> Any:
     """A settings field: its default and how the command line and the file spell and check it."""
+    if type is None and not is_flag:
+        type = SECRET if secret else TEXT
     metadata = dict(help=help, type=type, env=env, multiple=multiple, is_flag=is_flag, secret=secret,
                     metavar=metavar, show_default=show_default)
     if multiple:
@@ -31,18 +39,54 @@ def setting(default: Any = None, help: str = "", type: click.ParamType | None = 
     return dataclasses.field(default=default, metadata=metadata)
 
 
-class TextRule(click.ParamType):
-    """An option kept as text and checked by a rule whose ValueError is the message."""
+def check_text(text: str) -> None:
+    """Text a setting can hold: no control characters (no setting means one, and a log line or a
+    topic would carry it) and nothing that is not Unicode (a lone surrogate: bytes that were not
+    UTF-8, or JSON's "\\ud800"), which no TOML file or UTF-8 log can hold. The ValueError names the
+    character, not the text (it may be a secret)."""
+    for position, character in enumerate(text):
+        kind = unicodedata.category(character)
+        if kind in ("Cc", "Cs"):
+            what = "a lone surrogate (not UTF-8 text)" if kind == "Cs" else "a control character"
+            raise ValueError(f"{what}, U+{ord(character):04X}, at character {position + 1}; remove it")
 
-    def __init__(self, name: str, rule: Callable[[str], Any]) -> None:
-        self.name, self.rule = name, rule
+
+class TextRule(click.ParamType):
+    """An option kept as text (:func:`check_text`; a `secret` one never shown) and checked by
+    `rule`, whose ValueError is the message."""
+
+    def __init__(self, name: str, rule: Callable[[str], Any] | None = None, secret: bool = False) -> None:
+        self.name, self.rule, self.secret = name, rule, secret
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
         try:
-            self.rule(str(value))
+            check_text(text)
         except ValueError as error:
-            self.fail(str(error), param, ctx)
-        return str(value)
+            self.fail(f"{HIDDEN if self.secret else redact(repr(text))}: {error}", param, ctx)
+        if self.rule is not None:
+            try:
+                self.rule(text)
+            except ValueError as error:
+                self.fail(redact(str(error)), param, ctx)
+        return text
+
+
+class PathText(click.Path):
+    """A file or folder option whose name is text a setting can hold (:func:`check_text`)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(TEXT.convert(value, param, ctx) if isinstance(value, str) else value, param, ctx)
+
+
+class Range(click.FloatRange):
+    """A finite number in [min, max] (click's FloatRange alone lets nan through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number in the range {self._describe_range()}", param, ctx)
+        return number
 
 
 def hop_rule(text: str) -> float | None:
@@ -66,10 +110,12 @@ def parse_level(text: str) -> tuple[str, float]:
     return key.strip(), probability
 
 
+TEXT = TextRule("text")
+SECRET = TextRule("secret", secret=True)
 HOP = TextRule("hop", hop_rule)
 LEVEL = TextRule("level", parse_level)
-PROBABILITY = click.FloatRange(0, 1)
-SECONDS = click.FloatRange(min=0, min_open=True)
+PROBABILITY = Range(0, 1)
+SECONDS = Range(0, int(MAX_SPAN_SEC), min_open=True)  # the decision spans: edge.core.defaults.DecisionConfig's bounds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,17 +123,17 @@ class DetectorSettings:
     """What decides: the bundle, the model, the hop, and overrides of the bundle's decision settings."""
 
     bundle: Path | None = setting(None, "Bundle directory (from humwatch export).",
-                                  click.Path(path_type=Path, file_okay=False))
+                                  PathText(path_type=Path, file_okay=False))
     precision: str | None = setting(None, "fp32 or int8 (BEATs), or student (distilled) [default: the bundle's]",
                                     click.Choice(PRECISIONS))
-    threads: int | None = setting(None, "onnxruntime intra-op threads [default: all cores]", click.IntRange(min=1))
+    threads: int | None = setting(None, "onnxruntime intra-op threads [default: all cores]", click.IntRange(1, 1024))
     hop: str = setting("auto", "Seconds between decisions, or auto: the shortest hop that fits --cpu-budget.",
                        HOP, metavar="SECONDS|auto", show_default=True)
     cpu_budget: float = setting(0.5, "With --hop auto: the share of all cores inference may use.",
-                                click.FloatRange(0, 1, min_open=True), show_default=True)
+                                Range(0, 1, min_open=True), show_default=True)
     signal_floor_dbfs: float = setting(SIGNAL_FLOOR_DBFS, "Windows quieter than this (RMS about the mean, in dBFS) are "
                                        "not decided: the line says no-signal (digital silence, a dead microphone).",
-                                       click.FloatRange(SILENT_DBFS, 0), show_default=True)
+                                       Range(SILENT_DBFS, 0), show_default=True)
     median_sec: float | None = setting(None, "Seconds of windows in the running median [bundle]", SECONDS)
     debounce_sec: float | None = setting(None, "Seconds a new state must hold before it is reported [bundle]", SECONDS)
     t_ac: float | None = setting(None, "File threshold for the AC [bundle]", PROBABILITY)
@@ -132,7 +178,11 @@ def click_options(cls: type, exclude: tuple[str, ...] = (), required: tuple[str,
 
 
 class SettingsError(click.ClickException):
-    """A settings file or value that cannot be used; the message names the key and the file."""
+    """A settings file or value that cannot be used; the message names the key and the file (any
+    URL in it redacted)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 def _expected(field: dataclasses.Field) -> tuple[type, ...]:
@@ -178,7 +228,7 @@ def check_keys(cls: type, data: dict[str, Any], path: Path, where: str = "") -> 
 
 def _checked(field: dataclasses.Field, value: Any, where: str) -> Any:
     """A file value of the right type, converted and range-checked by the option's own click type."""
-    expected = _expected(field)
+    expected, kind = _expected(field), field.metadata["type"]
     items = value if field.metadata["multiple"] else [value]
     if field.metadata["multiple"] and not isinstance(value, list):
         raise SettingsError(f"{where} = {value!r}: expected a list, e.g. [\"...\"]")
@@ -186,10 +236,11 @@ def _checked(field: dataclasses.Field, value: Any, where: str) -> Any:
         if isinstance(item, bool) != (bool in expected) or not isinstance(item, expected):
             names = " or ".join("number" if t is float else {int: "integer", str: "string", bool: "true/false"}[t]
                                 for t in expected if not (t is int and float in expected))
-            raise SettingsError(f"{where} = {item!r}: expected {names}")
-    kind = field.metadata["type"]
-    if kind is None or field.metadata["is_flag"]:
-        return tuple(items) if field.metadata["multiple"] else value
+            bounds = f" in the range {kind._describe_range()}" if isinstance(kind, click.types._NumberRangeBase) else ""
+            shown = HIDDEN if field.metadata["secret"] else repr(item)
+            raise SettingsError(f"{where} = {shown}: expected {names}{bounds}")
+    if field.metadata["is_flag"]:
+        return value
     try:
         converted = [kind.convert(item, None, None) for item in items]
     except click.BadParameter as error:
@@ -219,28 +270,44 @@ def _merge(cls: type, ctx: click.Context, given: dict[str, Any], values: dict[st
 def to_toml(settings: Any, keys: tuple[str, ...] | None = None, leave_out: tuple[str, ...] = ()) -> str:
     """The settings in force as TOML, secrets masked (credentials in URLs too); unset options as
     comments. `keys`: only these fields; `leave_out`: not these."""
-    from edge.monitor.sources import redact
-
-    def mask(value: Any) -> Any:
-        return redact(value) if isinstance(value, str) else value
-
     lines = []
     for field in dataclasses.fields(settings):
         if (keys is not None and field.name not in keys) or field.name in leave_out:
             continue
         value = getattr(settings, field.name)
-        if field.metadata["secret"] and value is not None:
-            value = "***"
-        value = mask(value)
         if value is None:
             lines.append(f"# {key_of(field)} =  (not set)")
             continue
-        if isinstance(value, Path):
-            value = str(value)
-        if isinstance(value, tuple):
-            value = [mask(str(item)) for item in value]
-        lines.append(f"{key_of(field)} = {json.dumps(value, ensure_ascii=False)}")
+        if field.metadata["secret"]:
+            value = HIDDEN
+        lines.append(f"{key_of(field)} = {toml_value(value, redact)}")
     return "\n".join(lines) + "\n"
+
+
+_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def toml_value(value: Any, shown: Callable[[str], str] = str) -> str:
+    """`value` (text or a path, a number, true/false, or a list of them) as a TOML value, each text
+    through `shown` first. (Python writes a float as TOML does, inf and nan too.)"""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item, shown) for item in value) + "]"
+    return '"' + "".join(map(_escaped, shown(str(value)))) + '"'
+
+
+def _escaped(character: str) -> str:
+    """One character as a TOML basic string holds it: quotes, backslashes and control characters
+    escaped; a lone surrogate, which no TOML file can hold, is a ValueError."""
+    kind = unicodedata.category(character)
+    if character in _ESCAPES:
+        return _ESCAPES[character]
+    if kind == "Cs":
+        raise ValueError(f"U+{ord(character):04X} is a lone surrogate (not UTF-8 text): TOML cannot hold it")
+    return f"\\u{ord(character):04X}" if kind == "Cc" else character
 
 
 def require_bundle(settings: DetectorSettings) -> None:
@@ -249,8 +316,9 @@ def require_bundle(settings: DetectorSettings) -> None:
 
 
 
-FILE = click.Path(path_type=Path, dir_okay=False)
-FOLDER = click.Path(path_type=Path, file_okay=False)
+DAY_SEC = 86_400
+FILE = PathText(path_type=Path, dir_okay=False)
+FOLDER = PathText(path_type=Path, file_okay=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +336,7 @@ class LiveSettings(DetectorSettings):
     output: Path | None = setting(None, "Also append lines to this file.", FILE)
     max_lag: float = setting(3.0, "Seconds inference may fall behind (wall-clock: audio a stream delivers at once "
                                   "after a stall is not lag) before the oldest audio is dropped.",
-                             click.FloatRange(min=0), show_default=True)
+                             Range(0, 600), show_default=True)
     name: str = setting("humwatch", "This monitor's name: the Home Assistant device (e.g. Kitchen -> sensor.kitchen_state).",
                         show_default=True)
     mqtt: str | None = setting(None, "Publish to this broker: mqtt://HOST[:PORT] or mqtts://...", metavar="URL")
@@ -276,7 +344,7 @@ class LiveSettings(DetectorSettings):
     mqtt_password: str | None = setting(None, "MQTT password", env="HUMWATCH_MQTT_PASSWORD", secret=True)
     mqtt_device_id: str | None = setting(None, "Topic id: humwatch/<id>/... [default: the name as a slug]")
     mqtt_heartbeat: float = setting(60.0, "Seconds between state republishes when nothing changes.",
-                                    click.FloatRange(min=1), show_default=True)
+                                    Range(1, DAY_SEC), show_default=True)
     http: str | None = setting(None, "Serve the page at / and /state, /healthz, /metrics (a bare port: loopback only).",
                                metavar="[HOST:]PORT")
     http_token: str | None = setting(None, "Needed to relabel when --http listens beyond loopback.",
@@ -286,19 +354,19 @@ class LiveSettings(DetectorSettings):
     relabel_dir: Path | None = setting(None, "The page's relabel control writes correctly named copies of clips here "
                                              "(needs --clips).", FOLDER)
     clips: Path | None = setting(None, "Write the audio around every state change here (FLAC + JSON).", FOLDER)
-    clips_seconds: float = setting(20.0, "Seconds of audio in a clip.", click.FloatRange(min=1), show_default=True)
-    clips_max_mb: float = setting(500.0, "The clips folder is kept under this size.", click.FloatRange(min=1),
+    clips_seconds: float = setting(20.0, "Seconds of audio in a clip.", Range(1, 600), show_default=True)
+    clips_max_mb: float = setting(500.0, "The clips folder is kept under this size.", Range(1, 1_000_000),
                                   show_default=True)
     history: Path | None = setting(None, "Keep every change of each appliance and the monitor's uptime in this "
                                          "SQLite file.", FILE)
-    history_days: float = setting(400.0, "Days the history keeps.", click.FloatRange(min=1), show_default=True)
+    history_days: float = setting(400.0, "Days the history keeps.", Range(1, 36_500), show_default=True)
     alarm: tuple[str, ...] = setting((), "A run or pause of any appliance of the bundle longer than DURATION, e.g. "
                                          "fridge-run-max=90m, fridge-off-max=6h (needs --history; repeat for more).",
                                      multiple=True, metavar="APPLIANCE-(run|off)-max=DURATION")
     watts: str | None = setting(None, "Power of any appliance of the bundle when running: energy sensors, e.g. "
                                       "ac=1200,fridge=150 (needs --history).", metavar="NAME=W,...")
     audit_every_sec: float = setting(60.0, "With the student deciding: BEATs also decides a window this often and the "
-                                           "two are compared (0: never).", click.FloatRange(min=0), show_default=True)
+                                           "two are compared (0: never).", Range(0, DAY_SEC), show_default=True)
     audit_max_rate: float = setting(0.1, "/healthz says degraded when more than this share of the last hour's audits "
                                          "disagree.", PROBABILITY, show_default=True)
     audit_fallback: float | None = setting(None, "Switch to BEATs for good when more than RATE of the last hour's "
@@ -357,26 +425,31 @@ def monitor_id(settings: LiveSettings) -> str:
 
 
 def check_distinct(monitors: list[LiveSettings], config: Path | None) -> None:
-    """Each monitor has its own name, id and files: two would overwrite each other's entities or history."""
-    seen: dict[tuple[str, Any], str] = {}  # (key, value) -> the name of the monitor that has it
+    """Each monitor has its own name, id, standard input and files: two would overwrite each other's
+    entities or history. A file or folder is what it is, not how it is spelled (links, `..`)."""
+    seen: dict[tuple, tuple[str, str]] = {}  # what a monitor has -> (that monitor's name, what sharing it means)
     for settings in monitors:
         try:
             ident = monitor_id(settings)
         except ValueError as error:
             raise SettingsError(f"{config}: [[monitor]] ({settings.name}): {error}") from error
-        owns = {"name": settings.name, "id": ident}
-        owns.update({key: Path(getattr(settings, key)).absolute() for key in MONITOR_FILES if getattr(settings, key)})
+        owns = {("name", settings.name): "the name; give each its own",
+                ("id", ident): f"the id {ident!r} (MQTT humwatch/{ident}/..., the page /monitor/{ident}/); give "
+                               "each its own name or mqtt_device_id"}
         if settings.source == "-":
-            owns["stdin"] = True
-        for key, value in owns.items():
-            if (key, value) in seen:
-                shared = {"name": "the name; give each its own",
-                          "id": f"the id {value!r} (MQTT humwatch/{value}/..., the page /monitor/{value}/); give "
-                                "each its own name or mqtt_device_id",
-                          "stdin": "standard input (source = \"-\"): only one monitor can read it",
-                          }.get(key, f"{key} = {str(value)!r}; give each its own")
-                raise SettingsError(f"{config}: the monitors {seen[key, value]!r} and {settings.name!r} share {shared}")
-            seen[key, value] = settings.name
+            owns[("stdin",)] = "standard input (source = \"-\"): only one monitor can read it"
+        for key in MONITOR_FILES:
+            path = getattr(settings, key)
+            if path:
+                owns["file", identity(path)] = f"{key} = {str(path)!r}"
+        for thing, shared in owns.items():
+            if thing in seen:
+                first, before = seen[thing]
+                if thing[0] == "file":
+                    spelled = shared if shared == before else f"one file or folder, spelled {before} and {shared}"
+                    shared = f"{spelled}; give each its own"
+                raise SettingsError(f"{config}: the monitors {first!r} and {settings.name!r} share {shared}")
+            seen[thing] = settings.name, shared
 
 
 def monitors_toml(monitors: list[LiveSettings]) -> str:

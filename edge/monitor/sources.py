@@ -7,7 +7,7 @@ no other, over TCP), with connect and read timeouts. When a source's thread fail
 stalls, closes or drops the connection) it keeps the failure, and :meth:`check` raises it as a
 DeviceUnavailable, so the monitor reopens the source with backoff and counts a lost device.
 Standard input that ends raises :class:`SourceEnded` instead: no one can reopen it.
-Credentials in a URL never reach a message or a repr: every one goes through :func:`redact`.
+Credentials in a URL never reach a message or a repr: every one goes through edge.core.redact.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import math
 import os
-import re
 import threading
 import time
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from av.stream import Discard
 import numpy as np
 
 from edge.core.audio import MAX_CHANNELS, MAX_PEAK, PYAV_MAX_CHANNELS, RATE_RANGE
+from edge.core.redact import redact
 from edge.monitor.live import AudioCallback, DeviceUnavailable, SoundDeviceSource
 
 log = logging.getLogger("humwatch.sources")
@@ -35,9 +35,6 @@ STDIN = "-"
 CONNECT_TIMEOUT_SEC = 10.0
 READ_TIMEOUT_SEC = 5.0  # below the monitor's stall timeout (10 s), so a stalled stream is reported as such
 CHUNK_SEC = 0.05  # standard input is read at most this much audio at a time
-_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/?#\s]*@", re.IGNORECASE)
-_SECRET_QUERY = re.compile(r"(?P<key>[?&;](?:pass(?:word|wd)?|pwd|token|key|secret|auth|sig(?:nature)?|user(?:name)?|usr|login)=)[^&#;]*",
-                           re.IGNORECASE)
 PCM_ENCODINGS = {"s16le": ("<i2", 32768.0), "s32le": ("<i4", 2.0**31), "f32le": ("<f4", 1.0)}
 FORMAT_EXAMPLE = "e.g. --source-format s16le:48000:1 for arecord -f S16_LE -r 48000 -c 1 -t raw"
 
@@ -48,12 +45,6 @@ class SourceError(ValueError):
 
 class SourceEnded(EOFError):
     """The source has no more audio and cannot be reopened (standard input closed)."""
-
-
-def redact(text: str) -> str:
-    """`text` (a URL or a message holding one) with user, password and secret query values as ***."""
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}***@", text)
-    return _SECRET_QUERY.sub(lambda m: f"{m['key']}***", text)
 
 
 def open_source(spec: str | None, source_format: str | None = None, *, stdin_fd: int = 0):
