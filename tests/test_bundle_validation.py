@@ -347,7 +347,8 @@ def test_nan_mid_run_is_an_error_not_a_line(tmp_path):
     """The test window passes; a window that drives the graph to NaN later raises ModelOutputError."""
     bundle = make_bundle(tmp_path / "bundle", sqrt_of_max=True)
     quiet_then_negative = tmp_path / "negative.wav"
-    samples = np.concatenate([np.full(16_000, 0.1), np.full(16_000, -0.5)]).astype(np.float32)
+    hiss = np.random.default_rng(0).standard_normal(32_000) * 1e-3  # a signal: a constant is no sound (no-signal)
+    samples = (np.concatenate([np.full(16_000, 0.1), np.full(16_000, -0.5)]) + hiss).astype(np.float32)
     soundfile.write(quiet_then_negative, samples, 16_000)
     classifier = open_classifier(bundle)
     with pytest.raises(ModelOutputError, match="the fp32 graphs gave"):

@@ -267,6 +267,10 @@ def test_home_assistant_gets_the_statistics_alarms_and_energy(broker, tmp_path):
         publisher(line)
         time.sleep(0.005)  # a pace the broker keeps up with
     assert subscriber.wait(lambda t, p, r: t == "humwatch/kitchen/stats" and json.loads(p)["fridge"]["cycles_today"] == 2)
+    # the last heartbeat (1:19, a minute after the fridge's run began at 1:10 and each minute since) sends the
+    # attributes, then the statistics
+    assert subscriber.wait(lambda t, p, r: t == "humwatch/kitchen/attributes" and json.loads(p)["t"] == 79 * MIN)
+    time.sleep(0.2)
     publisher.close()
     configs = {t.split("/")[3]: json.loads(p) for t, p, r in subscriber.messages if t.startswith("homeassistant/")}
     expected = {

@@ -271,10 +271,11 @@ def test_a_source_that_ends_or_is_lost_never_stops_the_others(bundle_dir, off_th
         health = json.loads(body)
     assert running.error is None, "stopped by stop(), not by the monitor that ended"
     assert code == 503 and "Cellar: stopped: standard input ended" in health["reason"]
-    assert health["monitors"]["Garage"]["reason"].startswith("no audio received yet (fake device unplugged)")
+    assert health["monitors"]["Garage"]["reason"].startswith("the audio source: lost (fake device unplugged)")
     assert health["monitors"]["Kitchen"]["ok"] is True
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert {line["monitor"] for line in printed} == {"Kitchen", "Cellar"}, "each line names its monitor"
+    assert {line["monitor"] for line in printed} == {"Kitchen", "Cellar", "Garage"}, "each line names its monitor"
+    assert {line["status"] for line in printed if line["monitor"] == "Garage"} == {"no-audio"}, "the lost camera says so"
 
 
 def test_the_process_ends_when_every_monitor_ended_by_itself(bundle_dir, tmp_path):
