@@ -36,6 +36,7 @@ STDIN = "-"
 CONNECT_TIMEOUT_SEC = 10.0
 READ_TIMEOUT_SEC = 5.0  # below the monitor's stall timeout (10 s), so a stalled stream is reported as such
 CHUNK_SEC = 0.05  # standard input is read at most this much audio at a time
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/?#\s]*@", re.IGNORECASE)
 _SECRET_QUERY = re.compile(r"(?P<key>[?&;](?:pass(?:word|wd)?|pwd|token|key|secret|auth|sig(?:nature)?|user(?:name)?|usr|login)=)[^&#;]*",
                            re.IGNORECASE)
@@ -192,16 +193,15 @@ class NetworkSource:
     RTSP goes over TCP and sets up the audio track alone, so a camera's video need not cross the
     network. A server that answers but then sends no audio within `connect_timeout_sec` (GStreamer's
     RTSP server playing a recording stops when the video that no one set up has nowhere to go) gets
-    every track set up at once, and from then on: its video comes too and is discarded by the
-    demuxer, never decoded (the other streams of an HTTP stream are discarded the same way). Each
-    read waits `read_timeout_sec`; a read that times out, a closed connection or the stream's end
-    stops the session and is kept as a DeviceUnavailable that :meth:`check` raises.
+    every track set up at once, and from then on: its video comes too and the demuxer drops it,
+    never decoded beyond FFmpeg's probe at the open (an HTTP stream's other streams are dropped the
+    same way). Each read waits `read_timeout_sec`; a read that times out, a closed connection or the
+    stream's end stops the session and is kept as a DeviceUnavailable that :meth:`check` raises.
     """
 
     def __init__(self, url: str, connect_timeout_sec: float = CONNECT_TIMEOUT_SEC,
                  read_timeout_sec: float = READ_TIMEOUT_SEC) -> None:
-        scheme, separator, rest = url.partition("://")
-        url = scheme.lower() + separator + rest  # RTSP://, Http://: FFmpeg knows its protocols in lower case only
+        url = _SCHEME.sub(lambda m: m[0].lower(), url)  # RTSP://, Http://: FFmpeg knows lower case only
         try:
             parts = urlsplit(url)
             usable = parts.scheme in NETWORK_SCHEMES and bool(parts.hostname)
