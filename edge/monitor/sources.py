@@ -4,9 +4,9 @@
 with mono float32 chunks at its native rate from a thread of its own; everything after that is
 the same code. A network stream is read through PyAV (FFmpeg): its audio stream only (RTSP over TCP
 sets up the audio track alone while the server sends audio that way), with connect and read
-timeouts. When a source's thread fails (a stream that
-stalls, closes or drops the connection) it keeps the failure, and :meth:`check` raises it as a
-DeviceUnavailable, so the monitor reopens the source with backoff and counts a lost device.
+timeouts. When a source's thread fails (a stream that stalls, closes or drops the connection) it
+keeps the failure, and :meth:`check` raises it as a DeviceUnavailable, so the monitor reopens the
+source with backoff and counts a lost device.
 Standard input that ends raises :class:`SourceEnded` instead: no one can reopen it.
 Credentials in a URL never reach a message or a repr: every one goes through :func:`redact`.
 """
