@@ -3,12 +3,14 @@
 The server runs in the system Python, which has python3-gi and gir1.2-gst-rtsp-server-1.0 (the
 uv environment lacks them): :class:`RtspServer` starts this file as
 
-    /usr/bin/python3 tests/rtsp_server.py WAV CODEC [--port N] [--credentials USER:PASSWORD]
+    /usr/bin/python3 tests/rtsp_server.py WAV CODEC [--port N] [--credentials USER:PASSWORD] [--recorded]
 
 which serves the WAV file, played in real time, at rtsp://127.0.0.1:PORT/stream: CODEC aac as AAC
-alone; pcma or pcmu as G.711 beside an H.264 video track, as a camera sends them. It prints
-"port N" once it listens and "setup URI" for every stream a client sets up, so a test can tell
-whether the video was ever asked for. Only the standard library is imported at the top.
+alone; pcma or pcmu as G.711 beside an H.264 video track, live as a camera sends them, or with
+--recorded not live, as a server that plays a recording: GStreamer then stops the media when a
+client set up the audio track alone (the video has nowhere to go), most often before any audio.
+It prints "port N" once it listens and "setup URI" for every stream a client sets up, so a test
+can tell whether the video was ever asked for. Only the standard library is imported at the top.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ HINT = ("install Debian's GStreamer RTSP server and plugins (apt-get install pyt
         "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly; "
         ".ci/run does), then: uv run pytest -q -m rtsp")
 AUDIO = "filesrc location={wav} ! wavparse ! audioconvert ! audioresample"
-VIDEO = ("videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 "
+VIDEO = ("videotestsrc is-live={live} pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 "
          "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph264pay name=pay0 pt=96 config-interval=1")
 PIPELINES = {
     "aac": f"( {AUDIO} ! voaacenc bitrate=64000 ! aacparse ! rtpmp4gpay name=pay0 pt=97 )",
@@ -61,8 +63,8 @@ def missing() -> str | None:
 class RtspServer:
     """The server as a subprocess: start, kill (SIGKILL, as a crash) and start again on the same port."""
 
-    def __init__(self, wav, codec: str, credentials: str | None = None) -> None:
-        self.wav, self.codec, self.credentials = str(wav), codec, credentials
+    def __init__(self, wav, codec: str, credentials: str | None = None, recorded: bool = False) -> None:
+        self.wav, self.codec, self.credentials, self.recorded = str(wav), codec, credentials, recorded
         self.port = 0
         self.setups: list[str] = []
         self._process: subprocess.Popen | None = None
@@ -71,6 +73,8 @@ class RtspServer:
         command = [SYSTEM_PYTHON, __file__, self.wav, self.codec, "--port", str(self.port)]
         if self.credentials:
             command += ["--credentials", self.credentials]
+        if self.recorded:
+            command.append("--recorded")
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         line = self._process.stdout.readline().split()
         if line[:1] != ["port"]:
@@ -123,6 +127,7 @@ def main() -> None:
     parser.add_argument("codec", choices=sorted(PIPELINES))
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--credentials", help="USER:PASSWORD that clients must give (basic authentication)")
+    parser.add_argument("--recorded", action="store_true", help="the video is not live, as a recording played back")
     args = parser.parse_args()
 
     Gst.init(None)
@@ -130,7 +135,7 @@ def main() -> None:
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(PIPELINES[args.codec].format(wav=args.wav))
+    factory.set_launch(PIPELINES[args.codec].format(wav=args.wav, live="false" if args.recorded else "true"))
     factory.set_shared(False)  # every client gets the recording from its start
     if args.credentials:
         user, _, password = args.credentials.partition(":")

@@ -1,5 +1,5 @@
 """Sources against real servers on loopback: RTSP (Debian's GStreamer RTSP server: AAC, and G.711
-beside an H.264 video track), an HTTP audio stream, and raw PCM on standard input.
+beside an H.264 video track, live or recorded), an HTTP audio stream, and raw PCM on standard input.
 
 Each server plays a recording in real time: QUIET_SEC of room noise, then LOUD_SEC of a mains
 hum; the audio a source delivers must follow it (rate, length, level before and after the change).
@@ -8,6 +8,7 @@ hum; the audio a source delivers must follow it (rate, length, level before and 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import io
 import json
@@ -20,6 +21,7 @@ import threading
 import time
 
 import av
+import av.logging
 import numpy as np
 import pytest
 import soundfile
@@ -107,6 +109,18 @@ def play_to_the_end(source, rate_expected: int, *ends: str) -> Collector:
     return chunks
 
 
+@contextlib.contextmanager
+def ffmpeg_log():
+    """FFmpeg's log lines (level, component, message) from every thread, at debug level, while inside."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.DEBUG)
+    try:
+        with av.logging.Capture(local=False) as logs:
+            yield logs
+    finally:
+        av.logging.set_level(level)
+
+
 # RTSP ----------------------------------------------------------------------------------------------
 
 
@@ -132,6 +146,38 @@ def test_rtsp_g711_beside_video_sets_up_the_audio_only(wav, codec):
 
 
 @pytest.mark.rtsp
+def test_rtsp_opens_every_time_with_or_without_video(wav, caplog):
+    """Five opens of one source in a row each bring audio: AAC alone and G.711 beside a live video
+    with the audio track alone; G.711 beside a recorded video, which GStreamer stops when only the
+    audio is set up (14 opens in 20 before), with every track from the first open without audio on,
+    the video discarded and never decoded (FFmpeg logs every H.264 frame it decodes)."""
+    for codec, recorded, audio_track in (("aac", False, "stream=0"), ("pcma", False, "stream=1"),
+                                         ("pcma", True, "stream=1")):
+        rate, server_name = (RATE if codec == "aac" else 8000), f"{codec}{' recorded' if recorded else ''}"
+        with RtspServer(wav, codec, recorded=recorded) as server:
+            source = NetworkSource(server.url(), 1.5, 1)
+            for attempt in range(1, 6):
+                chunks = Collector()
+                source.start(chunks)
+                try:
+                    with ffmpeg_log() as logs:
+                        heard = wait_until(lambda: chunks.seconds(rate) > 0.3, 5)
+                    lost = failure(source, 0.05)
+                finally:
+                    source.stop()
+                assert heard, f"{server_name}: no audio at open {attempt} of 5 ({lost})"
+                assert not [line for line in logs if line[1] == "h264"], f"{server_name}: video decoded"
+            audio_alone = [f"{server.url()}/{audio_track}"]
+            if not recorded:  # the video never crossed the network
+                assert server.setups == audio_alone * 5, server.setups
+            elif source.all_tracks:  # the audio track alone until the first open without audio, every track after
+                every_track = [f"{server.url()}/stream=0", *audio_alone]
+                alone = server.setups.index(every_track[0])
+                assert server.setups == audio_alone * alone + every_track * (5 - alone + 1), server.setups
+                assert "no audio for 1.5 s with the audio track alone" in caplog.text
+
+
+@pytest.mark.rtsp
 def test_rtsp_server_killed_mid_stream_is_reported_and_a_reopen_works(wav):
     server = RtspServer(wav, "aac").start()
     source = NetworkSource(server.url(), 2, 1)
@@ -144,8 +190,10 @@ def test_rtsp_server_killed_mid_stream_is_reported_and_a_reopen_works(wav):
         assert isinstance(lost, DeviceUnavailable), lost
         assert "reading the stream failed" in str(lost) or "the stream ended" in str(lost)
         source.stop()
-        with pytest.raises(DeviceUnavailable, match="cannot open the stream"):  # the server is down
+        started = time.monotonic()
+        with pytest.raises(DeviceUnavailable, match=r"cannot open the stream \(Connection refused\)"):  # it is down
             source.start(Collector())
+        assert time.monotonic() - started < 0.5  # at once, not after the connect timeout (2 s)
         server.start()  # on the same port, as a camera that rebooted
         again = Collector()
         source.start(again)
@@ -174,6 +222,21 @@ def test_rtsp_credentials_work_and_are_never_shown(wav, caplog):
     shown = [str(refused.value), repr(source), str(source), repr(wrong), caplog.text]
     assert not any(secret in text for text in shown for secret in (quoted, PASSWORD, "wrong-one", "viewer")), shown
     assert refused.value.__cause__ is None and refused.value.__suppress_context__  # no PyAV error holding the URL
+
+
+@pytest.mark.rtsp
+def test_rtsp_in_capitals_is_a_camera(wav):
+    with RtspServer(wav, "aac", credentials=f"viewer:{PASSWORD}") as server:
+        url = server.url(f"viewer:{PASSWORD.replace('#', '%23')}")
+        for scheme in ("RTSP", "Rtsp"):
+            source = open_source(url.replace("rtsp", scheme, 1))
+            chunks = Collector()
+            try:
+                source.start(chunks)
+                assert wait_until(lambda: chunks.seconds(RATE) > 0.3, 10), f"no audio from {scheme}://"
+            finally:
+                source.stop()
+            assert str(source) == f"NetworkSource('rtsp://***@127.0.0.1:{server.port}/stream')", str(source)
 
 
 @pytest.mark.rtsp
@@ -212,6 +275,46 @@ def test_the_monitor_counts_a_killed_camera_as_a_lost_device_and_resumes(bundle_
     assert "audio device lost" in caplog.text and "rtsp://***@127.0.0.1" in caplog.text  # the source's failure, named
     assert "s3cr" not in caplog.text and "viewer" not in caplog.text
     assert [line.t for line in lines] == sorted(line.t for line in lines)  # the time line goes on across the loss
+
+
+@pytest.mark.rtsp
+def test_the_monitor_hears_a_restarted_camera_again_within_seconds(bundle_dir, tmp_path):
+    """A LiveMonitor (backoff 1 s doubling to 10 s) on G.711 beside a recorded video; its server
+    killed and back on its port a second later, twice: audio flows again within 7 s of the server
+    listening again. The bound: down this briefly, the backoff has reached at most 4 s; while
+    nothing listens an open fails at once; an open takes at most two connect timeouts (1 s here:
+    the audio track alone, then every track, once); 1 s for the open itself. Before, an open of the
+    audio track alone failed 14 times in 20, each after its timeout and a read's."""
+    from edge.core.bundle import load_bundle
+    from edge.detector import Detector
+    from edge.monitor.live import LiveMonitor
+    from edge.monitor.runtime import Classifier
+
+    connect_sec = 1.0
+    reconnect_sec = 4.0 + 2 * connect_sec + 1.0
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.random.default_rng(3).normal(0, 0.01, 30 * 16_000).astype(np.float32), 16_000)
+    server = RtspServer(path, "pcma", recorded=True).start()
+    monitor = LiveMonitor(Detector(Classifier(load_bundle(bundle_dir), "fp32", threads=1)),
+                          NetworkSource(server.url(), connect_sec, 1.0), lambda line: None, backoff_sec=(1.0, 10.0))
+    thread = threading.Thread(target=monitor.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: monitor.last_audio_at is not None, 3 * connect_sec + 2), "no audio at the start"
+        for restart in (1, 2):
+            losses = monitor.device_losses
+            server.kill()
+            assert wait_until(lambda: monitor.device_losses > losses, 5), "the kill was not noticed"
+            time.sleep(1.0)
+            server.start()
+            back = time.monotonic()
+            assert wait_until(lambda: monitor.last_audio_at > back, reconnect_sec), \
+                f"no audio {reconnect_sec:g} s after restart {restart}"
+    finally:
+        monitor.stop.set()
+        thread.join(10)
+        server.kill()
+    assert not thread.is_alive()
 
 
 def test_a_server_that_never_answers_times_out():
@@ -322,6 +425,19 @@ def test_http_mpegts_with_video_gives_its_audio():
     finally:
         server.close()
     assert_follows_the_recording(chunks.audio(), 16_000)
+
+
+def test_http_in_capitals_is_a_stream(mp3_stream):
+    url = mp3_stream.url(f"listener:{PASSWORD.replace('#', '%23')}")
+    for scheme in ("HTTP", "Http"):
+        source = open_source(url.replace("http", scheme, 1))
+        chunks = Collector()
+        try:
+            source.start(chunks)
+            assert wait_until(lambda: chunks.seconds(RATE) > 0.3, 10), f"no audio from {scheme}://"
+        finally:
+            source.stop()
+        assert str(source).startswith("NetworkSource('http://***@127.0.0.1:"), str(source)
 
 
 def test_http_stream_cut_or_stalled_is_reported_and_a_reopen_works(mp3_stream, caplog):

@@ -2,10 +2,11 @@
 
 :func:`open_source` turns ``--source`` into an AudioSource (edge.monitor.live): each calls back
 with mono float32 chunks at its native rate from a thread of its own; everything after that is
-the same code. A network stream is read through PyAV (FFmpeg): the audio stream only (RTSP sets up
-no other, over TCP), with connect and read timeouts. When a source's thread fails (a stream that
-stalls, closes or drops the connection) it keeps the failure, and :meth:`check` raises it as a
-DeviceUnavailable, so the monitor reopens the source with backoff and counts a lost device.
+the same code. A network stream is read through PyAV (FFmpeg): its audio stream only (RTSP over TCP
+sets up the audio track alone while the server sends audio that way), with connect and read
+timeouts. When a source's thread fails (a stream that stalls, closes or drops the connection) it
+keeps the failure, and :meth:`check` raises it as a DeviceUnavailable, so the monitor reopens the
+source with backoff and counts a lost device.
 Standard input that ends raises :class:`SourceEnded` instead: no one can reopen it.
 Credentials in a URL never reach a message or a repr: every one goes through edge.core.redact.
 """
@@ -35,6 +36,7 @@ STDIN = "-"
 CONNECT_TIMEOUT_SEC = 10.0
 READ_TIMEOUT_SEC = 5.0  # below the monitor's stall timeout (10 s), so a stalled stream is reported as such
 CHUNK_SEC = 0.05  # standard input is read at most this much audio at a time
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 PCM_ENCODINGS = {"s16le": ("<i2", 32768.0), "s32le": ("<i4", 2.0**31), "f32le": ("<f4", 1.0)}
 FORMAT_EXAMPLE = "e.g. --source-format s16le:48000:1 for arecord -f S16_LE -r 48000 -c 1 -t raw"
 
@@ -183,17 +185,21 @@ class PcmSource:
 class NetworkSource:
     """An RTSP / RTSPS / HTTP(S) stream's audio, decoded by PyAV in a thread of each session.
 
-    Only the audio stream is demuxed and decoded (RTSP asks the server for no other: a camera's
-    video never crosses the network); RTSP goes over TCP. Opening waits `connect_timeout_sec`,
-    each read `read_timeout_sec`; a read that times out, a closed connection or the stream's end
-    stops the session and is kept as a DeviceUnavailable that :meth:`check` raises.
+    RTSP goes over TCP and sets up the audio track alone, so a camera's video need not cross the
+    network. A server that answers but then sends no audio within `connect_timeout_sec` (GStreamer's
+    RTSP server playing a recording stops when the video that no one set up has nowhere to go) gets
+    every track set up at once, and from then on: its video comes too and the demuxer drops it,
+    never decoded beyond FFmpeg's probe at the open (an HTTP stream's other streams are dropped the
+    same way). Each read waits `read_timeout_sec`; a read that times out, a closed connection or the
+    stream's end stops the session and is kept as a DeviceUnavailable that :meth:`check` raises.
     """
 
     def __init__(self, url: str, connect_timeout_sec: float = CONNECT_TIMEOUT_SEC,
                  read_timeout_sec: float = READ_TIMEOUT_SEC) -> None:
+        url = _SCHEME.sub(lambda m: m[0].lower(), url)  # RTSP://, Http://: FFmpeg knows lower case only
         try:
             parts = urlsplit(url)
-            usable = parts.scheme.lower() in NETWORK_SCHEMES and bool(parts.hostname)
+            usable = parts.scheme in NETWORK_SCHEMES and bool(parts.hostname)
         except ValueError:  # e.g. an unclosed [IPv6 address]
             usable = False
         if not usable:
@@ -202,6 +208,7 @@ class NetworkSource:
         self.url = url
         self.name = redact(url)
         self.timeouts = (connect_timeout_sec, read_timeout_sec)
+        self.all_tracks = False  # RTSP: set up every track, since the audio track alone brought no audio
         self._session: _Session | None = None
 
     def __repr__(self) -> str:
@@ -209,21 +216,9 @@ class NetworkSource:
 
     __str__ = __repr__
 
-    @property
-    def options(self) -> dict[str, str]:
-        """FFmpeg options: RTSP over TCP, audio only."""
-        if urlsplit(self.url).scheme.lower().startswith("rtsp"):
-            return {"rtsp_transport": "tcp", "allowed_media_types": "audio"}
-        return {}
-
     def start(self, callback: AudioCallback) -> int:
         self.stop()
-        started = time.monotonic()
-        try:
-            container = av.open(self.url, options=self.options, timeout=self.timeouts)
-        except (av.FFmpegError, OSError) as error:
-            why = _why(error, started, self.timeouts[0], "no answer")
-            raise DeviceUnavailable(f"{redact(self.url)}: cannot open the stream ({why})") from None
+        container = self._open()
         try:
             stream = self._audio_stream(container)
         except DeviceUnavailable:
@@ -241,6 +236,33 @@ class NetworkSource:
         session, self._session = self._session, None
         if session is not None:
             session.stop(timeout=self.timeouts[1] + 1.0)
+
+    def _options(self) -> dict[str, str]:
+        """FFmpeg's: no wait at the open to measure a video's frame rate; RTSP over TCP, with the audio
+        track alone unless that brought no audio."""
+        options = {"fpsprobesize": "0"}
+        if self.url.startswith("rtsp"):
+            options["rtsp_transport"] = "tcp"
+            if not self.all_tracks:
+                options["allowed_media_types"] = "audio"
+        return options
+
+    def _open(self):
+        options, started = self._options(), time.monotonic()
+        try:
+            container = av.open(self.url, options=options, timeout=self.timeouts)
+        except (av.FFmpegError, OSError) as error:
+            why = _why(error, started, self.timeouts[0], "no answer")
+            raise DeviceUnavailable(f"{redact(self.url)}: cannot open the stream ({why})") from None
+        # PyAV's open waits for the first packets; when none come, it returns at its timeout (no answer raises)
+        if "allowed_media_types" in options and time.monotonic() - started >= self.timeouts[0]:
+            container.close()
+            log.warning("%s: no audio for %g s with the audio track alone; setting up all the stream's tracks from "
+                        "now on (the video crosses the network, discarded undecoded)", redact(self.url),
+                        self.timeouts[0])
+            self.all_tracks = True
+            return self._open()
+        return container
 
     def _audio_stream(self, container):
         if not container.streams.audio:
