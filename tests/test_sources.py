@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -263,16 +264,18 @@ def test_the_monitor_counts_a_killed_camera_as_a_lost_device_and_resumes(bundle_
         server.kill()
         assert wait_until(lambda: monitor.device_losses >= 1, 10), "the loss was not counted"
         assert not monitor.health().ok
-        heard = len(lines)
+        assert wait_until(lambda: lines[-1].status == "no-audio", 10), "the lost camera is said, not its last state"
+        assert "rtsp://***@127.0.0.1" in monitor.health().reason, "/healthz names the lost source"
+        heard = sum(line.decided for line in lines)
         server.start()
-        assert wait_until(lambda: len(lines) > heard, 20), "no line after the server came back"
+        assert wait_until(lambda: sum(line.decided for line in lines) > heard, 20), "no decision after it came back"
         assert monitor.health().device_losses == monitor.device_losses >= 1
     finally:
         monitor.stop.set()
         thread.join(10)
         server.kill()
     assert not thread.is_alive()
-    assert "audio device lost" in caplog.text and "rtsp://***@127.0.0.1" in caplog.text  # the source's failure, named
+    assert re.search(r"rtsp://\*\*\*@127\.0\.0\.1:\d+/stream lost: ", caplog.text)  # the source's failure, named
     assert "s3cr" not in caplog.text and "viewer" not in caplog.text
     assert [line.t for line in lines] == sorted(line.t for line in lines)  # the time line goes on across the loss
 

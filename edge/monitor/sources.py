@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import threading
 import time
 from urllib.parse import urlsplit
