@@ -11,7 +11,7 @@ import click
 
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
-from edge.core.output import format_table, json_line
+from edge.core.output import error_text, format_table, json_line
 from edge.monitor.settings import HOP, DetectorSettings, LiveSettings, click_options, live_settings, monitors_toml
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
@@ -92,19 +92,23 @@ def live(ctx, config, print_config, **options) -> None:
 
     SIGINT / SIGTERM stop cleanly; see the README for sources, MQTT, HTTP and clips.
     """
-    from edge.monitor.assembly import Assembly, MonitorsEnded
+    from edge.monitor.assembly import Assembly, MonitorsEnded, StopOnSignals, Stopped
     from edge.monitor.sources import SourceEnded, SourceError
 
-    settings = live_settings(ctx, options, config)  # one monitor, or one per [[monitor]] table of the file
-    if print_config:
-        click.echo(monitors_toml(settings), nl=False)
-        return
+    signals = StopOnSignals()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        assembly = Assembly(settings)
+        settings = live_settings(ctx, options, config)  # one monitor, or one per [[monitor]] table of the file
+        if print_config:
+            click.echo(monitors_toml(settings), nl=False)
+            return
+        assembly = signals.assembly = Assembly(settings)
         assembly.start()
+    except Stopped as signal_name:
+        logging.getLogger("humwatch.live").info("%s while starting: stopped", signal_name)
+        return
     except START_ERRORS as error:
-        raise click.ClickException(str(error)) from error
+        raise click.ClickException(error_text(error)) from error
     try:
         assembly.run()
     except (SourceEnded, SourceError, MonitorsEnded) as error:  # standard input ended (or is not audio)

@@ -256,7 +256,9 @@ class StatusServer:
         log.info("HTTP: %s and /state, /healthz, /metrics on http://%s:%d/", where, *self.address)
 
     def close(self) -> None:
-        self.server.shutdown()
+        """Stop serving (if it started: shutdown() waits for a serving loop) and free the port."""
+        if self.thread.is_alive():
+            self.server.shutdown()
         self.server.server_close()
 
     def __call__(self, line: HopLine) -> None:
