@@ -276,8 +276,8 @@ class Monitor:
 class Assembly:
     """The monitors of one process and what they share. Build (everything that can refuse),
     :meth:`start` (files and servers), :meth:`run` until :meth:`stop` or every monitor ended by
-    itself, :meth:`close` (safe at any point: a refusal closes what was made). `open_source` makes each monitor's source (tests pass
-    their own)."""
+    itself, :meth:`close` (safe at any point: a refusal closes what was made). `open_source` makes
+    each monitor's source (tests pass their own)."""
 
     def __init__(self, settings: LiveSettings | list[LiveSettings],
                  open_source: Callable[[LiveSettings], AudioSource] = open_settings_source) -> None:
