@@ -11,7 +11,7 @@ import click
 
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
-from edge.core.output import format_table, json_line
+from edge.core.output import error_text, format_table, json_line
 from edge.core.redact import log_to_stderr, redact
 from edge.monitor.settings import HOP, DetectorSettings, LiveSettings, click_options, live_settings, monitors_toml
 
@@ -93,19 +93,23 @@ def live(ctx, config, print_config, **options) -> None:
 
     SIGINT / SIGTERM stop cleanly; see the README for sources, MQTT, HTTP and clips.
     """
-    from edge.monitor.assembly import Assembly, MonitorsEnded
+    from edge.monitor.assembly import Assembly, MonitorsEnded, StopOnSignals, Stopped
     from edge.monitor.sources import SourceEnded, SourceError
 
-    settings = live_settings(ctx, options, config)  # one monitor, or one per [[monitor]] table of the file
-    if print_config:
-        click.echo(monitors_toml(settings), nl=False)
-        return
+    signals = StopOnSignals()
     log_to_stderr()  # every line redacted, as every message below: no URL's credentials reach a log
     try:
-        assembly = Assembly(settings)
+        settings = live_settings(ctx, options, config)  # one monitor, or one per [[monitor]] table of the file
+        if print_config:
+            click.echo(monitors_toml(settings), nl=False)
+            return
+        assembly = signals.assembly = Assembly(settings)
         assembly.start()
+    except Stopped as signal_name:
+        logging.getLogger("humwatch.live").info("%s while starting: stopped", signal_name)
+        return
     except START_ERRORS as error:
-        raise click.ClickException(redact(str(error))) from error
+        raise click.ClickException(redact(error_text(error))) from error
     try:
         assembly.run()
     except (SourceEnded, SourceError, MonitorsEnded) as error:  # standard input ended (or is not audio)

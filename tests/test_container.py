@@ -226,6 +226,36 @@ def test_healthcheck_follows_a_live_monitor_fed_on_stdin(image, bundle_dir, proj
         assert (data / "history.sqlite").is_file()
 
 
+@pytest.mark.container
+def test_the_example_settings_with_no_sound_server_end_the_container_with_the_reason(image, bundle_dir, tmp_path):
+    """The README's plain run: the example settings (source "pulse", the page on) and no sound server."""
+    data = _data_dir(tmp_path, **{"humwatch.toml": (REPO / "edge/container/humwatch.toml").read_text(encoding="utf-8")})
+    name = f"humwatch-test-{uuid.uuid4().hex[:8]}"
+    try:
+        result = podman("run", "--rm", "--name", name, "-v", f"{bundle_dir}:/data/bundle:ro", "-v", f"{data}:/data",
+                        image, check=False, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the container still runs 120 s after a refusal at start") from None
+    finally:
+        podman("rm", "--force", "--time", "0", name, check=False)
+    assert result.returncode == 1 and "pulse: no such input device" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.container
+def test_a_running_monitor_stops_on_podman_stop(image, bundle_dir, project, tmp_path):
+    """humwatch is PID 1 in the container: SIGTERM from podman stop ends it, not SIGKILL after the wait."""
+    settings = ('bundle = "/bundle"\nsource = "-"\nsource_format = "s16le:16000:1"\nhop = "1.5"\n'
+                'http = "0.0.0.0:8321"\nhistory = "/data/history.sqlite"\nclips = "/data/clips"\n')
+    data = _data_dir(tmp_path, **{"humwatch.toml": settings})
+    with running(image, "-v", f"{bundle_dir}:/bundle:ro", "-v", f"{data}:/data") as (name, process):
+        Feeder(process, read_16k(project / "samples" / "ac-on-fridge-off-night.m4a"))
+        _until(lambda: _healthcheck(name), 60, "the HEALTHCHECK did not pass with audio arriving")
+        started = time.monotonic()
+        podman("stop", "--time", "60", name)
+        seconds = time.monotonic() - started
+        assert process.wait(30) == 0 and seconds < 30, f"stopped after {seconds:.0f} s"
+
+
 class PulseServer:
     """A PulseAudio server on a unix socket, its default source a 440 Hz sine: a stand-in for Home
     Assistant's audio plugin, which the Supervisor hands an add-on with `audio: true` as the socket

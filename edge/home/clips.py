@@ -49,7 +49,11 @@ class ClipWriter:
     def __init__(self, directory: Path, recent_audio: Callable[[], np.ndarray], sample_rate: int,
                  seconds: float = 20.0, max_mb: float = 500.0) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"--clips {directory}: cannot make this folder ({error.strerror}); "
+                             "give a folder the monitor may write") from error
         self.recent_audio = recent_audio
         self.sample_rate = sample_rate
         self.seconds = seconds

@@ -20,21 +20,33 @@ Reads are open to whoever reaches the server; it listens on loopback unless told
 other web page may use the user's browser to read or write: every request's Host must be an IP
 address, localhost, the listen address or a name allowed with --http-host (a DNS-rebinding page
 names its own host), and a write must be JSON (a cross-origin JSON POST needs a CORS preflight,
-which is never granted) with no foreign Origin or Sec-Fetch-Site. Each connection has its own
-thread with a socket timeout and bodies are bounded, so a slow or broken client holds only its own
-thread, never the monitor; any request gets an answer, a failure a 500 naming the log.
+which is never granted) with no foreign Origin or Sec-Fetch-Site.
+
+The server is bounded, so no client can take what the monitor needs: at most
+:func:`connection_cap` connections at once (a share of the open-file limit, so the history,
+--output and clips stay writable), each in its own thread; one more is answered 503 at once, with
+no thread. A connection's whole request must arrive within REQUEST_SEC (a client that sends a
+byte now and then cannot stretch it) and each answer is written within ANSWER_SEC; bodies are
+bounded. Any request gets an answer, a failure a 500 naming the log. Each kind of failure is one
+log line at most every FAILURE_LOG_SEC: a client's own (a reset, a hang-up, a timeout) and a
+refusal a short line, never a traceback; the monitor's own failure with its traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hmac
 import html
+import io
 import ipaddress
 import json
 import logging
 import re
+import resource
+import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -48,11 +60,134 @@ from edge.monitor.hop import HopLine
 log = logging.getLogger("humwatch.http")
 INFER_BUCKETS_SEC = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0)
 MAX_BODY_BYTES = 4096
-CLIENT_TIMEOUT_SEC = 10.0
+REQUEST_SEC = 10.0  # a connection's whole request (line, headers, body) arrives within this
+ANSWER_SEC = 30.0  # writing an answer (the page, a clip) to a slow reader
+MAX_CONNECTIONS = 64  # at once, whatever the open-file limit
+FILES_PER_CONNECTION = 4  # its socket, a history read (the database and its WAL), a clip
+FAILURE_LOG_SEC = 60.0  # one log line per kind of failure at most this often
 TOKEN_HEADER = "X-Humwatch-Token"
 HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.-]+)(?::\d{1,5})?")  # a Host header: name or [IPv6], port
 WRITING_SITES = (None, "same-origin", "none")  # Sec-Fetch-Site of the page itself, or not a browser
 MONITOR_PATH = re.compile(r"/monitor/[^/]+")  # a monitor's page without its final slash
+
+
+def connection_cap(open_files: int | None = None) -> int:
+    """Connections served at once: a quarter of the open-file limit (soft RLIMIT_NOFILE, `ulimit -n`)
+    at FILES_PER_CONNECTION each, at most MAX_CONNECTIONS, at least 1; the other three quarters
+    are the monitor's own (the model, history, --output, clips, MQTT)."""
+    if open_files is None:
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if open_files == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, open_files // 4 // FILES_PER_CONNECTION))
+
+
+class FailureLog:
+    """One log line per kind of failure at most every `every_sec`, saying how many it held back (a
+    warning; an error with its traceback when given `exc_info`)."""
+
+    def __init__(self, every_sec: float = FAILURE_LOG_SEC, clock=time.monotonic) -> None:
+        self.every_sec, self.clock = every_sec, clock
+        self._next: dict[str, float] = {}  # kind -> when its next line may be logged
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def note(self, kind: str, text: str, exc_info=None) -> None:
+        with self._lock:
+            now = self.clock()
+            if now < self._next.get(kind, now):
+                self._held[kind] = self._held.get(kind, 0) + 1
+                return
+            self._next[kind] = now + self.every_sec
+            held = self._held.pop(kind, 0)
+        log.log(logging.ERROR if exc_info else logging.WARNING, "HTTP: %s%s", text,
+                f" ({held} more since the last such line)" if held else "", exc_info=exc_info)
+
+
+class _Server(ThreadingHTTPServer):
+    """At most `cap` connections at once, a thread each; one more is answered 503 at once, without
+    a thread, and closed. Failures are noted in `failures` (a client's own: one short line)."""
+
+    daemon_threads = True  # closing never waits for a client: a stop is prompt
+    request_queue_size = MAX_CONNECTIONS  # the listen backlog: a burst waits to be served or refused, not dropped
+
+    def __init__(self, address: tuple[str, int], handler, cap: int) -> None:
+        self.cap, self.failures = cap, FailureLog()
+        self._slots = threading.BoundedSemaphore(cap)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.failures.note("busy", f"{self.cap} connections at once is the limit (a quarter of the open-file "
+                                       "limit, ulimit -n); one more was answered 503")
+            self._busy(request)
+            return
+        try:
+            super().process_request(request, client_address)  # its thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _busy(self, request: socket.socket) -> None:
+        """503 without waiting on the client (what it sent is read first, so closing is not a reset)."""
+        body = json.dumps({"error": f"busy: {self.cap} connections at once is this monitor's limit; try again"}).encode()
+        request.setblocking(False)
+        with contextlib.suppress(OSError):
+            request.recv(MAX_BODY_BYTES)
+        with contextlib.suppress(OSError):
+            request.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """A connection's failure: the client's own one short line, anything else with its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            self.client_failed(error)
+        else:
+            self.failures.note(type(error).__name__, f"a connection failed: {type(error).__name__}", exc_info=error)
+
+    def client_failed(self, error: OSError) -> None:
+        """A client's own failure (a reset, a hang-up, a timeout): one short line per kind."""
+        kind = type(error).__name__
+        self.failures.note(kind, f"a client's connection ended: {kind}: {error.strerror or error}")
+
+
+class _Connection(io.RawIOBase):
+    """A client's socket as its handler reads and writes it: the whole request must arrive within
+    REQUEST_SEC of the connection, however the client spreads its bytes; each answer is written
+    within ANSWER_SEC."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.deadline = sock, time.monotonic() + REQUEST_SEC
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        if left > 0:
+            self.sock.settimeout(left)
+            with contextlib.suppress(TimeoutError):
+                return self.sock.recv_into(buffer)
+        raise TimeoutError(f"no whole request within {REQUEST_SEC:g} s")
+
+    def write(self, data) -> int:
+        self.sock.settimeout(ANSWER_SEC)
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise TimeoutError(f"its answer not read within {ANSWER_SEC:g} s") from None
+        return len(data)
 
 
 def is_loopback(host: str) -> bool:
@@ -225,14 +360,13 @@ class StatusServer:
         self.views: list[View] = []
         handler = type("Handler", (_Handler,), {"status": self})
         try:
-            self.server = ThreadingHTTPServer((host, port), handler)
+            self.server = _Server((host, port), handler, connection_cap())
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise ValueError(f"--http {host}:{port}: the port is in use (another humwatch or program "
                                            f"listens there); pick another, e.g. --http {port + 1}, or stop that program") from error
             raise ValueError(f"--http {host}:{port}: cannot listen there ({error.strerror}); "
                                        "use an address of this machine, or a bare port for loopback") from error
-        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="humwatch-http", daemon=True)
         if monitor is not None:
             self.add(monitor, household, page)
@@ -260,10 +394,13 @@ class StatusServer:
     def start(self) -> None:
         self.thread.start()
         where = "the page" if self.single else f"the index and a page per monitor ({len(self.views)})"
-        log.info("HTTP: %s and /state, /healthz, /metrics on http://%s:%d/", where, *self.address)
+        log.info("HTTP: %s and /state, /healthz, /metrics on http://%s:%d/ (at most %d connections at once)", where,
+                 *self.address, self.server.cap)
 
     def close(self) -> None:
-        self.server.shutdown()
+        """Stop serving (if it started: shutdown() waits for a serving loop) and free the port."""
+        if self.thread.is_alive():
+            self.server.shutdown()
         self.server.server_close()
 
     def __call__(self, line: HopLine) -> None:
@@ -359,7 +496,12 @@ every series by monitor.</p></body></html>
 
 class _Handler(BaseHTTPRequestHandler):
     status: StatusServer
-    timeout = CLIENT_TIMEOUT_SEC  # a client that sends nothing loses its connection, not the server's time
+
+    def setup(self) -> None:
+        """Read and write through a _Connection (the request's deadline, the answer's timeout)."""
+        self.connection = self.request
+        self.wfile = _Connection(self.request)
+        self.rfile = io.BufferedReader(self.wfile)
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
         self._answer(self._get)
@@ -376,11 +518,11 @@ class _Handler(BaseHTTPRequestHandler):
             respond(urllib.parse.urlsplit(self.path), body)
         except Refused as error:
             self._send(error.status, {"error": str(error)})
-        except (ConnectionError, TimeoutError) as error:  # the client went away or stalled mid-request
-            log.debug("HTTP %s: %s", self.command, error)
-            self.close_connection = True
-        except Exception:
-            log.exception("HTTP %s %s failed", self.command, self.path[:200])
+        except (ConnectionError, TimeoutError):
+            raise  # the client went away or stalled: the server notes it (one short line)
+        except Exception as error:
+            self.server.failures.note(type(error).__name__, f"{self.command} {self.path[:200]} failed: "
+                                                            f"{type(error).__name__}", exc_info=error)
             self._send(500, {"error": "the monitor could not answer this request; its log says why"})
 
     def _body(self) -> bytes:
@@ -466,6 +608,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def log_error(self, format: str, *args) -> None:
+        """The standard library's: a request that timed out is noted as the server notes a reset."""
+        if args and isinstance(args[0], TimeoutError):
+            self.server.client_failed(args[0])
+        else:
+            self.log_message(format, *args)
 
     def log_message(self, format: str, *args) -> None:
         log.debug("%s - %s", self.address_string(), format % args)

@@ -90,6 +90,28 @@ def open_settings_source(settings: LiveSettings) -> AudioSource:
     return open_source(settings.source or settings.device, settings.source_format)
 
 
+class Stopped(BaseException):
+    """SIGINT or SIGTERM came before the monitors ran (while the model loaded or warmed up, ...): a
+    BaseException, as KeyboardInterrupt, so that no `except Exception` on the way keeps it."""
+
+
+class StopOnSignals:
+    """SIGINT and SIGTERM for the whole life of `humwatch live`: until `assembly` is set they raise
+    Stopped wherever the process is, so what was already made is closed as it unwinds; then they
+    stop the assembly's monitors, which close everything. (A process with no handler for SIGTERM
+    ignores it as PID 1, in a container.)"""
+
+    def __init__(self) -> None:
+        self.assembly: Assembly | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.assembly is None:
+            raise Stopped(signal.Signals(signum).name)
+        self.assembly.stop()
+
+
 class MonitorsEnded(RuntimeError):
     """Every monitor of the process stopped by itself (their standard input ended, ...); the message names each."""
 
@@ -255,9 +277,9 @@ class Monitor:
 
 class Assembly:
     """The monitors of one process and what they share. Build (everything that can refuse),
-    :meth:`start` (files and servers), :meth:`run` until SIGINT / SIGTERM, :meth:`stop` or every
-    monitor ended by itself, :meth:`close`. `open_source` makes each monitor's source (tests pass
-    their own)."""
+    :meth:`start` (files and servers), :meth:`run` until :meth:`stop` or every monitor ended by
+    itself, :meth:`close` (safe at any point: a refusal closes what was made). `open_source` makes
+    each monitor's source (tests pass their own)."""
 
     def __init__(self, settings: LiveSettings | list[LiveSettings],
                  open_source: Callable[[LiveSettings], AudioSource] = open_settings_source) -> None:
@@ -308,12 +330,9 @@ class Assembly:
             monitor.monitor.stop.set()
 
     def run(self) -> None:
-        """Run each monitor in its own thread until SIGINT / SIGTERM, :meth:`stop`, or each ended by
-        itself; then close everything. The only monitor's error is raised as it is; when several
-        all ended by themselves, a MonitorsEnded naming each."""
-        if threading.current_thread() is threading.main_thread():  # (a test may run it in a thread of its own)
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, lambda *_: self.stop())
+        """Run each monitor in its own thread until :meth:`stop` (SIGINT / SIGTERM: see StopOnSignals)
+        or each ended by itself; then close everything. The only monitor's error is raised as it is;
+        when several all ended by themselves, a MonitorsEnded naming each."""
         threads = [threading.Thread(target=monitor.run, name=f"monitor {monitor.name}", daemon=True)
                    for monitor in self.monitors]
         self.notifier.ready()
