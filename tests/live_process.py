@@ -23,16 +23,18 @@ from conftest import REPO
 CHUNK = 1600  # samples at 16 kHz written at a time: 0.1 s
 
 
+STDIN = ("--source", "-", "--source-format", "f32le:16000:1")
+
+
 class LiveProcess:
     """`humwatch live --bundle BUNDLE --source - --source-format f32le:16000:1 --hop 1.5 --http PORT
-    --output FILE ARGS` in a process of its own; the test feeds it audio (or pauses), reads its
-    pages and lines, and stops it with SIGTERM."""
+    --output FILE ARGS` in a process of its own (`source`: other --source options); the test feeds it
+    audio (or pauses), reads its pages and lines, and stops it with SIGTERM."""
 
-    def __init__(self, bundle: Path, tmp: Path, args: list[str], name: str = "live") -> None:
+    def __init__(self, bundle: Path, tmp: Path, args: list[str], name: str = "live", source=STDIN) -> None:
         self.port, self.output, self.stderr_path = free_port(), tmp / f"{name}-lines.jsonl", tmp / f"{name}-stderr.txt"
         command = [sys.executable, "-c", "from edge.cli import main; main()", "live", "--bundle", str(bundle),
-                   "--source", "-", "--source-format", "f32le:16000:1", "--hop", "1.5", "--http", str(self.port),
-                   "--output", str(self.output), *args]
+                   *source, "--hop", "1.5", "--http", str(self.port), "--output", str(self.output), *args]
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                             stderr=stderr)

@@ -158,6 +158,11 @@ def test_clips_on_a_full_disk_leave_no_partial_file_and_are_written_once_there_i
     assert len(list(clips.iterdir())) == 2
 
 
+def _quiet_room(seconds: float) -> np.ndarray:
+    """A quiet room at -60 dBFS (digital silence would be no-signal, not a decision)."""
+    return (np.random.default_rng(3).standard_normal(int(16_000 * seconds)) * 1e-3).astype(np.float32)
+
+
 def test_a_monitor_with_a_full_output_says_so_and_loses_no_line(bundle_dir, small_disk):
     small_disk.fill()  # before the file has a page of its own to fill
     printer = LinePrinter(only_changes=False)
@@ -165,11 +170,11 @@ def test_a_monitor_with_a_full_output_says_so_and_loses_no_line(bundle_dir, smal
     source = FakeSource()
     with Harness(bundle_dir, source, decision=pinned_decision(bundle_dir), max_lag_sec=100.0) as harness:
         harness.monitor.outputs.add(printer, "--output")
-        source.feed(np.zeros(16_000 * 9, np.float32))
+        source.feed(_quiet_room(9))
         assert eventually(lambda: "cannot write --output" in harness.monitor.health().reason)
         reason = harness.monitor.health().reason
         small_disk.free()
-        source.feed(np.zeros(16_000 * 3, np.float32))
+        source.feed(_quiet_room(3))
         lines = harness.wait_for(5)
         assert eventually(lambda: harness.monitor.health().ok)
     printer.close()

@@ -158,3 +158,34 @@ def test_audit_fallback_switches_to_the_teacher(bundle_dir):
     assert all(line.precision == "student" for line in lines[:switched])
     assert lines[-1].debounced_status == "both-off" and auditor.fell_back
     assert harness.monitor.health().ok and "the teacher decides" in harness.monitor.health().reason
+
+
+class TeacherAsStudent:
+    """A student that hears exactly what its teacher hears: it may never be found to disagree."""
+
+    precision = "student"
+
+    def __init__(self, bundle):
+        self.inner = Classifier(bundle, "fp32", threads=1)
+        self.bundle, self.window_samples = bundle, bundle.window.window_samples
+        self.decision = pinned_decision(bundle.path)
+
+    def predict(self, windows):
+        return self.inner.predict(windows)
+
+
+def test_a_change_landing_before_an_audit_is_no_disagreement(bundle_dir, off_then_ac):
+    """The AC starts at 24 s; the audit at 28.5 s hears it at once while the student's debounced state
+    still follows its running median: compared on the same window by the same rule, they agree."""
+    bundle = load_bundle(bundle_dir)
+    auditor = Auditor(lambda: _teacher(bundle), every_sec=12.0, degraded_rate=0.1)
+    source = FakeSource()
+    harness = Harness(bundle_dir, source, classifier=TeacherAsStudent(bundle), auditor=auditor, max_lag_sec=100.0)
+    with harness:
+        source.feed(np.concatenate(off_then_ac))
+        lines = harness.wait_for(29)
+    audited = {line.t: line.debounced_status for line in lines if line.audits != lines[lines.index(line) - 1].audits}
+    assert audited[28.5] == "both-off" and any(line.debounced_status == "ac-on" for line in lines[20:]), \
+        "an audit lands while the student's state has not followed the change yet"
+    assert auditor.audits == 3 and auditor.disagreements == 0 and auditor.max_abs_diff == 0.0
+    assert harness.monitor.health().ok

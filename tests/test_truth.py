@@ -150,3 +150,90 @@ def test_a_paused_pipe_is_waited_on_its_audio_decided_and_the_run_goes_on_across
     assert running and heard == pytest.approx((before_end - began) + (after_end - after_start))
     assert heard > after_end - after_start, "the gap did not restart the run's clock"
     subscriber.close()
+
+
+def _configs(port: int) -> dict[str, str]:
+    """The retained discovery configs: what Home Assistant builds the device from."""
+    return {topic: payload for topic, payload in retained_messages(port).items() if topic.startswith("homeassistant/")}
+
+
+def test_a_twin_never_takes_the_running_monitors_device_and_home_assistant_gets_it_back(bundle_dir, broker, tmp_path):
+    """`humwatch live --name Kitchen` tried in a terminal while the service (with its statistics) runs."""
+    url, room = f"mqtt://127.0.0.1:{broker.port}", _noise(120, -58)
+    service = LiveProcess(bundle_dir, tmp_path, ["--name", "Kitchen", "--mqtt", url, "--history", str(tmp_path / "h.sqlite"),
+                                                 "--watts", "ac=1200,fridge=150", "--alarm", "fridge-run-max=90m", *PINNED],
+                          name="service")
+    twin = None
+    try:
+        service.feed_in_background(room, speed=1)
+        deadline = time.monotonic() + 60
+        while len(_configs(broker.port)) < 15:  # state, 2 running, input, 2 x 4 statistics, 2 energy, 1 alarm
+            assert time.monotonic() < deadline, sorted(_configs(broker.port))
+            time.sleep(0.5)
+        before = _configs(broker.port)
+        twin = LiveProcess(bundle_dir, tmp_path, ["--name", "Kitchen", "--mqtt", url, *PINNED], name="twin")
+        twin.feed_in_background(room, speed=1)
+        deadline = time.monotonic() + 60
+        while "publishes nothing there" not in twin.stderr_path.read_text():
+            assert time.monotonic() < deadline, twin.stderr_path.read_text()
+            time.sleep(0.2)
+        assert twin.wait_for(lambda lines: len(lines) >= 3), "the twin decides all the same"
+        code, health = twin.get("/healthz")
+        assert code == 503 and "holds humwatch/kitchen; this monitor publishes nothing there" in json.loads(health)["reason"]
+        time.sleep(3)  # past the time the twin would have claimed the id
+        assert _configs(broker.port) == before, "not one of the service's entities removed or overwritten"
+
+        birth = Subscriber(broker.port)  # Home Assistant restarts: its birth message asks for everything again
+        birth.client.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
+        assert birth.wait(lambda t, p, r: t == "homeassistant/sensor/humwatch_kitchen/fridge_energy_today_kwh/config"
+                          and not r and p), "the discovery is sent again"
+        assert birth.wait(lambda t, p, r: t == "humwatch/kitchen/availability" and not r and p == "online")
+        birth.close()
+
+        assert service.stop()[0] == 0  # the service stops: now, and only now, the twin takes the id
+        deadline = time.monotonic() + 30
+        while len(_configs(broker.port)) != 4:  # state, 2 running, input: the statistics it lacks are removed
+            assert time.monotonic() < deadline, sorted(_configs(broker.port))
+            time.sleep(0.5)
+        assert "asking for the id again" in twin.stderr_path.read_text()
+        assert json.loads(twin.get("/healthz")[1])["ok"] is True
+    finally:
+        service.stop()
+        if twin is not None:
+            twin.stop()
+
+
+@pytest.mark.rtsp
+def test_a_lost_camera_goes_unavailable_in_home_assistant_and_comes_back(bundle_dir, broker, tmp_path):
+    import soundfile
+
+    from rtsp_server import RtspServer
+
+    wav = tmp_path / "room.wav"
+    soundfile.write(wav, _noise(600, -50), RATE)
+    server = RtspServer(wav, "aac").start()
+    subscriber = Subscriber(broker.port)
+    live = LiveProcess(bundle_dir, tmp_path, ["--name", "Kitchen", "--mqtt", f"mqtt://127.0.0.1:{broker.port}", *PINNED],
+                       source=("--source", server.url()))
+    try:
+        assert subscriber.wait(lambda t, p, r: t == "humwatch/kitchen/input" and json.loads(p) == {"state": "ok"}, 60)
+        server.kill()
+        lost = time.monotonic()
+        assert subscriber.wait(lambda t, p, r: t == "humwatch/kitchen/input" and json.loads(p)["state"] == "no-audio", 30)
+        unavailable_after = time.monotonic() - lost
+        assert unavailable_after < 10, f"the camera's loss took {unavailable_after:.1f} s to reach Home Assistant"
+        code, health = live.get("/healthz")
+        assert code == 503 and json.loads(health)["reason"].startswith(f"Kitchen: {server.url()}: lost")
+        assert subscriber.wait(lambda t, p, r: t == "humwatch/kitchen/state" and p == "no-audio", 5), "and says why"
+        time.sleep(5)
+        assert live.get("/healthz")[0] == 503 and server.url() in json.loads(live.get("/healthz")[1])["reason"]
+        server.start()
+        back = time.monotonic()
+        count = len(subscriber.payloads("humwatch/kitchen/input"))
+        assert subscriber.wait(lambda t, p, r: t == "humwatch/kitchen/input" and json.loads(p) == {"state": "ok"}
+                               and len(subscriber.payloads("humwatch/kitchen/input")) > count, 60)
+        assert time.monotonic() - back < 10 + 6 + 3, "available again once a window of the camera is decided"
+    finally:
+        live.stop()
+        server.kill()
+        subscriber.close()
