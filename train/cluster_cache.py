@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import tempfile
 from pathlib import Path
-from types import ModuleType
 from typing import Iterator
 
 import numpy as np
@@ -44,12 +43,13 @@ class CacheWorker:
         import ray
 
         torch.set_num_threads(self.threads)
-        data, self.views = ray.get(shipped)
+        data, self.views = ray.get(shipped)  # data: a view of the object store, not a copy
         if hashlib.sha256(data).hexdigest() != self.sha256:
             raise CheckpointError(f"the BEATs checkpoint reached a worker altered (its sha256 is not {self.sha256}); run again")
         with tempfile.TemporaryDirectory(prefix="humwatch-beats-") as folder:
             path = Path(folder) / "beats.pt"
             path.write_bytes(data)
+            del data
             return load_beats(path)
 
     def encode(self, shipped: list, recording: Recording, windows: np.ndarray, view: int) -> tuple[Recording, int, np.ndarray]:
@@ -64,21 +64,27 @@ def count_windows(recording: Recording, cache: EmbeddingCache) -> int:
 
 
 class ClusterFill:
-    """Fills one EmbeddingCache on a Ray cluster's workers: made at the first fill, kept for the next."""
+    """Fills one EmbeddingCache on a Ray cluster's workers: connected and started at the first fill
+    with work to do (a complete cache needs no cluster), kept for the next."""
 
-    def __init__(self, ray: ModuleType, cache: EmbeddingCache, checkpoint: Path, cpus: int, stack: contextlib.ExitStack) -> None:
-        self.ray, self.cache, self.checkpoint, self.cpus, self.stack = ray, cache, checkpoint, cpus, stack
-        self.pool, self.shipped = None, []
+    def __init__(self, address: str, cache: EmbeddingCache, checkpoint: Path, cpus: int, stack: contextlib.ExitStack) -> None:
+        self.address, self.cache, self.checkpoint, self.cpus, self.stack = address, cache, checkpoint, cpus, stack
+        self.ray, self.pool, self.shipped = None, None, []
+
+    def _start(self, items: int) -> None:
+        self.ray = ray = self.stack.enter_context(connected(self.address))
+        # bytes as a uint8 array: Ray hands workers arrays without copying them out of its store
+        self.shipped = [ray.put(np.frombuffer(self.checkpoint.read_bytes(), np.uint8)), ray.put(self.cache.views)]
+        self.pool = self.stack.enter_context(actor_pool(ray, CacheWorker, (self.cache.checkpoint_sha256, self.cpus),
+                                                        self.cpus, worker_count(ray, self.cpus, items)))
 
     def fill(self, todo: list[tuple[Recording, int]]) -> int:
         """Encode and store every (recording, view) of `todo` (views of a recording together); the windows encoded."""
-        ray, cache = self.ray, self.cache
+        cache = self.cache
         counts = {recording: count_windows(recording, cache) for recording, _ in todo}
         if self.pool is None:
-            self.shipped = [ray.put(self.checkpoint.read_bytes()), ray.put(cache.views)]
-            args = (cache.checkpoint_sha256, self.cpus)
-            self.pool = self.stack.enter_context(
-                actor_pool(ray, CacheWorker, args, self.cpus, worker_count(ray, self.cpus, len(todo))))
+            self._start(len(todo))
+        ray = self.ray
         last = {recording: index for index, (recording, _) in enumerate(todo)}
         shipped = {}
 
@@ -103,4 +109,4 @@ def cluster_fill(address: str, cpus: int, cache: EmbeddingCache, checkpoint: Pat
         yield None
         return
     with contextlib.ExitStack() as stack:
-        yield ClusterFill(stack.enter_context(connected(address)), cache, checkpoint, cpus, stack)
+        yield ClusterFill(address, cache, checkpoint, cpus, stack)

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from edge.cluster.connect import actor_pool, connected, finished, in_order, worker_count
 from edge.core.audio import AudioError, AudioFile
 from edge.core.bundle import MANIFEST, Bundle
@@ -25,10 +27,11 @@ from edge.monitor.batch import expand_paths
 from edge.monitor.settings import DetectorSettings
 
 
-def bundle_files(bundle: Bundle) -> dict[str, bytes]:
-    """{name: bytes} of bundle.json and every file it lists, as this machine holds them."""
-    return {MANIFEST: (bundle.path / MANIFEST).read_bytes(),
-            **{name: bundle.graph_file(name).read_bytes() for name in bundle.manifest.files}}
+def bundle_files(bundle: Bundle) -> dict[str, np.ndarray]:
+    """{name: its bytes} of bundle.json and every file it lists, as this machine holds them; uint8
+    arrays, which Ray hands workers without copying them out of its store."""
+    paths = {MANIFEST: bundle.path / MANIFEST, **{name: bundle.graph_file(name) for name in bundle.manifest.files}}
+    return {name: np.frombuffer(path.read_bytes(), np.uint8) for name, path in paths.items()}
 
 
 def refusal(path: Path) -> AudioError | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 
@@ -33,7 +34,7 @@ def check_address(text: str) -> str:
     """The address as given; ValueError for another form, or when Ray is not installed."""
     if text != LOCAL:
         host, _, port = text.removeprefix("ray://").rpartition(":")
-        if text != "auto" and not (host and port.isdigit() and 0 < int(port) < 65536):
+        if text != "auto" and not (host and "/" not in host and port.isdigit() and 0 < int(port) < 65536):
             raise ValueError(f"{text!r}: expected {FORMS}, e.g. ray://192.168.1.20:10001")
         if importlib.util.find_spec("ray") is None:
             raise ValueError(f"{text}: Ray is not installed here; install it with {INSTALL}, or leave --cluster out")
@@ -54,6 +55,13 @@ def connected(address: str) -> Iterator[ModuleType]:
     """Ray, connected to the cluster at `address` for the duration; ClusterError when none answers there."""
     import ray
 
+    if address != "auto":  # Ray itself would wait minutes for an address where nothing listens
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as error:
+            raise ClusterError(f"--cluster {address}: nothing answers at {host}:{port} ({error.strerror or error}); is "
+                               "'ray start --head' running there, and the port open to this machine?") from error
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except ConnectionError as error:
