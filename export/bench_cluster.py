@@ -6,7 +6,8 @@ evenly, so the cluster has the CPUs the local path uses. Over the same synthetic
 - the embedding cache: windows per second filled locally, then on the cluster (the two caches compared byte for byte);
 - batch: windows per second, locally then on the cluster (the lines compared);
 - a small folder (one short recording): each path's wall time; the difference is Ray's overhead
-  (connecting, starting the workers, loading the model there, shipping it);
+  (connecting, starting the workers, loading the model there, shipping it); and each path's rate
+  beyond its fixed cost: the larger folder's extra windows over its extra seconds;
 - each Ray worker's peak resident memory (VmHWM from /proc, read while it runs).
 
 Writes <workdir>/bench-cluster.json.
@@ -139,11 +140,15 @@ def run_bench_cluster(checkpoint: Path, bundle_dir: Path, workdir: Path, recordi
             with PeakMemory("BatchWorker") as batch_memory:
                 lines, batch_sec = batch_lines(bundle_dir, folder, cluster_address, cpus)
             small_cache_sec, _ = fill_cache(workdir / f"small-cache-{name}", checkpoint, short, cluster_address, cpus)
-            _, small_batch_sec = batch_lines(bundle_dir, small, cluster_address, cpus)
+            small_lines, small_batch_sec = batch_lines(bundle_dir, small, cluster_address, cpus)
+            batch_windows, small_windows = (sum(line["windows"] for line in found) for found in (lines, small_lines))
             rows[name] = {"cache_windows": windows, "cache_sec": cache_sec, "cache_windows_per_sec": windows / cache_sec,
-                          "batch_windows": sum(line["windows"] for line in lines), "batch_sec": batch_sec,
-                          "batch_windows_per_sec": sum(line["windows"] for line in lines) / batch_sec,
-                          "small_cache_sec": small_cache_sec, "small_batch_sec": small_batch_sec, "lines": lines,
+                          "batch_windows": batch_windows, "batch_sec": batch_sec, "batch_windows_per_sec": batch_windows / batch_sec,
+                          "small_cache_windows": small_windows * (VIEWS + 1), "small_cache_sec": small_cache_sec,
+                          "small_batch_windows": small_windows, "small_batch_sec": small_batch_sec, "lines": lines,
+                          # the rate beyond the fixed cost of a run: the extra windows over the extra time of the larger folder
+                          "cache_marginal_windows_per_sec": (windows - small_windows * (VIEWS + 1)) / (cache_sec - small_cache_sec),
+                          "batch_marginal_windows_per_sec": (batch_windows - small_windows) / (batch_sec - small_batch_sec),
                           "cache_worker": cache_memory.figures(), "batch_worker": batch_memory.figures()}
     local, ray = rows["local"], rows["ray"]
     report.update({
@@ -151,8 +156,8 @@ def run_bench_cluster(checkpoint: Path, bundle_dir: Path, workdir: Path, recordi
         "ray": {key: value for key, value in ray.items() if key != "lines"},
         "same_cache": same_files(workdir / "cache-local", workdir / "cache-ray"),
         "same_batch_lines": local["lines"] == ray["lines"],
-        "ray_over_local": {"cache_windows_per_sec": ray["cache_windows_per_sec"] / local["cache_windows_per_sec"],
-                           "batch_windows_per_sec": ray["batch_windows_per_sec"] / local["batch_windows_per_sec"]},
+        "ray_over_local": {key: ray[key] / local[key] for key in ("cache_windows_per_sec", "batch_windows_per_sec",
+                                                                   "cache_marginal_windows_per_sec", "batch_marginal_windows_per_sec")},
         "ray_overhead_small_folder_sec": {"cache": ray["small_cache_sec"] - local["small_cache_sec"],
                                           "batch": ray["small_batch_sec"] - local["small_batch_sec"]},
     })
@@ -166,14 +171,13 @@ def print_report(report: dict) -> None:
                f"{report['nodes']['cpus_per_node']} CPU(s) each; {report['recordings']} recordings of {report['seconds']:g} s")
     if report["busy"]:
         click.secho(f"WARNING: {report['busy']}: the timings are not clean", fg="yellow")
-    click.echo(f"{'':34}{'local':>10}{'ray':>10}{'ray/local':>11}")
-    click.echo(f"{'cache fill, windows/s':34}{local['cache_windows_per_sec']:>10.3f}{ray['cache_windows_per_sec']:>10.3f}"
-               f"{ratio['cache_windows_per_sec']:>11.2f}")
-    click.echo(f"{'batch, windows/s':34}{local['batch_windows_per_sec']:>10.3f}{ray['batch_windows_per_sec']:>10.3f}"
-               f"{ratio['batch_windows_per_sec']:>11.2f}")
-    click.echo(f"{'small folder: cache fill, s':34}{local['small_cache_sec']:>10.1f}{ray['small_cache_sec']:>10.1f}"
+    click.echo(f"{'':40}{'local':>10}{'ray':>10}{'ray/local':>11}")
+    for key, what in (("cache_windows_per_sec", "cache fill, windows/s"), ("cache_marginal_windows_per_sec", "  beyond a run's fixed cost"),
+                      ("batch_windows_per_sec", "batch, windows/s"), ("batch_marginal_windows_per_sec", "  beyond a run's fixed cost")):
+        click.echo(f"{what:40}{local[key]:>10.3f}{ray[key]:>10.3f}{ratio[key]:>11.2f}")
+    click.echo(f"{'small folder: cache fill, s':40}{local['small_cache_sec']:>10.1f}{ray['small_cache_sec']:>10.1f}"
                f"{'+' + format(report['ray_overhead_small_folder_sec']['cache'], '.1f') + ' s':>11}")
-    click.echo(f"{'small folder: batch, s':34}{local['small_batch_sec']:>10.1f}{ray['small_batch_sec']:>10.1f}"
+    click.echo(f"{'small folder: batch, s':40}{local['small_batch_sec']:>10.1f}{ray['small_batch_sec']:>10.1f}"
                f"{'+' + format(report['ray_overhead_small_folder_sec']['batch'], '.1f') + ' s':>11}")
     for name in ("cache", "batch"):
         memory = ray[f"{name}_worker"]

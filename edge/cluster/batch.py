@@ -34,6 +34,15 @@ def bundle_files(bundle: Bundle) -> dict[str, np.ndarray]:
     return {name: np.frombuffer(path.read_bytes(), np.uint8) for name, path in paths.items()}
 
 
+def unpack(files: list, folder: Path) -> None:
+    """Write the shipped bundle ([the ObjectRef of bundle_files()]) into `folder`. On return nothing
+    holds the shipped arrays, so the object store's pages they occupy leave this worker's memory."""
+    import ray
+
+    for name, data in ray.get(files[0]).items():
+        (folder / name).write_bytes(data)
+
+
 def refusal(path: Path) -> AudioError | None:
     """What local batch refuses before decoding `path` (its name, or a file that is not audio), or None."""
     if text := control_characters_error(path):
@@ -56,11 +65,8 @@ class BatchWorker:
         self.detector: Detector | None = None
 
     def _open(self, files: list) -> Detector:
-        import ray
-
         with tempfile.TemporaryDirectory(prefix="humwatch-bundle-") as folder:
-            for name, data in ray.get(files[0]).items():
-                (Path(folder) / name).write_bytes(data)
+            unpack(files, Path(folder))
             return Detector.from_bundle(folder, self.settings.precision, hop=None, threads=self.threads,
                                         **self.settings.decision_overrides())
 
