@@ -119,7 +119,8 @@ def run_bench_cluster(checkpoint: Path, bundle_dir: Path, workdir: Path, recordi
     checkpoint, bundle_dir = checkpoint.resolve(), bundle_dir.resolve()
     cores = os.cpu_count() or 1
     cpus = max(1, cores // (workers + 1))
-    report = {"cpu": platform.processor() or platform.machine(), "cores": cores, "busy": check_quiet(allow_busy=True),
+    names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), flags=re.M)
+    report = {"cpu": names[0] if names else platform.machine(), "cores": cores, "busy": check_quiet(allow_busy=True),
               "nodes": {"head": 1, "workers": workers, "cpus_per_node": cpus}, "recordings": recordings,
               "seconds": seconds, "views": VIEWS + 1}
     folder, small = workdir / "recordings", workdir / "small"
@@ -167,7 +168,7 @@ def run_bench_cluster(checkpoint: Path, bundle_dir: Path, workdir: Path, recordi
 
 def print_report(report: dict) -> None:
     local, ray, ratio = report["local"], report["ray"], report["ray_over_local"]
-    click.echo(f"{report['cores']} cores; cluster: a head and {report['nodes']['workers']} worker node(s), "
+    click.echo(f"{report['cpu']}, {report['cores']} cores; cluster: a head and {report['nodes']['workers']} worker node(s), "
                f"{report['nodes']['cpus_per_node']} CPU(s) each; {report['recordings']} recordings of {report['seconds']:g} s")
     if report["busy"]:
         click.secho(f"WARNING: {report['busy']}: the timings are not clean", fg="yellow")
