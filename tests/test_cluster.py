@@ -54,6 +54,18 @@ def assert_same_as_local(ray_cache: Path, project: Path) -> None:
         assert path.read_bytes() == local[key].read_bytes(), f"{key}: differs from the local cache"
 
 
+def encoding(workers: dict[int, Path]) -> list[int]:
+    """The workers in the middle of a task (Ray titles them ray::CacheWorker.encode meanwhile)."""
+    busy = []
+    for pid, folder in workers.items():
+        try:
+            if (folder / "cmdline").read_bytes().startswith(b"ray::CacheWorker.encode"):
+                busy.append(pid)
+        except OSError:  # it ended meanwhile
+            continue
+    return busy
+
+
 def test_train_fills_the_local_cache_even_when_a_worker_is_killed_mid_run(cluster, project, tiny_checkpoint,
                                                                           trained_runs, tmp_path):
     cache = tmp_path / "cache"
@@ -61,12 +73,11 @@ def test_train_fills_the_local_cache_even_when_a_worker_is_killed_mid_run(cluste
                                 *map(str, train_arguments(project, tiny_checkpoint, cache, tmp_path, cluster.address))],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (stored := cache_files(cache)) or not actor_processes("CacheWorker"):
+    while not (stored := cache_files(cache)) or not (busy := encoding(workers := actor_processes("CacheWorker"))):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
+        time.sleep(0.02)
     before = {key: (path.stat().st_ino, path.stat().st_mtime_ns) for key, path in stored.items()}
-    workers = actor_processes("CacheWorker")
-    os.kill(min(workers), signal.SIGKILL)
+    os.kill(busy[0], signal.SIGKILL)  # mid-task: Ray must start it again and retry the task
     while not set(actor_processes("CacheWorker")) - set(workers):  # Ray starts the worker again
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before the worker came back"
         time.sleep(0.05)
