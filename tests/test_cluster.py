@@ -29,9 +29,9 @@ def cluster():
         yield running
 
 
-def humwatch(*arguments, **options) -> subprocess.CompletedProcess:
+def humwatch(*arguments) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edge.cli", *map(str, arguments)], capture_output=True, text=True,
-                          cwd=REPO, timeout=300, **options)
+                          cwd=REPO, timeout=300)
 
 
 def train_arguments(project: Path, checkpoint: Path, cache: Path, tmp_path: Path, cluster: str) -> list:
