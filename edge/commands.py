@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from edge.cluster.connect import LOCAL, ClusterError, cluster_options
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
 from edge.core.output import error_text, format_table, json_line
@@ -31,32 +32,47 @@ def open_detector(settings, plan: bool = True):
 
 @click.command()
 @click_options(DetectorSettings, exclude=("hop", "cpu_budget"), required=("bundle",))
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--files-from", type=click.File("r", encoding="utf-8"), default=None, metavar="FILE",
+              help="Also the paths listed in FILE, one per line ('-': standard input).")
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
-def batch(paths, output_format, **options) -> None:
+@cluster_options
+def batch(paths, files_from, output_format, cluster, worker_cpus, **options) -> None:
     """One decision per audio file (files, or directories searched recursively).
 
     Exit code 1 if any file failed or no audio file was found.
     """
     from edge.monitor.batch import NoAudioError, expand_paths, run_batch
 
+    paths = [*paths, *(Path(line.rstrip("\r\n")) for line in files_from or () if line.strip())]
+    if not paths:
+        raise click.UsageError("give audio files or directories, or --files-from FILE")
     try:
-        expand_paths(list(paths))
+        expand_paths(paths)
     except NoAudioError as error:
         raise click.ClickException(f"{error}; pass audio files or directories that hold some") from error
-    detector = open_detector(DetectorSettings(**options), plan=False)
+    settings = DetectorSettings(**options)
+    detector = open_detector(settings, plan=False)  # every check of the bundle and the options, here first
+    bundle = detector.classifier.bundle
+    if cluster == LOCAL:
+        lines = run_batch(detector, paths)
+    else:
+        from edge.cluster.batch import cluster_batch
+
+        del detector  # the workers load their own
+        lines = cluster_batch(cluster, worker_cpus, settings, bundle, paths)
     rows, failed = [], 0
     try:
-        for line in run_batch(detector, list(paths)):
+        for line in lines:
             failed += "error" in line
             if output_format == "jsonl":
                 json_line(line)
             else:
                 rows.append(line)
-    except BundleError as error:  # the graphs gave no probabilities (ModelOutputError): never NaN in a line
+    except (BundleError, ClusterError) as error:  # BundleError: the graphs gave no probabilities (ModelOutputError)
         raise click.ClickException(str(error)) from error
     if output_format == "table":
-        probabilities = [f"p_{name}" for name in detector.classifier.bundle.manifest.labels]
+        probabilities = [f"p_{name}" for name in bundle.manifest.labels]
         click.echo(format_table(rows, ["path", "status", *probabilities, "windows", "duration_sec", "error"]))
     sys.exit(1 if failed else 0)
 

@@ -101,4 +101,29 @@ def bench_training(workdir: Path, seconds: float, device: str) -> None:
     run_benchmark(workdir, seconds, device)
 
 
-COMMANDS = (export, demo, bench_training)
+@click.command("bench-cluster")
+@click.option("--beats-checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
+              help="The encoder of the cache fill (bench-training leaves a full-size one: bench-work/random_full_beats.pt).")
+@click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="The bundle of the batch runs (bench-training leaves bench-work/bundles/full-random).")
+@click.option("--workdir", type=PATH, default=Path("bench-cluster"), show_default=True, help="Emptied, then filled.")
+@click.option("--recordings", type=click.IntRange(1, 8), default=2, show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=12), default=30.0, show_default=True, help="Length of each recording.")
+@click.option("--small-seconds", type=click.FloatRange(min=6), default=12.0, show_default=True,
+              help="Length of the one recording of the small folder.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker nodes beside the head.")
+def bench_cluster(beats_checkpoint, bundle_dir, workdir, recordings, seconds, small_seconds, workers) -> None:
+    """Time the cache fill and batch locally and on a Ray cluster started here (needs humwatch[cluster])."""
+    from edge.cluster.connect import check_address
+    from export.bench_cluster import print_report, run_bench_cluster
+
+    try:
+        check_address("auto")  # Ray is installed
+    except ValueError as error:
+        raise click.ClickException(str(error).removeprefix("auto: ")) from error
+    workdir.mkdir(parents=True, exist_ok=True)
+    print_report(run_bench_cluster(beats_checkpoint, bundle_dir, workdir, recordings, seconds, small_seconds, workers))
+    click.echo(f"-> {workdir / 'bench-cluster.json'}")
+
+
+COMMANDS = (export, demo, bench_training, bench_cluster)

@@ -39,7 +39,7 @@ def test_requirements_are_the_locks_base_dependencies():
     assert regenerated == REQUIREMENTS.read_text(encoding="utf-8"), (
         f"{REQUIREMENTS} differs from uv.lock: regenerate it with '{' '.join(command)} > edge/install/requirements.txt'")
     pins = dict(re.findall(r"^([a-z0-9-]+)==(\S+)", regenerated, flags=re.M))
-    assert "onnxruntime" in pins and "numpy" in pins and not {"torch", "torchaudio", "onnx", "pandas"} & set(pins)
+    assert "onnxruntime" in pins and "numpy" in pins and not {"torch", "torchaudio", "onnx", "pandas", "ray"} & set(pins)
     assert regenerated.count("--hash=sha256:") >= len(pins)
 
 
@@ -77,3 +77,5 @@ def test_the_wheel_installs_offline_with_hashes_and_checks_a_bundle(bundle_dir, 
     assert "Workstation commands (not installed here: need humwatch[train])" in usage and "export" in usage
     refused = subprocess.run([humwatch, "train", "--help"], capture_output=True, text=True)
     assert refused.returncode == 2 and "runs on the workstation" in refused.stderr and "humwatch[train]" in refused.stderr
+    no_ray = subprocess.run([humwatch, "batch", "--bundle", bundle_dir, "--cluster", "auto", bundle_dir], capture_output=True, text=True)
+    assert no_ray.returncode == 2 and "Ray is not installed here; install it with pip install 'humwatch[cluster]'" in no_ray.stderr

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edge.cluster.connect import cluster_options
 from edge.core.defaults import WindowConfig
 from edge.core.labels import DAYPARTS
 from edge.core.output import format_table
@@ -83,11 +84,15 @@ def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: 
 @click.option("--models", "models_dir", type=PATH, default=Path("models"), show_default=True)
 @click.option("--cache-dir", type=PATH, default=Path("data/cache"), show_default=True)
 @DEVICE_OPTION
+@cluster_options
 def train(beats_checkpoint, val_daypart, val_recordings, priority, unfreeze_blocks, epochs, stage2_epochs, views, seed,
-          manifests_dir, models_dir, cache_dir, device) -> None:
-    """Train the classifier on frozen BEATs embeddings (stage 1, optional stage 2)."""
+          manifests_dir, models_dir, cache_dir, device, cluster, worker_cpus) -> None:
+    """Train the classifier on frozen BEATs embeddings (stage 1, optional stage 2).
+
+    With --cluster, the embedding cache is filled by the workers of a Ray cluster (the rest runs here)."""
     from edge.core.audio import AudioError
     from edge.core.labels import LabelError
+    from edge.cluster.connect import ClusterError
     from train.beats import CheckpointError
     from train.manifests import ManifestError
     from train.device import DeviceError
@@ -97,11 +102,12 @@ def train(beats_checkpoint, val_daypart, val_recordings, priority, unfreeze_bloc
         beats_checkpoint=beats_checkpoint, manifests_dir=manifests_dir, models_dir=models_dir, cache_dir=cache_dir,
         val_daypart=val_daypart, val_recordings=tuple(r for value in val_recordings for r in value.split(",") if r),
         priority=tuple(name.strip() for name in priority.split(",") if name.strip()), views=views, epochs=epochs,
-        unfreeze_blocks=unfreeze_blocks, stage2_epochs=stage2_epochs, seed=seed, device=device,
+        unfreeze_blocks=unfreeze_blocks, stage2_epochs=stage2_epochs, seed=seed, device=device, cluster=cluster,
+        worker_cpus=worker_cpus,
     )
     try:
         run_dir = Trainer(options, log=click.echo).run()
-    except (SplitError, ManifestError, CheckpointError, AudioError, DeviceError, LabelError) as error:
+    except (SplitError, ManifestError, CheckpointError, AudioError, DeviceError, LabelError, ClusterError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"next: humwatch thresholds --run {run_dir}")
 

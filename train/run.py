@@ -69,6 +69,8 @@ class TrainOptions:
     stage2_head_lr: float = 3e-4
     seed: int = 0
     device: str = "auto"
+    cluster: str = "local"  # where the embedding cache is filled (edge.cluster.connect)
+    worker_cpus: int = 1
 
 
 def options_to_yaml(options) -> dict:

@@ -29,6 +29,7 @@ from edge.core.labels import DAYPARTS, Appliances, LabelError
 from train.augment import AugmentConfig, augment_waveform, background_ids, spec_augment
 from train.beats import load_beats
 from train.cache import EmbeddingCache, Recording
+from train.cluster_cache import cluster_fill
 from train.device import resolve_device
 from train.head import AttentionPoolHead, HumwatchModel, predict_model
 from train.manifests import ManifestError, load_manifests, named_labels
@@ -201,8 +202,9 @@ class Trainer:
         labels = {row["recording_id"]: named_labels(row, names) for row in files.to_dict("records")}
         pool = [recordings[r] for r in background_ids({r: labels[r] for r in training_ids}, names)]
         cache = EmbeddingCache(options.cache_dir, checkpoint_sha, window, options.seed, pool, AugmentConfig(), device)
-        stats = cache.build(encoder, [recordings[r] for r in training_ids], options.views)
-        val_stats = cache.build(encoder, [recordings[r] for r in validation_ids], 0)
+        with cluster_fill(options.cluster, options.worker_cpus, cache, options.beats_checkpoint) as cluster:
+            stats = cache.build(encoder, [recordings[r] for r in training_ids], options.views, cluster)
+            val_stats = cache.build(encoder, [recordings[r] for r in validation_ids], 0, cluster)
         self.log(f"embedding cache: encoded {stats.encoded_windows + val_stats.encoded_windows} windows, "
                  f"reused {stats.reused_windows + val_stats.reused_windows}")
 
