@@ -442,3 +442,63 @@ def test_history_refuses_watts_of_an_appliance_it_does_not_hold(tmp_path):
     assert result.exit_code == 1
     assert (f"{path}: --watts dehumidifer=300: dehumidifer is not one of the history's appliances (ac, fridge, "
             "dehumidifier); use one of them, e.g. --watts ac=300") in result.output
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE segments (id INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL NOT NULL);
+CREATE TABLE changes (id INTEGER PRIMARY KEY, segment INTEGER NOT NULL REFERENCES segments(id), appliance TEXT NOT NULL,
+    running INTEGER NOT NULL, wall REAL NOT NULL, audio_t REAL NOT NULL);
+CREATE INDEX changes_by_time ON changes (appliance, wall);
+CREATE INDEX changes_by_segment ON changes (segment, appliance, wall);
+INSERT INTO meta VALUES ('schema_version', '1');
+"""
+
+
+def test_a_history_written_before_gaps_had_reasons_is_brought_up_to_date(tmp_path):
+    """A version-1 file (humwatch before issue 29): its stretches' first rows are classed by the rule for gaps."""
+    path, start = tmp_path / "old.sqlite", 1_000_000.0
+    with sqlite3.connect(path) as connection:
+        connection.executescript(V1_SCHEMA)
+        connection.executemany("INSERT INTO segments VALUES (?, ?, ?)", [(1, start, start + 600), (2, start + 900, start + 1500)])
+        connection.executemany("INSERT INTO changes (segment, appliance, running, wall, audio_t) VALUES (?, ?, ?, ?, ?)", [
+            (1, "fridge", 0, start, 0.0), (1, "fridge", 1, start + 300, 300.0),  # off, then a run ...
+            (2, "fridge", 1, start + 900, 0.0),  # ... heard again after a restart: the same run
+            (1, "ac", 0, start, 0.0), (2, "ac", 1, start + 900, 0.0)])  # off, then on after the restart: unseen
+    connection.close()
+    history = History(path, clock=lambda: start + 1500, appliances=("fridge", "ac"))
+    stats = history.stats()
+    history.close()
+    with sqlite3.connect(path) as connection:
+        kinds = connection.execute("SELECT appliance, kind FROM changes ORDER BY id").fetchall()
+        version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    connection.close()
+    assert version == "2" and kinds == [("fridge", "first"), ("fridge", "change"), ("fridge", "same"), ("ac", "first"),
+                                         ("ac", "unseen")]
+    assert stats["fridge"].current_sec == 300 + 600, "the run heard before and after the restart"
+    assert (stats["fridge"].cycles_today, stats["ac"].cycles_today) == (1, 1)
+
+
+def test_an_alarm_clock_stands_still_while_nothing_is_heard(tmp_path):
+    """90 s of AC, 60 s of digital silence (no-signal lines), then AC again: a 150-s run alarm rises
+    once 150 s were heard, never from the silence and never reset by it."""
+    clock, events, raised_at = Clock(1_000_000.0), [], None
+    household = Household(History(tmp_path / "h.sqlite", clock=clock), Alarms([AlarmRule.parse("ac-run-max=150s")],
+                                                                              clock=clock), {}, events.append)
+    for step in range(160):
+        t = clock.now - 1_000_000.0 if step == 0 else step * 1.5
+        clock.now = 1_000_000.0 + t
+        if 90 <= t < 150:
+            household(HopLine.undecided(t, "no-signal", "no signal: digital silence", changed=t == 90, hop_sec=1.5))
+            assert household.history.current()["ac"] == (True, pytest.approx(88.5)), "frozen while nothing is heard"
+        else:
+            household(hop_line(t, {"ac": True, "fridge": False}, 1.5))
+        if raised_at is None and household.alarms.active["ac-run-max"]:
+            raised_at = t
+    household.close()
+    assert raised_at == 213.0, "88.5 s heard before the silence + 63 s after it: over 150 s at 213 s, not at 150"
+    assert [(event["state"], event["observed_sec"]) for event in events] == [("raised", 151.5)]
+    with sqlite3.connect(tmp_path / "h.sqlite") as connection:
+        assert connection.execute("SELECT reason, ended - started FROM gaps").fetchall() == [("no-signal", 58.5)]
+        assert [kind for (kind,) in connection.execute("SELECT kind FROM changes WHERE appliance = 'ac'")] == ["first", "same"]
+    connection.close()

@@ -157,7 +157,8 @@ def test_a_live_monitor_on_a_disk_that_fills_and_frees(small_disk):
 
     def feed(level: float, seconds: float) -> None:
         nonlocal fed
-        source.feed(np.full(int(seconds * 16_000), level, np.float32))
+        hiss = np.random.default_rng(int(fed)).standard_normal(int(seconds * 16_000)) * 1e-3  # a constant is no sound
+        source.feed((np.full(int(seconds * 16_000), level) + hiss).astype(np.float32))
         fed += seconds
         deadline = time.monotonic() + 30
         while len(lines) < _lines_after(fed) and time.monotonic() < deadline:
@@ -198,16 +199,21 @@ def test_no_space_at_start_names_the_file(small_disk):
 def test_closing_on_a_full_disk_says_what_is_lost_and_keeps_what_was_written(small_disk, caplog):
     path, clock = small_disk / "history.sqlite", Clock(1_000_000.0)
     history = History(path, clock=clock)
-    history(hop(0.0, False, False))
+    lines = [hop(0.0, False, False)]
+    history(lines[0])
     filler = fill(small_disk)
-    clock.now += HOP
     with pytest.raises(HistoryError, match="disk full"):
-        history(hop(HOP, True, False))
+        for step in range(1, 500):  # the first hops may fit in pages the database's files hold already
+            clock.now += HOP
+            lines.append(hop(step * HOP, step % 2 == 1, False))
+            history(lines[-1])
     with caplog.at_level(logging.WARNING, logger="humwatch.history"):
         history.close()
     assert f"--history {path}: the last hops could not be written before closing (disk full); 1 change(s)" in caplog.text
     filler.unlink()
-    assert recorded(path) == ([(1_000_000.0, 1_000_000.0)], [("ac", 0, 1_000_000.0, 0.0), ("fridge", 0, 1_000_000.0, 0.0)])
+    written = lines[:-1]  # all but the hop the full disk refused
+    wall = {line.t: 1_000_000.0 + line.t for line in lines}
+    assert recorded(path) == ([(1_000_000.0, wall[written[-1].t])], decided_changes(written, lambda line: wall[line.t]))
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +226,8 @@ def good_history(tmp_path_factory) -> bytes:
         clock.now += 600
     history.close()
     with sqlite3.connect(path) as connection:  # a month of fridge cycles more, in one transaction
-        connection.executemany("INSERT INTO changes (segment, appliance, running, wall, audio_t) VALUES (1, 'fridge', ?, ?, ?)",
+        connection.executemany("INSERT INTO changes (segment, appliance, running, wall, audio_t, kind) "
+                               "VALUES (1, 'fridge', ?, ?, ?, 'change')",
                                [(step % 2, 1_000_000.0 + step * 600, step * 600.0) for step in range(36, 2000)])
     connection.close()
     return path.read_bytes()

@@ -27,14 +27,17 @@ def intervals_by_segment(connection, since: float, until: float) -> list[Interva
     for segment, started, ended in connection.execute(
             "SELECT id, started, ended FROM segments WHERE ended >= ? AND started <= ? ORDER BY id", (since, until)).fetchall():
         for appliance in SEED.names:
-            rows = connection.execute("SELECT running, wall FROM changes WHERE segment = ? AND appliance = ? ORDER BY wall, id",
-                                      (segment, appliance)).fetchall()
-            for index, (running, wall) in enumerate(rows):
+            rows = connection.execute("SELECT running, wall, kind FROM changes WHERE segment = ? AND appliance = ? "
+                                      "ORDER BY wall, id", (segment, appliance)).fetchall()
+            for index, (running, wall, kind) in enumerate(rows):
                 end = rows[index + 1][1] if index + 1 < len(rows) else ended
                 start, stop = max(wall, since), min(end, until)
                 if stop >= start:
-                    found.append(Interval(appliance, bool(running), start, stop, index > 0 and wall >= since,
-                                          index + 1 < len(rows) and end <= until))
+                    inside = wall >= since
+                    found.append(Interval(appliance, bool(running), start, stop, index > 0 and inside,
+                                          index + 1 < len(rows) and end <= until,
+                                          starts_run=inside and (index > 0 or kind == "unseen"),
+                                          continues_run=inside and index == 0 and kind == "same"))
     return found
 
 
@@ -43,10 +46,24 @@ def _write_rows(path, segments: list[tuple[float, float]], changes: list[tuple[i
     with sqlite3.connect(path) as connection:
         connection.executemany("INSERT INTO segments (id, started, ended) VALUES (?, ?, ?)",
                                [(row, *span) for row, span in enumerate(segments, 1)])
-        connection.executemany("INSERT INTO changes (segment, appliance, running, wall, audio_t) VALUES (?, ?, ?, ?, ?)",
-                               [(segment, appliance, int(running), wall, wall - segments[segment - 1][0])
-                                for segment, appliance, running, wall in changes])
+        connection.executemany("INSERT INTO changes (segment, appliance, running, wall, audio_t, kind) VALUES (?, ?, ?, ?, ?, ?)",
+                               [(segment, appliance, int(running), wall, wall - segments[segment - 1][0], kind)
+                                for (segment, appliance, running, wall), kind in zip(changes, _kinds(changes))])
     connection.close()
+
+
+def _kinds(changes: list[tuple[int, str, bool, float]]) -> list[str]:
+    """Each row's kind as a monitor writes it: a segment's first row of an appliance says how it relates
+    to that appliance's last row before (first, same, unseen); the others are changes."""
+    kinds, last, opened = [], {}, set()
+    for segment, appliance, running, _ in changes:
+        if (segment, appliance) in opened:
+            kinds.append("change")
+        else:
+            opened.add((segment, appliance))
+            kinds.append("first" if appliance not in last else "same" if last[appliance] == running else "unseen")
+        last[appliance] = running
+    return kinds
 
 
 @pytest.fixture(scope="module")

@@ -247,19 +247,25 @@ def test_the_timeline_is_drawn_by_column_whatever_the_day_holds():
     day = [Interval("ac", False, now - DAY, now - 12 * hour, False, True),
            Interval("ac", True, now - 12 * hour, now - 6 * hour, True, True),
            Interval("ac", False, now - 6 * hour, now - 3 * hour, True, False)]  # then the monitor stopped
-    svg = timeline_svg(day, "ac", "#1f77b4", now)
+    svg = timeline_svg(day, [], "ac", "#1f77b4", now)
     assert 'd="M360 0h180v22h-180z" fill="#1f77b4" fill-opacity="0.9" class="ac-on"' in svg
     assert 'd="M0 0h360v22h-360zM540 0h90v22h-90z"' in svg
-    assert "path" not in timeline_svg(day, "fridge", "#2ca02c", now), "the fridge was not observed: its row is blank"
+    assert "path" not in timeline_svg(day, [], "fridge", "#2ca02c", now), "the fridge was not observed: its row is blank"
+    # an hour of digital silence in the afternoon, a lost camera at night: grey where nothing was decided
+    unheard = [(now - 16 * hour, now - 15 * hour, "no-signal"), (now - 2 * hour, now - hour, "no-audio")]
+    svg = timeline_svg(day, unheard, "ac", "#1f77b4", now)
+    assert 'd="M240 0h30v22h-30z" fill="#999" fill-opacity="0.5" class="gap-no-signal"><title>no signal' in svg
+    assert 'class="gap-no-audio"><title>no audio (input lost)</title>' in svg and 'd="M660 0h30v22h-30z"' in svg
+    assert 'd="M360 0h180v22h-180z" fill="#1f77b4" fill-opacity="0.9" class="ac-on"' in svg, "a run outranks the gap"
     # a dead microphone's day: a segment every 40 s, each with its own short run
     restless = [Interval("fridge", True, now - DAY + 40 * i, now - DAY + 40 * i + 10, True, True) for i in range(2160)]
-    svg = timeline_svg(restless + [Interval("fridge", False, i.end, i.end + 20, True, False) for i in restless],
+    svg = timeline_svg(restless + [Interval("fridge", False, i.end, i.end + 20, True, False) for i in restless], [],
                        "fridge", "#2ca02c", now)
     assert len(svg) < 1000 and 'd="M0 0h720v22h-720z"' in svg
     # the worst case, a different kind every column, stays bounded by the width
     columns = [Interval("ac", c % 3 == 0, now - DAY + 120 * c, now - DAY + 120 * c + 60, True, True)
                for c in range(720) if c % 3 != 2]
-    assert len(timeline_svg(columns, "ac", "#1f77b4", now)) < 20_000
+    assert len(timeline_svg(columns, [], "ac", "#1f77b4", now)) < 20_000
 
 
 def test_a_silent_client_does_not_delay_the_hops(bundle_dir, off_then_ac, tmp_path):

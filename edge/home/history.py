@@ -123,8 +123,12 @@ def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     if read_only:
         return sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # History serialises its use
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+    except BaseException:  # (a full disk): no file left open
+        connection.close()
+        raise
     return connection
 
 
