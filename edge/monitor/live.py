@@ -370,22 +370,19 @@ class LiveMonitor:
 
     def input_problem(self, now: float) -> str | None:
         """Why nothing is heard from the input, naming it (None while its audio is decided)."""
-        where = self.input_name
+        where, line = self.input_name, self.last_line
+        unheard = f"for {now - self.undecided_since:.0f} s" if self.undecided_since is not None else "just now"
         if self.lost is not None:
-            return f"{where}: lost ({self.lost}) {self._for(now)}; reopening it"
+            return f"{where}: lost ({self.lost}) {unheard}; reopening it"
         if self.last_audio_at is None:
             return f"{where}: no audio received yet"
         if now - self.last_audio_at > self.stall_timeout_sec:
             return f"{where}: no audio for {now - self.last_audio_at:.0f} s"
-        line = self.last_line
         if line is not None and line.status == NO_AUDIO and self.last_audio_at > self._last_line_at:
-            return f"{where}: the audio is back after {self._for(now)[4:]} without; deciding once a window is full"
+            return f"{where}: the audio is back after no audio {unheard}; deciding once a window is full"
         if line is not None and not line.decided:
-            return f"{where}: {line.reason} {self._for(now)}"
+            return f"{where}: {line.reason} {unheard}"
         return None
-
-    def _for(self, now: float) -> str:
-        return f"for {now - self.undecided_since:.0f} s" if self.undecided_since is not None else "just now"
 
     def run(self) -> None:
         """Open the source, decide every hop, and reopen it with backoff when it fails. What ends it
