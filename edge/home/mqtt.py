@@ -61,7 +61,7 @@ from edge.monitor.hop import HopLine
 log = logging.getLogger("humwatch.mqtt")
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 BACKOFF_SEC = (1, 60)
-TWIN_WAIT_SEC = 2.0  # after connecting, how long a monitor listens for another one alive on its id
+TWIN_WAIT_SEC = 1.0  # after connecting, how long a monitor listens for another one alive on its id (answers take ms)
 EXPIRE_HEARTBEATS = 3  # the state and running entities expire after this many heartbeats without a message
 INPUT_OK = "ok"  # the input topic's state while the hops decide
 MAX_NAME = 40  # characters of a name-derived topic id and of the device name Home Assistant sees
