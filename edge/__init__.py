@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib
 
 _PUBLIC = {
-    "Detector": "edge.detector",
-    "HopLine": "edge.monitor.hop",
-    "DecisionConfig": "edge.core.defaults",
+    "Detector": "edge.engine.detector",
+    "HopLine": "edge.engine.hop",
+    "DecisionConfig": "edge.core.decision",
     "AudioError": "edge.core.audio",
     "BundleError": "edge.core.bundle",
 }

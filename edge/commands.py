@@ -12,9 +12,11 @@ import click
 from edge.cluster.connect import LOCAL, ClusterError, cluster_options
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
+from edge.core.options import click_options
 from edge.core.output import error_text, format_table, json_line
 from edge.core.redact import log_to_stderr, redact
-from edge.monitor.settings import HOP, DetectorSettings, LiveSettings, click_options, live_settings, monitors_toml
+from edge.engine.settings import HOP, DetectorSettings
+from edge.monitor.settings import LiveSettings, live_settings, monitors_toml
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 START_ERRORS = (ValueError, OSError, RuntimeError, LookupError)  # bundle, source, history, port: one clear line
@@ -42,7 +44,7 @@ def batch(paths, files_from, output_format, cluster, worker_cpus, **options) -> 
 
     Exit code 1 if any file failed or no audio file was found.
     """
-    from edge.monitor.batch import NoAudioError, expand_paths, run_batch
+    from edge.engine.batch import NoAudioError, expand_paths, run_batch
 
     paths = [*paths, *(Path(line.rstrip("\r\n")) for line in files_from or () if line.strip())]
     if not paths:
@@ -84,7 +86,7 @@ def batch(paths, files_from, output_format, cluster, worker_cpus, **options) -> 
 @click.option("--only-changes", is_flag=True, help="Print only lines where the debounced status changes.")
 def stream(file, realtime, only_changes, **options) -> None:
     """Simulate live processing over FILE: one JSON line per hop."""
-    from edge.monitor.stream import stream_file
+    from edge.engine.stream import stream_file
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     detector = open_detector(DetectorSettings(**options))
@@ -135,7 +137,8 @@ def live(ctx, config, print_config, **options) -> None:
 @click.command()
 def devices() -> None:
     """List the audio input devices (index, name, channels, native rate)."""
-    from edge.monitor.live import DeviceUnavailable, import_sounddevice, input_devices
+    from edge.monitor.live import DeviceUnavailable
+    from edge.monitor.sources import import_sounddevice, input_devices
 
     try:
         found = input_devices(import_sounddevice())
@@ -162,7 +165,8 @@ def bench_bundle(bundle_dir, precision, threads, windows, cpu_budget, budget_run
 
     Each precision runs in a fresh process, one after the other, so the figures compare fairly.
     """
-    from edge.monitor.bench import PEAK_EFFICIENCY, PI_PEAKS, BenchError, bench, budget_run as run_budget, check_quiet
+    from edge.engine.bench import PEAK_EFFICIENCY, PI_PEAKS, BenchError, bench, check_quiet
+    from edge.engine.bench import budget_run as run_budget
 
     try:
         bundle = load_bundle(bundle_dir)
@@ -219,8 +223,9 @@ def bench_monitors(bundle_dir, precisions, counts, seconds, hop, threads, audio,
 
     Every configuration runs in fresh processes, one after the other; N processes run side by side.
     """
-    from edge.monitor.bench import check_quiet
-    from edge.monitor.bench_monitors import bench_monitors as run, summary
+    from edge.engine.bench import check_quiet
+    from edge.monitor.bench_monitors import bench_monitors as run
+    from edge.monitor.bench_monitors import summary
 
     try:
         counts = [int(count) for count in counts.split(",")]
@@ -258,7 +263,7 @@ def bundle() -> None:
 @click.argument("bundle_dir", type=BUNDLE_DIR)
 def check(bundle_dir: Path) -> None:
     """Every field of bundle.json, checksums, graph shapes, and one window through each precision."""
-    from edge.monitor.runtime import Classifier
+    from edge.engine.classifier import Classifier
 
     try:
         loaded = load_bundle(bundle_dir)

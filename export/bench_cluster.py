@@ -28,12 +28,12 @@ import click
 
 from edge.cluster.batch import cluster_batch
 from edge.cluster.local import LocalCluster, actor_processes
-from edge.core.defaults import WindowConfig
 from edge.core.files import sha256_file
-from edge.detector import Detector
-from edge.monitor.batch import run_batch
-from edge.monitor.bench import check_quiet
-from edge.monitor.settings import DetectorSettings
+from edge.core.window import WindowConfig
+from edge.engine.batch import run_batch
+from edge.engine.bench import check_quiet
+from edge.engine.detector import Detector
+from edge.engine.settings import DetectorSettings
 from train.beats import load_beats
 from train.cache import EmbeddingCache, Recording
 from train.cluster_cache import cluster_fill

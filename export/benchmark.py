@@ -21,19 +21,19 @@ import numpy as np
 import torch
 
 from edge.core.bundle import load_bundle
-from edge.core.defaults import WindowConfig
 from edge.core.files import sha256_file
 from edge.core.labels import SEED
 from edge.core.proc import median_sec, timed
-from edge.monitor.runtime import Classifier
+from edge.core.window import WindowConfig
+from edge.engine.classifier import Classifier
 from export.exporter import export_run
 from train.beats import BeatsConfig, build_beats, embedding_frames
 from train.cache import EmbeddingCache, Recording
+from train.device import resolve_device
 from train.head import AttentionPoolHead
 from train.manifests import prepare
-from train.synth import write_recordings
-from train.device import resolve_device
 from train.run import Run
+from train.synth import write_recordings
 from train.trainer import MaskedBCE, Trainer, TrainOptions, cosine_with_warmup, train_head_epoch
 
 

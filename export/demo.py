@@ -15,20 +15,20 @@ from pathlib import Path
 import click
 import torch
 
-from edge.core.defaults import DecisionConfig
+from edge.core.decision import DecisionConfig
 from edge.core.labels import SEED_APPLIANCES, parse_sample_name
 from edge.core.output import format_table
 from edge.core.proc import timed
-from edge.detector import Detector
-from edge.monitor.batch import run_batch
+from edge.engine.batch import run_batch
+from edge.engine.detector import Detector
 from export.exporter import export_run
 from train.beats import BeatsConfig, build_beats
 from train.manifests import prepare
 from train.metrics import probability_columns
-from train.synth import write_recordings
 from train.report import render_report
 from train.run import Run
-from train.student import DistillOptions, Distiller
+from train.student import Distiller, DistillOptions
+from train.synth import write_recordings
 from train.thresholds import choose_thresholds
 from train.trainer import Trainer, TrainOptions
 

@@ -22,18 +22,27 @@ import torch
 from tqdm import tqdm
 
 from edge.core.audio import load_windows
-from edge.core.bundle import Bundle, BundleError, Manifest, PrecisionReport, load_bundle, verify_files, write_bundle_manifest
-from edge.core.defaults import DecisionConfig, WindowConfig
+from edge.core.bundle import (
+    Bundle,
+    BundleError,
+    Manifest,
+    PrecisionReport,
+    load_bundle,
+    verify_files,
+    write_bundle_manifest,
+)
+from edge.core.decision import DecisionConfig
 from edge.core.files import DirectoryBuild
-from edge.monitor import cpu
-from edge.monitor.runtime import Classifier
-from export.graphs import OPSET, export_encoder, export_head, export_student
+from edge.core.window import WindowConfig
+from edge.engine.classifier import Classifier
+from edge.engine import cpu
 from export.flops import graph_gflop
+from export.graphs import OPSET, export_encoder, export_head, export_student
 from export.parity import DEFAULT_BAR, STUDENT_BAR, agreement, check_float_parity, edge_case_windows
 from export.quantize import QUANTIZATION, ms_per_window, quantize_encoder, weight_matmuls
 from train.beats import embedding_frames, encoder_fingerprint
-from train.head import HumwatchModel
 from train.device import resolve_device
+from train.head import HumwatchModel
 from train.run import Run
 from train.student import StudentRun, latest_student
 

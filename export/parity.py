@@ -18,9 +18,9 @@ import pandas as pd
 
 from edge.core.agreement import hop_agreement, max_abs_diff_by_appliance, state_agreement
 from edge.core.bundle import FloatParity
-from edge.core.decision import decide_file
-from edge.core.defaults import SAMPLE_RATE, DecisionConfig
-from edge.monitor.runtime import Classifier
+from edge.core.decision import DecisionConfig, decide_file
+from edge.core.window import SAMPLE_RATE
+from edge.engine.classifier import Classifier
 from train.head import HumwatchModel, predict_model
 
 FLOAT_TOLERANCE = 1e-4

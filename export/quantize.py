@@ -14,12 +14,12 @@ import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from edge.core.proc import median_sec
-from edge.monitor.runtime import Classifier
+from edge.engine.classifier import Classifier
 
 FBANK_MARKER = "fbank"
 # What onnxruntime's ARM64 (and x86) integer kernels run fast: unsigned activations, signed weights.
 # Full 8-bit weights, not reduce_range's 7: ARM sums the products exactly, and so does x86 with the
-# session option edge.monitor.cpu sets where VNNI is missing. On the tiny test bundle (112 windows)
+# session option edge.engine.cpu sets where VNNI is missing. On the tiny test bundle (112 windows)
 # x86 int8 with that option differs from arm64 int8 by at most 1.5e-4 (7-bit weights: 1.7e-4);
 # without it, on AVX2 without VNNI, by 0.087.
 QUANTIZATION = {"method": "dynamic", "activations": "uint8, per tensor, scaled at run time",

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+from loopback_http import LoopbackServer
+
 from edge.container import addon
 from edge.core.bundle import PRECISIONS
-from edge.monitor.settings import LiveSettings, load_toml
-from loopback_http import LoopbackServer
+from edge.core.options import load_toml
+from edge.monitor.settings import LiveSettings
 
 ADDON = REPO / "humwatch"
 CONFIG = yaml.safe_load((ADDON / "config.yaml").read_text(encoding="utf-8"))

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import soundfile
-
 from conftest import REPO
 
 KEYS = ("t", "status", "debounced_status", "ac_running", "fridge_running")
@@ -77,11 +76,12 @@ def test_overrides_are_checked_and_reported(bundle_dir):
 
 
 def test_overridden_spans_survive_the_fallback_to_the_teacher(bundle_dir):
+    from test_student import AlwaysAcStudent, _quiet, _teacher
+
     from edge import Detector
     from edge.core.bundle import load_bundle
-    from edge.monitor.audit import Auditor
-    from edge.monitor.pacing import HopPlanner
-    from test_student import AlwaysAcStudent, _quiet, _teacher
+    from edge.engine.audit import Auditor
+    from edge.engine.pacing import HopPlanner
 
     bundle = load_bundle(bundle_dir)
     auditor = Auditor(lambda: _teacher(bundle), every_sec=1.5, degraded_rate=0.1, fallback_rate=0.5)

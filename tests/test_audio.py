@@ -3,7 +3,7 @@ import pytest
 import soundfile
 
 from edge.core.audio import AudioError, AudioFile, StreamResampler, Windower, load_windows
-from edge.core.defaults import WindowConfig
+from edge.core.window import WindowConfig
 
 
 def decode(path):

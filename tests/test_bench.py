@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from edge.cli import main
 from edge.core.proc import cpu_ticks, median_sec, memory_mb, process_cpu_sec
-from edge.monitor.bench import BenchError, _stream, budget_run
+from edge.engine.bench import BenchError, _stream, budget_run
 
 DECIDED = ("t", "status", "debounced_status", "changed", "hop_sec")
 

@@ -19,11 +19,20 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from edge.cli import main
-from edge.core.bundle import (MANIFEST, BundleError, FloatParity, Manifest, PrecisionReport, load_bundle, verify_files,
-                              write_bundle_manifest)
-from edge.core.defaults import DecisionConfig, WindowConfig
+from edge.core.bundle import (
+    MANIFEST,
+    BundleError,
+    FloatParity,
+    Manifest,
+    PrecisionReport,
+    load_bundle,
+    verify_files,
+    write_bundle_manifest,
+)
+from edge.core.decision import DecisionConfig
 from edge.core.fields import FieldError
-from edge.monitor.runtime import Classifier, ModelOutputError, open_classifier
+from edge.core.window import WindowConfig
+from edge.engine.classifier import Classifier, ModelOutputError, open_classifier
 
 WINDOW = WindowConfig(window_sec=0.5, hop_sec=0.25)  # 8000 samples: quick
 SAMPLES = WINDOW.window_samples

@@ -23,14 +23,15 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner
-
 from conftest import REPO, read_16k
+from loopback_http import LoopbackServer
+from podman_image import ADDON, ADDON_IMAGE, build, build_image, image_size_mb, podman
+
 from edge.cli import main
 from edge.container import health
 from edge.core.labels import AC_ON, BOTH_OFF
-from edge.monitor.settings import LiveSettings, load_toml
-from loopback_http import LoopbackServer
-from podman_image import ADDON, ADDON_IMAGE, build, build_image, image_size_mb, podman
+from edge.core.options import load_toml
+from edge.monitor.settings import LiveSettings
 
 FRIDGE_OFF = ["--fridge-on", "1.0", "--fridge-off", "1.0"]  # the tiny encoder cannot hear the fridge (test_edge)
 

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from edge.core.decision import Hysteresis, StreamDecider, decide_file
-from edge.core.defaults import DecisionConfig
+from edge.core.decision import DecisionConfig, Hysteresis, StreamDecider, decide_file
 from edge.core.labels import (
     AC_ON,
     BOTH_OFF,
@@ -172,7 +171,7 @@ def test_the_running_flags_and_the_state_come_from_the_same_debounced_detectors(
 
 
 def test_the_hop_planner_fits_the_budget_and_follows_a_slowing_cpu():
-    from edge.monitor.pacing import RECHECK_EVERY, HopPlanner
+    from edge.engine.pacing import RECHECK_EVERY, HopPlanner
 
     planner = HopPlanner(None, cpu_sec=1.1, budget=0.5, cores=4)  # 1.1 CPU-s per window, 2 cores' worth allowed
     assert planner.hop_sec == 1.0 and planner.cpu_share <= 0.5  # 0.55 s needed -> the 0.5 s grid gives 1.0 s

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner
+from conftest import REPO, read_16k
 
-from conftest import read_16k, REPO
-from edge.core.bundle import load_bundle
 from edge.cli import main
+from edge.core.bundle import load_bundle
 from edge.core.labels import AC_ON, BOTH_OFF
-from edge.monitor.runtime import Classifier
+from edge.engine.classifier import Classifier
 
 
 def _lines(output: str) -> list[dict]:
@@ -177,7 +177,7 @@ def test_bench_bundle_reports_cost_hops_and_pi_estimates(bundle_dir):
 
 
 def test_bench_refuses_a_busy_machine_and_names_the_hog():
-    from edge.monitor.bench import BusyMachine, check_quiet
+    from edge.engine.bench import BusyMachine, check_quiet
 
     hog = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 4\nwhile time.time() < end: pass"])
     try:

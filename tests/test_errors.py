@@ -8,7 +8,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-import edge.monitor.live
+import edge.monitor.sources
 from edge.cli import main
 
 
@@ -38,7 +38,7 @@ def fake_sounddevice():
 
 @pytest.fixture
 def one_microphone(monkeypatch):
-    monkeypatch.setattr(edge.monitor.live, "import_sounddevice", fake_sounddevice)
+    monkeypatch.setattr(edge.monitor.sources, "import_sounddevice", fake_sounddevice)
 
 
 @pytest.mark.parametrize("device", ["nosuchmic", "99"])

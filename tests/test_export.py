@@ -7,8 +7,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from edge.core.bundle import MANIFEST, load_bundle
 from edge.cli import main
+from edge.core.bundle import MANIFEST, load_bundle
 from export.exporter import ExportError, export_run
 
 
@@ -144,7 +144,7 @@ def test_reusing_an_encoder_from_other_weights_is_refused(bundle_copy, trained_r
 
 
 def test_the_default_bar_needs_states_hops_and_enough_files():
-    from edge.core.defaults import DecisionConfig
+    from edge.core.decision import DecisionConfig
     from export.parity import agreement
 
     rng = np.random.default_rng(0)
@@ -162,7 +162,7 @@ def test_the_default_bar_needs_states_hops_and_enough_files():
 
 
 def test_agreement_per_appliance_of_three():
-    from edge.core.defaults import DecisionConfig
+    from edge.core.decision import DecisionConfig
     from edge.core.labels import Appliances
     from export.parity import agreement
 

@@ -12,12 +12,12 @@ import av
 import numpy as np
 import pytest
 import soundfile
-
 from conftest import REPO
+
 from edge.core.audio import MAX_PEAK, AudioError, AudioFile, iter_windows
-from edge.core.defaults import WindowConfig
 from edge.core.files import walk_files
 from edge.core.labels import AUDIO_SUFFIXES, SEED, is_audio, parse_sample_name, sample_file_name, shown_name
+from edge.core.window import WindowConfig
 from train.manifests import FILES_CSV, ManifestError, prepare
 
 RATE = 22_050

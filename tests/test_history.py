@@ -11,19 +11,18 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
 from broker import Broker, Subscriber
+from click.testing import CliRunner
 from conftest import REPO
+
 from edge.cli import main
-from edge.core.decision import StreamDecider
-from edge.core.defaults import DecisionConfig
+from edge.core.decision import DecisionConfig, StreamDecider
 from edge.core.labels import Appliances
+from edge.engine.hop import HopLine
 from edge.home.alarms import AlarmRule, Alarms, parse_duration
 from edge.home.history import DAY, History, HistoryError, intervals, midnight, reading
 from edge.home.household import Household, parse_watts
 from edge.home.mqtt import MqttPublisher, MqttSettings
-from edge.monitor.hop import HopLine
 
 HOP = 10.0  # seconds of the simulated monitor's hop
 MIN = 60.0
@@ -300,9 +299,9 @@ def test_home_assistant_gets_the_statistics_alarms_and_energy(broker, tmp_path):
 def test_alarms_need_a_history(bundle_dir, monkeypatch):
     from test_errors import fake_sounddevice
 
-    import edge.monitor.live
+    import edge.monitor.sources
 
-    monkeypatch.setattr(edge.monitor.live, "import_sounddevice", fake_sounddevice)
+    monkeypatch.setattr(edge.monitor.sources, "import_sounddevice", fake_sounddevice)
     result = CliRunner().invoke(main, ["live", "--bundle", str(bundle_dir), "--hop", "1.5", "--alarm", "fridge-run-max=90m"])
     assert result.exit_code == 1 and "add --history PATH" in result.output
 

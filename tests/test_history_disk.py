@@ -11,16 +11,17 @@ import types
 
 import numpy as np
 import pytest
+from test_history import Clock, hop_line, line_at
+from test_live import FakeSource
 
-from edge.core.defaults import DecisionConfig, WindowConfig
+from edge.core.decision import DecisionConfig
+from edge.core.window import WindowConfig
+from edge.engine.detector import Detector
+from edge.engine.hop import HopLine
 from edge.home.alarms import Alarms
 from edge.home.history import History, HistoryError
 from edge.home.household import Household
-from edge.monitor.hop import HopLine
-from edge.detector import Detector
 from edge.monitor.live import LiveMonitor
-from test_history import Clock, hop_line, line_at
-from test_live import FakeSource
 
 HOP = 1.5
 

@@ -12,14 +12,15 @@ import urllib.request
 import numpy as np
 import pytest
 import soundfile
-
 from broker import free_port
 from conftest import FILE_SOURCE, REPO, pinned_decision
+from test_live import FakeSource, Harness
+
+from edge.core.labels import AC_ON
+from edge.engine.hop import HopLine
 from edge.home.clips import ClipWriter
 from edge.home.http_status import StatusServer, parse_listen
-from edge.core.labels import AC_ON
-from edge.monitor.hop import HopLine
-from test_live import FakeSource, Harness
+
 
 def hop_line(t: float, state: str = "both-off", probabilities: dict | None = None, running: dict | None = None,
              **fields) -> HopLine:

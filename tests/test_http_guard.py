@@ -6,12 +6,12 @@ import http.client
 import json
 
 import pytest
+from test_page import PageHarness, write_clip
 
-from edge.core.defaults import DecisionConfig
+from edge.core.decision import DecisionConfig
 from edge.core.labels import Appliances, parse_sample_name
 from edge.home.http_status import allowed_hosts, host_name
 from edge.home.page import Page, PageSettings, Refused, parse_relabel
-from test_page import PageHarness, write_clip
 
 SECOND = "20261124-213005"  # two clips written within this one second
 

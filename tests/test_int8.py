@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from edge.core.bundle import load_bundle
-from edge.monitor import cpu
-from edge.monitor.runtime import Classifier, session_options
+from edge.engine.classifier import Classifier, session_options
+from edge.engine import cpu
 from export.parity import edge_case_windows
 
 # An AVX2 CPU without VNNI (Haswell): qemu's cpuid, and /proc/cpuinfo flags to match it.
@@ -26,8 +26,8 @@ import json, sys
 from pathlib import Path
 import numpy as np
 from edge.core.bundle import load_bundle
-from edge.monitor import cpu
-from edge.monitor.runtime import Classifier
+from edge.engine import cpu
+from edge.engine.classifier import Classifier
 bundle, windows = load_bundle(sys.argv[1]), np.load(sys.argv[2])
 cpu.CPUINFO = Path(sys.argv[3])
 fp32 = Classifier(bundle, "fp32", threads=1).predict(windows)

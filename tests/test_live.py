@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from edge.core.bundle import load_bundle
-from edge.detector import Detector
+from edge.engine.classifier import Classifier, ModelOutputError
+from edge.engine.detector import Detector
 from edge.monitor import live
 from edge.monitor.live import AudioBuffer, DeviceUnavailable, FanOut, LiveMonitor
-from edge.monitor.runtime import Classifier, ModelOutputError
 
 
 class FakeSource:

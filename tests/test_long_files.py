@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 import soxr
-
 from conftest import REPO
+
 from edge.core.audio import AudioFile
 from edge.core.bundle import load_bundle
 from edge.core.decision import decide_file
-from edge.monitor.batch import classify_file
-from edge.monitor.runtime import Classifier
+from edge.engine.batch import classify_file
+from edge.engine.classifier import Classifier
 from train.synth import RATE, write_m4a
 
 # VmHWM is this process's own peak (ru_maxrss would carry the forking pytest's peak across exec).

@@ -6,8 +6,8 @@ import pytest
 import soundfile
 import yaml
 
-from edge.core.defaults import WindowConfig
 from edge.core.labels import APPLIANCE_RULE, NAME_PATTERN, SEED, TAG_RULE, Appliances
+from edge.core.window import WindowConfig
 from train.manifests import ManifestError, load_manifests, outlier_flags, prepare
 
 FILE_COLUMNS = ["path", "duration_sec", "sample_rate", "ac", "fridge", "state", "daypart", "recording_id", "sha256", "channels"]

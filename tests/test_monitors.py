@@ -9,19 +9,20 @@ import time
 import tomllib
 
 import pytest
-from click.testing import CliRunner
-
 from broker import Subscriber, free_port
+from click.testing import CliRunner
 from conftest import REPO
-from edge.cli import main
-from edge.commands import live
-from edge.home.history import intervals, reading
-from edge.monitor.assembly import Assembly, MonitorsEnded
-from edge.monitor.settings import MONITOR_KEYS, SettingsError, live_settings
-from edge.monitor.sources import SourceEnded
 from test_home import _get
 from test_live import FakeSource, eventually
 from test_student import student_bundle, student_run  # noqa: F401 (fixtures)
+
+from edge.cli import main
+from edge.commands import live
+from edge.core.options import SettingsError
+from edge.home.history import intervals, reading
+from edge.monitor.assembly import Assembly, MonitorsEnded
+from edge.monitor.settings import MONITOR_KEYS, live_settings
+from edge.monitor.sources import SourceEnded
 
 TWO = """
 bundle = "{bundle}"
@@ -299,9 +300,9 @@ def test_alarms_and_watts_name_appliances_of_the_bundle(bundle_dir, tmp_path, mo
     """Checked when the monitor opens the bundle, before the history is made."""
     from test_errors import fake_sounddevice
 
-    import edge.monitor.live
+    import edge.monitor.sources
 
-    monkeypatch.setattr(edge.monitor.live, "import_sounddevice", fake_sounddevice)
+    monkeypatch.setattr(edge.monitor.sources, "import_sounddevice", fake_sounddevice)
     history = tmp_path / "history.sqlite"
     result = CliRunner().invoke(main, ["live", "--bundle", str(bundle_dir), "--hop", "1.5", "--history", str(history), *option])
     assert result.exit_code == 1 and message in result.output, result.output

@@ -11,27 +11,33 @@ import time
 import numpy as np
 import pytest
 import soundfile
-
 from broker import Broker, Subscriber, free_port
 from conftest import FILE_SOURCE, REPO, pinned_decision
-from edge.core.decision import StreamDecider
-from edge.core.defaults import DecisionConfig
-from edge.core.labels import AC_ON, SEED, Appliances
-from edge.home.alarms import AlarmRule, Alarms
-from edge.home.history import History
-from edge.home.household import Household, check_watts, parse_watts
-from edge.home.mqtt import (MqttPublisher, MqttSettings, attributes_payload, discovery_messages, input_payload, slug,
-                            stats_payload)
-from edge.monitor.hop import HopLine
 from test_history import Clock, hop_line
 from test_live import FakeSource, Harness
 
+from edge.core.decision import DecisionConfig, StreamDecider
+from edge.core.labels import AC_ON, SEED, Appliances
+from edge.engine.hop import HopLine
+from edge.home.alarms import AlarmRule, Alarms
+from edge.home.history import History
+from edge.home.household import Household, check_watts, parse_watts
+from edge.home.mqtt import (
+    MqttPublisher,
+    MqttSettings,
+    attributes_payload,
+    discovery_messages,
+    input_payload,
+    slug,
+    stats_payload,
+)
+
 MONITOR_SCRIPT = FILE_SOURCE + """
 from edge.core.bundle import load_bundle
-from edge.detector import Detector
+from edge.engine.detector import Detector
 from edge.monitor.live import LiveMonitor
 from edge.home.mqtt import MqttPublisher, MqttSettings
-from edge.monitor.runtime import Classifier
+from edge.engine.classifier import Classifier
 
 bundle = load_bundle(sys.argv[2])
 detector = Detector(Classifier(bundle, "fp32", threads=1), overrides={"fridge_on": 1.0, "fridge_off": 1.0})
@@ -295,10 +301,10 @@ def test_the_live_command_refuses_a_bad_device_id_before_connecting(bundle_dir, 
     from click.testing import CliRunner
     from test_errors import fake_sounddevice
 
-    import edge.monitor.live
+    import edge.monitor.sources
     from edge.cli import main
 
-    monkeypatch.setattr(edge.monitor.live, "import_sounddevice", fake_sounddevice)
+    monkeypatch.setattr(edge.monitor.sources, "import_sounddevice", fake_sounddevice)
     result = CliRunner().invoke(main, ["live", "--bundle", str(bundle_dir), "--hop", "1.5", "--mqtt",
                                        f"mqtt://127.0.0.1:{free_port()}", "--mqtt-device-id", "kitchen/#"])
     assert result.exit_code == 1 and "--mqtt-device-id 'kitchen/#': use 1 to 64 letters" in result.output

@@ -14,22 +14,22 @@ import urllib.request
 import numpy as np
 import pytest
 import soundfile
-
 from conftest import pinned_decision
-from edge.core.bundle import load_bundle
-from edge.core.defaults import DecisionConfig
-from edge.core.labels import Appliances, read_sample_name
-from edge.home import http_status
-from edge.home.alarms import AlarmRule, Alarms
-from edge.home.clips import ClipWriter
-from edge.home.household import Household
-from edge.home.history import DAY, History, Interval
-from edge.home.http_status import StatusServer, is_loopback
-from edge.home.page import CHART_COLUMNS, Page, PageSettings, timeline_svg
-from edge.monitor.runtime import Classifier
 from loopback_http import LoopbackServer
 from test_home import _get, hop_line
 from test_live import FakeSource, Harness
+
+from edge.core.bundle import load_bundle
+from edge.core.decision import DecisionConfig
+from edge.core.labels import Appliances, read_sample_name
+from edge.engine.classifier import Classifier
+from edge.home import http_status
+from edge.home.alarms import AlarmRule, Alarms
+from edge.home.clips import ClipWriter
+from edge.home.history import DAY, History, Interval
+from edge.home.household import Household
+from edge.home.http_status import StatusServer, is_loopback
+from edge.home.page import CHART_COLUMNS, Page, PageSettings, timeline_svg
 
 THREE = Appliances(("ac", "fridge", "dehumidifier"))
 

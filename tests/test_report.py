@@ -37,7 +37,7 @@ def test_batch_sizes_suit_the_device():
 
 
 def test_the_cache_is_keyed_by_numerics_not_by_device(tmp_path):
-    from edge.core.defaults import WindowConfig
+    from edge.core.window import WindowConfig
 
     on_cpu = EmbeddingCache(tmp_path, "ab" * 32, WindowConfig(), 0, [], device=torch.device("cpu"))
     on_gpu = EmbeddingCache(tmp_path, "ab" * 32, WindowConfig(), 0, [], device=torch.device("meta"))
@@ -71,7 +71,8 @@ def _fake_run(directory, appliances, labels, predictions, epochs):
     """A run directory as training leaves it, without training: config.yaml (validated on the recordings
     of `labels`, {recording: {appliance: on}}), validation predictions, epochs (the report only looks
     for model.pt, never reads it)."""
-    from edge.core.defaults import DecisionConfig, WindowConfig
+    from edge.core.decision import DecisionConfig
+    from edge.core.window import WindowConfig
     from train.beats import BeatsConfig
     from train.run import CacheUse, RunConfig, RunRecording, Split, TrainOptions
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import REPO
+
 from edge.cli import main
 from edge.commands import live
-from edge.monitor.settings import LiveSettings, SettingsError, load_toml, to_toml
+from edge.core.options import SettingsError, load_toml, to_toml
+from edge.monitor.settings import LiveSettings
 
 EXAMPLE = REPO / "edge" / "systemd" / "humwatch.toml"
 
@@ -102,7 +103,7 @@ def test_live_without_a_bundle_says_where_to_give_one():
 
 
 def test_level_overrides_any_appliance_and_a_bad_one_is_named(tmp_path):
-    from edge.monitor.settings import DetectorSettings
+    from edge.engine.settings import DetectorSettings
 
     settings = DetectorSettings(t_ac=0.6, level=("t_dehumidifier=0.4", "dehumidifier_on=0.9"))
     assert settings.decision_overrides() == {"t_ac": 0.6, "t_dehumidifier": 0.4, "dehumidifier_on": 0.9}

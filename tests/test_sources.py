@@ -26,10 +26,10 @@ import av.logging
 import numpy as np
 import pytest
 import soundfile
+from rtsp_server import RtspServer, wait_until
 
 from edge.monitor.live import DeviceUnavailable
-from edge.monitor.sources import (NetworkSource, PcmFormat, PcmSource, SourceEnded, SourceError, open_source)
-from rtsp_server import RtspServer, wait_until
+from edge.monitor.sources import NetworkSource, PcmFormat, PcmSource, SourceEnded, SourceError, open_source
 
 RATE = 48_000
 QUIET_SEC, LOUD_SEC = 2.0, 2.0
@@ -251,9 +251,9 @@ def test_the_monitor_counts_a_killed_camera_as_a_lost_device_and_resumes(bundle_
     """A LiveMonitor on an RTSP source: lines while the server plays; the server killed -> a device
     loss logged (no password in it) and unhealthy; the server back on its port -> lines again."""
     from edge.core.bundle import load_bundle
-    from edge.detector import Detector
+    from edge.engine.classifier import Classifier
+    from edge.engine.detector import Detector
     from edge.monitor.live import LiveMonitor
-    from edge.monitor.runtime import Classifier
 
     caplog.set_level(logging.INFO)
     path = tmp_path / "long.wav"
@@ -295,9 +295,9 @@ def test_the_monitor_hears_a_restarted_camera_again_within_seconds(bundle_dir, t
     the audio track alone, then every track, once); 1 s for the open itself. Before, an open of the
     audio track alone failed 14 times in 20, each after its timeout and a read's."""
     from edge.core.bundle import load_bundle
-    from edge.detector import Detector
+    from edge.engine.classifier import Classifier
+    from edge.engine.detector import Detector
     from edge.monitor.live import LiveMonitor
-    from edge.monitor.runtime import Classifier
 
     connect_sec = 1.0
     reconnect_sec = 4.0 + 2 * connect_sec + 1.0
@@ -500,9 +500,9 @@ def test_stdin_pcm_from_a_writer_that_stops(tmp_path):
 def test_stdin_that_ends_ends_the_monitor(bundle_dir):
     """The writer (arecord) stopped: the monitor's run() ends with SourceEnded, it does not retry forever."""
     from edge.core.bundle import load_bundle
-    from edge.detector import Detector
+    from edge.engine.classifier import Classifier
+    from edge.engine.detector import Detector
     from edge.monitor.live import LiveMonitor
-    from edge.monitor.runtime import Classifier
 
     read_fd, write_fd = os.pipe()
     detector = Detector(Classifier(load_bundle(bundle_dir), "fp32", threads=1))

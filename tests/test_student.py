@@ -6,16 +6,16 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import pinned_decision
-from edge.cli import main
-from edge.core.bundle import load_bundle
-from edge.home.http_status import StatusServer
-from edge.monitor.audit import Auditor
-from edge.monitor.runtime import Classifier
-from export.flops import graph_flops
 from test_home import _get
 from test_live import FakeSource, Harness
+
+from edge.cli import main
+from edge.core.bundle import load_bundle
+from edge.engine.audit import Auditor
+from edge.engine.classifier import Classifier
+from edge.home.http_status import StatusServer
+from export.flops import graph_flops
 
 
 @pytest.fixture(scope="session")

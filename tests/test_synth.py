@@ -6,9 +6,9 @@ from click.testing import CliRunner
 
 from edge.cli import main
 from edge.core.audio import AudioFile, iter_windows
-from edge.core.defaults import WindowConfig
 from edge.core.files import sha256_file
 from edge.core.labels import read_sample_name
+from edge.core.window import WindowConfig
 from train.synth import RATE, dehumidifier, fridge, plan, synthesize, write_recordings
 
 THREE = "ac,fridge,dehumidifier"

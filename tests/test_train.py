@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-
 from conftest import train_options
+
 from edge.cli import main
-from edge.core.defaults import DecisionConfig
+from edge.core.decision import DecisionConfig
 from edge.core.labels import AC_ON, SEED, Appliances
 from train.evaluate import evaluate_files
 from train.manifests import ManifestError, load_manifests, prepare

@@ -13,14 +13,14 @@ import time
 
 import numpy as np
 import pytest
-
 from broker import Subscriber
-from edge.core.hearing import SIGNAL_FLOOR_DBFS, level_dbfs
-from edge.home.history import current
-from edge.detector import Detector
-from edge.monitor.runtime import Classifier
-from edge.core.bundle import load_bundle
 from live_process import LiveProcess, retained_messages
+
+from edge.core.bundle import load_bundle
+from edge.core.hearing import SIGNAL_FLOOR_DBFS, level_dbfs
+from edge.engine.classifier import Classifier
+from edge.engine.detector import Detector
+from edge.home.history import current
 
 RATE = 16_000
 PINNED = ["--fridge-on", "1", "--fridge-off", "1"]  # the random tiny encoder cannot hear the fridge
@@ -206,7 +206,6 @@ def test_a_twin_never_takes_the_running_monitors_device_and_home_assistant_gets_
 @pytest.mark.rtsp
 def test_a_lost_camera_goes_unavailable_in_home_assistant_and_comes_back(bundle_dir, broker, tmp_path):
     import soundfile
-
     from rtsp_server import RtspServer
 
     wav = tmp_path / "room.wav"

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from edge.core.defaults import SAMPLE_RATE
+from edge.core.window import SAMPLE_RATE
 
 
 @dataclasses.dataclass(frozen=True)

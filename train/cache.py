@@ -20,8 +20,8 @@ import torch
 from tqdm import tqdm
 
 from edge.core.audio import load_windows
-from edge.core.defaults import WindowConfig
 from edge.core.files import atomic_path
+from edge.core.window import WindowConfig
 from train.augment import AugmentConfig, augment_waveform, spec_augment
 from train.beats import BEATs
 from train.device import NUMERICS, encode_batch

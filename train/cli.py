@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from edge.cluster.connect import cluster_options
-from edge.core.defaults import WindowConfig
 from edge.core.labels import DAYPARTS
 from edge.core.output import format_table
+from edge.core.window import WindowConfig
 
 PATH = click.Path(path_type=Path)
 EXISTING_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
@@ -52,7 +52,8 @@ def synth(outdir: Path, seconds: float, seed: int, copies: int, appliances: str)
 def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: float) -> None:
     """Scan the samples and write files.csv and windows.parquet."""
     from edge.core.audio import AudioError
-    from train.manifests import ManifestError, load_manifests, prepare as run_prepare
+    from train.manifests import ManifestError, load_manifests
+    from train.manifests import prepare as run_prepare
 
     try:
         files, windows = run_prepare(samples_dir, manifests_dir, WindowConfig(window_sec, hop_sec))
@@ -90,12 +91,12 @@ def train(beats_checkpoint, val_daypart, val_recordings, priority, unfreeze_bloc
     """Train the classifier on frozen BEATs embeddings (stage 1, optional stage 2).
 
     With --cluster, the embedding cache is filled by the workers of a Ray cluster (the rest runs here)."""
+    from edge.cluster.connect import ClusterError
     from edge.core.audio import AudioError
     from edge.core.labels import LabelError
-    from edge.cluster.connect import ClusterError
     from train.beats import CheckpointError
-    from train.manifests import ManifestError
     from train.device import DeviceError
+    from train.manifests import ManifestError
     from train.trainer import SplitError, Trainer, TrainOptions
 
     options = TrainOptions(
@@ -143,7 +144,7 @@ def distill(run_dir: Path, label_weight: float, epochs: int, seed: int, device: 
     from edge.core.audio import AudioError
     from train.device import DeviceError
     from train.run import RunError
-    from train.student import DistillOptions, Distiller
+    from train.student import Distiller, DistillOptions
 
     options = DistillOptions(label_weight=label_weight, epochs=epochs, seed=seed, device=device)
     try:
@@ -161,9 +162,15 @@ def distill(run_dir: Path, label_weight: float, epochs: int, seed: int, device: 
 def evaluate(run_dir: Path, files: tuple[Path, ...], device: str) -> None:
     """Per-file table and metrics: the run's validation files, or FILES through the torch model."""
     from edge.core.audio import AudioError
-    from train.evaluate import (cross_split, cross_split_columns, cross_split_rows, evaluate_files, evaluate_validation,
-                                table_columns)
     from train.device import DeviceError
+    from train.evaluate import (
+        cross_split,
+        cross_split_columns,
+        cross_split_rows,
+        evaluate_files,
+        evaluate_validation,
+        table_columns,
+    )
     from train.run import Run, RunError
 
     try:

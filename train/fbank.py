@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from edge.core.defaults import SAMPLE_RATE
+from edge.core.window import SAMPLE_RATE
 
 FRAME_LENGTH = 400  # 25 ms
 FRAME_SHIFT = 160  # 10 ms

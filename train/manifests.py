@@ -22,10 +22,21 @@ import numpy as np
 import pandas as pd
 
 from edge.core.audio import AudioError, AudioFile, iter_windows
-from edge.core.defaults import WindowConfig
 from edge.core.files import atomic_path, sha256_file, walk_files
-from edge.core.labels import (APPLIANCE_RULE, NAME_PATTERN, SEED, TAG_RULE, Appliances, LabelError, SampleName,
-                               is_audio, project_appliances, read_sample_name, shown_name)
+from edge.core.labels import (
+    APPLIANCE_RULE,
+    NAME_PATTERN,
+    SEED,
+    TAG_RULE,
+    Appliances,
+    LabelError,
+    SampleName,
+    is_audio,
+    project_appliances,
+    read_sample_name,
+    shown_name,
+)
+from edge.core.window import WindowConfig
 from train.yamlfile import read_yaml, write_yaml_atomic
 
 FILES_CSV = "files.csv"

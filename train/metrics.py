@@ -12,8 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from edge.core.decision import decide_file, per_appliance
-from edge.core.defaults import DecisionConfig
+from edge.core.decision import DecisionConfig, decide_file, per_appliance
 from edge.core.labels import SEED
 from train.manifests import named_labels
 

@@ -20,9 +20,8 @@ import numpy as np
 from matplotlib.figure import Figure  # the object API: no display, no global state
 
 from edge.core.agreement import streamed_statuses
-from edge.core.decision import decide_file
+from edge.core.decision import DecisionConfig, decide_file
 from edge.core.files import write_text_atomic
-from edge.core.defaults import DecisionConfig
 from edge.core.labels import Appliances
 from train.beats import BeatsConfig
 from train.evaluate import cross_split, cross_split_columns, cross_split_rows

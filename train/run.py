@@ -28,9 +28,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from edge.core.defaults import DecisionConfig, WindowConfig
-from edge.core.labels import SEED, Appliances
+from edge.core.decision import DecisionConfig
 from edge.core.files import atomic_path, write_json_atomic
+from edge.core.labels import SEED, Appliances
+from edge.core.window import WindowConfig
 from train.beats import BeatsConfig, build_beats
 from train.head import AttentionPoolHead, HumwatchModel
 from train.yamlfile import read_yaml, write_yaml_atomic

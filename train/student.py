@@ -30,17 +30,17 @@ from torch import nn
 
 from edge.core.agreement import hop_agreement, max_abs_diff_by_appliance, state_agreement
 from edge.core.audio import load_windows
-from edge.core.decision import decide_file
-from edge.core.defaults import DecisionConfig, WindowConfig
+from edge.core.decision import DecisionConfig, decide_file
 from edge.core.files import DirectoryBuild, atomic_path
 from edge.core.labels import SEED, Appliances
+from edge.core.window import WindowConfig
 from train.augment import background_ids
 from train.beats import encoder_fingerprint
 from train.cache import EmbeddingCache, Recording
 from train.device import resolve_device
 from train.fbank import kaldi_mel_banks
 from train.metrics import file_metrics, probability_columns
-from train.run import RunError, Run, Split, TrainedDirectory, options_from_yaml, options_to_yaml
+from train.run import Run, RunError, Split, TrainedDirectory, options_from_yaml, options_to_yaml
 from train.thresholds import choose_thresholds
 from train.trainer import cosine_with_warmup, early_stopping, mean_bce, predict_head
 

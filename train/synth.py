@@ -27,9 +27,9 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 import av
 import numpy as np
 
-from edge.core.defaults import WindowConfig
 from edge.core.files import atomic_path
 from edge.core.labels import DAYPARTS, SEED_APPLIANCES, Appliances, LabelError, sample_file_name
+from edge.core.window import WindowConfig
 
 RATE = 44_100
 MAINS_HZ = 50.0

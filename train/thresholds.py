@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.core.defaults import level_keys
+from edge.core.decision import level_keys
 from train.metrics import f1, file_metrics, file_table, probability_columns
 from train.run import TrainedDirectory
 

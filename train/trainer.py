@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,10 +22,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from edge.core.defaults import DecisionConfig, WindowConfig
 from edge.core.audio import load_windows
+from edge.core.decision import DecisionConfig
 from edge.core.files import DirectoryBuild, sha256_file
 from edge.core.labels import DAYPARTS, Appliances, LabelError
+from edge.core.window import WindowConfig
 from train.augment import AugmentConfig, augment_waveform, background_ids, spec_augment
 from train.beats import load_beats
 from train.cache import EmbeddingCache, Recording

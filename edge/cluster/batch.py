@@ -22,9 +22,9 @@ from edge.cluster.connect import actor_pool, connected, finished, in_order, work
 from edge.core.audio import AudioError, AudioFile
 from edge.core.bundle import MANIFEST, Bundle
 from edge.core.labels import control_characters_error
-from edge.detector import Detector
-from edge.monitor.batch import expand_paths
-from edge.monitor.settings import DetectorSettings
+from edge.engine.batch import expand_paths
+from edge.engine.detector import Detector
+from edge.engine.settings import DetectorSettings
 
 
 def bundle_files(bundle: Bundle) -> dict[str, np.ndarray]:

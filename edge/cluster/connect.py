@@ -18,7 +18,7 @@ from types import ModuleType
 
 import click
 
-from edge.monitor.settings import TextRule
+from edge.core.options import TextRule
 
 LOCAL = "local"
 FORMS = "local, auto, HOST:PORT or ray://HOST:PORT"

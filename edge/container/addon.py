@@ -27,8 +27,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from edge.core.options import SettingsError, check_keys, toml_value
 from edge.core.redact import log_to_stderr
-from edge.monitor.settings import LiveSettings, SettingsError, check_keys, toml_value
+from edge.monitor.settings import LiveSettings
 
 log = logging.getLogger("humwatch.addon")
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.core.decision import StreamDecider
-from edge.core.defaults import DecisionConfig
+from edge.core.decision import DecisionConfig, StreamDecider
 
 
 def streamed_statuses(probs: np.ndarray, decision: DecisionConfig, hop_sec: float) -> list[str]:

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from edge.core.defaults import SAMPLE_RATE, WindowConfig
+from edge.core.window import SAMPLE_RATE, WindowConfig
 
 PYAV_SUFFIXES = (".m4a", ".aac", ".mp3", ".mp4")
 RESAMPLE_QUALITY = "HQ"

@@ -20,10 +20,11 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator
 
-from edge.core.defaults import DecisionConfig, WindowConfig
+from edge.core.decision import DecisionConfig
 from edge.core.fields import FieldError, Fields
 from edge.core.files import sha256_file, write_json_atomic
 from edge.core.labels import SEED, Appliances, LabelError
+from edge.core.window import WindowConfig
 
 SCHEMA_VERSION = 3  # 3: any appliances (labels and priority); 2 (the AC and the fridge) still reads
 READABLE_VERSIONS = (2, SCHEMA_VERSION)

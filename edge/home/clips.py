@@ -26,7 +26,7 @@ import soundfile
 from edge.core.decision import per_appliance
 from edge.core.files import atomic_path
 from edge.core.output import error_text
-from edge.monitor.hop import HopLine
+from edge.engine.hop import HopLine
 
 log = logging.getLogger("humwatch.clips")
 MAX_WAITING_CLIPS = 3  # about 1.3 MB of audio each at 20 s

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from edge.core.files import identity
-from edge.monitor.hop import HopLine
+from edge.engine.hop import HopLine
 
 log = logging.getLogger("humwatch.history")
 

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from typing import Callable
 
 from edge.core.labels import check_appliance
+from edge.engine.hop import HopLine
 from edge.home.alarms import Alarms
 from edge.home.history import History
-from edge.monitor.hop import HopLine
 
 
 def parse_watts(text: str | None) -> dict[str, float]:

@@ -54,8 +54,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from edge.core.hearing import UNDECIDED
 from edge.core.labels import Appliances
+from edge.engine.hop import HopLine
 from edge.home.page import Page, Refused, clip_path, page_html, parse_relabel
-from edge.monitor.hop import HopLine
 
 log = logging.getLogger("humwatch.http")
 INFER_BUCKETS_SEC = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0)

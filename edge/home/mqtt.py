@@ -56,7 +56,7 @@ import paho.mqtt.client as mqtt
 
 from edge.core.labels import SEED, Appliances
 from edge.core.redact import redact
-from edge.monitor.hop import HopLine
+from edge.engine.hop import HopLine
 
 log = logging.getLogger("humwatch.mqtt")
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}

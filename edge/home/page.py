@@ -34,12 +34,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
 
-from edge.core.defaults import DecisionConfig, Levels
+from edge.core.decision import DecisionConfig, Levels
 from edge.core.files import atomic_path
 from edge.core.labels import DAYPARTS, Appliances, parse_sample_name, sample_file_name
+from edge.engine.hop import HopLine
 from edge.home.history import DAY, gaps, intervals
 from edge.home.mqtt import title  # an appliance's name as Home Assistant and the page write it: 'ac' -> 'AC'
-from edge.monitor.hop import HopLine
 
 HOUR_SEC = 3600.0
 CLIP_NAME = re.compile(r"[0-9A-Za-z][\w.-]*\.flac")  # matched whole: no paths, no trailing newline

@@ -34,12 +34,13 @@ import threading
 from typing import Callable
 
 from edge.core.output import LinePrinter, error_text
-from edge.detector import Detector
-from edge.monitor.audit import Auditor
+from edge.engine.audit import Auditor
+from edge.engine.classifier import Classifier, open_classifier
+from edge.engine.detector import Detector
+from edge.engine.pacing import HopPlanner, plan_hop
+from edge.engine.settings import DetectorSettings, require_bundle
 from edge.monitor.live import AudioSource, FanOut, LiveMonitor
-from edge.monitor.pacing import HopPlanner, plan_hop
-from edge.monitor.runtime import Classifier, open_classifier
-from edge.monitor.settings import DetectorSettings, LiveSettings, monitor_id, require_bundle
+from edge.monitor.settings import LiveSettings, monitor_id
 
 log = logging.getLogger("humwatch.live")
 

@@ -31,10 +31,10 @@ import numpy as np
 from edge.core.hearing import NO_AUDIO
 from edge.core.output import error_text
 from edge.core.redact import redact
-from edge.detector import Detector
-from edge.monitor.audit import Auditor
-from edge.monitor.hop import HopLine
-from edge.monitor.runtime import ModelOutputError
+from edge.engine.audit import Auditor
+from edge.engine.classifier import ModelOutputError
+from edge.engine.detector import Detector
+from edge.engine.hop import HopLine
 
 log = logging.getLogger("humwatch.live")
 DROP_WINDOW_SEC = 60.0  # /healthz is degraded while audio was dropped this recently
@@ -124,83 +124,6 @@ class Arrivals:
         while self._chunks and self._chunks[0][0] < position - 1e-6:
             self._chunks.popleft()
         return self._chunks[0][1] if self._chunks else None
-
-
-class DeviceNotFound(LookupError):
-    """--device matches no input device at start-up; the message lists the devices there are."""
-
-
-def input_devices(sd) -> list[dict]:
-    """index, name, channels and native rate of every input device."""
-    return [{"index": index, "name": device["name"], "channels": device["max_input_channels"],
-             "native_rate": int(device["default_samplerate"])}
-            for index, device in enumerate(sd.query_devices()) if device["max_input_channels"] > 0]
-
-
-class SoundDeviceSource:
-    """A sounddevice (PortAudio) input at the device's native rate, mixed down to mono.
-
-    Made at start-up, it checks that PortAudio is there (DeviceUnavailable) and that the device
-    exists (DeviceNotFound): a typo is an error, not a device lost and retried forever. A device
-    that existed and then vanished is retried by the monitor.
-    """
-
-    reopens = True
-
-    def __init__(self, device: int | str | None = None) -> None:
-        self.device = device
-        self.name = "the default input device" if device is None else f"input device {device}"
-        self._stream = None
-        sd = import_sounddevice()
-        try:
-            sd.query_devices(device, "input")
-        except (sd.PortAudioError, ValueError) as error:
-            listed = "\n".join(f"  {d['index']}: {d['name']} ({d['channels']} ch, {d['native_rate']} Hz)"
-                                for d in input_devices(sd)) or "  (none: is the USB microphone plugged in? see 'arecord -l')"
-            raise DeviceNotFound(
-                f"--device {'(default)' if device is None else device}: no such input device ({error}). "
-                f"The input devices are:\n{listed}\nPick one by index or by (part of) its name."
-            ) from error
-
-    def start(self, callback: AudioCallback) -> int:
-        sd = import_sounddevice()
-        try:
-            info = sd.query_devices(self.device, "input")
-            rate = int(info["default_samplerate"])
-            channels = max(1, min(2, int(info["max_input_channels"])))
-
-            def on_audio(indata, frames, time_info, status) -> None:
-                callback(indata.mean(axis=1), bool(status.input_overflow))
-
-            self._stream = sd.InputStream(device=self.device, samplerate=rate, channels=channels,
-                                          dtype="float32", callback=on_audio)
-            self._stream.start()
-        except (sd.PortAudioError, ValueError) as error:
-            self.stop()
-            raise DeviceUnavailable(f"input device {self.device if self.device is not None else '(default)'}: {error}") from error
-        return rate
-
-    def check(self) -> None:
-        """PortAudio reports a lost device by delivering no more audio: the monitor's stall timeout."""
-
-    def stop(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception as error:  # a vanished device can fail on close; nothing left to release
-                log.debug("closing the input stream failed: %s", error)
-
-
-def import_sounddevice():
-    """sounddevice, or a DeviceUnavailable that says how to install PortAudio."""
-    try:
-        import sounddevice
-    except OSError as error:
-        raise DeviceUnavailable(
-            f"PortAudio is missing ({error}); on Raspberry Pi OS / Debian: sudo apt install libportaudio2"
-        ) from error
-    return sounddevice
 
 
 class _Named(logging.LoggerAdapter):

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 
-from edge.monitor.hop import HopLine
+from edge.engine.hop import HopLine
 
 log = logging.getLogger("humwatch.systemd")
 

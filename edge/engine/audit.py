@@ -22,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from edge.core.defaults import DecisionConfig, Levels
+from edge.core.decision import DecisionConfig, Levels
 from edge.core.proc import memory_mb
-from edge.monitor.runtime import Classifier
+from edge.engine.classifier import Classifier
 
 log = logging.getLogger("humwatch.audit")
 HOUR_SEC = 3600.0

@@ -13,10 +13,9 @@ import logging
 import math
 import os
 
-
-from edge.core.defaults import MAX_WINDOW_SEC
 from edge.core.proc import median_sec
-from edge.monitor.runtime import Classifier, noise_window
+from edge.core.window import MAX_WINDOW_SEC
+from edge.engine.classifier import Classifier, noise_window
 
 log = logging.getLogger("humwatch.pacing")
 HOP_STEP_SEC = 0.5

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Iterator
 
 from edge.core.audio import AudioFile, too_short
-from edge.detector import Detector
-from edge.monitor.hop import HopLine
+from edge.engine.detector import Detector
+from edge.engine.hop import HopLine
 
 
 def stream_file(detector: Detector, path: Path, realtime: bool = False) -> Iterator[HopLine]:

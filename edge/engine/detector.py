@@ -24,14 +24,13 @@ from typing import Iterator
 import numpy as np
 
 from edge.core.audio import StreamResampler, Windower
-from edge.core.decision import StreamDecider
-from edge.core.defaults import DecisionConfig
+from edge.core.decision import DecisionConfig, StreamDecider
 from edge.core.hearing import NO_SIGNAL, SIGNAL_FLOOR_DBFS, level_dbfs, no_signal_reason
 from edge.core.proc import timed
-from edge.monitor.audit import Auditor
-from edge.monitor.hop import HopLine
-from edge.monitor.pacing import HopPlanner, plan_hop
-from edge.monitor.runtime import Classifier, ModelOutputError, open_classifier
+from edge.engine.audit import Auditor
+from edge.engine.classifier import Classifier, ModelOutputError, open_classifier
+from edge.engine.hop import HopLine
+from edge.engine.pacing import HopPlanner, plan_hop
 
 
 class Detector:
@@ -152,6 +151,6 @@ class Detector:
 
     def classify_file(self, path: str | Path) -> dict:
         """One decision for a whole file (the median over its windows): the line `humwatch batch` prints."""
-        from edge.monitor.batch import classify_file
+        from edge.engine.batch import classify_file
 
         return classify_file(self.classifier, Path(path), self.decision, self.signal_floor_dbfs)

@@ -14,8 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from edge.core.bundle import Bundle, BundleError, load_bundle, verify_files
-from edge.core.defaults import DecisionConfig
-from edge.monitor import cpu
+from edge.core.decision import DecisionConfig
+from edge.engine import cpu
 
 
 class ModelOutputError(BundleError):
@@ -34,7 +34,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # int8 as an ARM board computes it: exact kernels on x86 without VNNI (see edge.monitor.cpu)
+    # int8 as an ARM board computes it: exact kernels on x86 without VNNI (see edge.engine.cpu)
     options.add_session_config_entry(cpu.PRECISE_INT8, "1" if cpu.precise_int8() else "0")
     return options
 

@@ -20,10 +20,10 @@ import numpy as np
 from edge.core.audio import AudioError
 from edge.core.bundle import BundleError, load_bundle
 from edge.core.proc import cpu_ticks, memory_mb, process_cpu_sec, timed
-from edge.detector import Detector
-from edge.monitor.pacing import HopPlanner
-from edge.monitor.runtime import Classifier
-from edge.monitor.stream import stream_file
+from edge.engine.classifier import Classifier
+from edge.engine.detector import Detector
+from edge.engine.pacing import HopPlanner
+from edge.engine.stream import stream_file
 
 # Published peaks (the cpufp benchmark), GFLOP/s or GOP/s with all four cores.
 PI_PEAKS = {

@@ -8,15 +8,14 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from edge.core.audio import AudioError, AudioFile, iter_windows
-from edge.core.decision import decide_file
-from edge.core.defaults import DecisionConfig
+from edge.core.decision import DecisionConfig, decide_file
 from edge.core.files import walk_files
 from edge.core.hearing import NO_SIGNAL, SIGNAL_FLOOR_DBFS, level_dbfs, no_signal_reason
 from edge.core.labels import control_characters_error, is_audio
-from edge.monitor.runtime import Classifier
+from edge.engine.classifier import Classifier
 
 if TYPE_CHECKING:
-    from edge.detector import Detector
+    from edge.engine.detector import Detector
 
 
 class NoAudioError(ValueError):

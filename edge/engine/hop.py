@@ -1,5 +1,5 @@
 """The per-hop line that every sink (stdout, file, MQTT, HTTP, clips) reads through its fields; the
-Detector (edge/detector.py) makes one per hop for stream and live alike.
+Detector (edge.engine.detector) makes one per hop for stream and live alike.
 
 A line either decides (the appliances' states) or says why it decided nothing (`reason`, with the
 status ``no-signal`` or ``no-audio`` of edge.core.hearing): sinks ask :attr:`HopLine.decided`."""
