@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import torch
 
-from edge.core.decision import DecisionConfig
+from edge.core.decision import DecisionConfig, level_name
 from edge.core.labels import SEED_APPLIANCES, parse_sample_name
 from edge.core.output import format_table
 from edge.core.proc import timed
@@ -82,7 +82,8 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
     _step("thresholds")
     run = Run.open(run_dir)
     thresholds = choose_thresholds(run)
-    click.echo(", ".join(f"t_{name} {thresholds[f't_{name}']:.2f}" for name in run.config.decision.appliances.names)
+    click.echo(", ".join(f"{level_name(name, 'threshold')} {levels['threshold']:.2f}"
+                         for name, levels in thresholds["levels"].items())
                + f"; report (open it in a browser): {render_report(run)}")
     _step("distill: a small student taught by the run's model")
     Distiller(run_dir, DistillOptions(device=device), log=click.echo).run_distillation()

@@ -34,8 +34,8 @@ from edge.core.bundle import (
 from edge.core.decision import DecisionConfig
 from edge.core.files import DirectoryBuild
 from edge.core.window import WindowConfig
-from edge.engine.classifier import Classifier
 from edge.engine import cpu
+from edge.engine.classifier import Classifier
 from export.flops import graph_gflop
 from export.graphs import OPSET, export_encoder, export_head, export_student
 from export.parity import DEFAULT_BAR, STUDENT_BAR, agreement, check_float_parity, edge_case_windows

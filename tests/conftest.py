@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import podman_image
+import pytest
 import rtsp_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +95,7 @@ def pinned_decision(bundle_dir):
     """The bundle's decision with the fridge detector off: the random tiny encoder cannot hear it."""
     from edge.core.bundle import load_bundle
 
-    return load_bundle(bundle_dir).decision.replace(fridge_on=1.0, fridge_off=1.0)
+    return load_bundle(bundle_dir).decision.replace(levels={"fridge": {"on": 1.0, "off": 1.0}})
 
 
 @pytest.fixture

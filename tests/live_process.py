@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
-
 from broker import Broker, free_port
 from conftest import REPO
 

@@ -1,9 +1,10 @@
 """Alarms: the cleared event carries the run it ended; after a restart the current run starts afresh."""
 
+from test_history import Clock, line_at
+
 from edge.home.alarms import AlarmRule, Alarms
 from edge.home.history import History
 from edge.home.household import Household
-from test_history import Clock, line_at
 
 HOP = 10.0
 

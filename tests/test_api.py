@@ -71,8 +71,13 @@ def test_overrides_are_checked_and_reported(bundle_dir):
         Detector.from_bundle(bundle_dir, hop=1.5, median_seconds=3.0)
     with pytest.raises(ValueError, match=r"t_dehumidifier: not a decision setting of these appliances \(ac, fridge\)"):
         Detector.from_bundle(bundle_dir, hop=1.5, t_dehumidifier=0.5)
-    with pytest.raises(ValueError, match="t_ac"):
-        Detector.from_bundle(bundle_dir, hop=1.5, t_ac=1.5)
+    with pytest.raises(ValueError, match=r"t_ac: .*; write levels=\{'ac': \{'threshold': \.\.\.\}\}"):
+        Detector.from_bundle(bundle_dir, hop=1.5, t_ac=0.5)  # an earlier release's flat key: its new spelling
+    with pytest.raises(ValueError, match=r"ac.threshold: 1.5 is outside \[0, 1\]"):
+        Detector.from_bundle(bundle_dir, hop=1.5, levels={"ac": {"threshold": 1.5}})
+    with pytest.raises(ValueError, match=r"dehumidifier: not an appliance of these levels \(ac, fridge\)"):
+        Detector.from_bundle(bundle_dir, hop=1.5, levels={"dehumidifier": {"on": 0.8}})
+    assert Detector.from_bundle(bundle_dir, hop=1.5, levels={"fridge": {"on": 0.9}}).decision.levels["fridge"].on == 0.9
 
 
 def test_overridden_spans_survive_the_fallback_to_the_teacher(bundle_dir):
@@ -80,16 +85,17 @@ def test_overridden_spans_survive_the_fallback_to_the_teacher(bundle_dir):
 
     from edge import Detector
     from edge.core.bundle import load_bundle
+    from edge.core.decision import DecisionOverrides
     from edge.engine.audit import Auditor
     from edge.engine.pacing import HopPlanner
 
     bundle = load_bundle(bundle_dir)
     auditor = Auditor(lambda: _teacher(bundle), every_sec=1.5, degraded_rate=0.1, fallback_rate=0.5)
-    overrides = {"median_sec": 3.0, "debounce_sec": 4.5}
+    overrides = DecisionOverrides(median_sec=3.0, debounce_sec=4.5)
     detector = Detector(AlwaysAcStudent(bundle), HopPlanner(1.5, cpu_sec=0.0), overrides, auditor=auditor)
     lines = detector.feed(_quiet(6 + 1.5 * 19), 16_000)
     assert auditor.fell_back and lines[-1].precision == "fp32" and detector.classifier is auditor.teacher
-    assert detector.decision == _teacher(bundle).decision.replace(**overrides)
+    assert detector.decision == overrides.apply(_teacher(bundle).decision)
     spans = detector._decider.config
     assert (spans.median_sec, spans.debounce_sec) == (3.0, 4.5)
     assert detector._decider.config.median_windows(1.5) == 2

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import read_16k
-from edge.cli import main
 from live_process import run_live_with_broker
 from test_edge import _without_torch
+
+from edge.cli import main
 
 THREE = ["ac", "fridge", "dehumidifier"]
 PRIORITY = ["dehumidifier", "ac", "fridge"]  # --priority dehumidifier: named first, the others in order
@@ -79,17 +79,17 @@ def test_the_run_and_its_report_follow_the_labels(three):
     for name in THREE:
         assert 0 <= metrics[f"f1_{name}"] <= 1 and metrics[f"files_{name}"] == 8  # the 8 night recordings
     thresholds = yaml.safe_load((three["run"] / "thresholds.yaml").read_text())
-    assert {"t_dehumidifier", "dehumidifier_on", "dehumidifier_off"} <= set(thresholds)
+    assert set(thresholds["levels"]["dehumidifier"]) == {"threshold", "on", "off"}
     report = (three["run"] / "report.html").read_text()
-    assert "f1_dehumidifier" in report and "t_dehumidifier" in report
+    assert "f1_dehumidifier" in report and "dehumidifier.threshold" in report
 
 
 def test_the_bundle_names_the_labels_and_the_priority(three):
     manifest = json.loads((three["bundle"] / "bundle.json").read_text())
-    assert manifest["schema_version"] == 3
+    assert manifest["schema_version"] == 4
     assert (manifest["labels"], manifest["priority"]) == (THREE, PRIORITY)
-    assert {"t_dehumidifier", "dehumidifier_on", "dehumidifier_off"} <= set(manifest["decision"])
-    assert "t_dehumidifier" in manifest["decisions"]["student"]
+    assert set(manifest["decision"]["levels"]["dehumidifier"]) == {"threshold", "on", "off"}
+    assert set(manifest["decisions"]["student"]["levels"]) == set(THREE)
     for precision in ("int8", "student"):  # agreement measured per appliance
         assert "dehumidifier" in json.dumps(manifest["parity"][precision]), manifest["parity"][precision]
     check = humwatch("bundle", "check", three["bundle"])

@@ -195,13 +195,17 @@ BAD_FIELDS = [  # (change to bundle.json, the field the message must name)
     (_set("decision", "median_sec", 1e12), "decision.median_sec"),
     (_set("decision", "debounce_sec", 0), "decision.debounce_sec"),
     (_set("decision", "debounce_sec", -math.inf), "decision.debounce_sec"),
-    (_set("decision", "t_ac", 1.5), "decision.t_ac"),
-    (_set("decision", "fridge_off", -0.1), "decision.fridge_off"),
-    (_set("decision", "ac_off", 0.95), "decision.ac_off"),  # above ac_on 0.80
-    (_set("decision", "t_fridge", True), "decision.t_fridge"),
-    (_set("decision", "t_fridge", None), "decision.t_fridge"),
-    (lambda m: m["decision"].pop("t_ac"), "decision.t_ac"),
-    (_set("decisions", {"int8": {**DecisionConfig().to_dict(), "ac_on": math.nan}}), "decisions.int8.ac_on"),
+    (_set("decision", "levels", "ac", "threshold", 1.5), "decision.levels.ac.threshold"),
+    (_set("decision", "levels", "fridge", "off", -0.1), "decision.levels.fridge.off"),
+    (_set("decision", "levels", "ac", "off", 0.95), "decision.ac.off"),  # above ac.on 0.80
+    (_set("decision", "levels", "fridge", "threshold", True), "decision.levels.fridge.threshold"),
+    (_set("decision", "levels", "fridge", "threshold", None), "decision.levels.fridge.threshold"),
+    (lambda m: m["decision"]["levels"]["ac"].pop("threshold"), "decision.levels.ac.threshold"),
+    (lambda m: m["decision"]["levels"].pop("fridge"), "decision.levels.fridge"),
+    (_set("decision", "levels", "washer", {"threshold": 0.5, "on": 0.6, "off": 0.4}), "decision.levels"),
+    (_set("decisions", {"int8": {**DecisionConfig().to_dict(), "levels": {"ac": {"threshold": 0.75, "on": math.nan,
+                                                                                  "off": 0.6}}}}),
+     "decisions.int8.levels.ac.on"),
     (_set("decisions", {"student": DecisionConfig().to_dict()}), "decisions.student"),
     (_set("graphs", [["fp32", "model.onnx"]]), "graphs"),
     (_set("graphs", "fp32", "model.onnx"), "graphs.fp32"),
@@ -210,7 +214,7 @@ BAD_FIELDS = [  # (change to bundle.json, the field the message must name)
     (lambda m: m["graphs"].pop("fp32"), "graphs.fp32"),
     (_set("default_precision", "fp16"), "default_precision"),
     (_set("default_precision", "student"), "default_precision"),
-    (_set("schema_version", 4), "schema_version"),
+    (_set("schema_version", 5), "schema_version"),  # from a newer humwatch
     (_set("schema_version", "2"), "schema_version"),
     (_set("labels", ["ac"]), "priority"),  # one label fewer: the priority names an appliance the model lacks
     (_set("labels", ["ac", "Fridge"]), "labels"),

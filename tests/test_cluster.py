@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-
 from conftest import REPO, SYNTH_SECONDS
+
 from edge.cluster.local import LocalCluster, actor_processes, free_port
 
 VIEWS = 2  # the train default, as the local runs of conftest used

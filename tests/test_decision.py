@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge.core.decision import DecisionConfig, Hysteresis, StreamDecider, decide_file
+from edge.core.decision import DecisionConfig, Hysteresis, Levels, StreamDecider, decide_file
 from edge.core.labels import (
     AC_ON,
     BOTH_OFF,
@@ -83,17 +83,18 @@ def test_the_appliances_of_a_project_come_in_order_of_first_appearance():
 
 def test_file_decision_uses_the_median_and_thresholds():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.8, 0.75], [0.85, 0.2], [0.1, 0.9]])
-    result = decide_file(probs, DecisionConfig().replace(t_ac=0.75, t_fridge=0.70))
+    result = decide_file(probs, DecisionConfig().replace(levels={"ac": {"threshold": 0.75}, "fridge": {"threshold": 0.70}}))
     assert (result.probabilities, result.status) == ({"ac": 0.8, "fridge": 0.75}, AC_ON)
     assert result.fields() == {"status": AC_ON, "p_ac": 0.8, "p_fridge": 0.75}
-    assert decide_file(probs, DecisionConfig().replace(t_ac=0.85, t_fridge=0.70)).status == FRIDGE_ON
+    assert decide_file(probs, DecisionConfig().replace(levels={"ac": {"threshold": 0.85}})).status == FRIDGE_ON
     with pytest.raises(ValueError):
         decide_file(np.zeros((0, 2)), DecisionConfig())
 
 
 def test_three_appliances_decide_by_their_own_levels_and_the_priority():
-    config = DecisionConfig(THREE).replace(t_dehumidifier=0.5, dehumidifier_on=0.6, dehumidifier_off=0.3)
-    assert list(config.to_dict())[:3] == ["t_ac", "t_fridge", "t_dehumidifier"]
+    config = DecisionConfig(THREE).replace(levels={"dehumidifier": {"threshold": 0.5, "on": 0.6, "off": 0.3}})
+    assert list(config.to_dict()["levels"]) == ["ac", "fridge", "dehumidifier"]
+    assert config.to_dict()["levels"]["dehumidifier"] == {"threshold": 0.5, "on": 0.6, "off": 0.3}
     assert decide_file(np.array([[0.1, 0.1, 0.55]]), config).fields() == {
         "status": "dehumidifier-on", "p_ac": 0.1, "p_fridge": 0.1, "p_dehumidifier": 0.55}
     assert decide_file(np.array([[0.1, 0.1, 0.45]]), config).status == "all-off"
@@ -106,13 +107,34 @@ def test_three_appliances_decide_by_their_own_levels_and_the_priority():
     assert updates[1].running == {"ac": False, "fridge": True, "dehumidifier": True}  # 0.4 is above its off level
 
 
-def test_decision_config_round_trips_flat_keys_and_names_a_bad_one():
-    config = DecisionConfig(THREE).replace(t_dehumidifier=0.4)
+def test_decision_config_round_trips_keyed_by_appliance_and_names_a_bad_one():
+    config = DecisionConfig(THREE).replace(levels={"dehumidifier": {"threshold": 0.4}})
     assert DecisionConfig.from_dict(config.to_dict(), "decision", THREE) == config
-    with pytest.raises(ValueError, match="decision.t_dehumidifier: missing"):
+    with pytest.raises(ValueError, match="decision.levels.dehumidifier: missing"):
         DecisionConfig.from_dict(DecisionConfig().to_dict(), "decision", THREE)
-    with pytest.raises(ValueError, match="t_washer: not a decision setting of these appliances"):
-        DecisionConfig().replace(t_washer=0.5)
+    with pytest.raises(ValueError, match=r"washer: not an appliance of these levels \(ac, fridge\)"):
+        DecisionConfig().replace(levels={"washer": {"threshold": 0.5}})
+    with pytest.raises(ValueError, match=r"ac.edge: not a level; an appliance has ac.threshold, ac.on, ac.off"):
+        DecisionConfig().replace(levels={"ac": {"edge": 0.5}})
+
+
+def test_the_flat_keys_of_earlier_files_still_read_and_a_clash_is_refused():
+    """Bundles and runs written before levels were keyed by appliance (schema 2 and 3): t_NAME, NAME_on, NAME_off."""
+    flat = {"t_ac": 0.6, "t_fridge": 0.7, "t_dehumidifier": 0.4, "ac_on": 0.8, "ac_off": 0.5, "fridge_on": 0.75,
+            "fridge_off": 0.55, "dehumidifier_on": 0.45, "dehumidifier_off": 0.3, "median_sec": 9.0, "debounce_sec": 3.0}
+    config = DecisionConfig.from_dict(flat, "decision", THREE)
+    assert config.levels["dehumidifier"] == Levels(0.4, 0.45, 0.3) and config.levels["ac"] == Levels(0.6, 0.8, 0.5)
+    assert config.median_sec == 9.0 and DecisionConfig.from_dict(config.to_dict(), "decision", THREE) == config
+    with pytest.raises(ValueError, match="decision.dehumidifier_off: missing"):
+        DecisionConfig.from_dict({key: value for key, value in flat.items() if key != "dehumidifier_off"}, "decision",
+                                 THREE)
+    # appliances named ac_on and t_ac: once both wrote t_ac_on, and one threshold was lost; keyed, both are kept
+    clashing = Appliances(("ac_on", "t_ac"))
+    config = DecisionConfig(clashing).replace(levels={"ac_on": {"threshold": 0.4}, "t_ac": {"on": 0.9}})
+    assert DecisionConfig.from_dict(config.to_dict(), "decision", clashing) == config
+    assert (config.levels["ac_on"].threshold, config.levels["t_ac"].on) == (0.4, 0.9)
+    with pytest.raises(ValueError, match=r"decision.t_ac_on: the flat key of both ac_on.threshold and t_ac.on"):
+        DecisionConfig.from_dict({"t_ac_on": 0.5, "median_sec": 9.0, "debounce_sec": 3.0}, "decision", clashing)
 
 
 def test_hysteresis_needs_on_to_start_and_off_to_stop():
@@ -121,7 +143,8 @@ def test_hysteresis_needs_on_to_start_and_off_to_stop():
 
 
 def test_stream_decider_median_and_debounce():
-    decider = StreamDecider(DecisionConfig(median_sec=3.0, debounce_sec=2.0).replace(ac_on=0.8, ac_off=0.6), hop_sec=1.0)
+    decider = StreamDecider(DecisionConfig(median_sec=3.0, debounce_sec=2.0).replace(levels={"ac": {"on": 0.8, "off": 0.6}}),
+                            hop_sec=1.0)
     first = decider.update([0.1, 0.1])
     assert first.debounced_status == BOTH_OFF and first.changed
     # a single loud window does not move the median of 3
@@ -142,11 +165,11 @@ def test_debounce_resets_when_the_candidate_flickers():
 
 
 def test_decision_config_validation():
-    with pytest.raises(ValueError, match=r"t_ac: 1.5 is outside \[0, 1\]"):
-        DecisionConfig().replace(t_ac=1.5)
-    with pytest.raises(ValueError, match="must not exceed"):
-        DecisionConfig().replace(ac_on=0.5, ac_off=0.7)
-    assert DecisionConfig().replace(t_ac=0.6, t_fridge=None).levels["fridge"].threshold == 0.70
+    with pytest.raises(ValueError, match=r"ac.threshold: 1.5 is outside \[0, 1\]"):
+        DecisionConfig().replace(levels={"ac": {"threshold": 1.5}})
+    with pytest.raises(ValueError, match="ac.off: 0.7 is above ac.on 0.5; .* must not exceed"):
+        DecisionConfig().replace(levels={"ac": {"on": 0.5, "off": 0.7}})
+    assert DecisionConfig().replace(levels={"ac": {"threshold": 0.6}, "fridge": {"threshold": None}}).levels["fridge"].threshold == 0.70
 
 
 def test_spans_in_seconds_follow_the_hop():

@@ -10,9 +10,8 @@ import shutil
 import subprocess
 import sys
 
-from packaging.markers import Marker
-
 from conftest import REPO
+from packaging.markers import Marker
 
 REQUIREMENTS = REPO / "edge" / "install" / "requirements.txt"
 DOWNLOAD = REPO / "edge" / "install" / "download-wheels.sh"

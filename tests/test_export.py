@@ -25,7 +25,8 @@ def test_bundle_contents(bundle_dir, trained_runs):
     thresholds = yaml.safe_load((trained_runs["night"] / "thresholds.yaml").read_text())
     assert manifest["decision"] == {key: thresholds[key] for key in manifest["decision"]}
     assert manifest["decision"]["median_sec"] == 10.5 and manifest["decision"]["debounce_sec"] == 3.0
-    assert manifest["schema_version"] == 3 and load_bundle(bundle_dir).decision.levels["ac"].threshold == thresholds["t_ac"]
+    assert manifest["schema_version"] == 4
+    assert load_bundle(bundle_dir).decision.levels["ac"].threshold == thresholds["levels"]["ac"]["threshold"]
     assert not any(path.suffix in (".pt", ".pkl", ".pickle") for path in bundle_dir.iterdir())
 
 

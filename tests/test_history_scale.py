@@ -9,10 +9,19 @@ import threading
 import time
 
 import pytest
+from test_history import Clock, line_at
 
 from edge.core.labels import SEED
-from edge.home.history import DAY, History, Interval, daily_table, household_stats, intervals, midnight, stored_appliances
-from test_history import Clock, line_at
+from edge.home.history import (
+    DAY,
+    History,
+    Interval,
+    daily_table,
+    household_stats,
+    intervals,
+    midnight,
+    stored_appliances,
+)
 
 YEAR = 365 * DAY
 SEGMENTS = 2000

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from broker import free_port
 from conftest import REPO
+
 from edge.home import http_status
 from edge.home.http_status import REQUEST_SEC, FailureLog, StatusServer, connection_cap
 

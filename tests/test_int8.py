@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from edge.core.bundle import load_bundle
-from edge.engine.classifier import Classifier, session_options
 from edge.engine import cpu
+from edge.engine.classifier import Classifier, session_options
 from export.parity import edge_case_windows
 
 # An AVX2 CPU without VNNI (Haswell): qemu's cpuid, and /proc/cpuinfo flags to match it.

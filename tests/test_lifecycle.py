@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from broker import Broker, free_port
 from conftest import REPO
 from live_process import retained_messages
@@ -89,7 +88,7 @@ def tmp(tmp_path) -> Path:
 REFUSALS = {  # what refuses (options after every sink's, so they win): what stderr says
     "no bundle": (["--bundle", "{tmp}/nothing", *STDIN], "not a bundle"),
     "a precision the bundle lacks": (["--precision", "int8", *STDIN], "no int8 model in this bundle"),
-    "a decision setting of no appliance": (["--level", "t_dehumidifier=0.6", *STDIN], "not a decision setting"),
+    "a decision setting of no appliance": (["--level", "t_dehumidifier=0.6", *STDIN], "dehumidifier: not an appliance"),
     "a settings file with an unknown key": (["--config", "{tmp}/typo.toml"], "unknown key 'sorce'"),
     "--source - without --source-format": (["--source", "-"], "needs its format"),
     "a --source-format that is none": (["--source", "-", "--source-format", "s16le:fast:1"], "ENCODING:RATE:CHANNELS"),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edge.core.bundle import load_bundle
+from edge.core.decision import DecisionConfig, DecisionOverrides
 from edge.engine.classifier import Classifier, ModelOutputError
 from edge.engine.detector import Detector
 from edge.monitor import live
@@ -47,6 +48,12 @@ class FakeSource:
             self.callback(audio[start : start + chunk], overflowed)
 
 
+def overrides_to(decision: DecisionConfig) -> DecisionOverrides:
+    """Overrides that turn a bundle's decision into `decision` (its levels and spans)."""
+    return DecisionOverrides({name: level.to_dict() for name, level in decision.levels.items()}, decision.median_sec,
+                             decision.debounce_sec)
+
+
 class Harness:
     """A monitor running in a thread, collecting its lines."""
 
@@ -56,7 +63,7 @@ class Harness:
         self.lines = []
         self.sinks = [self.lines.append, *sinks]  # a sink that needs the monitor can be appended later
         classifier = classifier or Classifier(bundle, "fp32", threads=1)
-        detector = Detector(classifier, planner, decision.to_dict() if decision else None, auditor, history_sec)
+        detector = Detector(classifier, planner, overrides_to(decision) if decision else None, auditor, history_sec)
         self.monitor = LiveMonitor(detector, source, FanOut(self.sinks), backoff_sec=(0.01, 0.05), **options)
         self.thread = threading.Thread(target=self.monitor.run, daemon=True)
 

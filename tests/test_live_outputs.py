@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner
-
 from conftest import pinned_decision
+from test_home import hop_line
+from test_live import FakeSource, Harness, eventually
+
 from edge.cli import main
 from edge.core import output
 from edge.core.output import JsonLinesFile, LinePrinter
 from edge.home.clips import ClipWriter
-from test_home import hop_line
-from test_live import FakeSource, Harness, eventually
 
 
 def _full_disk(fd, data):

@@ -34,13 +34,15 @@ from edge.home.mqtt import (
 
 MONITOR_SCRIPT = FILE_SOURCE + """
 from edge.core.bundle import load_bundle
+from edge.core.decision import DecisionOverrides
 from edge.engine.detector import Detector
 from edge.monitor.live import LiveMonitor
 from edge.home.mqtt import MqttPublisher, MqttSettings
 from edge.engine.classifier import Classifier
 
 bundle = load_bundle(sys.argv[2])
-detector = Detector(Classifier(bundle, "fp32", threads=1), overrides={"fridge_on": 1.0, "fridge_off": 1.0})
+detector = Detector(Classifier(bundle, "fp32", threads=1),
+                    overrides=DecisionOverrides(levels={"fridge": {"on": 1.0, "off": 1.0}}))
 publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{sys.argv[3]}", name=sys.argv[4], heartbeat_sec=1),
                           appliances=detector.decision.appliances)
 publisher.start()

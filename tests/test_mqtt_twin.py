@@ -11,11 +11,11 @@ import sys
 import time
 
 import pytest
-
 from broker import Subscriber
 from conftest import REPO
-from edge.home.mqtt import MqttPublisher, MqttSettings
 from test_mqtt import _line
+
+from edge.home.mqtt import MqttPublisher, MqttSettings
 
 AVAILABILITY = "humwatch/kitchen/availability"
 BOUND_SEC = 3.0  # the running monitor answers at once; this leaves room for a loaded machine

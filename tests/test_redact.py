@@ -17,9 +17,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from broker import free_port
 from conftest import REPO
+
 from edge.core.redact import RedactingFormatter, redact
 from edge.home.mqtt import MqttSettings
 

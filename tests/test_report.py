@@ -51,8 +51,8 @@ def test_report_of_a_tiny_run(trained_runs):
     traces = re.findall(r'<figure class="trace" data-recording="([^"]+)"><img alt="[^"]*" src="data:image/png;base64,', page)
     assert sorted(traces) == sorted(r.recording_id for r in run.recordings("validation"))
     ac, fridge = run.decision.levels["ac"], run.decision.levels["fridge"]
-    assert (f'<span class="thresholds">t_ac {ac.threshold:.2f} (hysteresis {ac.off:.2f}-{ac.on:.2f}), '
-            f't_fridge {fridge.threshold:.2f} (hysteresis {fridge.off:.2f}-{fridge.on:.2f})</span>') in page  # as before
+    assert (f'<span class="thresholds">ac.threshold {ac.threshold:.2f} (hysteresis {ac.off:.2f}-{ac.on:.2f}), '
+            f'fridge.threshold {fridge.threshold:.2f} (hysteresis {fridge.off:.2f}-{fridge.on:.2f})</span>') in page
     assert "statuses\nac-on, fridge-on, both-off" in page
     assert re.search(r"<h2>Per daypart</h2>\s*<table><tr><th>split</th><th>files</th><th>f1_ac</th><th>f1_fridge</th>"
                      r"<th>state_accuracy</th></tr>", page)
@@ -119,7 +119,7 @@ def test_report_of_three_appliances_one_masked(tmp_path):
     assert sorted(traces) == sorted(files) and page.count("data:image/png;base64,") == len(files) + 2
     levels = run.decision.levels
     assert levels["dehumidifier"].threshold != 0.70  # chosen on the three files that name it
-    expected = ", ".join(f"t_{name} {levels[name].threshold:.2f} (hysteresis {levels[name].off:.2f}-{levels[name].on:.2f})"
+    expected = ", ".join(f"{name}.threshold {levels[name].threshold:.2f} (hysteresis {levels[name].off:.2f}-{levels[name].on:.2f})"
                          for name in appliances.names)
     assert f'<span class="thresholds">{expected}</span>' in page
     assert "statuses\nac-on, fridge-on, dehumidifier-on, all-off" in page

@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-
 from conftest import read_16k
 from live_process import run_live_with_broker
+
 from edge.cli import main
 
 OLD_BUNDLE = Path(__file__).parent / "fixtures" / "bundle-v2"

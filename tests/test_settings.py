@@ -103,10 +103,12 @@ def test_live_without_a_bundle_says_where_to_give_one():
 
 
 def test_level_overrides_any_appliance_and_a_bad_one_is_named(tmp_path):
+    from edge.core.decision import DecisionOverrides
     from edge.engine.settings import DetectorSettings
 
     settings = DetectorSettings(t_ac=0.6, level=("t_dehumidifier=0.4", "dehumidifier_on=0.9"))
-    assert settings.decision_overrides() == {"t_ac": 0.6, "t_dehumidifier": 0.4, "dehumidifier_on": 0.9}
+    assert settings.decision_overrides() == DecisionOverrides({"ac": {"threshold": 0.6},
+                                                               "dehumidifier": {"threshold": 0.4, "on": 0.9}})
     for bad in ("t_ac=1.5", "t_ac", "=0.5", "t_ac=x"):
         result = CliRunner().invoke(main, ["batch", "--bundle", str(tmp_path), "--level", bad, str(tmp_path)])
         assert result.exit_code == 2 and f"'--level': {bad!r}: expected KEY=P" in result.output, result.output
@@ -127,7 +129,7 @@ def test_a_level_for_an_appliance_the_bundle_lacks_is_refused_naming_it(tmp_path
     bundle = Path(__file__).parent / "fixtures" / "bundle-v2"
     result = CliRunner().invoke(main, ["batch", "--bundle", str(bundle), "--level", "t_washer=0.5", str(path)])
     assert result.exit_code == 1
-    assert "t_washer: not a decision setting of these appliances (ac, fridge)" in result.output, result.output
+    assert "washer: not an appliance of these levels (ac, fridge)" in result.output, result.output
 
 
 @pytest.mark.parametrize("key, value, message, typed, bounds", [

@@ -80,9 +80,10 @@ def test_ac_is_detected_on_every_file(trained_runs, project):
 
 def test_thresholds_file(trained_runs):
     thresholds = yaml.safe_load((trained_runs["night"] / "thresholds.yaml").read_text())
-    assert {"t_ac", "t_fridge", "ac_on", "ac_off", "fridge_on", "fridge_off", "median_sec", "debounce_sec",
-            "validation_metrics"} <= set(thresholds)
-    assert thresholds["ac_off"] < thresholds["t_ac"] < thresholds["ac_on"]
+    assert set(thresholds) == {"levels", "median_sec", "debounce_sec", "validation_metrics"}
+    assert list(thresholds["levels"]) == ["ac", "fridge"]
+    ac = thresholds["levels"]["ac"]
+    assert ac["off"] < ac["threshold"] < ac["on"]
     assert thresholds["validation_metrics"]["f1_ac"] == 1.0
 
 
@@ -305,9 +306,9 @@ def test_a_third_appliance_named_by_half_the_recordings_trains(project, tiny_che
     best = run.best_metrics()
     assert (best["files"], best["files_dehumidifier"], best["files_ac"]) == (4, 2, 4)
     chosen = choose_thresholds(run)
-    assert {"t_dehumidifier", "dehumidifier_on", "dehumidifier_off"} <= set(yaml.safe_load((run.path / "thresholds.yaml").read_text()))
-    assert chosen["dehumidifier_off"] < chosen["t_dehumidifier"] < chosen["dehumidifier_on"]
-    assert run.decision.levels["dehumidifier"].threshold == chosen["t_dehumidifier"]
+    written = yaml.safe_load((run.path / "thresholds.yaml").read_text())["levels"]["dehumidifier"]
+    assert chosen["levels"]["dehumidifier"] == written and written["off"] < written["threshold"] < written["on"]
+    assert run.decision.levels["dehumidifier"].threshold == written["threshold"]
     shown = CliRunner().invoke(main, ["evaluate", "--run", str(run.path)])
     assert shown.exit_code == 0, shown.output
     assert "p_dehumidifier" in shown.output and "files_dehumidifier" in shown.output and "window AUC: ac" in shown.output

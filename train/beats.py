@@ -9,9 +9,8 @@ flow, so the module exports to ONNX.
 
 from __future__ import annotations
 
-import hashlib
-
 import dataclasses
+import hashlib
 import math
 from pathlib import Path
 

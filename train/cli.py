@@ -116,7 +116,8 @@ def train(beats_checkpoint, val_daypart, val_recordings, priority, unfreeze_bloc
 @click.command()
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
 def thresholds(run_dir: Path) -> None:
-    """Choose each appliance's threshold (t_ac, t_fridge, ...) on the run's validation files; writes thresholds.yaml and report.html."""
+    """Choose each appliance's threshold (ac.threshold, fridge.threshold, ...) on the run's validation files; writes thresholds.yaml and report.html."""
+    from edge.core.decision import level_name
     from train.report import render_report
     from train.run import Run, RunError
     from train.thresholds import choose_thresholds
@@ -126,7 +127,8 @@ def thresholds(run_dir: Path) -> None:
         result = choose_thresholds(run)
     except RunError as error:
         raise click.ClickException(str(error)) from error
-    chosen = ", ".join(f"t_{name} {result[f't_{name}']:.2f}" for name in run.appliances.names)
+    chosen = ", ".join(f"{level_name(name, 'threshold')} {levels['threshold']:.2f}"
+                       for name, levels in result["levels"].items())
     click.echo(f"{chosen} -> {run_dir / 'thresholds.yaml'}")
     print_metrics(result["validation_metrics"])
     click.echo(f"report: {render_report(run)}")

@@ -10,9 +10,9 @@ import pandas as pd
 from edge.core.audio import load_windows
 from edge.core.decision import decide_file, per_appliance
 from edge.core.labels import Appliances, parse_sample_name
+from train.device import resolve_device
 from train.head import predict_model
 from train.metrics import file_metrics, file_table, metric_columns, probability_columns
-from train.device import resolve_device
 from train.run import Run, RunError
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure  # the object API: no display, no global state
 
 from edge.core.agreement import streamed_statuses
-from edge.core.decision import DecisionConfig, decide_file
+from edge.core.decision import DecisionConfig, decide_file, level_name
 from edge.core.files import write_text_atomic
 from edge.core.labels import Appliances
 from train.beats import BeatsConfig
@@ -69,7 +69,7 @@ def colors(names: tuple[str, ...]) -> dict[str, str]:
 
 def levels_text(decision: DecisionConfig) -> str:
     """Each appliance's threshold and hysteresis band: t_ac 0.75 (hysteresis 0.60-0.80), t_fridge ..."""
-    return ", ".join(f"t_{name} {level.threshold:.2f} (hysteresis {level.off:.2f}-{level.on:.2f})"
+    return ", ".join(f"{level_name(name, 'threshold')} {level.threshold:.2f} (hysteresis {level.off:.2f}-{level.on:.2f})"
                      for name, level in decision.levels.items())
 
 
@@ -88,7 +88,7 @@ def _trace(recording: str, group, decision: DecisionConfig, hop_sec: float, wind
     for axis, (column, name) in zip(axes, enumerate(names)):
         level, color = decision.levels[name], palette[name]
         axis.plot(t, probs[:, column], color=color, label=f"p_{name}")
-        axis.axhline(level.threshold, color=color, linestyle="--", linewidth=1, label=f"t_{name} {level.threshold:.2f}")
+        axis.axhline(level.threshold, color=color, linestyle="--", linewidth=1, label=f"{level_name(name, 'threshold')} {level.threshold:.2f}")
         axis.axhspan(level.off, level.on, color=color, alpha=0.08, label=f"hysteresis {level.off:.2f}-{level.on:.2f}")
         axis.set_ylim(-0.02, 1.02)
         axis.set_ylabel(name)
@@ -125,7 +125,7 @@ def _f1_curves(run: Run) -> str:
     for axis, name in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
         chosen = decision.levels[name].threshold
         axis.axvline(chosen, color="black", linestyle="--", linewidth=1)
-        axis.set_xlabel(f"t_{name}")
+        axis.set_xlabel(level_name(name, "threshold"))
         axis.set_ylabel("file-level F1")
         axis.set_ylim(-0.02, 1.02)
         named = files[files[name].notna()]

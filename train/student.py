@@ -30,7 +30,7 @@ from torch import nn
 
 from edge.core.agreement import hop_agreement, max_abs_diff_by_appliance, state_agreement
 from edge.core.audio import load_windows
-from edge.core.decision import DecisionConfig, decide_file
+from edge.core.decision import DecisionConfig, decide_file, level_name
 from edge.core.files import DirectoryBuild, atomic_path
 from edge.core.labels import SEED, Appliances
 from edge.core.window import WindowConfig
@@ -248,7 +248,8 @@ class Distiller:
             choose_thresholds(directory)
             agreement = teacher_agreement(directory)
             directory.update_config(teacher_agreement=agreement)
-            thresholds = ", ".join(f"t_{name} {level.threshold:.2f}" for name, level in directory.decision.levels.items())
+            thresholds = ", ".join(f"{level_name(name, 'threshold')} {level.threshold:.2f}"
+                                   for name, level in directory.decision.levels.items())
         self.log(f"student written to {build.final}: {thresholds}; file states equal the teacher's on "
                  f"{agreement.agreeing_files}/{agreement.files} validation files, streamed debounced states on "
                  f"{agreement.agreeing_hops}/{agreement.streamed_hops} hops; max |p - teacher| "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.core.decision import level_keys
 from train.metrics import f1, file_metrics, file_table, probability_columns
 from train.run import TrainedDirectory
 
@@ -51,8 +50,8 @@ def best_threshold(truth: np.ndarray, scores: np.ndarray, start: float) -> float
 
 def choose_thresholds(run: TrainedDirectory) -> dict:
     """Grid-search each appliance's threshold (and set its hysteresis) on the run's validation files
-    that name it, and write thresholds.yaml (flat keys: t_<name>, <name>_on, <name>_off, ...). An
-    appliance no validation file names keeps the run's default levels."""
+    that name it, and write thresholds.yaml (the levels keyed by appliance, the spans, the
+    validation metrics). An appliance no validation file names keeps the run's default levels."""
     predictions = run.val_predictions()
     defaults = run.config.decision
     probs = predictions[probability_columns(defaults.appliances.names)].to_numpy()
@@ -62,10 +61,8 @@ def choose_thresholds(run: TrainedDirectory) -> dict:
         named = files[name].notna()
         if named.any():
             threshold = best_threshold(files[name][named].to_numpy(), files[f"p_{name}"][named].to_numpy(), level.threshold)
-            keys = level_keys(name)
-            levels.update({keys["threshold"]: threshold, keys["on"]: hysteresis_on(threshold),
-                           keys["off"]: hysteresis_off(threshold)})
-    decision = defaults.replace(**levels)
+            levels[name] = {"threshold": threshold, "on": hysteresis_on(threshold), "off": hysteresis_off(threshold)}
+    decision = defaults.replace(levels=levels)
     metrics = file_metrics(predictions, probs, decision)
     run.write_thresholds(decision, metrics)
     return {**decision.to_dict(), "validation_metrics": metrics}

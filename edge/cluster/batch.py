@@ -68,7 +68,7 @@ class BatchWorker:
         with tempfile.TemporaryDirectory(prefix="humwatch-bundle-") as folder:
             unpack(files, Path(folder))
             return Detector.from_bundle(folder, self.settings.precision, hop=None, threads=self.threads,
-                                        **self.settings.decision_overrides())
+                                        overrides=self.settings.decision_overrides())
 
     def classify(self, files: list, index: int, path: str, data: bytes) -> tuple[int, dict]:
         """(index, the batch line of the file `path` from its bytes): the line names `path`, as locally."""

@@ -26,8 +26,8 @@ from edge.core.files import sha256_file, write_json_atomic
 from edge.core.labels import SEED, Appliances, LabelError
 from edge.core.window import WindowConfig
 
-SCHEMA_VERSION = 3  # 3: any appliances (labels and priority); 2 (the AC and the fridge) still reads
-READABLE_VERSIONS = (2, SCHEMA_VERSION)
+SCHEMA_VERSION = 4  # 4: levels keyed by appliance; 3: any appliances (labels and priority, flat levels t_NAME,
+READABLE_VERSIONS = (2, 3, SCHEMA_VERSION)  # NAME_on, NAME_off); 2: the AC and the fridge. All still read.
 MANIFEST = "bundle.json"
 MAX_MANIFEST_BYTES = 1_000_000  # today's bundle.json is under 10 kB
 MAX_DEPTH = 16  # today's nests 4 deep

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from edge.core.fields import FieldError, Fields, join, number
 from edge.core.labels import SEED, Appliances
 
 MAX_SPAN_SEC = 3600.0  # the running median and the debounce
+
+
+LEVEL_SIDES = ("threshold", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,27 +38,81 @@ class Levels:
     on: float
     off: float
 
+    def to_dict(self) -> dict[str, float]:
+        return {side: getattr(self, side) for side in LEVEL_SIDES}
+
 
 SEED_LEVELS = {"ac": Levels(0.75, 0.80, 0.60), "fridge": Levels(0.70, 0.75, 0.55)}
 NEW_APPLIANCE_LEVELS = Levels(0.70, 0.75, 0.55)  # an appliance's start before its threshold search
 
 
-def level_keys(appliance: str) -> dict[str, str]:
-    """The flat keys of an appliance's levels in bundle.json, runs and overrides: t_ac, ac_on, ac_off."""
-    return {"threshold": f"t_{appliance}", "on": f"{appliance}_on", "off": f"{appliance}_off"}
+def level_name(appliance: str, side: str) -> str:
+    """How a level is named in messages, options and files: 'fridge.on', 'ac.threshold'."""
+    return f"{appliance}.{side}"
+
+
+def flat_key(appliance: str, side: str) -> str:
+    """The key a level had in files written before levels were keyed by appliance: t_ac, ac_on, ac_off."""
+    return f"t_{appliance}" if side == "threshold" else f"{appliance}_{side}"
+
+
+def flat_levels(data: Mapping[str, object], appliances: Sequence[str], where: str = "") -> dict[str, dict[str, object]]:
+    """The levels among the flat keys of an earlier file (t_ac, ac_on, ...): appliance -> {side: value}.
+    A key that two appliances both claim (appliances named ac_on and t_ac: t_ac_on) is a FieldError."""
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for appliance in appliances:
+        for side in LEVEL_SIDES:
+            owners.setdefault(flat_key(appliance, side), []).append((appliance, side))
+    levels: dict[str, dict[str, object]] = {}
+    for key, value in data.items():
+        claims = owners.get(key, [])
+        if len(claims) > 1:
+            both = " and ".join(level_name(*claim) for claim in claims)
+            raise FieldError(join(where, f"{key}: the flat key of both {both}; write them keyed by appliance: "
+                                         f"levels = {{{claims[0][0]} = {{{claims[0][1]} = ...}}, ...}}"))
+        if claims:
+            appliance, side = claims[0]
+            levels.setdefault(appliance, {})[side] = value
+    return levels
+
+
+@dataclasses.dataclass(frozen=True)
+class DecisionOverrides:
+    """What a user changes of a bundle's decision settings: some levels of some appliances
+    (appliance -> {side: p}) and the spans; None leaves the bundle's."""
+
+    levels: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    median_sec: float | None = None
+    debounce_sec: float | None = None
+
+    def apply(self, config: DecisionConfig) -> DecisionConfig:
+        return config.replace(levels=self.levels, median_sec=self.median_sec, debounce_sec=self.debounce_sec)
+
+    @classmethod
+    def of(cls, keywords: Mapping[str, object], appliances: Sequence[str]) -> DecisionOverrides:
+        """From keyword arguments (levels={"fridge": {"on": 0.8}}, median_sec=6, debounce_sec=3);
+        any other is a FieldError naming it, and an earlier release's flat key (t_ac=0.6) its new spelling."""
+        for key in keywords:
+            if key not in ("levels", "median_sec", "debounce_sec"):
+                claims = [(name, side) for name in appliances for side in LEVEL_SIDES if flat_key(name, side) == key]
+                fix = (f"write levels={{{claims[0][0]!r}: {{{claims[0][1]!r}: ...}}}}" if claims else
+                       "use levels={APPLIANCE: {threshold|on|off: P}}, median_sec or debounce_sec")
+                raise FieldError(f"{key}: not a decision setting of these appliances ({', '.join(appliances)}); {fix}")
+        return cls(**keywords)
 
 
 @dataclasses.dataclass(frozen=True)
 class DecisionConfig:
-    """Per appliance a file threshold and the streaming hysteresis; the running-median span and the
-    debounce, in seconds; the appliances and their priority (the summary state's rule).
+    """Per appliance a file threshold and the streaming hysteresis (:class:`Levels`); the
+    running-median span and the debounce, in seconds; the appliances and their priority (the
+    summary state's rule).
 
     The spans are durations so that a monitor may hop at another rate than training did: at a hop
     of h seconds the median covers round(median_sec / h) windows and a change needs
     round(debounce_sec / h) identical updates (at the 1.5 s default: 7 windows and 2 updates).
-    Written flat (:meth:`to_dict`): t_<name> for every appliance, then <name>_on, <name>_off for each,
-    then the spans; for the seed t_ac, t_fridge, ac_on, ac_off, fridge_on, fridge_off, median_sec,
-    debounce_sec.
+    Written keyed by appliance (:meth:`to_dict`): {"levels": {"ac": {"threshold", "on", "off"}, ...},
+    "median_sec", "debounce_sec"}; files written before hold flat keys (t_ac, ac_on, ...), which
+    :meth:`from_dict` still reads.
     """
 
     appliances: Appliances = SEED
@@ -64,7 +121,7 @@ class DecisionConfig:
     debounce_sec: float = 3.0
 
     def __post_init__(self) -> None:
-        """Errors are FieldErrors (ValueErrors) that start with the flat key's name."""
+        """Errors are FieldErrors (ValueErrors) that start with the level's name (fridge.on)."""
         unknown = set(self.levels) - set(self.appliances.names)
         if unknown:
             raise FieldError(f"levels for {', '.join(sorted(unknown))}: not among the appliances "
@@ -73,12 +130,11 @@ class DecisionConfig:
                   for name in self.appliances.names}
         object.__setattr__(self, "levels", levels)
         for name, level in levels.items():
-            keys = level_keys(name)
-            for attribute, key in keys.items():
-                number(key, getattr(level, attribute), 0.0, 1.0)
+            for side in LEVEL_SIDES:
+                number(level_name(name, side), getattr(level, side), 0.0, 1.0)
             if level.off > level.on:
-                raise FieldError(f"{keys['off']}: {level.off:g} is above {keys['on']} {level.on:g}; "
-                                 "a hysteresis 'off' threshold must not exceed its 'on' threshold")
+                raise FieldError(f"{level_name(name, 'off')}: {level.off:g} is above {level_name(name, 'on')} "
+                                 f"{level.on:g}; a hysteresis 'off' threshold must not exceed its 'on' threshold")
         for name in ("median_sec", "debounce_sec"):
             number(name, getattr(self, name), 0.0, MAX_SPAN_SEC, low_open=True)
 
@@ -90,45 +146,54 @@ class DecisionConfig:
         """Identical updates a change needs at this hop (at least 1)."""
         return max(1, round(self.debounce_sec / hop_sec))
 
-    def _flat_keys(self) -> dict[str, tuple[str, str]]:
-        """{flat key: (appliance, Levels attribute)} in the written order: t_NAME for every appliance,
-        then NAME_on, NAME_off for each."""
-        names = self.appliances.names
-        thresholds = {level_keys(name)["threshold"]: (name, "threshold") for name in names}
-        return {**thresholds, **{level_keys(name)[side]: (name, side) for name in names for side in ("on", "off")}}
-
     def to_dict(self) -> dict:
-        """The flat keys (the appliances themselves are written beside, as bundle.json's labels)."""
-        levels = {key: getattr(self.levels[name], side) for key, (name, side) in self._flat_keys().items()}
-        return {**levels, "median_sec": self.median_sec, "debounce_sec": self.debounce_sec}
+        """The levels keyed by appliance, then the spans (the appliances themselves are written
+        beside, as bundle.json's labels)."""
+        return {"levels": {name: level.to_dict() for name, level in self.levels.items()},
+                "median_sec": self.median_sec, "debounce_sec": self.debounce_sec}
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "", appliances: Appliances = SEED) -> DecisionConfig:
-        """The flat keys of :meth:`to_dict` for these appliances (other keys are ignored); errors name the key."""
+        """:meth:`to_dict`'s form for these appliances, or the flat keys files held before (t_ac,
+        ac_on, ...; other keys are ignored); every appliance's three levels are needed. Errors name
+        the field."""
         fields = Fields(data, where)
-        values = {key: fields.number(key) for key in cls(appliances).to_dict()}
+        if "levels" in data:
+            table = fields.object("levels")
+            table.only(*appliances.names)
+            levels = {}
+            for name in appliances.names:
+                sides = table.object(name)
+                sides.only(*LEVEL_SIDES)
+                levels[name] = {side: sides.number(side, 0.0, 1.0) for side in LEVEL_SIDES}
+        else:
+            levels = flat_levels(data, appliances.names, where)
+            for name in appliances.names:
+                for side in LEVEL_SIDES:
+                    fields.number(flat_key(name, side))  # missing or not a number: named as written
+        spans = {name: fields.number(name) for name in ("median_sec", "debounce_sec")}
         try:
-            return cls(appliances).replace(**values)
+            return cls(appliances).replace(levels=levels, **spans)
         except FieldError as error:
             raise FieldError(join(where, str(error))) from error
 
-    def replace(self, **overrides: float | None) -> DecisionConfig:
-        """A copy with the given flat keys changed (t_ac=0.6, fridge_on=0.8, median_sec=9); None values
-        are ignored; a key of no appliance here is a FieldError that names it."""
-        overrides = {key: value for key, value in overrides.items() if value is not None}
-        levels = {name: dataclasses.asdict(level) for name, level in self.levels.items()}
-        spans, owners = {}, self._flat_keys()
-        for key, value in overrides.items():
-            if key in owners:
-                name, side = owners[key]
-                levels[name][side] = value
-            elif key in ("median_sec", "debounce_sec"):
-                spans[key] = value
-            else:
-                raise FieldError(f"{key}: not a decision setting of these appliances "
-                                 f"({', '.join(self.appliances.names)}); "
-                                 f"use t_NAME, NAME_on, NAME_off, median_sec or debounce_sec")
-        return dataclasses.replace(self, levels={name: Levels(**level) for name, level in levels.items()}, **spans)
+    def replace(self, levels: Mapping[str, Mapping[str, float]] | None = None, median_sec: float | None = None,
+                debounce_sec: float | None = None) -> DecisionConfig:
+        """A copy with some levels (appliance -> {side: p}: {"fridge": {"on": 0.8}}) and spans
+        changed; None leaves one as it is. An appliance or a side not here is a FieldError naming it."""
+        merged = {name: level.to_dict() for name, level in self.levels.items()}
+        for name, sides in (levels or {}).items():
+            if name not in merged:
+                raise FieldError(f"{name}: not an appliance of these levels ({', '.join(self.appliances.names)})")
+            for side, value in sides.items():
+                if side not in LEVEL_SIDES:
+                    raise FieldError(f"{level_name(name, side)}: not a level; an appliance has "
+                                     f"{', '.join(level_name(name, s) for s in LEVEL_SIDES)}")
+                if value is not None:
+                    merged[name][side] = value
+        spans = {key: value for key, value in (("median_sec", median_sec), ("debounce_sec", debounce_sec))
+                 if value is not None}
+        return dataclasses.replace(self, levels={name: Levels(**level) for name, level in merged.items()}, **spans)
 
 
 def per_appliance(pattern: str, values: dict) -> dict:
@@ -154,6 +219,8 @@ def decide_file(probs: np.ndarray, config: DecisionConfig) -> FileDecision:
     medians = {name: float(value) for name, value in zip(names, np.median(probs, axis=0))}
     running = {name: medians[name] >= config.levels[name].threshold for name in names}
     return FileDecision(medians, config.appliances.status(running))
+
+
 class Hysteresis:
     """A binary detector that turns on at `on` and off only below `off`."""
 

@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from edge.core.audio import StreamResampler, Windower
-from edge.core.decision import DecisionConfig, StreamDecider
+from edge.core.decision import DecisionConfig, DecisionOverrides, StreamDecider
 from edge.core.hearing import NO_SIGNAL, SIGNAL_FLOOR_DBFS, level_dbfs, no_signal_reason
 from edge.core.proc import timed
 from edge.engine.audit import Auditor
@@ -42,13 +42,14 @@ class Detector:
     Windows below `signal_floor_dbfs` are not decided (``no-signal``).
     """
 
-    def __init__(self, classifier: Classifier, planner: HopPlanner | None = None, overrides: dict | None = None,
+    def __init__(self, classifier: Classifier, planner: HopPlanner | None = None,
+                 overrides: DecisionOverrides | None = None,
                  auditor: Auditor | None = None, recent_sec: float = 0.0,
                  signal_floor_dbfs: float = SIGNAL_FLOOR_DBFS) -> None:
         window = classifier.bundle.window
         self.classifier, self.auditor, self.signal_floor_dbfs = classifier, auditor, signal_floor_dbfs
         self.planner = planner or HopPlanner(window.hop_sec, cpu_sec=0.0)
-        self.overrides = dict(overrides or {})
+        self.overrides = overrides or DecisionOverrides()
         self.windower = Windower(window.window_samples, round(self.planner.hop_sec * window.sample_rate),
                                  window.sample_rate, int(recent_sec * window.sample_rate))
         self._decider = StreamDecider(self.decision, self.planner.hop_sec)
@@ -58,22 +59,24 @@ class Detector:
 
     @classmethod
     def from_bundle(cls, path: str | Path, precision: str | None = None, hop: str | float | None = "auto",
-                    cpu_budget: float = 0.5, threads: int | None = None,
-                    signal_floor_dbfs: float = SIGNAL_FLOOR_DBFS, **overrides) -> Detector:
+                    cpu_budget: float = 0.5, threads: int | None = None, signal_floor_dbfs: float = SIGNAL_FLOOR_DBFS,
+                    overrides: DecisionOverrides | None = None, **changes) -> Detector:
         """A detector over a checked bundle (every field, every file, one test window).
 
         `hop`: seconds, "auto" (the shortest hop whose measured cost fits `cpu_budget`, a share of all
-        cores) or None (the bundle's hop, nothing measured: for whole files). `overrides` are
-        DecisionConfig fields (e.g. median_sec=6). BundleError or ValueError say what is wrong."""
+        cores) or None (the bundle's hop, nothing measured: for whole files). `overrides`, or as
+        keywords `changes`, change the bundle's decision settings: levels={"fridge": {"on": 0.8}},
+        median_sec=6, debounce_sec=3. BundleError or ValueError say what is wrong."""
         classifier = open_classifier(path, precision, threads)
-        classifier.decision.replace(**overrides)  # an unknown field or a bad value fails here, before the warm-up
+        overrides = overrides or DecisionOverrides.of(changes, classifier.decision.appliances.names)
+        overrides.apply(classifier.decision)  # an unknown appliance or a bad value fails here, before the warm-up
         planner = None if hop is None else plan_hop(classifier, str(hop), cpu_budget)
         return cls(classifier, planner, overrides, signal_floor_dbfs=signal_floor_dbfs)
 
     @property
     def decision(self) -> DecisionConfig:
         """The deciding model's settings from the bundle, with the overrides applied."""
-        return self.classifier.decision.replace(**self.overrides)
+        return self.overrides.apply(self.classifier.decision)
 
     @property
     def sample_rate(self) -> int:

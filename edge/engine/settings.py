@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from edge.core.bundle import PRECISIONS
-from edge.core.decision import MAX_SPAN_SEC
+from edge.core.decision import MAX_SPAN_SEC, DecisionOverrides
 from edge.core.hearing import SIGNAL_FLOOR_DBFS, SILENT_DBFS
 from edge.core.options import PROBABILITY, PathText, Range, SettingsError, TextRule, setting
 
@@ -69,11 +69,25 @@ class DetectorSettings:
                                      "dehumidifier_on=0.8 (repeat for more) [bundle]", LEVEL, multiple=True,
                                      metavar="KEY=P")
 
-    def decision_overrides(self) -> dict[str, float]:
+    def decision_overrides(self) -> DecisionOverrides:
         """The decision settings given here (the rest come from the bundle)."""
-        names = ("median_sec", "debounce_sec", "t_ac", "t_fridge", "ac_on", "ac_off", "fridge_on", "fridge_off")
-        given = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-        return {**given, **dict(parse_level(text) for text in self.level)}
+        flat = {name: getattr(self, name) for name in ("t_ac", "t_fridge", "ac_on", "ac_off", "fridge_on", "fridge_off")
+                if getattr(self, name) is not None}
+        levels: dict[str, dict[str, float]] = {}
+        for key, value in [*flat.items(), *(parse_level(text) for text in self.level)]:
+            appliance, side = level_of(key)
+            levels.setdefault(appliance, {})[side] = value
+        return DecisionOverrides(levels, self.median_sec, self.debounce_sec)
+
+
+def level_of(key: str) -> tuple[str, str]:
+    """A flat key -> (appliance, side): t_NAME the threshold, NAME_on and NAME_off the hysteresis."""
+    if key.startswith("t_"):
+        return key[2:], "threshold"
+    name, _, side = key.rpartition("_")
+    if not name or side not in ("on", "off"):
+        raise ValueError(f"{key!r}: expected t_NAME, NAME_on or NAME_off")
+    return name, side
 
 
 def require_bundle(settings: DetectorSettings) -> None:

@@ -50,7 +50,7 @@ def open_detector(settings: DetectorSettings, plan: bool = True) -> Detector:
     require_bundle(settings)
     return Detector.from_bundle(settings.bundle, settings.precision, settings.hop if plan else None,
                                 settings.cpu_budget, settings.threads, settings.signal_floor_dbfs,
-                                **settings.decision_overrides())
+                                overrides=settings.decision_overrides())
 
 
 def open_auditor(settings: LiveSettings, classifier: Classifier, load_teacher: Callable[[], Classifier]) -> Auditor | None:
@@ -126,7 +126,7 @@ class Shared:
         self.settings = settings
         self.classifier = open_classifier(settings.bundle, settings.precision, settings.threads)
         self.overrides = settings.decision_overrides()
-        self.classifier.decision.replace(**self.overrides)  # a bad override fails before the warm-up
+        self.overrides.apply(self.classifier.decision)  # a bad override fails before the warm-up
         if monitors > 1:
             log.info("%d monitors share one %s model and the CPU budget: %.0f %% of the cores each",
                      monitors, self.classifier.precision, 100 * settings.cpu_budget / monitors)
