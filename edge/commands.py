@@ -45,6 +45,7 @@ def batch(paths, files_from, output_format, cluster, worker_cpus, **options) -> 
     Exit code 1 if any file failed or no audio file was found.
     """
     from edge.engine.batch import NoAudioError, expand_paths, run_batch
+    from edge.engine.results import FileFailure
 
     paths = [*paths, *(Path(line.rstrip("\r\n")) for line in files_from or () if line.strip())]
     if not paths:
@@ -57,20 +58,20 @@ def batch(paths, files_from, output_format, cluster, worker_cpus, **options) -> 
     detector = open_detector(settings, plan=False)  # every check of the bundle and the options, here first
     bundle = detector.classifier.bundle
     if cluster == LOCAL:
-        lines = run_batch(detector, paths)
+        results = run_batch(detector, paths)
     else:
         from edge.cluster.batch import cluster_batch
 
         del detector  # the workers load their own
-        lines = cluster_batch(cluster, worker_cpus, settings, bundle, paths)
+        results = cluster_batch(cluster, worker_cpus, settings, bundle, paths)
     rows, failed = [], 0
     try:
-        for line in lines:
-            failed += "error" in line
+        for result in results:
+            failed += isinstance(result, FileFailure)
             if output_format == "jsonl":
-                json_line(line)
+                json_line(result.to_json())
             else:
-                rows.append(line)
+                rows.append(result.to_json())
     except (BundleError, ClusterError) as error:  # BundleError: the graphs gave no probabilities (ModelOutputError)
         raise click.ClickException(str(error)) from error
     if output_format == "table":

@@ -93,8 +93,8 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
 
     _step("batch: every recording through the bundle with onnxruntime")
     detector = Detector.from_bundle(bundle_dir, hop=None)
-    lines, batch_sec, _ = timed(lambda: list(run_batch(detector, sorted(samples_dir.iterdir()))))
-    _summary(lines, thresholds, detector.decision, detector.classifier.bundle, detector.classifier.precision,
+    results, batch_sec, _ = timed(lambda: list(run_batch(detector, sorted(samples_dir.iterdir()))))
+    _summary([result.to_json() for result in results], thresholds, detector.decision, detector.classifier.bundle, detector.classifier.precision,
              batch_sec, stand_in, time.perf_counter() - started)
 
 

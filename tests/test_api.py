@@ -47,7 +47,8 @@ def test_the_readme_example_runs_and_equals_humwatch_stream(bundle_dir, recordin
         # (1 s chunks here, the decoder's frames there: the resampler's rounding differs by ~1e-5)
         assert abs(mine["p_ac"] - theirs["p_ac"]) < 1e-4 and abs(mine["p_fridge"] - theirs["p_fridge"]) < 1e-4
     assert lines[0].debounced_status != "ac-on" and lines[-1].debounced_status == "ac-on"  # off, then the AC
-    assert namespace["whole"]["windows"] == len(lines) and namespace["whole"]["path"] == recording
+    assert namespace["whole"].windows == len(lines) and namespace["whole"].path == recording
+    assert namespace["whole"].to_json()["status"] == namespace["whole"].status == "ac-on"
 
 
 def test_chunk_size_and_rate_do_not_change_the_lines(bundle_dir, off_then_ac):

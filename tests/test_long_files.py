@@ -13,8 +13,8 @@ from conftest import REPO
 from edge.core.audio import AudioFile
 from edge.core.bundle import load_bundle
 from edge.core.decision import decide_file
-from edge.engine.batch import classify_file
 from edge.engine.classifier import Classifier
+from edge.engine.detector import Detector
 from train.synth import RATE, write_m4a
 
 # VmHWM is this process's own peak (ru_maxrss would carry the forking pytest's peak across exec).
@@ -88,7 +88,7 @@ def test_streamed_results_equal_the_in_memory_computation(bundle_dir, project):
     window, hop = bundle.window.window_samples, bundle.window.hop_samples
     windows = np.stack([whole[start : start + window] for start in range(0, len(whole) - window + 1, hop)])
     expected = decide_file(classifier.predict(windows), bundle.decision)
-    line = classify_file(classifier, path, bundle.decision)
+    line = Detector(classifier).classify_file(path).to_json()
     assert line["windows"] == len(windows)
     assert all(abs(line[f"p_{name}"] - p) < 1e-5 for name, p in expected.probabilities.items())
     assert line["status"] == expected.status

@@ -54,11 +54,11 @@ def test_batch_says_no_signal_for_a_silent_file_and_skips_silent_windows(bundle_
     silent, half = tmp_path / "silent.wav", tmp_path / "half.wav"
     soundfile.write(silent, np.zeros(RATE * 12, np.float32), RATE)
     soundfile.write(half, np.concatenate([off_then_ac[0][: RATE * 12], np.zeros(RATE * 12, np.float32)]), RATE)
-    line = detector.classify_file(silent)
+    line = detector.classify_file(silent).to_json()
     assert (line["status"], line["windows"], line["no_signal_windows"]) == ("no-signal", 0, 5)
     assert "p_ac" not in line and "digital silence" in line["reason"]
-    half_line = detector.classify_file(half)
-    assert half_line["status"] != "no-signal" and half_line["windows"] + half_line["no_signal_windows"] == 13
+    half = detector.classify_file(half)
+    assert half.status != "no-signal" and (half.windows, half.no_signal_windows) == (8, 5)  # a window with any sound counts
 
 
 @pytest.fixture

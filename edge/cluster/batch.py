@@ -24,6 +24,7 @@ from edge.core.bundle import MANIFEST, Bundle
 from edge.core.labels import control_characters_error
 from edge.engine.batch import expand_paths
 from edge.engine.detector import Detector
+from edge.engine.results import FileFailure, FileResult
 from edge.engine.settings import DetectorSettings
 
 
@@ -70,29 +71,30 @@ class BatchWorker:
             return Detector.from_bundle(folder, self.settings.precision, hop=None, threads=self.threads,
                                         overrides=self.settings.decision_overrides())
 
-    def classify(self, files: list, index: int, path: str, data: bytes) -> tuple[int, dict]:
-        """(index, the batch line of the file `path` from its bytes): the line names `path`, as locally."""
+    def classify(self, files: list, index: int, path: str, data: bytes) -> tuple[int, FileResult | FileFailure]:
+        """(index, the batch result of the file `path` from its bytes): it names `path`, as locally."""
         self.detector = self.detector or self._open(files)
         with tempfile.TemporaryDirectory(prefix="humwatch-audio-") as folder:
             local = Path(folder) / f"audio{Path(path).suffix}"  # the suffix picks the decoder, as locally
             local.write_bytes(data)
             try:
-                line = self.detector.classify_file(local)
+                result = self.detector.classify_file(local)
             except AudioError as error:
-                return index, {"path": path, "error": str(error).replace(str(local), path)}
-        return index, {**line, "path": path}
+                return index, FileFailure(path, str(error).replace(str(local), path))
+        return index, dataclasses.replace(result, path=path)
 
 
-def cluster_batch(address: str, cpus: int, settings: DetectorSettings, bundle: Bundle, paths: list[Path]) -> Iterator[dict]:
-    """The lines of `run_batch`, computed by workers of the Ray cluster at `address` (`cpus` each; the
+def cluster_batch(address: str, cpus: int, settings: DetectorSettings, bundle: Bundle,
+                  paths: list[Path]) -> Iterator[FileResult | FileFailure]:
+    """The results of `run_batch`, computed by workers of the Ray cluster at `address` (`cpus` each; the
     model's threads are --threads or those CPUs). `bundle` is the checked bundle of `settings`."""
     found, unreadable = expand_paths(paths)
     for folder, error in unreadable.items():
-        yield {"path": str(folder), "error": error}
+        yield FileFailure(str(folder), error)
     refused, shipped = {}, []
     for index, path in enumerate(found):
         if (error := refusal(path)) is not None:
-            refused[index] = {"path": str(path), "error": str(error)}
+            refused[index] = FileFailure(str(path), str(error))
         else:
             shipped.append((index, path))
     if not shipped:

@@ -23,14 +23,16 @@ from typing import Iterator
 
 import numpy as np
 
-from edge.core.audio import StreamResampler, Windower
-from edge.core.decision import DecisionConfig, DecisionOverrides, StreamDecider
+from edge.core.audio import AudioError, AudioFile, StreamResampler, Windower, iter_windows
+from edge.core.decision import DecisionConfig, DecisionOverrides, StreamDecider, decide_file
 from edge.core.hearing import NO_SIGNAL, SIGNAL_FLOOR_DBFS, level_dbfs, no_signal_reason
+from edge.core.labels import control_characters_error
 from edge.core.proc import timed
 from edge.engine.audit import Auditor
 from edge.engine.classifier import Classifier, ModelOutputError, open_classifier
 from edge.engine.hop import HopLine
 from edge.engine.pacing import HopPlanner, plan_hop
+from edge.engine.results import FileResult
 
 
 class Detector:
@@ -152,8 +154,23 @@ class Detector:
         self.windower.gap(seconds)
         self._resample = self._rate = None
 
-    def classify_file(self, path: str | Path) -> dict:
-        """One decision for a whole file (the median over its windows): the line `humwatch batch` prints."""
-        from edge.engine.batch import classify_file
-
-        return classify_file(self.classifier, Path(path), self.decision, self.signal_floor_dbfs)
+    def classify_file(self, path: str | Path) -> FileResult:
+        """One decision for a whole file, the line `humwatch batch` prints: the median over its windows
+        that carry a signal (the others are counted); no-signal when none does. AudioError for
+        unusable audio or a name with control characters."""
+        path = Path(path)
+        if refusal := control_characters_error(path):
+            raise AudioError(refusal)
+        audio = AudioFile(path)
+        probs, silent = [], []
+        for _, window in iter_windows(audio, self.classifier.bundle.window):
+            level = level_dbfs(window)
+            if level < self.signal_floor_dbfs:
+                silent.append(level)
+            else:
+                probs.append(self.classifier.predict(window[None]))
+        if not probs:
+            return FileResult(str(path), None, 0, audio.duration_sec, len(silent),
+                              no_signal_reason(max(silent), self.signal_floor_dbfs))
+        return FileResult(str(path), decide_file(np.concatenate(probs), self.decision), len(probs), audio.duration_sec,
+                          len(silent))
