@@ -80,7 +80,7 @@ def six_hours(tmp_path_factory):
         if minute == RESTART[1]:
             household = _household(path, clock, events)
         household(line_at(t))
-    snapshot = household.snapshot()
+    snapshot = household.snapshot().to_json()  # the page's form
     household.close()
     return path, start, events, snapshot
 

@@ -1,5 +1,6 @@
 """The home's view of the monitor: a live-line sink that records the history, keeps the alarms up
-to date (raised / cleared events go to `on_event`), and gives MQTT and HTTP one snapshot."""
+to date (raised / cleared events go to `on_event`), and gives MQTT, HTTP and the page one
+:class:`HouseholdSnapshot`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Callable
 from edge.core.labels import check_appliance
 from edge.engine.hop import HopLine
 from edge.home.alarms import Alarms
-from edge.home.history import History
+from edge.home.history import ApplianceStats, History
 
 
 def parse_watts(text: str | None) -> dict[str, float]:
@@ -47,6 +48,19 @@ def check_watts(watts: Mapping[str, float], appliances: Sequence[str], whose: st
     check_appliances("--watts", {name: f"{name}={value:g}" for name, value in watts.items()}, appliances, whose)
 
 
+@dataclasses.dataclass(frozen=True)
+class HouseholdSnapshot:
+    """Each appliance's statistics (in the bundle's order) and each alarm's state, at one moment."""
+
+    appliances: Mapping[str, ApplianceStats]
+    alarms: Mapping[str, bool]
+
+    def to_json(self) -> dict:
+        """The page's form: {appliance: statistics, ..., "alarms": {name: raised}} (an appliance may not
+        be named "alarms": labels.RESERVED_NAMES)."""
+        return {**{name: dataclasses.asdict(stats) for name, stats in self.appliances.items()}, "alarms": dict(self.alarms)}
+
+
 class Household:
     """History + alarms as one sink; :meth:`snapshot` is what Home Assistant and /metrics show."""
 
@@ -63,10 +77,9 @@ class Household:
             for event in self.alarms.update(self.history.current()):
                 self.on_event(event)
 
-    def snapshot(self) -> dict:
-        """{appliance: statistics, 'alarms': {name: active}} at this moment."""
-        stats = self.history.stats(self.watts)
-        return {**{a: dataclasses.asdict(s) for a, s in stats.items()}, "alarms": dict(self.alarms.active)}
+    def snapshot(self) -> HouseholdSnapshot:
+        """The statistics and the alarms at this moment."""
+        return HouseholdSnapshot(self.history.stats(self.watts), dict(self.alarms.active))
 
     def close(self) -> None:
         self.history.close()

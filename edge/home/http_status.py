@@ -55,6 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from edge.core.hearing import UNDECIDED
 from edge.core.labels import Appliances
 from edge.engine.hop import HopLine
+from edge.home.household import HouseholdSnapshot
 from edge.home.page import Page, Refused, clip_path, page_html, parse_relabel
 
 log = logging.getLogger("humwatch.http")
@@ -335,15 +336,16 @@ def _audit_families(auditor) -> list[Family]:
     return families
 
 
-def _household_families(snapshot: dict, appliances: Appliances) -> list[Family]:
+def _household_families(snapshot: HouseholdSnapshot, appliances: Appliances) -> list[Family]:
     families = [Family("humwatch_alarm", "gauge", "An alarm's state (1 raised).",
-                       [("", {"alarm": name}, str(int(active))) for name, active in snapshot["alarms"].items()])]
+                       [("", {"alarm": name}, str(int(active))) for name, active in snapshot.alarms.items()])]
     for name, text, key in (("humwatch_runtime_today_seconds", "Seconds the appliance ran today.", "runtime_today_sec"),
                             ("humwatch_duty_cycle_24h", "Share of the observed last 24 h the appliance ran.", "duty_24h"),
                             ("humwatch_current_state_seconds", "Seconds in the current run or pause.", "current_sec"),
                             ("humwatch_cycles_today", "Runs started today.", "cycles_today")):
-        families.append(Family(name, "gauge", text, [("", {"appliance": a}, f"{snapshot[a][key]:.3f}")
-                                                     for a in appliances.names if snapshot.get(a, {}).get(key) is not None]))
+        values = {a: getattr(snapshot.appliances[a], key) for a in appliances.names if a in snapshot.appliances}
+        families.append(Family(name, "gauge", text, [("", {"appliance": a}, f"{value:.3f}")
+                                                     for a, value in values.items() if value is not None]))
     return families
 
 

@@ -57,6 +57,7 @@ import paho.mqtt.client as mqtt
 from edge.core.labels import SEED, Appliances
 from edge.core.redact import redact
 from edge.engine.hop import HopLine
+from edge.home.household import HouseholdSnapshot
 
 log = logging.getLogger("humwatch.mqtt")
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -238,24 +239,25 @@ def stats_discovery(settings: MqttSettings, common: dict, node: str, appliances:
     return messages
 
 
-def stats_payload(snapshot: dict) -> dict:
-    """The `<base>/stats` message: per appliance of the snapshot the published statistics, and each
-    alarm's state."""
-    payload: dict = {"alarms": snapshot["alarms"]}
-    for appliance, stats in snapshot.items():
-        if appliance == "alarms":
-            continue
+def stats_payload(snapshot: HouseholdSnapshot) -> dict:
+    """The `<base>/stats` message: each alarm's state, and per appliance the published statistics (an
+    appliance may not be named "alarms": labels.RESERVED_NAMES)."""
+    def minutes(seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds / 60, 1)
+
+    payload: dict = {"alarms": dict(snapshot.alarms)}
+    for appliance, stats in snapshot.appliances.items():
         payload[appliance] = {
-            "running": stats["running"],
-            "duty_cycle_pct": round(100 * (stats["duty_24h"] or 0.0), 1),
-            "duty_cycle_1h_pct": round(100 * (stats["duty_1h"] or 0.0), 1),
-            "current_run_min": round(stats["current_sec"] / 60, 1) if stats["running"] else 0.0,
-            "current_pause_min": round(stats["current_sec"] / 60, 1) if stats["running"] is False else 0.0,
-            "runtime_today_h": round(stats["runtime_today_sec"] / 3600, 4),
-            "cycles_today": stats["cycles_today"],
-            "mean_cycle_24h_min": None if stats["mean_cycle_24h_sec"] is None else round(stats["mean_cycle_24h_sec"] / 60, 1),
-            "longest_cycle_24h_min": None if stats["longest_cycle_24h_sec"] is None else round(stats["longest_cycle_24h_sec"] / 60, 1),
-            "energy_today_kwh": None if stats["energy_today_kwh"] is None else round(stats["energy_today_kwh"], 4),
+            "running": stats.running,
+            "duty_cycle_pct": round(100 * (stats.duty_24h or 0.0), 1),
+            "duty_cycle_1h_pct": round(100 * (stats.duty_1h or 0.0), 1),
+            "current_run_min": minutes(stats.current_sec) if stats.running else 0.0,
+            "current_pause_min": minutes(stats.current_sec) if stats.running is False else 0.0,
+            "runtime_today_h": round(stats.runtime_today_sec / 3600, 4),
+            "cycles_today": stats.cycles_today,
+            "mean_cycle_24h_min": minutes(stats.mean_cycle_24h_sec),
+            "longest_cycle_24h_min": minutes(stats.longest_cycle_24h_sec),
+            "energy_today_kwh": None if stats.energy_today_kwh is None else round(stats.energy_today_kwh, 4),
         }
     return payload
 

@@ -113,7 +113,7 @@ class Page:
             "held_sec": now - since if since and line else None,
             "precision": line.precision if line else None,
             "appliances": [self._row(name, line, points, day, decision, now) for name in decision.appliances.names],
-            "household": self.household.snapshot() if self.household is not None else None,
+            "household": self.household.snapshot().to_json() if self.household is not None else None,
             "clips_version": clips_version,
             **({} if clips_seen == clips_version else {"clips": clips}),
             "relabel": self.settings.relabel_dir is not None,
