@@ -98,8 +98,8 @@ def _precision_report(job: ExportJob, fp32: Classifier, candidate: Classifier, r
                          bar=bar, candidate_decision=candidate.decision, flop_share=flop_share)
     speed_inputs = case_inputs[:SPEED_WINDOWS]
     fp32_ms, candidate_ms = ms_per_window(fp32, speed_inputs), ms_per_window(candidate, speed_inputs)
-    return PrecisionReport(
-        **measured, model_bytes=_graph_bytes(candidate), fp32_model_bytes=_graph_bytes(fp32),
+    return PrecisionReport.measured(
+        measured, model_bytes=_graph_bytes(candidate), fp32_model_bytes=_graph_bytes(fp32),
         fp32_ms_per_window=fp32_ms, ms_per_window=candidate_ms, speedup_vs_fp32=fp32_ms / candidate_ms,
         measured_on=cpu.describe(),  # the machine and int8 kernel mode behind these figures
         **extras)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from edge.core.agreement import hop_agreement, max_abs_diff_by_appliance, state_agreement
-from edge.core.bundle import FloatParity
+from edge.core.bundle import Agreement, FloatParity
 from edge.core.decision import DecisionConfig, decide_file
 from edge.core.window import SAMPLE_RATE
 from edge.engine.classifier import Classifier
@@ -80,53 +80,46 @@ def check_float_parity(model: HumwatchModel, classifier: Classifier, validation:
     by_appliance = max_abs_diff_by_appliance(torch_probs, onnx_probs, decision.appliances.names)
     max_abs_diff = max(by_appliance.values())
     return FloatParity(windows=int(len(inputs)), max_abs_diff=max_abs_diff, mean_abs_diff=float(difference.mean()),
-                       **states, edge_cases={case: float(difference[n + i].max()) for i, case in enumerate(cases)},
-                       tolerance=FLOAT_TOLERANCE,
-                       passed=max_abs_diff <= FLOAT_TOLERANCE and states["state_agreement"] == 1.0,
+                       files=states.files, state_agreement=states.state_agreement,
+                       disagreeing_files=states.disagreeing_files,
+                       edge_cases={case: float(difference[n + i].max()) for i, case in enumerate(cases)},
+                       tolerance=FLOAT_TOLERANCE, passed=max_abs_diff <= FLOAT_TOLERANCE and states.state_agreement == 1.0,
                        max_abs_diff_by_appliance=by_appliance)
 
 
 def agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], reference_cases: np.ndarray,
               candidate_cases: np.ndarray, case_names: list[str], decision: DecisionConfig, hop_sec: float,
               bar: dict = DEFAULT_BAR, candidate_decision: DecisionConfig | None = None,
-              flop_share: float | None = None) -> dict:
+              flop_share: float | None = None) -> Agreement:
     """How far a precision is from fp32: every validation window ({recording: probs [n, appliances]}), file
     states, debounced hops streamed (the candidate with its own decision settings when it has
     them), edge cases, the largest |Δprob| overall and per appliance, its share of fp32's FLOPs; and
     whether that evidence meets `bar`."""
     candidate_decision = candidate_decision or decision
     all_reference, all_candidate = np.concatenate(list(reference.values())), np.concatenate(list(candidate.values()))
-    difference = np.abs(all_reference - all_candidate)
     by_appliance = max_abs_diff_by_appliance(np.concatenate([all_reference, reference_cases]),
                                              np.concatenate([all_candidate, candidate_cases]), decision.appliances.names)
     states = state_agreement({r: decide_file(p, decision).status for r, p in reference.items()},
                              {r: decide_file(p, candidate_decision).status for r, p in candidate.items()})
     hops, agreeing_hops = hop_agreement(reference, candidate, decision, candidate_decision, hop_sec)
-    report = {
-        "evidence": {"validation_files": len(reference), "windows": int(len(all_reference)), "streamed_hops": hops,
-                     "edge_cases": len(case_names), "batch": 1},
-        "max_abs_diff": max(by_appliance.values()),
-        "mean_abs_diff": float(difference.mean()),
-        **states,
-        "debounced_hop_agreement": agreeing_hops / hops if hops else 1.0,
-        "edge_cases": {case: float(np.abs(reference_cases[i] - candidate_cases[i]).max()) for i, case in enumerate(case_names)},
-        "flop_share": flop_share,
-        "default_bar": bar,
-        "max_abs_diff_by_appliance": by_appliance,
-    }
+    hop_share = agreeing_hops / hops if hops else 1.0
     shortfalls = []
-    if report["state_agreement"] < bar["file_states"]:
-        shortfalls.append(f"file states disagree on {list(report['disagreeing_files'])}")
-    if report["debounced_hop_agreement"] < bar["debounced_hops"]:
-        shortfalls.append(f"{report['debounced_hop_agreement']:.2%} of streamed debounced hops agree "
-                          f"(the bar is {bar['debounced_hops']:.1%})")
+    if states.state_agreement < bar["file_states"]:
+        shortfalls.append(f"file states disagree on {list(states.disagreeing_files)}")
+    if hop_share < bar["debounced_hops"]:
+        shortfalls.append(f"{hop_share:.2%} of streamed debounced hops agree (the bar is {bar['debounced_hops']:.1%})")
     if len(reference) < bar["min_validation_files"]:
         shortfalls.append(f"only {len(reference)} validation files (the bar is {bar['min_validation_files']}: "
                           "record more, or validate on named recordings)")
     if flop_share is not None and flop_share > bar.get("max_flop_share", 1.0):
         shortfalls.append(f"it costs {flop_share:.1%} of fp32's FLOPs (the bar is {bar['max_flop_share']:.0%})")
-    report["meets_bar"] = not shortfalls
-    report["default_reason"] = ("agrees with fp32 on every validation file's state and on "
-                                f"{report['debounced_hop_agreement']:.2%} of {hops} streamed hops" if not shortfalls
-                                else "not the default: " + "; ".join(shortfalls))
-    return report
+    return Agreement(
+        evidence={"validation_files": len(reference), "windows": int(len(all_reference)), "streamed_hops": hops,
+                  "edge_cases": len(case_names), "batch": 1},
+        max_abs_diff=max(by_appliance.values()), mean_abs_diff=float(np.abs(all_reference - all_candidate).mean()),
+        files=states.files, state_agreement=states.state_agreement, disagreeing_files=states.disagreeing_files,
+        debounced_hop_agreement=hop_share,
+        edge_cases={case: float(np.abs(reference_cases[i] - candidate_cases[i]).max()) for i, case in enumerate(case_names)},
+        flop_share=flop_share, default_bar=bar, meets_bar=not shortfalls, max_abs_diff_by_appliance=by_appliance,
+        default_reason=(f"agrees with fp32 on every validation file's state and on {hop_share:.2%} of {hops} streamed "
+                        "hops" if not shortfalls else "not the default: " + "; ".join(shortfalls)))

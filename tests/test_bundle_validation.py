@@ -8,6 +8,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -377,3 +378,30 @@ def test_decision_overrides_are_checked_like_the_file(bundle, audio):
         DecisionConfig().replace(median_sec=1e6)
     result = CliRunner().invoke(main, ["batch", "--bundle", str(bundle), "--median-sec", "1e6", str(audio)])
     assert result.exit_code == 2 and "'--median-sec': 1000000.0 is not in the range 0<x<=3600" in result.output  # the same bound
+
+
+def _flat(decision: dict) -> dict:
+    """A decision as files held it before levels were keyed by appliance (schema 2 and 3): t_NAME, NAME_on, NAME_off."""
+    flat = {f"t_{name}": sides["threshold"] for name, sides in decision["levels"].items()}
+    for name, sides in decision["levels"].items():
+        flat.update({f"{name}_on": sides["on"], f"{name}_off": sides["off"]})
+    return {**flat, "median_sec": decision["median_sec"], "debounce_sec": decision["debounce_sec"]}
+
+
+def test_a_schema_3_bundle_with_flat_levels_still_loads(bundle_dir, tmp_path):
+    """A bundle exported by the release before (schema 3: any appliances, flat levels) decides as it did."""
+    old = tmp_path / "schema-3"
+    shutil.copytree(bundle_dir, old)
+    new = load_bundle(bundle_dir)
+
+    def as_before(data):
+        data.update(schema_version=3, decision=_flat(data["decision"]),
+                    decisions={precision: _flat(decision) for precision, decision in data["decisions"].items()})
+
+    edit(old, as_before)
+    assert "t_ac" in json.loads((old / MANIFEST).read_text())["decision"]
+    loaded = load_bundle(old)
+    assert loaded.manifest.schema_version == 3
+    assert all(loaded.decision_for(precision) == new.decision_for(precision) for precision in new.precisions)
+    result = check(old)
+    assert result.exit_code == 0 and "bundle ok (schema 3" in result.output, result.output

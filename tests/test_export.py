@@ -152,14 +152,14 @@ def test_the_default_bar_needs_states_hops_and_enough_files():
     reference = {f"rec{i}": rng.uniform(0, 1, (200, 2)).astype(np.float32) for i in range(6)}
     cases = np.zeros((2, 2), np.float32)
     same = agreement(reference, reference, cases, cases, ["a", "b"], DecisionConfig(), 1.5)
-    assert same["meets_bar"] and same["debounced_hop_agreement"] == 1.0 and same["default_reason"].startswith("agrees")
+    assert same.meets_bar and same.debounced_hop_agreement == 1.0 and same.default_reason.startswith("agrees")
     flipped = {r: p.copy() for r, p in reference.items()}
     flipped["rec0"][:100] = 1 - flipped["rec0"][:100]  # half a recording heard the other way
     worse = agreement(reference, flipped, cases, cases, ["a", "b"], DecisionConfig(), 1.5)
-    assert not worse["meets_bar"] and "streamed debounced hops agree" in worse["default_reason"]
+    assert not worse.meets_bar and "streamed debounced hops agree" in worse.default_reason
     five = dict(list(reference.items())[:5])
     few = agreement(five, five, cases, cases, ["a", "b"], DecisionConfig(), 1.5)
-    assert not few["meets_bar"] and "only 5 validation files" in few["default_reason"]
+    assert not few.meets_bar and "only 5 validation files" in few.default_reason
 
 
 def test_agreement_per_appliance_of_three():
@@ -176,5 +176,5 @@ def test_agreement_per_appliance_of_three():
     shifted = cases.copy()
     shifted[1, 0] += 0.125  # an edge case: the AC's output only
     report = agreement(reference, candidate, cases, shifted, ["a", "b"], decision, 1.5)
-    assert report["max_abs_diff_by_appliance"] == pytest.approx({"ac": 0.125, "fridge": 0.0, "dehumidifier": 0.25})
-    assert report["max_abs_diff"] == pytest.approx(0.25) and report["edge_cases"]["b"] == pytest.approx(0.125)
+    assert report.max_abs_diff_by_appliance == pytest.approx({"ac": 0.125, "fridge": 0.0, "dehumidifier": 0.25})
+    assert report.max_abs_diff == pytest.approx(0.25) and report.edge_cases["b"] == pytest.approx(0.125)

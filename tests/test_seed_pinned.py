@@ -194,7 +194,11 @@ def test_stream_on_the_old_bundle_prints_the_seed_fields(project):
 def test_a_new_bundle_keeps_the_seed_fields(bundle_dir):
     data = json.loads((bundle_dir / "bundle.json").read_text())
     assert BUNDLE_KEYS <= set(data), BUNDLE_KEYS - set(data)
-    assert set(data["decision"]) == set(DECISION_KEYS)  # exactly these (a JSON object's order means nothing)
+    # issue 30: the levels keyed by appliance (flat keys let two appliances collide); the same figures:
+    # each appliance's threshold and hysteresis, and the spans (a JSON object's order means nothing)
+    assert set(data["decision"]) == {"levels", "median_sec", "debounce_sec"}
+    assert {name: set(sides) for name, sides in data["decision"]["levels"].items()} == {
+        "ac": {"threshold", "on", "off"}, "fridge": {"threshold", "on", "off"}}
     assert data["labels"] == ["ac", "fridge"]
 
 

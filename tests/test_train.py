@@ -323,3 +323,21 @@ def test_the_background_pool_prefers_recordings_that_name_every_appliance_off():
     del labels["new-quiet"]
     assert background_ids(labels, ("ac", "fridge", "dehumidifier")) == ["old-quiet"]  # nothing better: the named ones off
     assert background_ids(labels, ("ac", "fridge")) == ["old-quiet"]  # a running dehumidifier is never background
+
+
+def test_a_run_written_before_levels_were_keyed_by_appliance_still_reads(trained_runs, tmp_path):
+    """thresholds.yaml (and config.yaml's decision) with the flat keys t_ac, ac_on, ... of the release before."""
+    from train.run import Run
+
+    old = tmp_path / "old-run"
+    shutil.copytree(trained_runs["night"], old)
+    for name in ("thresholds.yaml", "config.yaml"):
+        data = yaml.safe_load((old / name).read_text())
+        decision = data if name == "thresholds.yaml" else data["decision"]
+        levels = decision.pop("levels")
+        decision.update({f"t_{appliance}": sides["threshold"] for appliance, sides in levels.items()})
+        for appliance, sides in levels.items():
+            decision.update({f"{appliance}_on": sides["on"], f"{appliance}_off": sides["off"]})
+        (old / name).write_text(yaml.safe_dump(data))
+    assert "t_ac" in yaml.safe_load((old / "thresholds.yaml").read_text())
+    assert Run.open(old).decision == Run.open(trained_runs["night"]).decision

@@ -340,7 +340,7 @@ def teacher_agreement(directory: StudentRun) -> TeacherAgreement:
     hops, agreeing_hops = hop_agreement(teacher, student, config.teacher_decision, directory.decision, config.window.hop_sec)
     by_appliance = max_abs_diff_by_appliance(np.concatenate(list(teacher.values())),
                                              np.concatenate(list(student.values())), names)
-    disagreeing = states["disagreeing_files"]
+    disagreeing = states.disagreeing_files
     return TeacherAgreement(len(files), len(files) - len(disagreeing), disagreeing, hops, agreeing_hops,
                             max(by_appliance.values()), by_appliance)
 

@@ -5,6 +5,8 @@ its teacher, and the run's report draws the streamed states."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from edge.core.decision import DecisionConfig, StreamDecider
@@ -21,12 +23,20 @@ def max_abs_diff_by_appliance(reference: np.ndarray, candidate: np.ndarray, name
     return {name: float(value) for name, value in zip(names, np.abs(reference - candidate).max(axis=0))}
 
 
-def state_agreement(reference: dict[str, str], candidate: dict[str, str]) -> dict:
+@dataclasses.dataclass(frozen=True)
+class StateAgreement:
+    """Of `files`, the share whose state the candidate gives as the reference does, and those it does not."""
+
+    files: int
+    state_agreement: float
+    disagreeing_files: tuple[str, ...]
+
+
+def state_agreement(reference: dict[str, str], candidate: dict[str, str]) -> StateAgreement:
     """Files whose state the candidate gives as the reference does ({recording: state} each)."""
     disagreeing = tuple(sorted(r for r in reference if reference[r] != candidate[r]))
-    return {"files": len(reference),
-            "state_agreement": (len(reference) - len(disagreeing)) / len(reference) if reference else 1.0,
-            "disagreeing_files": disagreeing}
+    return StateAgreement(len(reference), (len(reference) - len(disagreeing)) / len(reference) if reference else 1.0,
+                          disagreeing)
 
 
 def hop_agreement(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], decision: DecisionConfig,

@@ -98,19 +98,14 @@ class FloatParity:
                    max_abs_diff_by_appliance=fields.numbers("max_abs_diff_by_appliance", 0, default=None))
 
 
-@dataclasses.dataclass(frozen=True)
-class PrecisionReport:
-    """A faster precision (int8, the student) against BEATs fp32 (bundle.json ``parity.<precision>``).
-
-    ``evidence`` counts what was compared (validation files, windows, streamed hops, edge cases, the
-    batch size); the agreement of file states and of debounced states streamed hop by hop, each
-    model with its own decision settings; per edge case the largest |Δprob|; its share of fp32's
-    FLOPs; the bar it had to meet to become the default, whether it did and why; size and speed.
-    Optional: int8's ``quantization``, the student's ``float_parity`` (its torch model against its
-    graph) and ``distilled_from``, ``measured_on``: where the speed was measured (machine, CPU,
-    onnxruntime version, kernel mode ...; a flat object), and ``max_abs_diff_by_appliance``, the largest
-    |Δprob| of each output (schema 3; older bundles lack it).
-    """
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Agreement:
+    """How far a faster precision (int8, the student) is from BEATs fp32: ``evidence`` counts what was
+    compared (validation files, windows, streamed hops, edge cases, the batch size); the agreement
+    of file states and of debounced states streamed hop by hop, each model with its own decision
+    settings; per edge case the largest |Δprob|, and per output (``max_abs_diff_by_appliance``,
+    schema 3 on: older bundles lack it); its share of fp32's FLOPs; the bar it had to meet to become
+    the default, whether it did and why."""
 
     evidence: dict[str, int]
     max_abs_diff: float
@@ -124,6 +119,16 @@ class PrecisionReport:
     default_bar: dict[str, float]
     meets_bar: bool
     default_reason: str
+    max_abs_diff_by_appliance: dict[str, float] | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrecisionReport(Agreement):
+    """A faster precision's :class:`Agreement` with fp32, and its size and speed (bundle.json
+    ``parity.<precision>``). Optional: int8's ``quantization``, the student's ``float_parity`` (its
+    torch model against its graph) and ``distilled_from``, ``measured_on``: where the speed was
+    measured (machine, CPU, onnxruntime version, kernel mode ...; a flat object)."""
+
     model_bytes: int
     fp32_model_bytes: int
     fp32_ms_per_window: float
@@ -133,8 +138,12 @@ class PrecisionReport:
     float_parity: FloatParity | None = None
     distilled_from: str | None = None
     measured_on: dict | None = None
-    max_abs_diff_by_appliance: dict[str, float] | None = None
     OPTIONAL = ("quantization", "float_parity", "distilled_from", "measured_on", "max_abs_diff_by_appliance")
+
+    @classmethod
+    def measured(cls, agreement: Agreement, **figures) -> PrecisionReport:
+        """The report of `agreement` with the precision's size, speed and optional `figures`."""
+        return cls(**{field.name: getattr(agreement, field.name) for field in dataclasses.fields(Agreement)}, **figures)
 
     def to_json(self) -> dict:
         return _json(self)
