@@ -4,7 +4,9 @@ The base is Debian bookworm from Debian's mirrors (edge/container/build-base.sh,
 imported into podman and passed as BASE_IMAGE; its tarball is cached (HUMWATCH_CACHE, default
 ~/.cache/humwatch) under a name that changes with the script, so a CI run after the first
 imports it instead of debootstrapping. podman keeps the image's layers itself, so a build after
-the first only redoes what changed.
+the first only redoes what changed. The images are tagged localhost/humwatch:test and
+localhost/humwatch-addon:test, or another tag than test in HUMWATCH_TEST_TAG (so that two
+checkouts on one machine do not overwrite each other's image).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "edge" / "container" / "Dockerfile"
 BUILD_BASE = REPO / "edge" / "container" / "build-base.sh"
-ADDON = REPO / "humwatch"
-IMAGE = "localhost/humwatch:test"
-ADDON_IMAGE = "localhost/humwatch-addon:test"
+ADDON = REPO / "ha-addon"
+TAG = os.environ.get("HUMWATCH_TEST_TAG", "test")
+IMAGE = f"localhost/humwatch:{TAG}"
+ADDON_IMAGE = f"localhost/humwatch-addon:{TAG}"
 # A TLS-intercepting proxy's CA (as on these machines) lets pip inside the build reach PyPI.
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 HINT = ("install podman, runc, mmdebstrap and pulseaudio (apt-get install podman runc mmdebstrap uidmap pulseaudio; where crun refuses, "

@@ -4,14 +4,16 @@ The rules are the Supervisor's own (home-assistant/supervisor: supervisor/apps/v
 _SCHEMA_APP_CONFIG, SCHEMA_APP_TRANSLATIONS and RE_VOLUME / RE_SERVICE; apps/options.py's
 RE_SCHEMA_ELEMENT and how options are checked against the schema; store/validate.py's
 SCHEMA_REPOSITORY_CONFIG), written out here with the keys humwatch uses. Stricter in one way: an
-unknown key fails here, where the Supervisor would silently drop it. The start (edge.container.addon)
-is run against a fake Supervisor on loopback.
+unknown key fails here, where the Supervisor would silently drop it. The start (ha-addon/addon.py,
+a script beside config.yaml, imported here by its path) is run against a fake Supervisor on loopback.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,13 +26,24 @@ import yaml
 from conftest import REPO
 from loopback_http import LoopbackServer
 
-from edge.container import addon
 from edge.core.bundle import PRECISIONS
 from edge.core.options import load_toml
 from edge.monitor.settings import LiveSettings
 
-ADDON = REPO / "humwatch"
+ADDON = REPO / "ha-addon"
+START = ADDON / "addon.py"  # the add-on's start: not part of the humwatch package, so imported by its path
 CONFIG = yaml.safe_load((ADDON / "config.yaml").read_text(encoding="utf-8"))
+
+
+def _load_start():
+    spec = importlib.util.spec_from_file_location("humwatch_addon", START)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+addon = _load_start()
 
 # --- the Supervisor's rules (supervisor/apps/validate.py, options.py, store/validate.py)
 RE_SLUG = re.compile(r"^[-_.A-Za-z0-9]+$")
@@ -179,6 +192,82 @@ def test_repository_yaml_is_at_the_root():
     assert repository["url"] == CONFIG["url"]
 
 
+# --- where the add-on lives: below repository.yaml, beside its own start; nothing at the root reads as Python
+
+SUPERVISOR_SUFFIXES = (".json", ".yaml", ".yml")  # supervisor/const.py's FILE_SUFFIX_CONFIGURATION
+
+
+def supervisor_finds(repository: Path) -> dict[str, Path]:
+    """The add-ons the Supervisor's store finds in a repository's clone, by slug, with their folders
+    (store/data.py's _find_addons: every config.json/.yaml/.yml below it, outside folders named .*
+    or rootfs; one without a slug fails the add-on schema and is skipped)."""
+    found = {}
+    for folder, folders, files in os.walk(repository):
+        folders[:] = [name for name in folders if not name.startswith(".") and name != "rootfs"]
+        for name in files:
+            path = Path(folder) / name
+            if path.stem == "config" and path.suffix in SUPERVISOR_SUFFIXES:
+                config = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+                if isinstance(config, dict) and isinstance(config.get("slug"), str):
+                    found[config["slug"]] = path.parent
+    return found
+
+
+def test_the_supervisor_finds_the_add_on_below_repository_yaml():
+    assert (REPO / "repository.yaml").is_file()
+    assert supervisor_finds(REPO) == {"humwatch": ADDON}
+
+
+def test_the_supervisor_check_finds_add_ons_where_the_supervisor_looks(tmp_path):
+    for folder, slug in (("deep/down/one", "one"), ("two", "two"), (".hidden", "hidden"), ("x/rootfs", "rootfs")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "config.yaml").write_text(f"slug: {slug}\n", encoding="utf-8")
+    (tmp_path / "two" / "config.json").write_text('{"slug": "two"}', encoding="utf-8")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("labels: [ac, fridge]\n", encoding="utf-8")  # not an add-on
+    assert supervisor_finds(tmp_path) == {"one": tmp_path / "deep/down/one", "two": tmp_path / "two"}
+
+
+def test_the_add_on_image_takes_its_start_from_the_add_on_folder():
+    """The Supervisor builds the add-on's folder alone: what its Dockerfile copies must be in it."""
+    dockerfile = (ADDON / "Dockerfile").read_text(encoding="utf-8")
+    copies = [line.split()[1:] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    assert copies == [["addon.py", "/opt/humwatch-addon/addon.py"]] and START.is_file()
+    entrypoint = re.search(r"^ENTRYPOINT (.+)$", dockerfile, re.MULTILINE).group(1)
+    assert json.loads(entrypoint) == ["python3", "/opt/humwatch-addon/addon.py"]
+
+
+PACKAGES = {"edge", "train", "export", "tests"}  # the Python at the root, the wheel's packages and the tests
+
+
+def python_at_the_root(root: Path) -> list[str]:
+    """What at a checkout's root reads as Python besides PACKAGES: a module file; a folder named like a
+    module that holds Python; anything named humwatch (`import humwatch` in a clone would find it)."""
+    found = []
+    for path in sorted(root.iterdir()):
+        if path.name.startswith((".", "__")):  # .git, .venv, __pycache__
+            continue
+        if path.is_file() and (path.suffix == ".py" or path.name == "humwatch"):
+            found.append(path.name)
+        elif path.is_dir() and path.name not in PACKAGES and path.name.isidentifier() and (
+                path.name == "humwatch" or next(path.rglob("*.py"), None)):
+            found.append(path.name + "/")
+    return found
+
+
+def test_nothing_at_the_root_reads_as_a_python_package():
+    assert python_at_the_root(REPO) == []
+    assert not ADDON.name.isidentifier(), "the add-on's folder holds Python: its name must not be importable"
+
+
+def test_the_root_check_finds_what_reads_as_python(tmp_path):
+    for folder in ("edge", "samples", "humwatch", "addon", "ha-addon", ".venv"):
+        (tmp_path / folder).mkdir()
+    for name in ("edge/__init__.py", "addon/run.py", "ha-addon/addon.py", ".venv/site.py", "samples/README.md", "setup.py"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    assert python_at_the_root(tmp_path) == ["addon/", "humwatch/", "setup.py"]
+
+
 # --- the start: options -> settings file (+ environment), MQTT and names from a fake Supervisor
 
 class FakeSupervisor(LoopbackServer):
@@ -262,7 +351,7 @@ def test_a_wrong_token_is_refused_and_the_add_on_goes_on_without_mqtt(supervisor
 
 def _start(tmp_path, options, supervisor, *live_options, token=FakeSupervisor.TOKEN):
     (tmp_path / "options.json").write_text(json.dumps(options), encoding="utf-8")
-    command = [sys.executable, "-m", "edge.container.addon", "--options", tmp_path / "options.json",
+    command = [sys.executable, START, "--options", tmp_path / "options.json",
                "--config", tmp_path / "humwatch.toml", "--supervisor", supervisor.url, "--", *live_options]
     env = {"PATH": "/usr/bin:/bin", "SUPERVISOR_TOKEN": token}
     return subprocess.run([str(part) for part in command], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
@@ -282,7 +371,7 @@ def test_the_start_says_where_the_bundle_belongs(supervisor, tmp_path):
     assert result.returncode == 1 and not (tmp_path / "humwatch.toml").exists()
     assert "bundle '/share/humwatch/bundle': no bundle.json there" in result.stderr and "Samba" in result.stderr
     (tmp_path / "options.json").write_text("{not json", encoding="utf-8")
-    broken = subprocess.run([sys.executable, "-m", "edge.container.addon", "--options", str(tmp_path / "options.json")],
+    broken = subprocess.run([sys.executable, START, "--options", str(tmp_path / "options.json")],
                             capture_output=True, text=True, cwd=REPO)
     assert broken.returncode == 1 and f"{tmp_path / 'options.json'}: not JSON" in broken.stderr
 
@@ -325,7 +414,7 @@ def test_an_option_that_is_not_utf8_stops_the_start_with_one_line(supervisor, tm
     bundle = REPO / "tests" / "fixtures" / "bundle-v2"
     (tmp_path / "options.json").write_text(json.dumps({**CONFIG["options"], "bundle": str(bundle), "name": "\ud800"}),
                                            encoding="utf-8")
-    command = [sys.executable, "-m", "edge.container.addon", "--options", tmp_path / "options.json",
+    command = [sys.executable, START, "--options", tmp_path / "options.json",
                "--config", tmp_path / "humwatch.toml", "--supervisor", supervisor.url]
     result = subprocess.run([str(part) for part in command], capture_output=True, text=True, cwd=REPO, timeout=60,
                             env={"PATH": "/usr/bin:/bin", "SUPERVISOR_TOKEN": FakeSupervisor.TOKEN})

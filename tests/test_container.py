@@ -3,7 +3,7 @@
 edge/container/Dockerfile is built on a Debian base made here (no image registry is reachable:
 see podman_image.py); the image then checks a mounted bundle, streams a mounted recording to the
 right states, and runs a live monitor fed raw PCM on standard input whose HEALTHCHECK passes while
-audio arrives and fails when it stops. The add-on's image (humwatch/Dockerfile over that image)
+audio arrives and fails when it stops. The add-on's image (ha-addon/Dockerfile over that image)
 starts from an options.json as the Supervisor writes it. Those are marked `container`; the health
 check's own module and the example settings are tested everywhere.
 """

@@ -1,8 +1,10 @@
 """The Home Assistant add-on's start: /data/options.json -> /data/humwatch.toml -> `humwatch live`.
 
-    python3 -m edge.container.addon [--options FILE] [--config FILE] [--supervisor URL] [-- LIVE-OPTIONS...]
+    python3 addon.py [--options FILE] [--config FILE] [--supervisor URL] [-- LIVE-OPTIONS...]
 
-The Supervisor keeps the user's options (checked against the schema in humwatch/config.yaml) in
+A script beside the add-on's config.yaml, not part of the humwatch package: the add-on's image
+copies it to /opt/humwatch-addon/addon.py and runs it with the image's python3, which imports edge.
+The Supervisor keeps the user's options (checked against the schema in config.yaml, beside this) in
 /data/options.json. Most are `humwatch live` settings under the same key; the add-on adds what it
 decides itself: the page on the ingress port for Home Assistant's proxy (the names Home Assistant
 is opened by allowed as Host), the history in /data, clips under /share/humwatch, and the MQTT
@@ -33,7 +35,7 @@ from edge.monitor.settings import LiveSettings
 
 log = logging.getLogger("humwatch.addon")
 
-INGRESS_PORT = 8321  # humwatch/config.yaml's ingress_port
+INGRESS_PORT = 8321  # config.yaml's ingress_port
 DATA = Path("/data")
 SHARE = Path("/share/humwatch")
 SUPERVISOR = "http://supervisor"
@@ -170,7 +172,7 @@ def check_bundle(settings: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m edge.container.addon", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--options", type=Path, default=DATA / "options.json", help="the Supervisor's options file")
     parser.add_argument("--config", type=Path, default=DATA / "humwatch.toml", help="the settings file to write")
     parser.add_argument("--supervisor", default=SUPERVISOR, help="the Supervisor's API")
