@@ -82,7 +82,9 @@ def test_overrides_are_checked_and_reported(bundle_dir):
 
 
 def test_overridden_spans_survive_the_fallback_to_the_teacher(bundle_dir):
-    from test_student import AlwaysAcStudent, _quiet, _teacher
+    """After the fallback the teacher decides with the overridden spans (a median of 2 windows and a
+    debounce of 3 updates at a 1.5 s hop), as its lines show: not with the bundle's 7 and 2."""
+    from test_student import AlwaysAcStudent, pinned_decision
 
     from edge import Detector
     from edge.core.bundle import load_bundle
@@ -90,14 +92,28 @@ def test_overridden_spans_survive_the_fallback_to_the_teacher(bundle_dir):
     from edge.engine.audit import Auditor
     from edge.engine.pacing import HopPlanner
 
+    class StepTeacher:  # hears the AC where a window ends on the raised level
+        precision = "fp32"
+
+        def __init__(self, bundle):
+            self.bundle, self.window_samples = bundle, bundle.window.window_samples
+            self.decision = pinned_decision(bundle.path).replace(levels={"ac": {"threshold": 0.75, "on": 0.8, "off": 0.6}})
+
+        def predict(self, windows):
+            return np.array([[0.95 if window[-1] > 0.25 else 0.05, 0.05] for window in windows], np.float32)
+
     bundle = load_bundle(bundle_dir)
-    auditor = Auditor(lambda: _teacher(bundle), every_sec=1.5, degraded_rate=0.1, fallback_rate=0.5)
+    teacher = StepTeacher(bundle)
+    auditor = Auditor(lambda: teacher, every_sec=1.5, degraded_rate=0.1, fallback_rate=0.5)
     overrides = DecisionOverrides(median_sec=3.0, debounce_sec=4.5)
     detector = Detector(AlwaysAcStudent(bundle), HopPlanner(1.5, cpu_sec=0.0), overrides, auditor=auditor)
-    lines = detector.feed(_quiet(6 + 1.5 * 19), 16_000)
-    assert auditor.fell_back and lines[-1].precision == "fp32" and detector.classifier is auditor.teacher
-    assert detector.decision == overrides.apply(_teacher(bundle).decision)
-    spans = detector._decider.config
-    assert (spans.median_sec, spans.debounce_sec) == (3.0, 4.5)
-    assert detector._decider.config.median_windows(1.5) == 2
-    assert [debounce.k for debounce in detector._decider._debounced.values()] == [3, 3]
+    hiss = np.random.default_rng(0).standard_normal(16_000 * 60).astype(np.float32) * 1e-3
+    quiet, raised = hiss[: 16_000 * 30], hiss[16_000 * 30 :] + 0.5
+    lines = detector.feed(quiet, 16_000)
+    assert auditor.fell_back and lines[-1].precision == "fp32" and detector.classifier is teacher
+    assert detector.decision == overrides.apply(teacher.decision) and lines[-1].debounced_status == "both-off"
+    lines = detector.feed(raised, 16_000)
+    heard = next(i for i, line in enumerate(lines) if line.probabilities["ac"] > 0.5)  # the first window on the step
+    on = next(i for i, line in enumerate(lines) if line.on["ac"])
+    running = next(i for i, line in enumerate(lines) if line.running["ac"])
+    assert (on - heard, running - on) == (1, 2), "a median of 2 windows, then 3 identical updates"

@@ -85,7 +85,7 @@ def _fake_run(directory, appliances, labels, predictions, epochs):
     directory.mkdir(parents=True)
     (directory / "model.pt").touch()
     run = Run(directory)
-    run._save_common(config, epochs[-1], predictions)
+    run.save_results(config, epochs[-1], predictions)
     for epoch in epochs:
         run.append_epoch(epoch)
     return Run.open(directory)

@@ -269,7 +269,8 @@ class TrainedDirectory:
         write_yaml_atomic(self.path / CONFIG, config.to_yaml())
         self.__dict__.pop("config", None)
 
-    def _save_common(self, config, best: dict, predictions: pd.DataFrame) -> None:
+    def save_results(self, config, best: dict, predictions: pd.DataFrame) -> None:
+        """What the report and the thresholds read: config.yaml, the best metrics, the validation predictions."""
         with atomic_path(self.path / PREDICTIONS) as temporary:
             predictions.to_parquet(temporary, index=False)
         self._write_config(config)
@@ -319,4 +320,4 @@ class Run(TrainedDirectory):
                 "window": config.window.to_dict(), "labels": list(config.decision.appliances.names),
                 "encoder": model.encoder.state_dict(), "head": model.head.state_dict(),
             }, temporary)
-        self._save_common(config, best, predictions)
+        self.save_results(config, best, predictions)

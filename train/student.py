@@ -185,7 +185,7 @@ class StudentRun(TrainedDirectory):
         with atomic_path(self.path / STUDENT_WEIGHTS) as temporary:
             torch.save({"format": STUDENT_FORMAT, "format_version": STUDENT_FORMAT_VERSION, "config": student.config,
                         "weights": student.state_dict()}, temporary)
-        self._save_common(config, best, predictions)
+        self.save_results(config, best, predictions)
 
 
 @dataclasses.dataclass
