@@ -146,6 +146,7 @@ class Option:
         return f"[{prefix}{self.section}] {self.field.name}" if self.section else self.field.name
 
     def value(self, settings: Any) -> Any:
+        """Its value in a record of its class."""
         return getattr(getattr(settings, self.section) if self.section else settings, self.field.name)
 
 
@@ -167,11 +168,6 @@ def build(cls: type, values: Mapping[str, Any]) -> Any:
         if "section" in field.metadata:
             own[field.name] = field.metadata["section"](**sections.get(field.name, {}))
     return cls(**own)
-
-
-def values_of(settings: Any) -> dict[str, Any]:
-    """{flat key: value} of a record (what :func:`build` takes)."""
-    return {option.key: option.value(settings) for option in options_of(type(settings))}
 
 
 def click_options(cls: type, exclude: tuple[str, ...] = (), required: tuple[str, ...] = ()) -> Callable:
@@ -205,8 +201,9 @@ def _click_options(option: Option, required: bool) -> list[Callable]:
         kwargs.update(type=option.type, multiple=meta["multiple"], default=() if meta["multiple"] else default)
     made = [click.option(flag, option.key, **kwargs)]
     if isinstance(option.type, Table):
-        made += [click.option(f"--{alias.replace('_', '-')}", alias, type=option.type.value, default=None,
-                              help=f"Short for {flag} {name}.{key}=P.")
+        value = option.type.form.partition("=")[2]  # P
+        made += [click.option(f"--{alias.replace('_', '-')}", alias, type=option.type.value, default=None, metavar=value,
+                              help=f"Short for {flag} {name}.{key}={value}.")
                  for alias, (name, key) in option.type.aliases.items()]
     return made
 
@@ -233,8 +230,6 @@ class Table(click.ParamType):
         self.keys, self.value, self.form, self.example, self.aliases, self.old = keys, value, form, example, aliases, old
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict:
-        if isinstance(value, dict):
-            return value
         try:
             entry, new = self.entry(value)
         except ValueError as error:

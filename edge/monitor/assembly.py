@@ -54,7 +54,7 @@ def open_detector(settings: DetectorSettings, plan: bool = True) -> Detector:
 
 
 def open_auditor(settings: LiveSettings, classifier: Classifier, load_teacher: Callable[[], Classifier]) -> Auditor | None:
-    """The teacher's audit of the student (None when another model decides or audit_every_sec is 0);
+    """The teacher's audit of the student (None when another model decides or [audit] every_sec is 0);
     a fallback with nothing to audit is a ValueError."""
     audit = settings.audit
     if classifier.precision != "student" or audit.every_sec == 0:

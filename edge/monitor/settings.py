@@ -142,6 +142,7 @@ def live_settings(ctx: click.Context, given: dict[str, Any], config: Path | None
             raise SettingsError(f"--{option.key.replace('_', '-')}: {config} lists [[monitor]] tables, so it is set in "
                                 "each of them, not on the command line")
     own = "is a monitor's own key: with [[monitor]] tables in the file, move it into each [[monitor]] table"
+    common = "is shared by all monitors: set it once, above the [[monitor]] tables"
     values = check_keys(LiveSettings, data, config, refuse=lambda option: own if per_monitor(option) else None)
     shared = command_line_over(LiveSettings, ctx, given, values)
     monitors = []
@@ -149,8 +150,8 @@ def live_settings(ctx: click.Context, given: dict[str, Any], config: Path | None
         where = f"[[monitor]] {number}" + (f" ({table['name']})" if isinstance(table.get("name"), str) else "")
         if "name" not in table:
             raise SettingsError(f"{config}: {where}: no name; give each monitor its own, e.g. name = \"Kitchen\"")
-        mine = check_keys(LiveSettings, table, config, f"{where}: ", "monitor.", refuse=lambda option: None if
-                          per_monitor(option) else "is shared by all monitors: set it once, above the [[monitor]] tables")
+        mine = check_keys(LiveSettings, table, config, f"{where}: ", "monitor.",
+                          refuse=lambda option: None if per_monitor(option) else common)
         monitors.append(build(LiveSettings, {**shared, **mine}))
     check_distinct(monitors, config)
     return monitors
