@@ -12,7 +12,7 @@ import click
 from edge.cluster.connect import LOCAL, ClusterError, cluster_options
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
-from edge.core.options import click_options
+from edge.core.options import click_options, merge
 from edge.core.output import error_text, format_table, json_line
 from edge.core.redact import log_to_stderr, redact
 from edge.engine.settings import HOP, DetectorSettings
@@ -39,7 +39,8 @@ def open_detector(settings, plan: bool = True):
               help="Also the paths listed in FILE, one per line ('-': standard input).")
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
 @cluster_options
-def batch(paths, files_from, output_format, cluster, worker_cpus, **options) -> None:
+@click.pass_context
+def batch(ctx, paths, files_from, output_format, cluster, worker_cpus, **options) -> None:
     """One decision per audio file (files, or directories searched recursively).
 
     Exit code 1 if any file failed or no audio file was found.
@@ -54,7 +55,7 @@ def batch(paths, files_from, output_format, cluster, worker_cpus, **options) -> 
         expand_paths(paths)
     except NoAudioError as error:
         raise click.ClickException(f"{error}; pass audio files or directories that hold some") from error
-    settings = DetectorSettings(**options)
+    settings = merge(DetectorSettings, ctx, options)
     detector = open_detector(settings, plan=False)  # every check of the bundle and the options, here first
     bundle = detector.classifier.bundle
     if cluster == LOCAL:
@@ -85,12 +86,13 @@ def batch(paths, files_from, output_format, cluster, worker_cpus, **options) -> 
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--realtime", is_flag=True, help="Pace the output at wall-clock speed.")
 @click.option("--only-changes", is_flag=True, help="Print only lines where the debounced status changes.")
-def stream(file, realtime, only_changes, **options) -> None:
+@click.pass_context
+def stream(ctx, file, realtime, only_changes, **options) -> None:
     """Simulate live processing over FILE: one JSON line per hop."""
     from edge.engine.stream import stream_file
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    detector = open_detector(DetectorSettings(**options))
+    detector = open_detector(merge(DetectorSettings, ctx, options))
     try:
         for line in stream_file(detector, file, realtime=realtime):
             if line.changed or not only_changes:
@@ -102,9 +104,10 @@ def stream(file, realtime, only_changes, **options) -> None:
 @click.command()
 @click_options(LiveSettings)
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
-              help="Read the settings from this TOML file (keys: these options' names with '_'; several sources "
-                   "in one process: a [[monitor]] table each); the command line beats the file. Example: "
-                   "edge/systemd/humwatch.toml.")
+              help="Read the settings from this TOML file (keys: these options' names with '_', those of MQTT, "
+                   "HTTP, clips and the audit in sections [mqtt], [http], [clips], [audit], levels as [levels.NAME]; "
+                   "several sources in one process: a [[monitor]] table each); the command line beats the file. "
+                   "Example: edge/systemd/humwatch.toml.")
 @click.option("--print-config", is_flag=True, help="Print the settings in force as TOML (secrets masked) and exit.")
 @click.pass_context
 def live(ctx, config, print_config, **options) -> None:

@@ -5,7 +5,8 @@
 A script beside the add-on's config.yaml, not part of the humwatch package: the add-on's image
 copies it to /opt/humwatch-addon/addon.py and runs it with the image's python3, which imports edge.
 The Supervisor keeps the user's options (checked against the schema in config.yaml, beside this) in
-/data/options.json. Most are `humwatch live` settings under the same key; the add-on adds what it
+/data/options.json. Most are `humwatch live` settings (those marked `addon` on their fields) under
+their flat key, the long option's name (mqtt_user: [mqtt] user); the add-on adds what it
 decides itself: the page on the ingress port for Home Assistant's proxy (the names Home Assistant
 is opened by allowed as Host), the history in /data, clips under /share/humwatch, and the MQTT
 broker the Supervisor offers (its services API) unless the options name one. Credentials go to
@@ -19,7 +20,6 @@ Then this process becomes `humwatch live --config /data/humwatch.toml` (plus LIV
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from edge.core.options import SettingsError, check_keys, toml_value
+from edge.core.options import SettingsError, check_values, options_of, values_toml
 from edge.core.redact import log_to_stderr
 from edge.monitor.settings import LiveSettings
 
@@ -39,15 +39,12 @@ INGRESS_PORT = 8321  # config.yaml's ingress_port
 DATA = Path("/data")
 SHARE = Path("/share/humwatch")
 SUPERVISOR = "http://supervisor"
-# Options that are `humwatch live` settings under the same key, passed on as they are.
-PASSED = ("name", "bundle", "source", "source_format", "precision", "hop", "cpu_budget", "history_days", "alarm",
-          "watts", "clips_max_mb", "mqtt", "http_host")
-# Secret options: the environment variable `humwatch live` reads each from.
-SECRETS = {field.name: field.metadata["env"] for field in dataclasses.fields(LiveSettings)
-           if field.name in ("mqtt_user", "mqtt_password", "http_token")}
+SETTINGS = {option.key: option for option in options_of(LiveSettings) if option.meta["addon"]}  # by flat key
+# Credentials: the environment variable `humwatch live` reads each from, never the file.
+SECRETS = {key: option.meta["env"] for key, option in SETTINGS.items() if option.meta["env"]}
+PASSED = tuple(key for key in SETTINGS if key not in SECRETS)  # written into the settings file as they are
 SWITCHES = ("history", "clips")  # the add-on's own options: true or false
-LISTS = tuple(field.name for field in dataclasses.fields(LiveSettings)  # passed options that are lists
-              if field.name in PASSED and field.metadata["multiple"])
+LISTS = tuple(key for key, option in SETTINGS.items() if option.meta["multiple"])
 
 
 class AddonError(Exception):
@@ -112,9 +109,9 @@ def check_options(options: dict[str, Any], path: Path) -> dict[str, Any]:
     for key in SWITCHES:
         if not isinstance(options.get(key, False), bool):
             raise AddonError(f"{path}: {key} = {options[key]!r}: expected true or false")
-    given = {key: value for key, value in options.items() if key in (*PASSED, *SECRETS) and value not in (None, "", [])}
+    given = {key: value for key, value in options.items() if key in SETTINGS and value not in (None, "", [])}
     try:
-        check_keys(LiveSettings, given, path)
+        check_values(LiveSettings, given, path)
     except SettingsError as error:
         raise AddonError(error.message) from None
     return options
@@ -149,11 +146,10 @@ def plan(options: dict[str, Any], supervisor: Supervisor) -> tuple[dict[str, Any
 
 
 def toml_text(settings: dict[str, Any], options: Path) -> str:
-    """The settings as TOML."""
-    lines = [f"# Written by the humwatch add-on from {options} at every start: change the add-on's options,",
-             "# not this file. The keys are humwatch live's options (README: the settings file)."]
-    lines += [f"{key} = {toml_value(value)}" for key, value in settings.items()]
-    return "\n".join(lines) + "\n"
+    """The settings ({flat key: value}) as a settings file of `humwatch live`."""
+    return (f"# Written by the humwatch add-on from {options} at every start: change the add-on's options,\n"
+            "# not this file. The keys are humwatch live's options (README: the settings file).\n"
+            + values_toml(LiveSettings, settings))
 
 
 def write_atomically(path: Path, text: str) -> None:

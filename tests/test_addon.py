@@ -10,7 +10,6 @@ a script beside config.yaml, imported here by its path) is run against a fake Su
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -27,7 +26,7 @@ from conftest import REPO
 from loopback_http import LoopbackServer
 
 from edge.core.bundle import PRECISIONS
-from edge.core.options import load_toml
+from edge.core.options import load_toml, options_of
 from edge.monitor.settings import LiveSettings
 
 ADDON = REPO / "ha-addon"
@@ -157,13 +156,16 @@ def test_the_option_checks_can_fail():
 
 
 def test_the_options_are_humwatch_settings_and_the_versions_agree():
-    fields = {field.name: field for field in dataclasses.fields(LiveSettings)}
+    options = {option.key: option for option in options_of(LiveSettings)}  # by flat key, as the add-on names them
     schema = CONFIG["schema"]
-    assert set(addon.PASSED) <= set(schema) and set(addon.PASSED) <= set(fields)
+    assert set(schema) - set(addon.SWITCHES) == set(addon.SETTINGS), "every other option is a setting marked addon"
+    assert set(addon.PASSED) | set(addon.SECRETS) == set(addon.SETTINGS) <= set(options)
     assert schema["precision"] == f"list({'|'.join(PRECISIONS)})?"
     assert {key for key, element in schema.items() if str(element).startswith("password")} == {
-        name for name, field in fields.items() if field.metadata["secret"]}
-    assert set(addon.SECRETS) <= set(schema) and all(addon.SECRETS.values())
+        key for key, option in options.items() if option.meta["secret"]}
+    assert addon.SECRETS == {"mqtt_user": "HUMWATCH_MQTT_USER", "mqtt_password": "HUMWATCH_MQTT_PASSWORD",
+                             "http_token": "HUMWATCH_HTTP_TOKEN"}
+    assert set(addon.LISTS) == {key for key, element in schema.items() if isinstance(element, list)} - set(addon.SWITCHES)
     version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     assert CONFIG["version"] == version
     image = re.search(r"^ARG HUMWATCH_IMAGE=(\S+)$", (ADDON / "Dockerfile").read_text(encoding="utf-8"), re.MULTILINE).group(1)
@@ -308,7 +310,7 @@ def supervisor(request):
     fake.close()
 
 
-def test_options_become_live_settings_with_the_supervisors_broker(supervisor, tmp_path):
+def test_options_become_live_settings_with_the_supervisors_broker(supervisor, tmp_path, caplog):
     options = {**CONFIG["options"], "name": "Kitchen", "source": "rtsp://cam:554/stream1", "precision": "student",
                "alarm": ["fridge-run-max=90m"], "clips": True, "http_host": ["HA.example.org"], "http_token": "s3cret"}
     settings, env = addon.plan(options, addon.Supervisor(supervisor.url, supervisor.TOKEN))
@@ -321,9 +323,11 @@ def test_options_become_live_settings_with_the_supervisors_broker(supervisor, tm
     path = tmp_path / "humwatch.toml"
     path.write_text(addon.toml_text(settings, Path("/data/options.json")), encoding="utf-8")
     loaded = load_toml(LiveSettings, path)  # what `humwatch live --config` accepts: known keys, right types
-    assert loaded["source"] == "rtsp://cam:554/stream1" and loaded["precision"] == "student" and loaded["name"] == "Kitchen"
-    assert loaded["alarm"] == ("fridge-run-max=90m",) and loaded["http_host"] == ("ha.example.org", "homeassistant", "homeassistant.local")
+    assert loaded.source == "rtsp://cam:554/stream1" and loaded.precision == "student" and loaded.name == "Kitchen"
+    assert loaded.alarm == ("fridge-run-max=90m",) and loaded.http.hosts == ("ha.example.org", "homeassistant", "homeassistant.local")
+    assert loaded.clips.dir == Path("/share/humwatch/clips") and loaded.mqtt.url == "mqtt://core-mosquitto:1883"
     assert "Eeph7iex" not in path.read_text() and "s3cret" not in path.read_text()  # credentials: the environment only
+    assert "is now" not in caplog.text, "the add-on writes the settings in sections"
 
 
 @pytest.mark.parametrize("supervisor", [None], indirect=True)
@@ -361,9 +365,10 @@ def test_the_start_writes_the_settings_and_becomes_humwatch_live(supervisor, bun
     result = _start(tmp_path, {**CONFIG["options"], "bundle": str(bundle_dir)}, supervisor, "--print-config")
     assert result.returncode == 0, result.stderr
     shown = tomllib.loads(result.stdout)  # humwatch live --config humwatch.toml --print-config, the secrets from the environment
-    assert shown["mqtt"] == "mqtt://core-mosquitto:1883" and shown["mqtt_user"] == "addons" and shown["mqtt_password"] == "***"
-    assert shown["bundle"] == str(bundle_dir) and shown["http"] == "0.0.0.0:8321" and shown["name"] == "humwatch"
-    assert tomllib.loads((tmp_path / "humwatch.toml").read_text())["http_host"] == ["homeassistant", "homeassistant.local"]
+    assert shown["mqtt"]["url"] == "mqtt://core-mosquitto:1883" and shown["mqtt"]["user"] == "addons"
+    assert shown["mqtt"]["password"] == "***" and "is now" not in result.stderr
+    assert shown["bundle"] == str(bundle_dir) and shown["http"]["listen"] == "0.0.0.0:8321" and shown["name"] == "humwatch"
+    assert tomllib.loads((tmp_path / "humwatch.toml").read_text())["http"]["hosts"] == ["homeassistant", "homeassistant.local"]
 
 
 def test_the_start_says_where_the_bundle_belongs(supervisor, tmp_path):
@@ -406,7 +411,7 @@ def test_one_text_where_a_list_is_wanted_is_a_list_of_one(supervisor, tmp_path):
     settings, _ = addon.plan(options, addon.Supervisor(supervisor.url, supervisor.TOKEN))
     written = tomllib.loads(addon.toml_text(settings, Path("/data/options.json")))
     assert written["alarm"] == ["fridge-run-max=90m"] and written["name"] == "K\u00fcche \"S\u00fcd\" \\ \U0001F600"
-    assert written["http_host"] == ["ha.example.org", "homeassistant", "homeassistant.local"]
+    assert written["http"]["hosts"] == ["ha.example.org", "homeassistant", "homeassistant.local"]
 
 
 def test_an_option_that_is_not_utf8_stops_the_start_with_one_line(supervisor, tmp_path):

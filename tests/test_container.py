@@ -64,7 +64,7 @@ def _lines(output: str) -> list[dict]:
 
 def test_the_container_example_settings_load_and_serve_the_healthcheck():
     example = REPO / "edge" / "container" / "humwatch.toml"
-    settings = LiveSettings(**load_toml(LiveSettings, example))
+    settings = load_toml(LiveSettings, example)
     assert settings.bundle == Path("/data/bundle") and settings.history == Path("/data/history.sqlite")
     assert health.healthz_url(example) == "http://127.0.0.1:8321/healthz"
     compose = (REPO / "edge" / "container" / "compose.yaml").read_text(encoding="utf-8")
@@ -93,9 +93,10 @@ def test_the_health_check_asks_the_settings_files_address(tmp_path, capsys):
     server.close()
     assert health.main([str(config)]) == 1 and "no answer" in capsys.readouterr().out
     config.write_text('bundle = "/data/bundle"\n', encoding="utf-8")
-    assert health.main([str(config)]) == 1 and "no http" in capsys.readouterr().out
+    assert health.main([str(config)]) == 1 and "no [http] listen" in capsys.readouterr().out
     assert health.healthz_url(_written(tmp_path, 'http = "[::]:8321"')) == "http://[::1]:8321/healthz"
-    assert health.healthz_url(_written(tmp_path, 'http = "8321"')) == "http://127.0.0.1:8321/healthz"
+    assert health.healthz_url(_written(tmp_path, 'http = "8321"')) == "http://127.0.0.1:8321/healthz"  # as files held before
+    assert health.healthz_url(_written(tmp_path, '[http]\nlisten = "8321"')) == "http://127.0.0.1:8321/healthz"
 
 
 def _written(folder: Path, text: str) -> Path:
@@ -301,7 +302,7 @@ def test_the_addon_image_starts_from_the_options_and_hears_home_assistants_audio
                      *pulse.mounts()) as (name, _):
             _until(lambda: _healthcheck(name), 60, "the add-on's HEALTHCHECK did not pass on Home Assistant's audio")
             written = tomllib.loads((data / "humwatch.toml").read_text(encoding="utf-8"))
-            assert written["http"] == "0.0.0.0:8321" and written["name"] == "Kitchen" and "mqtt" not in written
+            assert written["http"]["listen"] == "0.0.0.0:8321" and written["name"] == "Kitchen" and "mqtt" not in written
             assert "source" not in written and json.loads(_health_says(name))["ok"] is True
             ask = ("import sys, urllib.request, urllib.error\n"
                    "request = urllib.request.Request('http://127.0.0.1:8321/api/page', headers={'Host': sys.argv[1]})\n"

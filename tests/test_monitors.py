@@ -4,9 +4,11 @@ and page each, and a source that fails or ends never stopping the others."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import tomllib
+from pathlib import Path
 
 import pytest
 from broker import Subscriber, free_port
@@ -18,18 +20,20 @@ from test_student import student_bundle, student_run  # noqa: F401 (fixtures)
 
 from edge.cli import main
 from edge.commands import live
-from edge.core.options import SettingsError
+from edge.core.options import SettingsError, options_of
 from edge.home.history import intervals, reading
 from edge.monitor.assembly import Assembly, MonitorsEnded
-from edge.monitor.settings import MONITOR_KEYS, live_settings
+from edge.monitor.settings import LiveSettings, live_settings, per_monitor
 from edge.monitor.sources import SourceEnded
 
 TWO = """
 bundle = "{bundle}"
 max_lag = 30
-fridge_on = 1.0   # the tiny random encoder cannot hear the fridge: its detector is pinned off
-fridge_off = 1.0
 {extra}
+[levels.fridge]   # the tiny random encoder cannot hear the fridge: its detector is pinned off
+on = 1.0
+off = 1.0
+
 [[monitor]]
 name = "Kitchen"
 history = "{tmp}/kitchen.sqlite"
@@ -55,14 +59,14 @@ def write(tmp_path, text: str):
 
 
 def test_monitor_tables_share_the_top_keys_and_the_command_line(tmp_path):
-    config = write(tmp_path, TWO.format(bundle="/b", tmp=tmp_path, extra='mqtt = "mqtt://user:pw@broker"'))
+    config = write(tmp_path, TWO.format(bundle="/b", tmp=tmp_path, extra='[mqtt]\nurl = "mqtt://user:pw@broker"'))
     kitchen, cellar = settings_of(config, "--cpu-budget", "0.3")
     assert (kitchen.name, cellar.name) == ("Kitchen", "Cellar")
     assert kitchen.history == tmp_path / "kitchen.sqlite" and cellar.history == tmp_path / "cellar.sqlite"
     assert (kitchen.only_changes, cellar.only_changes) == (False, True)
     for settings in (kitchen, cellar):  # shared: the file's top keys, the command line over them
-        assert settings.cpu_budget == 0.3 and settings.max_lag == 30 and settings.fridge_on == 1.0
-        assert settings.mqtt == "mqtt://user:pw@broker" and str(settings.bundle) == "/b"
+        assert settings.cpu_budget == 0.3 and settings.max_lag == 30 and settings.levels == {"fridge": {"on": 1.0, "off": 1.0}}
+        assert settings.mqtt.url == "mqtt://user:pw@broker" and str(settings.bundle) == "/b"
 
     result = CliRunner().invoke(main, ["live", "--config", str(config), "--print-config"])
     assert result.exit_code == 0, result.output
@@ -81,9 +85,18 @@ def test_a_flat_file_is_one_monitor_as_before(tmp_path):
 
 
 @pytest.mark.parametrize("text, args, message", [
-    ('[[monitor]]\nname = "A"\ncpu_budet = 0.3\n', (), "[[monitor]] 1 (A): 'cpu_budet' is not a key; a monitor's keys are: name, source"),
+    ('[[monitor]]\nname = "A"\ncpu_budet = 0.3\n', (), "[[monitor]] 1 (A): unknown key 'cpu_budet'; the keys are: alarm, "
+                                                       "device, history, history_days, name, only_changes, output, source, "
+                                                       "source_format, watts, [monitor.mqtt] device_id, [monitor.clips] dir"),
+    ('[[monitor]]\nname = "A"\n[monitor.clips]\ndirectory = "/c"\n', (),
+     "[[monitor]] 1 (A): unknown key 'directory' in [monitor.clips]; its keys are: dir, seconds, max_mb, relabel_dir"),
     ('[[monitor]]\nname = "A"\nbundle = "/b"\n', (), "[[monitor]] 1 (A): 'bundle' is shared by all monitors: set it once"),
+    ('[[monitor]]\nname = "A"\n[monitor.mqtt]\nurl = "mqtt://b"\n', (),
+     "[[monitor]] 1 (A): '[monitor.mqtt] url' is shared by all monitors: set it once, above the [[monitor]] tables"),
     ('name = "A"\n[[monitor]]\nname = "B"\n', (), "'name' is a monitor's own key: with [[monitor]] tables in the file, move it"),
+    ('[clips]\nseconds = 10\n[[monitor]]\nname = "B"\n', (), "'[clips] seconds' is a monitor's own key: with [[monitor]] "
+                                                            "tables in the file, move it into each [[monitor]] table"),
+    ('[mqtt]\ndevice_id = "a"\n[[monitor]]\nname = "B"\n', (), "'[mqtt] device_id' is a monitor's own key"),
     ('[[monitor]]\nname = "A"\n[[monitor]]\nsource = "-"\n', (), "[[monitor]] 2: no name; give each monitor its own"),
     ('[[monitor]]\nname = "A"\n[[monitor]]\nname = "A"\n', (), "the monitors 'A' and 'A' share the name"),
     ('[[monitor]]\nname = "Cellar"\n[[monitor]]\nname = "cellar"\n', (), "the monitors 'Cellar' and 'cellar' share the id 'cellar'"),
@@ -93,6 +106,10 @@ def test_a_flat_file_is_one_monitor_as_before(tmp_path):
      "the monitors 'A' and 'B' share standard input (source = \"-\"): only one monitor can read it"),
     ('[[monitor]]\nname = "A"\nclips_seconds = "20"\n', (), "[[monitor]] 1 (A): clips_seconds = '20': expected number"),
     ('[[monitor]]\nname = "A"\n', ("--source", "-"), "--source: "),
+    ('[[monitor]]\nname = "A"\n', ("--clips", "/c"), "--clips: "),
+    ('[[monitor]]\nname = "A"\n[monitor.mqtt]\ndevice_id = "x"\n[[monitor]]\nname = "B"\n[monitor.mqtt]\ndevice_id = "x"\n',
+     (), "the monitors 'A' and 'B' share the id 'x' (MQTT humwatch/x/..., the page /monitor/x/); give each its own name "
+         "or [mqtt] device_id"),
     ('monitor = "A"\n', (), "monitor: expected [[monitor]] tables"),
 ])
 def test_a_bad_monitor_table_is_one_error_naming_the_key_and_the_file(tmp_path, text, args, message):
@@ -134,19 +151,40 @@ def test_two_monitors_never_share_a_file_or_folder_however_it_is_spelled(tmp_pat
                              f'[[monitor]]\nname = "B"\n{second_key} = "{tmp_path / second}"\n')
     with pytest.raises(SettingsError) as error:
         settings_of(config)
-    assert (f"the monitors 'A' and 'B' share one file or folder, spelled {first_key} = '{tmp_path / first.rstrip('/')}' "
-            f"and {second_key} = '{tmp_path / second}'; give each its own") in error.value.message
+    spelled = {"history": "history", "output": "output", "clips": "[clips] dir", "relabel_dir": "[clips] relabel_dir"}
+    assert (f"the monitors 'A' and 'B' share one file or folder, spelled {spelled[first_key]} = "
+            f"'{tmp_path / first.rstrip('/')}' and {spelled[second_key]} = '{tmp_path / second}'; give each its own"
+            ) in error.value.message
 
 
 def test_the_example_files_monitor_tables_load_in_place_of_its_monitor_keys(tmp_path):
     text = (REPO / "edge" / "systemd" / "humwatch.toml").read_text()
     head, tables = text.split("# [[monitor]]", 1)
-    shared = [line for line in head.splitlines() if line.split("=")[0].strip() not in MONITOR_KEYS]
+    own = {option.field.name for option in options_of(LiveSettings) if per_monitor(option) and not option.section}
+    head = re.sub(r"\n\[clips\]\n(.+\n)*", "\n", head)  # every key of [clips] is a monitor's own, as the file says
+    shared = [line for line in head.splitlines() if line.split("=")[0].strip() not in own]
     tables = [line.removeprefix("#").removeprefix(" ") for line in ("# [[monitor]]" + tables).splitlines()]
     kitchen, living_room = settings_of(write(tmp_path, "\n".join(shared + tables)))
     assert (kitchen.name, kitchen.device, living_room.name) == ("Kitchen", "USB", "Living room")
+    assert kitchen.clips.dir == Path("/var/lib/humwatch/clips/kitchen") and living_room.clips.dir is None
     assert living_room.source.startswith("rtsp://") and living_room.watts == "ac=1200"
-    assert kitchen.http == living_room.http == "8321" and kitchen.history != living_room.history
+    assert kitchen.http.listen == living_room.http.listen == "8321" and kitchen.history != living_room.history
+
+
+def test_a_monitor_sets_its_own_clips_and_mqtt_id_in_sub_tables(tmp_path, caplog):
+    config = write(tmp_path, '[mqtt]\nurl = "mqtt://broker"\nheartbeat = 30\n\n[[monitor]]\nname = "Kitchen"\n'
+                             '[monitor.clips]\ndir = "/c/kitchen"\nseconds = 10\n[monitor.mqtt]\ndevice_id = "k1"\n\n'
+                             '[[monitor]]\nname = "Cellar"\nclips = "/c/cellar"\nmqtt_device_id = "c1"\n')
+    kitchen, cellar = settings_of(config)
+    assert (kitchen.clips.dir, kitchen.clips.seconds, kitchen.mqtt.device_id) == (Path("/c/kitchen"), 10.0, "k1")
+    assert (cellar.clips.dir, cellar.clips.seconds, cellar.mqtt.device_id) == (Path("/c/cellar"), 20.0, "c1")
+    assert kitchen.mqtt.url == cellar.mqtt.url == "mqtt://broker" and kitchen.mqtt.heartbeat == cellar.mqtt.heartbeat == 30
+    assert caplog.messages == [f"{config}: [[monitor]] 2 (Cellar): clips is now [monitor.clips] dir",
+                               f"{config}: [[monitor]] 2 (Cellar): mqtt_device_id is now [monitor.mqtt] device_id"]
+    shown = tomllib.loads(CliRunner().invoke(main, ["live", "--config", str(config), "--print-config"]).output)
+    assert [monitor["clips"]["dir"] for monitor in shown["monitor"]] == ["/c/kitchen", "/c/cellar"]
+    assert [monitor["mqtt"]["device_id"] for monitor in shown["monitor"]] == ["k1", "c1"]
+    assert shown["mqtt"]["heartbeat"] == 30 and "clips" not in shown
 
 
 class EndingSource(FakeSource):
@@ -191,7 +229,7 @@ class Running:
 
 def test_two_monitors_are_two_devices_with_their_own_entities_history_and_page(bundle_dir, broker, off_then_ac, tmp_path):
     port = free_port()
-    extra = f'mqtt = "mqtt://127.0.0.1:{broker.port}"\nhttp = "127.0.0.1:{port}"'
+    extra = f'[mqtt]\nurl = "mqtt://127.0.0.1:{broker.port}"\n[http]\nlisten = "127.0.0.1:{port}"'
     settings = settings_of(write(tmp_path, TWO.format(bundle=bundle_dir, tmp=tmp_path, extra=extra)))
     subscriber = Subscriber(broker.port)
     sources = {"Kitchen": FakeSource(), "Cellar": FakeSource()}
@@ -242,7 +280,7 @@ def test_two_monitors_are_two_devices_with_their_own_entities_history_and_page(b
 
 
 def test_students_audited_by_one_shared_teacher(student_bundle, off_then_ac, tmp_path):  # noqa: F811 (the fixture imported above)
-    extra = 'hop = 1.5\nprecision = "student"\naudit_every_sec = 1.5'
+    extra = 'hop = 1.5\nprecision = "student"\n[audit]\nevery_sec = 1.5'
     sources = {"Kitchen": FakeSource(), "Cellar": FakeSource()}
     with Running(settings_of(write(tmp_path, TWO.format(bundle=student_bundle, tmp=tmp_path, extra=extra))), sources) as running:
         kitchen, cellar = running.assembly.monitors
@@ -257,7 +295,7 @@ def test_students_audited_by_one_shared_teacher(student_bundle, off_then_ac, tmp
 
 def test_a_source_that_ends_or_is_lost_never_stops_the_others(bundle_dir, off_then_ac, tmp_path, capsys):
     port = free_port()
-    text = TWO.format(bundle=bundle_dir, tmp=tmp_path, extra=f'hop = 1.5\nhttp = "127.0.0.1:{port}"')
+    text = TWO.format(bundle=bundle_dir, tmp=tmp_path, extra=f'hop = 1.5\n[http]\nlisten = "127.0.0.1:{port}"')
     text += '\n[[monitor]]\nname = "Garage"\nsource = "rtsp://cam.local/stream"\n'
     sources = {"Kitchen": FakeSource(), "Cellar": EndingSource(), "Garage": FakeSource(failures=10_000)}
     with Running(settings_of(write(tmp_path, text)), sources) as running:

@@ -108,7 +108,7 @@ def test_a_live_monitor_never_shows_its_urls_secrets(broker, tmp_path):
     assert shown.returncode == 0, shown.stderr
     printed = tomllib.loads(shown.stdout)
     assert printed["source"] == f"rtsp://***@127.0.0.1:{camera}/stream1?access_token=***&apikey=***&passcode=***"
-    assert printed["mqtt"] == f"mqtt://***@127.0.0.1:{broker.port}"
+    assert printed["mqtt"]["url"] == f"mqtt://***@127.0.0.1:{broker.port}"
 
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as log:

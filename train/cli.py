@@ -6,15 +6,13 @@ from pathlib import Path
 
 import click
 
-from edge.cluster.connect import cluster_options
-from edge.core.labels import DAYPARTS
+from edge.core.options import build, click_option, click_options
 from edge.core.output import format_table
 from edge.core.window import WindowConfig
+from train.options import PATH, DistillOptions, TrainOptions
 
-PATH = click.Path(path_type=Path)
 EXISTING_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
-DEVICE_OPTION = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
-                             help="Where torch runs the encoder (auto: cuda, then mps, then cpu).")
+DEVICE_OPTION = click_option(DistillOptions, "device")  # evaluate's and export's: the same as train's and distill's
 
 
 def print_metrics(metrics: dict) -> None:
@@ -68,26 +66,8 @@ def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: 
 
 
 @click.command()
-@click.option("--beats-checkpoint", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="BEATs_iter3_plus_AS2M.pt (or another official-format BEATs checkpoint).")
-@click.option("--val-daypart", type=click.Choice(DAYPARTS), default="night", show_default=True)
-@click.option("--val-recordings", multiple=True, metavar="ID[,ID...]",
-              help="Validate on these recordings instead of a daypart (repeat the option or separate with commas).")
-@click.option("--priority", default="", metavar="NAME[,NAME...]",
-              help="The summary state's order: the first running appliance wins (a partial list puts those "
-                   "first; default: the order in which the recordings first name them).")
-@click.option("--unfreeze-blocks", type=click.IntRange(0, 2), default=0, show_default=True, help="Stage 2: fine-tune the last N blocks.")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option("--stage2-epochs", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--views", type=click.IntRange(min=1), default=2, show_default=True, help="Augmented views cached per window.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--manifests", "manifests_dir", type=PATH, default=Path("data/manifests"), show_default=True)
-@click.option("--models", "models_dir", type=PATH, default=Path("models"), show_default=True)
-@click.option("--cache-dir", type=PATH, default=Path("data/cache"), show_default=True)
-@DEVICE_OPTION
-@cluster_options
-def train(beats_checkpoint, val_daypart, val_recordings, priority, unfreeze_blocks, epochs, stage2_epochs, views, seed,
-          manifests_dir, models_dir, cache_dir, device, cluster, worker_cpus) -> None:
+@click_options(TrainOptions)
+def train(**given) -> None:
     """Train the classifier on frozen BEATs embeddings (stage 1, optional stage 2).
 
     With --cluster, the embedding cache is filled by the workers of a Ray cluster (the rest runs here)."""
@@ -97,17 +77,10 @@ def train(beats_checkpoint, val_daypart, val_recordings, priority, unfreeze_bloc
     from train.beats import CheckpointError
     from train.device import DeviceError
     from train.manifests import ManifestError
-    from train.trainer import SplitError, Trainer, TrainOptions
+    from train.trainer import SplitError, Trainer
 
-    options = TrainOptions(
-        beats_checkpoint=beats_checkpoint, manifests_dir=manifests_dir, models_dir=models_dir, cache_dir=cache_dir,
-        val_daypart=val_daypart, val_recordings=tuple(r for value in val_recordings for r in value.split(",") if r),
-        priority=tuple(name.strip() for name in priority.split(",") if name.strip()), views=views, epochs=epochs,
-        unfreeze_blocks=unfreeze_blocks, stage2_epochs=stage2_epochs, seed=seed, device=device, cluster=cluster,
-        worker_cpus=worker_cpus,
-    )
     try:
-        run_dir = Trainer(options, log=click.echo).run()
+        run_dir = Trainer(build(TrainOptions, given), log=click.echo).run()
     except (SplitError, ManifestError, CheckpointError, AudioError, DeviceError, LabelError, ClusterError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"next: humwatch thresholds --run {run_dir}")
@@ -136,19 +109,15 @@ def thresholds(run_dir: Path) -> None:
 
 @click.command()
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id> (its BEATs model is the teacher)")
-@click.option("--label-weight", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="Share of each target taken from the true label; the rest is the teacher's probability.")
-@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@DEVICE_OPTION
-def distill(run_dir: Path, label_weight: float, epochs: int, seed: int, device: str) -> None:
+@click_options(DistillOptions)
+def distill(run_dir: Path, **given) -> None:
     """Train a small student (~1 MFLOP a window) on what the run's BEATs model says: models/<run_id>/student[-N]."""
     from edge.core.audio import AudioError
     from train.device import DeviceError
     from train.run import RunError
-    from train.student import Distiller, DistillOptions
+    from train.student import Distiller
 
-    options = DistillOptions(label_weight=label_weight, epochs=epochs, seed=seed, device=device)
+    options = build(DistillOptions, given)
     try:
         student_dir = Distiller(run_dir, options, log=click.echo).run_distillation()
     except (RunError, AudioError, DeviceError) as error:

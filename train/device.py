@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+from train.options import DEVICES
+
 NUMERICS = "fp32"
 ENCODE_BATCH = {"cpu": 8, "cuda": 64, "mps": 32}  # windows per encoder call (no gradients)
 

@@ -34,6 +34,7 @@ from edge.core.labels import SEED, Appliances
 from edge.core.window import WindowConfig
 from train.beats import BeatsConfig, build_beats
 from train.head import AttentionPoolHead, HumwatchModel
+from train.options import TrainOptions
 from train.yamlfile import read_yaml, write_yaml_atomic
 
 MODEL_FORMAT = "humwatch-model"
@@ -44,34 +45,6 @@ MODEL, CONFIG, METRICS, BEST, PREDICTIONS, THRESHOLDS = (
 
 class RunError(ValueError):
     """A run directory that cannot be used; the message names it and the fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainOptions:
-    """How `humwatch train` was asked to train (config.yaml ``options``)."""
-
-    beats_checkpoint: Path
-    manifests_dir: Path = Path("data/manifests")
-    models_dir: Path = Path("models")
-    cache_dir: Path = Path("data/cache")
-    val_daypart: str = "night"
-    val_recordings: tuple[str, ...] = ()
-    priority: tuple[str, ...] = ()  # the summary state's order: these first, then first appearance
-    views: int = 2
-    epochs: int = 30
-    patience: int = 8
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    warmup_steps: int = 200
-    unfreeze_blocks: int = 0
-    stage2_epochs: int = 3
-    stage2_encoder_lr: float = 2e-5
-    stage2_head_lr: float = 3e-4
-    seed: int = 0
-    device: str = "auto"
-    cluster: str = "local"  # where the embedding cache is filled (edge.cluster.connect)
-    worker_cpus: int = 1
 
 
 def options_to_yaml(options) -> dict:

@@ -40,6 +40,7 @@ from train.cache import EmbeddingCache, Recording
 from train.device import resolve_device
 from train.fbank import kaldi_mel_banks
 from train.metrics import file_metrics, probability_columns
+from train.options import DistillOptions
 from train.run import Run, RunError, Split, TrainedDirectory, options_from_yaml, options_to_yaml
 from train.thresholds import choose_thresholds
 from train.trainer import cosine_with_warmup, early_stopping, mean_bce, predict_head
@@ -91,18 +92,6 @@ class StudentNet(nn.Module):
 
     def probabilities(self, waveform: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self(waveform))
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillOptions:
-    label_weight: float = 0.1  # the rest of each target is the teacher's probability
-    epochs: int = 300
-    patience: int = 60
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,15 +10,17 @@ is refused with the install command. Ray is imported only when a cluster is used
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
+from typing import Any
 
 import click
 
-from edge.core.options import TextRule
+from edge.core.options import TextRule, click_options, setting
 
 LOCAL = "local"
 FORMS = "local, auto, HOST:PORT or ray://HOST:PORT"
@@ -41,13 +43,27 @@ def check_address(text: str) -> str:
     return text
 
 
-def cluster_options(function: Callable) -> Callable:
-    """The --cluster and --worker-cpus options of a command."""
-    function = click.option("--worker-cpus", type=click.IntRange(min=1), default=1, show_default=True,
-                            help="With --cluster: CPUs (and threads) of each Ray worker; each worker loads the model once.")(function)
-    return click.option("--cluster", type=TextRule("address", check_address), default=LOCAL, show_default=True,
-                        metavar="local|auto|HOST:PORT|ray://HOST:PORT",
-                        help="Run on a Ray cluster (extra humwatch[cluster]; see README: A Ray cluster).")(function)
+def cluster_setting() -> Any:
+    """--cluster, a field of a command's options record."""
+    return setting(LOCAL, "Run on a Ray cluster (extra humwatch[cluster]; see README: A Ray cluster).",
+                   TextRule("address", check_address), metavar="local|auto|HOST:PORT|ray://HOST:PORT", show_default=True)
+
+
+def worker_cpus_setting() -> Any:
+    """--worker-cpus, a field of a command's options record."""
+    return setting(1, "With --cluster: CPUs (and threads) of each Ray worker; each worker loads the model once.",
+                   click.IntRange(min=1), show_default=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    """Where a command's work runs."""
+
+    cluster: str = cluster_setting()
+    worker_cpus: int = worker_cpus_setting()
+
+
+cluster_options = click_options(ClusterOptions)  # the --cluster and --worker-cpus options of a command
 
 
 @contextlib.contextmanager

@@ -2,9 +2,9 @@
 
     python3 -m edge.container.health [CONFIG]     (default: $HUMWATCH_CONFIG or /data/humwatch.toml)
 
-The address is the file's `http` (PORT or HOST:PORT; a wildcard host is asked on loopback). Exit 0
-when /healthz answers 200; 1 when it answers 503 (degraded), nothing answers, or the file has no
-`http`; the answer or the reason is printed for `docker inspect` / `podman healthcheck run`.
+The address is the file's [http] listen (PORT or HOST:PORT; a wildcard host is asked on loopback).
+Exit 0 when /healthz answers 200; 1 when it answers 503 (degraded), nothing answers, or the file
+has no [http] listen; the answer or the reason is printed for `docker inspect` / `podman healthcheck run`.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
 
 def healthz_url(config: Path) -> str:
-    """The /healthz URL of the `http` address in the settings file (ValueError: none there)."""
+    """The /healthz URL of the [http] listen address in the settings file (ValueError: none there)."""
     try:
-        listen = tomllib.loads(config.read_text(encoding="utf-8")).get("http")
+        http = tomllib.loads(config.read_text(encoding="utf-8")).get("http")
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{config}: cannot read the settings ({error})") from error
+    listen = http.get("listen") if isinstance(http, dict) else http  # [http] listen, or http as files held before
     if not isinstance(listen, str):
-        raise ValueError(f"{config}: no http = \"[HOST:]PORT\" in it, so there is no /healthz to ask")
+        raise ValueError(f"{config}: no [http] listen = \"[HOST:]PORT\" in it, so there is no /healthz to ask")
     host, port = parse_listen(listen)
     host = WILDCARDS.get(host, host).strip("[]")
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"

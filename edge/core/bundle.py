@@ -32,7 +32,6 @@ MANIFEST = "bundle.json"
 MAX_MANIFEST_BYTES = 1_000_000  # today's bundle.json is under 10 kB
 MAX_DEPTH = 16  # today's nests 4 deep
 PRECISIONS = ("fp32", "int8", "student")  # BEATs in float32, BEATs in int8, the distilled student
-TEACHERS = ("fp32", "int8")
 REFERENCE = "fp32"  # every bundle has it; the other precisions are measured against it
 REMEDY = {"int8": "re-export with --int8", "student": "run 'humwatch distill' and re-export",
           "fp32": "re-export the float model"}

@@ -50,9 +50,6 @@ class Fields:
     def name(self, key: str) -> str:
         return join(self.where, key)
 
-    def has(self, key: str) -> bool:
-        return key in self.data
-
     def _get(self, key: str, default: Any) -> tuple[bool, Any]:
         """(present, value); raises for a required field that is absent."""
         if key not in self.data or (self.data[key] is None and default is None):

@@ -54,16 +54,17 @@ def open_detector(settings: DetectorSettings, plan: bool = True) -> Detector:
 
 
 def open_auditor(settings: LiveSettings, classifier: Classifier, load_teacher: Callable[[], Classifier]) -> Auditor | None:
-    """The teacher's audit of the student (None when another model decides or audit_every_sec is 0);
+    """The teacher's audit of the student (None when another model decides or [audit] every_sec is 0);
     a fallback with nothing to audit is a ValueError."""
-    if classifier.precision != "student" or settings.audit_every_sec == 0:
-        if settings.audit_fallback is not None:
+    audit = settings.audit
+    if classifier.precision != "student" or audit.every_sec == 0:
+        if audit.fallback is not None:
             raise ValueError(
                 f"--audit-fallback: the {classifier.precision} model decides, so there is no student to audit; "
                 "use --precision student" if classifier.precision != "student"
                 else "--audit-fallback needs audits: set --audit-every-sec above 0")
         return None
-    return Auditor(load_teacher, settings.audit_every_sec, settings.audit_max_rate, settings.audit_fallback)
+    return Auditor(load_teacher, audit.every_sec, audit.max_rate, audit.fallback)
 
 
 def check_options(settings: LiveSettings) -> None:
@@ -78,9 +79,9 @@ def check_options(settings: LiveSettings) -> None:
         raise ValueError("--alarm and --watts are computed from the history: add --history PATH")
     Alarms([AlarmRule.parse(rule) for rule in settings.alarm])
     parse_watts(settings.watts)
-    if settings.http_host and not settings.http:
+    if settings.http.hosts and not settings.http.listen:
         raise ValueError("--http-host names the page's host: add --http [HOST:]PORT")
-    if settings.relabel_dir and not (settings.clips and settings.http):
+    if settings.clips.relabel_dir and not (settings.clips.dir and settings.http.listen):
         raise ValueError("--relabel-dir relabels clips from the page: add --clips DIR and --http [HOST:]PORT")
 
 
@@ -173,7 +174,7 @@ class Monitor:
         self._starters: list[Callable[[], None]] = []
         auditor = open_auditor(settings, shared.classifier, shared.teacher)
         self.detector = Detector(shared.classifier, shared.planner(), shared.overrides, auditor=auditor,
-                                 recent_sec=settings.clips_seconds if settings.clips else 0.0,
+                                 recent_sec=settings.clips.seconds if settings.clips.dir else 0.0,
                                  signal_floor_dbfs=settings.signal_floor_dbfs)
         self.appliances = self.detector.decision.appliances  # the bundle's: its entities, history, alarms, energy
         self.source = open_source(settings)
@@ -213,14 +214,14 @@ class Monitor:
         return household
 
     def _mqtt(self):
-        if not self.settings.mqtt:
+        if not self.settings.mqtt.url:
             return None
         from edge.home.mqtt import MqttPublisher, MqttSettings
 
-        settings = self.settings
-        mqtt = MqttSettings.from_url(settings.mqtt, username=settings.mqtt_user, password=settings.mqtt_password,
-                                     name=settings.name, device_id=settings.mqtt_device_id,
-                                     heartbeat_sec=settings.mqtt_heartbeat)
+        options = self.settings.mqtt
+        mqtt = MqttSettings.from_url(options.url, username=options.user, password=options.password,
+                                     name=self.settings.name, device_id=options.device_id,
+                                     heartbeat_sec=options.heartbeat)
         publisher = self.outputs.add(MqttPublisher(mqtt, household=self.household, appliances=self.appliances), "MQTT")
         self._starters.append(publisher.start)
         self._closers.append(self._close_mqtt)
@@ -236,18 +237,18 @@ class Monitor:
         from edge.home.page import Page, PageSettings
 
         settings = self.settings
-        page = Page(PageSettings(settings.clips, settings.relabel_dir, self.name if self.ident else None),
+        page = Page(PageSettings(settings.clips.dir, settings.clips.relabel_dir, self.name if self.ident else None),
                     lambda: self.detector.decision, self.household)
         self.outputs.add(server.add(self.monitor, self.household, page, self.name, self.ident), "HTTP")
 
     def _clips(self) -> None:
-        if not self.settings.clips:
+        if not self.settings.clips.dir:
             return
         from edge.home.clips import ClipWriter
 
-        settings = self.settings
-        self.outputs.add(ClipWriter(settings.clips, self.monitor.recent_audio, self.detector.sample_rate,
-                                    settings.clips_seconds, settings.clips_max_mb), "--clips")
+        clips = self.settings.clips
+        self.outputs.add(ClipWriter(clips.dir, self.monitor.recent_audio, self.detector.sample_rate,
+                                    clips.seconds, clips.max_mb), "--clips")
 
     def start(self) -> None:
         """Open --output and connect to MQTT."""
@@ -306,11 +307,12 @@ class Assembly:
             raise
 
     def _http(self, settings: LiveSettings, several: bool):
-        if not settings.http:
+        if not settings.http.listen:
             return None
         from edge.home.http_status import StatusServer, parse_listen
 
-        server = StatusServer(None, *parse_listen(settings.http), token=settings.http_token, hosts=settings.http_host)
+        http = settings.http
+        server = StatusServer(None, *parse_listen(http.listen), token=http.token, hosts=http.hosts)
         self._starters.append(server.start)
         self._closers.append(server.close)
         return server
