@@ -118,24 +118,24 @@ def live(ctx, config, print_config, **options) -> None:
     from edge.monitor.assembly import Assembly, MonitorsEnded, StopOnSignals, Stopped
     from edge.monitor.sources import SourceEnded, SourceError
 
-    signals = StopOnSignals()
-    log_to_stderr()  # every line redacted, as every message below: no URL's credentials reach a log
-    try:
-        settings = live_settings(ctx, options, config)  # one monitor, or one per [[monitor]] table of the file
-        if print_config:
-            click.echo(monitors_toml(settings), nl=False)
+    with StopOnSignals() as signals:
+        log_to_stderr()  # every line redacted, as every message below: no URL's credentials reach a log
+        try:
+            settings = live_settings(ctx, options, config)  # one monitor, or one per [[monitor]] table of the file
+            if print_config:
+                click.echo(monitors_toml(settings), nl=False)
+                return
+            assembly = signals.assembly = Assembly(settings)
+            assembly.start()
+        except Stopped as signal_name:
+            logging.getLogger("humwatch.live").info("%s while starting: stopped", signal_name)
             return
-        assembly = signals.assembly = Assembly(settings)
-        assembly.start()
-    except Stopped as signal_name:
-        logging.getLogger("humwatch.live").info("%s while starting: stopped", signal_name)
-        return
-    except START_ERRORS as error:
-        raise click.ClickException(redact(error_text(error))) from error
-    try:
-        assembly.run()
-    except (SourceEnded, SourceError, MonitorsEnded) as error:  # standard input ended (or is not audio)
-        raise click.ClickException(redact(str(error))) from error
+        except START_ERRORS as error:
+            raise click.ClickException(redact(error_text(error))) from error
+        try:
+            assembly.run()
+        except (SourceEnded, SourceError, MonitorsEnded) as error:  # standard input ended (or is not audio)
+            raise click.ClickException(redact(str(error))) from error
 
 
 @click.command()

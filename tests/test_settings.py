@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import signal
 import subprocess
 import sys
 import tomllib
@@ -399,3 +400,12 @@ def test_train_options_from_the_command_line():
                                                            epochs=5)
     assert build(TrainOptions, train.make_context("train", ["--beats-checkpoint", "b.pt"]).params) == \
         TrainOptions(beats_checkpoint=Path("b.pt")), "the command line's defaults are the record's"
+
+
+@pytest.mark.parametrize("args", [["--print-config"], ["--bundle", "no-such-bundle"]])
+def test_live_run_in_process_gives_back_the_signal_handlers_it_found(args):
+    """`live` stops on SIGINT/SIGTERM while it runs; called from Python (a test, a notebook) it leaves
+    the caller's handlers as they were, whether it printed, refused or ran."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    CliRunner().invoke(main, ["live", *args])
+    assert {signum: signal.getsignal(signum) for signum in before} == before

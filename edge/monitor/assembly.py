@@ -101,12 +101,22 @@ class StopOnSignals:
     """SIGINT and SIGTERM for the whole life of `humwatch live`: until `assembly` is set they raise
     Stopped wherever the process is, so what was already made is closed as it unwinds; then they
     stop the assembly's monitors, which close everything. (A process with no handler for SIGTERM
-    ignores it as PID 1, in a container.)"""
+    ignores it as PID 1, in a container.) A context: on leaving, the handlers before it return."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.assembly: Assembly | None = None
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        self._before = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
+
+    def __enter__(self) -> StopOnSignals:
+        for signum in self.SIGNALS:
             signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._before.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame) -> None:
         if self.assembly is None:
