@@ -113,7 +113,7 @@ def stream(ctx, file, realtime, only_changes, **options) -> None:
 def live(ctx, config, print_config, **options) -> None:
     """Listen to a microphone, a camera's stream or standard input: one JSON line per hop.
 
-    SIGINT / SIGTERM stop cleanly; see the README for sources, MQTT, HTTP and clips.
+    SIGINT / SIGTERM stop cleanly; see docs/sources.md and docs/home-assistant.md.
     """
     from edge.monitor.assembly import Assembly, MonitorsEnded, StopOnSignals, Stopped
     from edge.monitor.sources import SourceEnded, SourceError

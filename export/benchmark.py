@@ -1,4 +1,4 @@
-"""Workstation benchmark at full BEATs size (random weights): the figures quoted in the README.
+"""Workstation benchmark at full BEATs size (random weights): the figures quoted in docs/performance.md.
 
     uv run humwatch bench-training [--workdir bench-work] [--seconds 30]
 

@@ -148,7 +148,7 @@ def plan(options: dict[str, Any], supervisor: Supervisor) -> tuple[dict[str, Any
 def toml_text(settings: dict[str, Any], options: Path) -> str:
     """The settings ({flat key: value}) as a settings file of `humwatch live`."""
     return (f"# Written by the humwatch add-on from {options} at every start: change the add-on's options,\n"
-            "# not this file. The keys are humwatch live's options (README: the settings file).\n"
+            "# not this file. The keys are humwatch live's options (docs/reference.md: the settings file).\n"
             + values_toml(LiveSettings, settings))
 
 

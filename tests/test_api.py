@@ -1,4 +1,4 @@
-"""The front door: the README's Python example, the Detector, and the decision settings after a fallback."""
+"""The front door: the Python example of docs/python.md, the Detector, and the decision settings after a fallback."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from conftest import REPO
 KEYS = ("t", "status", "debounced_status", "ac_running", "fridge_running")
 
 
-def readme_example() -> str:
-    """The first python block of the README's "From Python" section."""
-    section = (REPO / "README.md").read_text(encoding="utf-8").split("\n## From Python", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def documented_example() -> str:
+    """The first python block of docs/python.md ("From Python")."""
+    page = (REPO / "docs" / "python.md").read_text(encoding="utf-8")
+    return re.search(r"```python\n(.*?)```", page, re.S).group(1)
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,10 @@ def recording(tmp_path_factory, off_then_ac) -> str:
     return str(path)
 
 
-def test_the_readme_example_runs_and_equals_humwatch_stream(bundle_dir, recording):
-    code = readme_example().replace("bundles/kitchen", str(bundle_dir)).replace("recording.wav", recording)
+def test_the_documented_example_runs_and_equals_humwatch_stream(bundle_dir, recording):
+    code = documented_example().replace("bundles/kitchen", str(bundle_dir)).replace("recording.wav", recording)
     namespace: dict = {}
-    exec(compile(code, "README.md (From Python)", "exec"), namespace)
+    exec(compile(code, "docs/python.md", "exec"), namespace)
     lines = namespace["lines"]
     streamed = subprocess.run([sys.executable, "-m", "edge.cli", "stream", "--bundle", str(bundle_dir), "--hop", "1.5",
                                recording], capture_output=True, text=True, check=True, cwd=REPO).stdout.splitlines()

@@ -230,7 +230,7 @@ def test_healthcheck_follows_a_live_monitor_fed_on_stdin(image, bundle_dir, proj
 
 @pytest.mark.container
 def test_the_example_settings_with_no_sound_server_end_the_container_with_the_reason(image, bundle_dir, tmp_path):
-    """The README's plain run: the example settings (source "pulse", the page on) and no sound server."""
+    """docs/containers.md's plain run: the example settings (source "pulse", the page on) and no sound server."""
     data = _data_dir(tmp_path, **{"humwatch.toml": (REPO / "edge/container/humwatch.toml").read_text(encoding="utf-8")})
     name = f"humwatch-test-{uuid.uuid4().hex[:8]}"
     try:

@@ -38,7 +38,7 @@ def test_batch_lines_and_exit_code(bundle_dir, batch_inputs):
     assert result.exit_code == 1
     lines = _lines(result.output)
     assert [Path(line["path"]).name for line in lines] == [p.name for p in good] + ["broken.m4a", "short.wav"]
-    assert lines[0]["status"] == AC_ON and lines[1]["status"] != AC_ON  # the fridge is not asserted: see README
+    assert lines[0]["status"] == AC_ON and lines[1]["status"] != AC_ON  # the fridge is not asserted: see docs/workstation.md
     for line in lines[:2]:
         assert {"path", "status", "p_ac", "p_fridge", "windows", "duration_sec"} <= set(line)
         assert line["windows"] == 13 and abs(line["duration_sec"] - 24) < 0.1

@@ -1,5 +1,5 @@
 """The edge install: edge/install/requirements.txt is uv.lock's base dependencies, hashed, and the
-wheel installs with it into a fresh venv, offline from a wheel folder, as README's Pi section says."""
+wheel installs with it into a fresh venv, offline from a wheel folder, as docs/pi.md says."""
 
 from __future__ import annotations
 

@@ -400,7 +400,7 @@ def test_the_page_in_a_real_browser(bundle_dir, off_then_ac, tmp_path):
             row.find_element(By.CSS_SELECTOR, "button.relabel").click()
             wait.until(lambda b: row.find_element(By.CSS_SELECTOR, ".result").text.startswith("saved as"))
             browser.save_screenshot(str(tmp_path / "page.png"))
-            if os.environ.get("HUMWATCH_PAGE_SCREENSHOT"):  # how the README's picture is made
+            if os.environ.get("HUMWATCH_PAGE_SCREENSHOT"):  # how edge/home/docs/page.png is made
                 shutil.copy(tmp_path / "page.png", os.environ["HUMWATCH_PAGE_SCREENSHOT"])
         finally:
             browser.quit()

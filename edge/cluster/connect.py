@@ -45,7 +45,7 @@ def check_address(text: str) -> str:
 
 def cluster_setting() -> Any:
     """--cluster, a field of a command's options record."""
-    return setting(LOCAL, "Run on a Ray cluster (extra humwatch[cluster]; see README: A Ray cluster).",
+    return setting(LOCAL, "Run on a Ray cluster (extra humwatch[cluster]; see docs/cluster.md).",
                    TextRule("address", check_address), metavar="local|auto|HOST:PORT|ray://HOST:PORT", show_default=True)
 
 
@@ -82,7 +82,7 @@ def connected(address: str) -> Iterator[ModuleType]:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except ConnectionError as error:
         raise ClusterError(f"--cluster {address}: no Ray cluster answers there ({error}); start one with "
-                           "'ray start --head' (README: A Ray cluster)") from error
+                           "'ray start --head' (docs/cluster.md)") from error
     try:
         yield ray
     finally:
