@@ -3,7 +3,7 @@
 The base is Debian bookworm from Debian's mirrors (edge/container/build-base.sh, mmdebstrap),
 imported into podman and passed as BASE_IMAGE; its tarball is cached (HUMWATCH_CACHE, default
 ~/.cache/humwatch) under a name that changes with the script, so a CI run after the first
-imports it instead of debootstrapping. podman keeps the image's layers itself, so a build after
+imports it instead of debootstrapping (a change to the script's comments changes no name). podman keeps the image's layers itself, so a build after
 the first only redoes what changed. The images are tagged localhost/humwatch:test and
 localhost/humwatch-addon:test, or another tag than test in HUMWATCH_TEST_TAG (so that two
 checkouts on one machine do not overwrite each other's image).
@@ -59,7 +59,9 @@ def arch() -> str:
 
 
 def _script_digest() -> str:
-    return hashlib.sha256(BUILD_BASE.read_bytes()).hexdigest()[:12]
+    """What the script does (its lines but the comments): a new usage line builds no new base."""
+    lines = [line for line in BUILD_BASE.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
 
 
 def base_tarball(architecture: str | None = None) -> Path:

@@ -13,6 +13,7 @@ check's own module and the example settings are tested everywhere.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import yaml
 from broker import Subscriber
 from click.testing import CliRunner
 from conftest import REPO, read_16k
@@ -76,7 +78,53 @@ def test_the_container_example_settings_load_and_serve_the_healthcheck():
     assert settings.bundle == Path("/data/bundle") and settings.history == Path("/data/history.sqlite")
     assert health.healthz_url(example) == "http://127.0.0.1:8321/healthz"
     compose = (REPO / "edge" / "container" / "compose.yaml").read_text(encoding="utf-8")
-    assert "dockerfile: edge/container/Dockerfile" in compose and '"8321:8321"' in compose
+    assert "dockerfile: edge/container/Dockerfile" in compose and '"${HUMWATCH_PUBLISH:-8321}:8321"' in compose
+
+
+CONTAINER = REPO / "edge" / "container"
+
+
+def declared_args(dockerfile: Path) -> dict[str, str | None]:
+    """The ARGs a Dockerfile declares, with their defaults."""
+    found = re.findall(r"^ARG (\w+)(?:=(\S+))?$", dockerfile.read_text(encoding="utf-8"), re.MULTILINE)
+    return {name: default or None for name, default in found}
+
+
+def shown_builds(path: Path) -> list[str]:
+    """The `docker build` / `podman build` commands a file's comments show, continuation lines joined."""
+    text = "\n".join(line.lstrip("# ") for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#"))
+    commands = text.replace("\\\n", " ").splitlines()
+    return [command for command in commands if re.search(r"\b(docker|podman) build\b", command)]
+
+
+def test_the_build_commands_shown_keep_the_healthcheck_and_pass_arguments_the_dockerfile_reads():
+    dockerfiles = {"edge/container/Dockerfile": CONTAINER / "Dockerfile", None: REPO / "ha-addon" / "Dockerfile"}
+    shown = {path: shown_builds(path) for path in (CONTAINER / "Dockerfile", CONTAINER / "build-base.sh",
+                                                   REPO / "ha-addon" / "Dockerfile")}
+    assert all(shown.values()), shown
+    for path, commands in shown.items():
+        for command in commands:
+            named = re.search(r"(?:-f|--file) (\S+)", command)
+            args = declared_args(dockerfiles[named.group(1) if named else None])
+            assert "podman build" not in command or "--format docker" in command, f"{path.name}: {command}"
+            for arg in re.findall(r"--build-arg (\w+)=", command):
+                assert arg in args, f"{path.name}: {command}: the Dockerfile has no ARG {arg} (it reads {sorted(args)})"
+    base = declared_args(CONTAINER / "Dockerfile")["BASE_IMAGE"]
+    assert re.match(r"[a-z0-9-]+(\.[a-z0-9-]+)+/", base), f"BASE_IMAGE={base}: podman needs a registry in the name"
+
+
+def test_compose_builds_with_the_base_argument_never_pulls_and_says_the_set_up_first():
+    path = CONTAINER / "compose.yaml"
+    service = yaml.safe_load(path.read_text(encoding="utf-8"))["services"]["humwatch"]
+    assert set(service["build"]["args"]) == {"BASE_IMAGE"} <= set(declared_args(CONTAINER / "Dockerfile"))
+    assert service["build"]["args"]["BASE_IMAGE"].startswith("${HUMWATCH_BASE_IMAGE:-docker.io/library/python:3.11")
+    assert service["pull_policy"] == "build" and service["image"].startswith("localhost/humwatch:")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    shown = [(i, line) for i, line in enumerate(lines) if line.startswith("#   ")]  # the commands the comments show
+    first = {word: next(i for i, line in shown if word in line) for word in ("cp -r", "sudo chown", "up -d")}
+    first["ports:"] = next(i for i, line in enumerate(lines) if line.strip() == "ports:")
+    assert first["cp -r"] < first["sudo chown"] < first["up -d"], "the data folder is filled, then handed to uid 1000, then up"
+    assert "token" in " ".join(lines[first["ports:"] - 4 : first["ports:"]]), "the published page's word about the token"
 
 
 class Healthz(LoopbackServer):
