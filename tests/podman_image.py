@@ -23,7 +23,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "edge" / "container" / "Dockerfile"
 BUILD_BASE = REPO / "edge" / "container" / "build-base.sh"
-ADDON = REPO / "ha-addon"
 TAG = os.environ.get("HUMWATCH_TEST_TAG", "test")
 IMAGE = f"localhost/humwatch:{TAG}"
 ADDON_IMAGE = f"localhost/humwatch-addon:{TAG}"

@@ -2,7 +2,8 @@
 
 The folder is the clone's ha-addon/ (config.yaml, build.yaml, Dockerfile, DOCS.md, translations/,
 addon.py) with what its Dockerfile installs: humwatch's wheel, built here from the clone (uv build),
-and the edge's hashed requirements (edge/install/requirements.txt). The Supervisor builds it
+the edge's hashed requirements (edge/install/requirements.txt) and the run-time system packages
+(edge/container/system-packages.sh, shared with the humwatch image). The Supervisor builds it
 with no registry but the package indexes and the base image build.yaml names for its architecture
 (passed as BUILD_FROM). config.yaml loses its `image:` line, the published image: without it the
 Supervisor builds the folder instead of pulling.
@@ -21,6 +22,7 @@ import click
 ROOT = Path(__file__).resolve().parents[2]  # the clone, when humwatch runs from one (uv run)
 ADDON = ROOT / "ha-addon"
 REQUIREMENTS = ROOT / "edge" / "install" / "requirements.txt"
+SYSTEM_PACKAGES = Path(__file__).with_name("system-packages.sh")  # the image's and the add-on's run-time packages
 PUBLISHED_IMAGE = re.compile(r"^image:.*\n", re.MULTILINE)  # config.yaml's line naming the published image
 
 
@@ -71,6 +73,7 @@ def write_folder(target: Path) -> list[str]:
         config = folder / "config.yaml"
         config.write_text(PUBLISHED_IMAGE.sub("", config.read_text(encoding="utf-8")), encoding="utf-8")
         shutil.copy2(REQUIREMENTS, folder / "requirements.txt")
+        shutil.copy2(SYSTEM_PACKAGES, folder / SYSTEM_PACKAGES.name)
         build_wheel(Path(scratch) / "dist", folder)
         if target.exists():
             target.rename(Path(scratch) / "old")
