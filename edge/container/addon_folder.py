@@ -3,10 +3,10 @@
 The folder is the clone's ha-addon/ (config.yaml, build.yaml, Dockerfile, DOCS.md, translations/,
 addon.py) with what its Dockerfile installs: humwatch's wheel, built here from the clone (uv build),
 the edge's hashed requirements (edge/install/requirements.txt) and the run-time system packages
-(edge/container/system-packages.sh, shared with the humwatch image). The Supervisor builds it
-with no registry but the package indexes and the base image build.yaml names for its architecture
-(passed as BUILD_FROM). config.yaml loses its `image:` line, the published image: without it the
-Supervisor builds the folder instead of pulling.
+(edge/container/system-packages.sh, shared with the humwatch image). The Supervisor builds it from
+the base image build.yaml names for its architecture (passed as BUILD_FROM), the package indexes
+and nothing humwatch publishes. config.yaml loses its `image:` line, the published image: without
+it the Supervisor builds the folder instead of pulling.
 """
 
 from __future__ import annotations

@@ -16,4 +16,4 @@ cd /tmp/plugins && find usr/lib -name 'libasound_module_*_pulse.so' -exec cp --p
 mkdir -p /usr/share/alsa/alsa.conf.d /etc/alsa/conf.d
 cp usr/share/alsa/alsa.conf.d/50-pulseaudio.conf /usr/share/alsa/alsa.conf.d/
 ln -sf /usr/share/alsa/alsa.conf.d/50-pulseaudio.conf /etc/alsa/conf.d/50-pulseaudio.conf
-cd / && rm -rf /tmp/plugins /tmp/libasound2-plugins_*.deb /var/lib/apt/lists/*
+cd / && rm -rf /tmp/plugins /tmp/libasound2-plugins_*.deb /var/lib/apt/lists/* /var/cache/apt/*.bin
