@@ -84,9 +84,10 @@ def write_folder(target: Path) -> list[str]:
 @click.command("addon-folder")
 @click.argument("target", metavar="DIR", type=click.Path(path_type=Path, file_okay=False))
 def addon_folder(target: Path) -> None:
-    """Write the Home Assistant add-on as a local add-on folder (wheel inside) for the Supervisor to build.
+    """Write the Home Assistant add-on as a local add-on folder.
 
-    DIR is a folder under Home Assistant's /addons (the `addons` share of the Samba or SSH add-on),
+    humwatch's wheel and the edge's pinned, hashed requirements go inside: the Supervisor builds the
+    add-on from it, with no published image. DIR is a folder under Home Assistant's /addons (the `addons` share of the Samba or SSH add-on),
     e.g. /mnt/ha-addons/humwatch. Then: Settings > Add-ons > Add-on Store > (menu) Check for updates,
     and install humwatch under "Local add-ons"; the Supervisor builds it for its architecture.
     """
