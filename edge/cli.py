@@ -14,7 +14,7 @@ import re
 
 import click
 
-EDGE_MODULES = ("edge.commands",)
+EDGE_MODULES = ("edge.commands", "edge.container.addon_folder")
 WORKSTATION_MODULES = ("train.cli", "export.cli")
 
 

@@ -109,6 +109,9 @@ def check_options(options: dict[str, Any], path: Path) -> dict[str, Any]:
     for key in SWITCHES:
         if not isinstance(options.get(key, False), bool):
             raise AddonError(f"{path}: {key} = {options[key]!r}: expected true or false")
+    if options.get("source") == "-":
+        raise AddonError(f"{path}: source '-' is raw PCM on standard input, which an add-on does not have: leave "
+                         "'source' empty for Home Assistant's audio input, or give a camera's rtsp:// URL")
     given = {key: value for key, value in options.items() if key in SETTINGS and value not in (None, "", [])}
     try:
         check_values(LiveSettings, given, path)

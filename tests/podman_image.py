@@ -3,7 +3,7 @@
 The base is Debian bookworm from Debian's mirrors (edge/container/build-base.sh, mmdebstrap),
 imported into podman and passed as BASE_IMAGE; its tarball is cached (HUMWATCH_CACHE, default
 ~/.cache/humwatch) under a name that changes with the script, so a CI run after the first
-imports it instead of debootstrapping. podman keeps the image's layers itself, so a build after
+imports it instead of debootstrapping (a change to the script's comments changes no name). podman keeps the image's layers itself, so a build after
 the first only redoes what changed. The images are tagged localhost/humwatch:test and
 localhost/humwatch-addon:test, or another tag than test in HUMWATCH_TEST_TAG (so that two
 checkouts on one machine do not overwrite each other's image).
@@ -18,10 +18,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "edge" / "container" / "Dockerfile"
 BUILD_BASE = REPO / "edge" / "container" / "build-base.sh"
-ADDON = REPO / "ha-addon"
 TAG = os.environ.get("HUMWATCH_TEST_TAG", "test")
 IMAGE = f"localhost/humwatch:{TAG}"
 ADDON_IMAGE = f"localhost/humwatch-addon:{TAG}"
@@ -57,7 +58,9 @@ def arch() -> str:
 
 
 def _script_digest() -> str:
-    return hashlib.sha256(BUILD_BASE.read_bytes()).hexdigest()[:12]
+    """What the script does (its lines but the comments): a new usage line builds no new base."""
+    lines = [line for line in BUILD_BASE.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
 
 
 def base_tarball(architecture: str | None = None) -> Path:
@@ -83,9 +86,11 @@ def base_image(architecture: str | None = None) -> str:
 
 
 def build(tag: str, context: Path, dockerfile: Path | None = None, platform_arch: str | None = None,
-          **build_args: str) -> str:
+          labels: dict[str, str] | None = None, **build_args: str) -> str:
     """podman build in the docker format (HEALTHCHECK is not part of OCI's), on the host's network."""
     command = ["build", "--format", "docker", "--network", "host", "--tag", tag]
+    for name, value in (labels or {}).items():
+        command += ["--label", f"{name}={value}"]
     if HOST_CA.is_file():
         command += ["--volume", f"{HOST_CA}:{HOST_CA}:ro"]
     if dockerfile:
@@ -101,6 +106,26 @@ def build(tag: str, context: Path, dockerfile: Path | None = None, platform_arch
 def build_image(architecture: str | None = None, tag: str = IMAGE) -> str:
     """edge/container/Dockerfile from the clone, on the local base."""
     return build(tag, REPO, DOCKERFILE, architecture, BASE_IMAGE=base_image(architecture))
+
+
+HASS_ARCH = {"amd64": "amd64", "arm64": "aarch64"}  # podman's architecture -> the Supervisor's
+
+
+def supervisor_build(folder: Path, architecture: str | None = None, tag: str = ADDON_IMAGE) -> str:
+    """An add-on folder built as the Supervisor builds it (supervisor/addons/build.py, get_docker_args): the
+    folder as context, its Dockerfile, --platform, the io.hass labels and the build arguments BUILD_FROM,
+    BUILD_VERSION and BUILD_ARCH. Two departures, no registry being reachable: BUILD_FROM is the local
+    Debian base standing in for the image build.yaml names for the architecture, and no --pull."""
+    architecture = architecture or arch()
+    hass_arch = HASS_ARCH[architecture]
+    config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    named = yaml.safe_load((folder / "build.yaml").read_text(encoding="utf-8"))["build_from"]
+    assert hass_arch in config["arch"] and hass_arch in named, f"{folder}: no {hass_arch} in config.yaml and build.yaml"
+    labels = {"io.hass.version": config["version"], "io.hass.arch": hass_arch, "io.hass.type": "addon",
+              "io.hass.name": config["name"], "io.hass.description": config["description"].replace("'", ""),
+              "io.hass.url": config["url"]}
+    return build(tag, folder, folder / "Dockerfile", architecture, labels, BUILD_FROM=base_image(architecture),
+                 BUILD_VERSION=config["version"], BUILD_ARCH=hass_arch)
 
 
 def image_size_mb(tag: str) -> float:

@@ -18,13 +18,16 @@ import subprocess
 import sys
 import tomllib
 import urllib.parse
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from conftest import REPO
-from loopback_http import LoopbackServer
+from fake_supervisor import MOSQUITTO, FakeSupervisor
 
+from edge.cli import main
 from edge.core.bundle import PRECISIONS
 from edge.core.options import load_toml, options_of
 from edge.monitor.settings import LiveSettings
@@ -50,6 +53,8 @@ ARCHES = {"aarch64", "amd64", "armhf", "armv7", "i386"}
 RE_VOLUME = re.compile(r"^(data|config|ssl|local_apps|addons|backup|share|media|homeassistant_config|all_app_configs"
                        r"|all_addon_configs|app_config|addon_config)(?::(rw|ro))?$")
 RE_SERVICE = re.compile(r"^(?P<service>mqtt|mysql):(?P<rights>provide|want|need)$")
+RE_DOCKER_IMAGE = re.compile(r"^([a-zA-Z\-\.:\d{}]+/)*?([\-\w{}]+)/([\-\w{}]+)$")
+RE_DOCKER_IMAGE_BUILD = re.compile(r"^([a-zA-Z\-\.:\d{}]+/)*?([\-\w{}]+)/([\-\w{}]+)(:[\.\-\w{}]+)?$")
 RE_SCHEMA_ELEMENT = re.compile(
     r"^(?:|bool|email|url|port|device(?:\((?P<filter>subsystem=[a-z]+)\))?"
     r"|str(?:\((?P<s_min>\d+)?,(?P<s_max>\d+)?\))?|password(?:\((?P<p_min>\d+)?,(?P<p_max>\d+)?\))?"
@@ -77,6 +82,7 @@ KEYS = {  # key: check (the keys of _SCHEMA_APP_CONFIG this add-on uses, and the
     "description": lambda value: isinstance(value, str),
     "arch": lambda value: isinstance(value, list) and value and set(value) <= ARCHES,
     "url": is_url,
+    "image": lambda value: isinstance(value, str) and RE_DOCKER_IMAGE.match(value),
     "startup": lambda value: value in {"initialize", "system", "services", "application", "once"},
     "boot": lambda value: value in {"auto", "manual", "manual_only"},
     "stage": lambda value: value in {"stable", "experimental", "deprecated"},
@@ -168,8 +174,6 @@ def test_the_options_are_humwatch_settings_and_the_versions_agree():
     assert set(addon.LISTS) == {key for key, element in schema.items() if isinstance(element, list)} - set(addon.SWITCHES)
     version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     assert CONFIG["version"] == version
-    image = re.search(r"^ARG HUMWATCH_IMAGE=(\S+)$", (ADDON / "Dockerfile").read_text(encoding="utf-8"), re.MULTILINE).group(1)
-    assert image.endswith(f":{version}")
 
 
 def test_translations_name_every_option():
@@ -230,13 +234,89 @@ def test_the_supervisor_check_finds_add_ons_where_the_supervisor_looks(tmp_path)
     assert supervisor_finds(tmp_path) == {"one": tmp_path / "deep/down/one", "two": tmp_path / "two"}
 
 
-def test_the_add_on_image_takes_its_start_from_the_add_on_folder():
-    """The Supervisor builds the add-on's folder alone: what its Dockerfile copies must be in it."""
-    dockerfile = (ADDON / "Dockerfile").read_text(encoding="utf-8")
-    copies = [line.split()[1:] for line in dockerfile.splitlines() if line.startswith("COPY ")]
-    assert copies == [["addon.py", "/opt/humwatch-addon/addon.py"]] and START.is_file()
+# --- the local add-on folder (`humwatch addon-folder DIR`): what the Supervisor builds with no published image
+
+ARCH_ALL = {"aarch64", "amd64", "armhf", "armv7", "i386"}  # supervisor/const.py (ARCH_ALL_COMPAT adds aliases)
+
+
+def build_yaml_errors(build: dict, arches: list[str]) -> list[str]:
+    """SCHEMA_BUILD_CONFIG (apps/validate.py): build_from one image or one per architecture, each
+    RE_DOCKER_IMAGE_BUILD; args and labels text. AddonBuild.base_image: every arch of config.yaml has one."""
+    errors = [f"{key}: unknown" for key in build if key not in {"build_from", "squash", "args", "labels"}]
+    images = build.get("build_from", {})
+    images = images if isinstance(images, dict) else {arch: images for arch in arches}
+    errors += [f"build_from {arch}: not an architecture" for arch in images if arch not in ARCH_ALL]
+    errors += [f"build_from {arch}: {image!r} is not namespace/name[:tag]" for arch, image in images.items()
+               if not (isinstance(image, str) and RE_DOCKER_IMAGE_BUILD.match(image))]
+    errors += [f"build_from: no base for {arch}" for arch in arches if arch not in images]
+    return errors
+
+
+def test_the_build_yaml_check_can_fail():
+    assert build_yaml_errors({"build_from": {"amd64": "python:3.11-slim"}}, ["amd64", "aarch64"]) == [
+        "build_from amd64: 'python:3.11-slim' is not namespace/name[:tag]", "build_from: no base for aarch64"]
+    assert build_yaml_errors({"build_from": "library/python:3.11", "colour": 1}, ["amd64"]) == ["colour: unknown"]
+
+
+@pytest.fixture(scope="module")
+def addon_folder(tmp_path_factory) -> Path:
+    """The add-on folder as `humwatch addon-folder DIR` writes it, in a stand-in for Home Assistant's /addons."""
+    folder = tmp_path_factory.mktemp("addons") / "humwatch"
+    result = CliRunner().invoke(main, ["addon-folder", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert f"{folder}: the humwatch add-on" in result.output and "Local add-ons" in result.output
+    return folder
+
+
+def test_the_addon_folder_is_a_local_add_on_the_supervisor_builds(addon_folder):
+    assert supervisor_finds(addon_folder.parent) == {"humwatch": addon_folder}
+    config = yaml.safe_load((addon_folder / "config.yaml").read_text(encoding="utf-8"))
+    assert "image" not in config, "with an image the Supervisor pulls it instead of building the folder"
+    assert config == {key: value for key, value in CONFIG.items() if key != "image"}
+    build = yaml.safe_load((addon_folder / "build.yaml").read_text(encoding="utf-8"))
+    assert build_yaml_errors(build, config["arch"]) == []
+    assert all("python:3.11-slim-bookworm" in image for image in build["build_from"].values()), "Debian's Python 3.11"
+    assert (addon_folder / "requirements.txt").read_bytes() == (REPO / "edge/install/requirements.txt").read_bytes()
+
+
+def test_the_addon_folders_dockerfile_builds_from_the_supervisors_base_and_the_folder_alone(addon_folder):
+    dockerfile = (addon_folder / "Dockerfile").read_text(encoding="utf-8")
+    instructions = [line for line in dockerfile.splitlines() if line and not line.startswith(("#", " "))]
+    assert instructions[0] == "ARG BUILD_FROM", "the Supervisor's base, declared before the first FROM"
+    assert [line.split()[1] for line in instructions if line.startswith("FROM ")] == ["${BUILD_FROM}"] * 2
+    sources = [line.split()[1:-1] for line in instructions if line.startswith("COPY ") and "--from" not in line]
+    for source in (name for names in sources for name in names):
+        assert len(list(addon_folder.glob(source))) == 1, f"COPY {source}: not in the add-on folder"
+    assert "--mount" not in dockerfile and "# syntax" not in dockerfile, "older Supervisors build without BuildKit"
     entrypoint = re.search(r"^ENTRYPOINT (.+)$", dockerfile, re.MULTILINE).group(1)
-    assert json.loads(entrypoint) == ["python3", "/opt/humwatch-addon/addon.py"]
+    assert json.loads(entrypoint) == ["python3", "/opt/humwatch-addon/addon.py"] and (addon_folder / "addon.py").is_file()
+    wheel = next(addon_folder.glob("humwatch-*.whl"))
+    assert wheel.name == f"humwatch-{CONFIG['version']}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as archive:
+        assert "edge/container/health.py" in archive.namelist() and "edge/monitor/live.py" in archive.namelist()
+
+
+def test_the_addon_folder_is_replaced_whole_and_a_foreign_folder_is_refused(addon_folder, tmp_path):
+    (addon_folder / "humwatch-0.0.9-py3-none-any.whl").write_bytes(b"an older wheel")
+    again = CliRunner().invoke(main, ["addon-folder", str(addon_folder)])
+    assert again.exit_code == 0, again.output
+    assert [path.name for path in addon_folder.glob("*.whl")] == [f"humwatch-{CONFIG['version']}-py3-none-any.whl"]
+    assert [path.name for path in addon_folder.parent.iterdir()] == ["humwatch"], "no scratch folder left beside it"
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"")
+    refused = CliRunner().invoke(main, ["addon-folder", str(foreign)])
+    assert refused.exit_code == 1 and "not an add-on folder written by humwatch" in refused.output
+    assert [path.name for path in foreign.iterdir()] == ["holiday.jpg"]
+
+
+def test_the_repository_add_on_names_the_published_image_and_the_docs_say_which_is_which():
+    assert CONFIG["image"] == "ghcr.io/humwatch/{arch}-addon-humwatch"
+    docs = (ADDON / "DOCS.md").read_text(encoding="utf-8")
+    assert "humwatch addon-folder" in docs and CONFIG["image"].split("/{")[0] in docs and "Local add-ons" in docs
+    assert "docs/home-assistant.md" in docs and "docs/containers.md" in docs
+    assert not re.search(r"standard input|stdin|source_format|`-`", docs), "an add-on has no standard input"
+    assert "source_format" not in CONFIG["schema"]
 
 
 PACKAGES = {"edge", "train", "export", "tests"}  # the Python at the root, the wheel's packages and the tests
@@ -271,37 +351,6 @@ def test_the_root_check_finds_what_reads_as_python(tmp_path):
 
 
 # --- the start: options -> settings file (+ environment), MQTT and names from a fake Supervisor
-
-class FakeSupervisor(LoopbackServer):
-    """The Supervisor's API as an add-on sees it, on loopback: GET /services/mqtt and /info with a token."""
-
-    TOKEN = "0123456789abcdef0123456789abcdef"
-
-    def __init__(self, mqtt: dict | None, hostname: str = "homeassistant") -> None:
-        self.requests: list[str] = []
-        self.mqtt, self.hostname = mqtt, hostname
-        super().__init__(self._answer)
-
-    def _answer(self, request) -> tuple[int, str, bytes]:
-        code, body = self._reply(request)
-        return code, "application/json", json.dumps(body).encode()
-
-    def _reply(self, request) -> tuple[int, dict]:
-        self.requests.append(request.path)
-        if request.headers.get("Authorization") != f"Bearer {self.TOKEN}":
-            return 401, {"result": "error", "message": "Unauthorized"}
-        if request.path == "/services/mqtt":
-            if self.mqtt is None:
-                return 400, {"result": "error", "message": "Service not enabled"}
-            return 200, {"result": "ok", "data": self.mqtt}
-        if request.path == "/info":
-            return 200, {"result": "ok", "data": {"hostname": self.hostname, "arch": "aarch64"}}
-        return 404, {"result": "error", "message": "not found"}
-
-
-MOSQUITTO = {"host": "core-mosquitto", "port": 1883, "ssl": False, "protocol": "3.1.1", "username": "addons",
-             "password": "Eeph7iex", "addon": "core_mosquitto"}
-
 
 @pytest.fixture
 def supervisor(request):
@@ -386,6 +435,7 @@ def test_the_start_says_where_the_bundle_belongs(supervisor, tmp_path):
     ("name", "\ud800", "name: '\\ud800': a lone surrogate (not UTF-8 text), U+D800, at character 1"),
     ("name", 42, "name = 42: expected string"),
     ("source", 554, "source = 554: expected string"),
+    ("source", "-", "source '-' is raw PCM on standard input, which an add-on does not have"),
     ("alarm", ["fridge-run-max=90m", 90], "alarm = 90: expected string"),
     ("http_host", [["a"]], "http_host = ['a']: expected string"),
     ("cpu_budget", float("nan"), "cpu_budget: nan is not a number in the range 0<x<=1"),

@@ -3,14 +3,17 @@
 edge/container/Dockerfile is built on a Debian base made here (no image registry is reachable:
 see podman_image.py); the image then checks a mounted bundle, streams a mounted recording to the
 right states, and runs a live monitor fed raw PCM on standard input whose HEALTHCHECK passes while
-audio arrives and fails when it stops. The add-on's image (ha-addon/Dockerfile over that image)
-starts from an options.json as the Supervisor writes it. Those are marked `container`; the health
+audio arrives and fails when it stops. The add-on's image is the folder `humwatch addon-folder`
+writes, built with the Supervisor's build arguments (BUILD_FROM: the same local Debian base), and
+run as the Supervisor runs it: options.json, its API faked on loopback offering a real broker, a
+real PulseAudio server as its audio. Those are marked `container`; the health
 check's own module and the example settings are tested everywhere.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -22,10 +25,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import yaml
+from broker import Subscriber
 from click.testing import CliRunner
 from conftest import REPO, read_16k
+from fake_supervisor import MOSQUITTO, FakeSupervisor
 from loopback_http import LoopbackServer
-from podman_image import ADDON, ADDON_IMAGE, build, build_image, image_size_mb, podman
+from podman_image import build_image, image_size_mb, podman, supervisor_build
 
 from edge.cli import main
 from edge.container import health
@@ -42,8 +48,12 @@ def image() -> str:
 
 
 @pytest.fixture(scope="module")
-def addon_image(image) -> str:
-    return build(ADDON_IMAGE, ADDON, HUMWATCH_IMAGE=image)
+def addon_image(tmp_path_factory) -> str:
+    """The folder `humwatch addon-folder` writes, built as the Supervisor builds a local add-on."""
+    folder = tmp_path_factory.mktemp("addons") / "humwatch"
+    written = CliRunner().invoke(main, ["addon-folder", str(folder)])
+    assert written.exit_code == 0, written.output
+    return supervisor_build(folder)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +78,53 @@ def test_the_container_example_settings_load_and_serve_the_healthcheck():
     assert settings.bundle == Path("/data/bundle") and settings.history == Path("/data/history.sqlite")
     assert health.healthz_url(example) == "http://127.0.0.1:8321/healthz"
     compose = (REPO / "edge" / "container" / "compose.yaml").read_text(encoding="utf-8")
-    assert "dockerfile: edge/container/Dockerfile" in compose and '"8321:8321"' in compose
+    assert "dockerfile: edge/container/Dockerfile" in compose and '"${HUMWATCH_PUBLISH:-8321}:8321"' in compose
+
+
+CONTAINER = REPO / "edge" / "container"
+
+
+def declared_args(dockerfile: Path) -> dict[str, str | None]:
+    """The ARGs a Dockerfile declares, with their defaults."""
+    found = re.findall(r"^ARG (\w+)(?:=(\S+))?$", dockerfile.read_text(encoding="utf-8"), re.MULTILINE)
+    return {name: default or None for name, default in found}
+
+
+def shown_builds(path: Path) -> list[str]:
+    """The `docker build` / `podman build` commands a file's comments show, continuation lines joined."""
+    text = "\n".join(line.lstrip("# ") for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#"))
+    commands = text.replace("\\\n", " ").splitlines()
+    return [command for command in commands if re.search(r"\b(docker|podman) build\b", command)]
+
+
+def test_the_build_commands_shown_keep_the_healthcheck_and_pass_arguments_the_dockerfile_reads():
+    dockerfiles = {"edge/container/Dockerfile": CONTAINER / "Dockerfile", None: REPO / "ha-addon" / "Dockerfile"}
+    shown = {path: shown_builds(path) for path in (CONTAINER / "Dockerfile", CONTAINER / "build-base.sh",
+                                                   REPO / "ha-addon" / "Dockerfile")}
+    assert all(shown.values()), shown
+    for path, commands in shown.items():
+        for command in commands:
+            named = re.search(r"(?:-f|--file) (\S+)", command)
+            args = declared_args(dockerfiles[named.group(1) if named else None])
+            assert "podman build" not in command or "--format docker" in command, f"{path.name}: {command}"
+            for arg in re.findall(r"--build-arg (\w+)=", command):
+                assert arg in args, f"{path.name}: {command}: the Dockerfile has no ARG {arg} (it reads {sorted(args)})"
+    base = declared_args(CONTAINER / "Dockerfile")["BASE_IMAGE"]
+    assert re.match(r"[a-z0-9-]+(\.[a-z0-9-]+)+/", base), f"BASE_IMAGE={base}: podman needs a registry in the name"
+
+
+def test_compose_builds_with_the_base_argument_never_pulls_and_says_the_set_up_first():
+    path = CONTAINER / "compose.yaml"
+    service = yaml.safe_load(path.read_text(encoding="utf-8"))["services"]["humwatch"]
+    assert set(service["build"]["args"]) == {"BASE_IMAGE"} <= set(declared_args(CONTAINER / "Dockerfile"))
+    assert service["build"]["args"]["BASE_IMAGE"].startswith("${HUMWATCH_BASE_IMAGE:-docker.io/library/python:3.11")
+    assert service["pull_policy"] == "build" and service["image"].startswith("localhost/humwatch:")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    shown = [(i, line) for i, line in enumerate(lines) if line.startswith("#   ")]  # the commands the comments show
+    first = {word: next(i for i, line in shown if word in line) for word in ("cp -r", "sudo chown", "up -d")}
+    first["ports:"] = next(i for i, line in enumerate(lines) if line.strip() == "ports:")
+    assert first["cp -r"] < first["sudo chown"] < first["up -d"], "the data folder is filled, then handed to uid 1000, then up"
+    assert "token" in " ".join(lines[first["ports:"] - 4 : first["ports:"]]), "the published page's word about the token"
 
 
 class Healthz(LoopbackServer):
@@ -119,7 +175,7 @@ def test_the_image_is_small_unprivileged_and_without_build_tools(image):
     assert inside == ["1000", "None"], f"the image runs as uid 1000 with no compiler, pip or torch: {inside}"
     size = image_size_mb(image)
     print(f"\nimage {image}: {size:.0f} MB")
-    assert size < 600
+    assert size < 500, "the base (185 MB) and the venv (275 MB); apt's lists and caches gone"
 
 
 @pytest.mark.container
@@ -170,10 +226,10 @@ class Feeder:
 
 
 @contextmanager
-def running(image: str, *args: str):
+def running(image: str, *args: str, command: tuple[str, ...] = ()):
     """A container of `image` whose standard input is ours to write: (its name, the podman process)."""
     name = f"humwatch-test-{uuid.uuid4().hex[:8]}"
-    process = subprocess.Popen(["podman", "run", "-i", "--rm", "--name", name, *args, image], stdin=subprocess.PIPE,
+    process = subprocess.Popen(["podman", "run", "-i", "--rm", "--name", name, *args, image, *command], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         yield name, process
@@ -291,19 +347,35 @@ class PulseServer:
         self.process.wait(timeout=10)
 
 
+# A container on slirp4netns reaches this machine's loopback (the fake Supervisor, the broker) at this address.
+HOST_LOOPBACK = "10.0.2.2"
+
+
 @pytest.mark.container
-def test_the_addon_image_starts_from_the_options_and_hears_home_assistants_audio(addon_image, bundle_dir, tmp_path):
+def test_the_addon_folder_built_as_the_supervisor_does_starts_from_its_options_with_its_audio_and_mqtt(
+        addon_image, bundle_dir, broker, tmp_path):
+    """The Supervisor's side, faked: options.json in /data, SUPERVISOR_TOKEN, its API (/info, /services/mqtt
+    offering a real broker), its PulseAudio socket and configs; the bundle under /share."""
     options = {"name": "Kitchen", "bundle": "/share/humwatch/bundle", "hop": "1.5", "history": True, "clips": False,
-               "alarm": ["fridge-run-max=90m"], "http_host": ["homeassistant.local"]}  # no source: the audio input
+               "alarm": ["fridge-run-max=90m"], "http_host": ["ha.example.org"]}  # no source: the audio input
     data = _data_dir(tmp_path, **{"options.json": json.dumps(options)})
     pulse = PulseServer(tmp_path / "audio")
+    supervisor = FakeSupervisor({**MOSQUITTO, "host": HOST_LOOPBACK, "port": broker.port})
+    subscriber = Subscriber(broker.port)
     try:
-        with running(addon_image, "-v", f"{bundle_dir}:/share/humwatch/bundle:ro", "-v", f"{data}:/data",
-                     *pulse.mounts()) as (name, _):
-            _until(lambda: _healthcheck(name), 60, "the add-on's HEALTHCHECK did not pass on Home Assistant's audio")
+        with running(addon_image, "--network", "slirp4netns:allow_host_loopback=true", "-e",
+                     f"SUPERVISOR_TOKEN={FakeSupervisor.TOKEN}", "-v", f"{bundle_dir}:/share/humwatch/bundle:ro",
+                     "-v", f"{data}:/data", *pulse.mounts(),
+                     command=("--supervisor", f"http://{HOST_LOOPBACK}:{supervisor.port}")) as (name, _):
+            _until(lambda: _healthcheck(name), 90, "the add-on's HEALTHCHECK did not pass on Home Assistant's audio")
             written = tomllib.loads((data / "humwatch.toml").read_text(encoding="utf-8"))
-            assert written["http"]["listen"] == "0.0.0.0:8321" and written["name"] == "Kitchen" and "mqtt" not in written
-            assert "source" not in written and json.loads(_health_says(name))["ok"] is True
+            assert written["http"]["listen"] == "0.0.0.0:8321" and written["name"] == "Kitchen" and "source" not in written
+            assert written["mqtt"]["url"] == f"mqtt://{HOST_LOOPBACK}:{broker.port}"
+            assert written["http"]["hosts"] == ["ha.example.org", "homeassistant", "homeassistant.local"]
+            assert {"/info", "/services/mqtt"} <= set(supervisor.requests) and json.loads(_health_says(name))["ok"] is True
+            assert subscriber.wait(lambda t, p, r: t == "homeassistant/sensor/humwatch_kitchen/state/config", 30), \
+                "no discovery on the Supervisor's broker"
+            assert subscriber.wait(lambda t, p, r: t == "humwatch/kitchen/availability" and p == "online", 30)
             ask = ("import sys, urllib.request, urllib.error\n"
                    "request = urllib.request.Request('http://127.0.0.1:8321/api/page', headers={'Host': sys.argv[1]})\n"
                    "try: print(urllib.request.urlopen(request, timeout=5).status)\n"
@@ -312,4 +384,19 @@ def test_the_addon_image_starts_from_the_options_and_hears_home_assistants_audio
             assert podman("exec", name, "python3", "-c", ask, "homeassistant.local:8123").stdout.strip() == "200"
             assert podman("exec", name, "python3", "-c", ask, "attacker.example").stdout.strip() == "421"
     finally:
+        subscriber.close()
+        supervisor.close()
         pulse.stop()
+
+
+@pytest.mark.container
+def test_the_addon_image_has_no_build_tools_and_is_small(addon_image):
+    inside = podman("run", "--rm", "--no-healthcheck", "--entrypoint", "sh", addon_image, "-c",
+                    "for tool in gcc cc make pip pip3 uv; do command -v $tool; done; "
+                    "python3 -c 'import importlib.util as u; print(u.find_spec(\"torch\"))'").stdout.split()
+    assert inside == ["None"], f"no compiler, pip or torch in the add-on's image: {inside}"
+    inspected = json.loads(podman("image", "inspect", addon_image).stdout)[0]
+    assert inspected["Config"]["Labels"]["io.hass.type"] == "addon"
+    size = image_size_mb(addon_image)
+    print(f"\nadd-on image {addon_image}: {size:.0f} MB")
+    assert size < 500, "the base (185 MB) and the venv (275 MB); apt's lists and caches gone"

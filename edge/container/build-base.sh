@@ -4,7 +4,9 @@
 # at run time already in it, as a tarball for `podman import` / `docker import`.
 #   edge/container/build-base.sh OUT.tar [ARCH]       # ARCH: amd64 (default: this machine's) or arm64
 #   podman import OUT.tar localhost/humwatch-base:bookworm
-#   podman build --build-arg BASE_IMAGE=localhost/humwatch-base:bookworm -f edge/container/Dockerfile .
+#   podman build --format docker --build-arg BASE_IMAGE=localhost/humwatch-base:bookworm \
+#     -f edge/container/Dockerfile -t humwatch .
+# (The add-on folder takes it too: --build-arg BUILD_FROM=localhost/humwatch-base:bookworm.)
 # Another architecture is built through qemu-user-static (binfmt). Needs root or unshare mode.
 set -eu
 out=${1:?usage: build-base.sh OUT.tar [ARCH]}

@@ -95,7 +95,7 @@ class LiveSettings(DetectorSettings):
                                  metavar="DEVICE|URL|-", per_monitor=True, addon=True)
     source_format: str | None = setting(None, "With --source -: the PCM format, ENCODING:RATE:CHANNELS "
                                               "(s16le, s32le or f32le), e.g. s16le:48000:1.", metavar="FORMAT",
-                                        per_monitor=True, addon=True)
+                                        per_monitor=True)
     device: str | None = setting(None, "The same as --source DEVICE (kept from earlier versions).", per_monitor=True)
     only_changes: bool = setting(False, "Print only lines where the debounced status changes.", is_flag=True,
                                  per_monitor=True)
