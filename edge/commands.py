@@ -1,4 +1,5 @@
-"""Edge commands: batch, stream, live, devices, bench-bundle, bench-monitors, bundle check. No torch anywhere here."""
+"""Edge commands: batch, stream, live, devices, bench-bundle, bench-monitors, bundle check, history, push,
+rollback. No torch anywhere here."""
 
 from __future__ import annotations
 
@@ -322,4 +323,77 @@ def history(db_path, days, watts, output_format) -> None:
         click.echo(format_table(rows, columns))
 
 
-COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bundle, history)
+TOKEN = click.option("--token", envvar="HUMWATCH_HTTP_TOKEN", default=None, metavar="TOKEN",
+                     help="The monitor's --http-token [env: HUMWATCH_HTTP_TOKEN].")
+
+
+def _judged_refusal(bundle_dir: Path, running: dict) -> str | None:
+    """Why a bundle may not be pushed without --force: its judge says it scores worse than the
+    running one, or judged it against another bundle than the one running (None: it may go)."""
+    from edge.core.bundle_archive import JUDGED
+
+    judged_path = bundle_dir / JUDGED
+    if not judged_path.is_file():
+        return None
+    judged = json.loads(judged_path.read_text(encoding="utf-8"))
+    if judged.get("against_sha256") != running.get("manifest_sha256"):
+        return (f"{judged_path}: judged against another bundle than the one the monitor runs "
+                f"({running.get('path')}); judge again against the monitor, or --force")
+    if judged.get("verdict") == "worse":
+        return f"{judged_path}: {judged.get('summary', 'it scores worse than the running bundle')}; --force pushes it all the same"
+    return None
+
+
+@click.command()
+@click.argument("url")
+@click.argument("bundle_dir", metavar="BUNDLE", type=BUNDLE_DIR)
+@TOKEN
+@click.option("--force", is_flag=True, help="Push a bundle that scores worse than the running one (see 'humwatch judge').")
+def push(url, bundle_dir, token, force) -> None:
+    """Upload BUNDLE to the monitor at URL, which checks it as at start and swaps it in between two hops."""
+    import tempfile
+
+    from edge.core.bundle_archive import pack_bundle
+    from edge.home.client import MonitorClient, MonitorError
+
+    try:
+        verify_files(load_bundle(bundle_dir))
+        client = MonitorClient(url, token)
+        running = client.get_json("api/bundle", root=True)["current"]  # the token checked before the upload
+        refusal = _judged_refusal(bundle_dir, running)
+        if refusal and not force:
+            raise click.ClickException(f"not pushed: {refusal}")
+        with tempfile.TemporaryFile() as archive:
+            pack_bundle(bundle_dir, archive)
+            size = archive.tell()
+            archive.seek(0)
+            click.echo(f"pushing {bundle_dir} ({size / 1e6:.1f} MB) to {client.root} ...", err=True)
+            answer = client.post_file("api/bundle", archive, size, "application/x-tar", root=True)
+    except (BundleError, MonitorError, OSError) as error:
+        raise click.ClickException(str(error)) from error
+    _say_bundles("running", answer)
+
+
+@click.command()
+@click.argument("url")
+@TOKEN
+def rollback(url, token) -> None:
+    """Return the monitor at URL to the bundle it ran before the last push (or rollback)."""
+    from edge.home.client import MonitorClient, MonitorError
+
+    try:
+        answer = MonitorClient(url, token).post_json("api/bundle/rollback", {}, root=True)
+    except MonitorError as error:
+        raise click.ClickException(str(error)) from error
+    _say_bundles("rolled back: running", answer)
+
+
+def _say_bundles(verb: str, answer: dict) -> None:
+    current, previous = answer["current"], answer["previous"]
+    click.echo(f"{verb} {current['path']} (run {current['run_id']}, {current['created']}, "
+               f"{', '.join(current['appliances'])})")
+    if previous:
+        click.echo(f"a rollback restores {previous['path']} (run {previous['run_id']})")
+
+
+COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bundle, history, push, rollback)

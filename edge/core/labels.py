@@ -16,8 +16,8 @@ SEED_APPLIANCES = ("ac", "fridge")
 AC_ON, FRIDGE_ON, BOTH_OFF = "ac-on", "fridge-on", "both-off"  # the seed's statuses
 DAYPARTS = ("day", "night")
 # the name grammar's and the statuses' words, the MQTT stats' "alarms" entry beside the appliances, and the
-# page's relabel body's own fields beside one per appliance
-RESERVED_NAMES = (*DAYPARTS, "daypart", "on", "off", "both", "all", "alarms", "clip")
+# page's relabel and record bodies' own fields beside one per appliance
+RESERVED_NAMES = (*DAYPARTS, "daypart", "on", "off", "both", "all", "alarms", "clip", "seconds")
 AUDIO_SUFFIXES = (".m4a", ".aac", ".mp3", ".wav", ".flac", ".ogg")
 NAME_PATTERN = "<appliance>-(on|off)[-<appliance>-(on|off)...]-(day|night)[-TAG]"
 APPLIANCE_RULE = ("an appliance name holds lowercase letters, digits and '_' and is none of "
