@@ -1,5 +1,5 @@
 """Edge commands: batch, stream, live, devices, bench-bundle, bench-monitors, bundle check, history, push,
-rollback. No torch anywhere here."""
+rollback, pull. No torch anywhere here."""
 
 from __future__ import annotations
 
@@ -388,6 +388,42 @@ def rollback(url, token) -> None:
     _say_bundles("rolled back: running", answer)
 
 
+@click.command()
+@click.argument("urls", metavar="URL...", nargs=-1, required=True)
+@click.option("--monitor", "ident", default=None, metavar="ID",
+              help="Of several monitors in one process, pull only this one's (its id: /monitor/<id>/).")
+@click.option("--samples", "samples_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("samples"),
+              show_default=True, help="The project's samples folder; each monitor's files go to a subfolder of it.")
+@TOKEN
+def pull(urls, ident, samples_dir, token) -> None:
+    """Fetch the new recordings and relabelled clips of the monitor(s) at URL into the samples folder."""
+    from edge.home.client import MonitorClient, MonitorError
+    from edge.home.pull import folder_name, monitors
+    from edge.home.pull import pull as pull_from
+
+    refused = False
+    for url in urls:
+        try:
+            root = MonitorClient(url, token)
+            chosen = [m for m in monitors(root) if ident is None or m["id"] == ident]
+            if not chosen:
+                raise click.ClickException(f"{url}: no monitor {ident!r} there (it has: "
+                                           f"{', '.join(str(m['id']) for m in monitors(root))})")
+            for monitor in chosen:
+                client = MonitorClient(root.root + (f"monitor/{monitor['id']}/" if monitor["id"] else ""), token)
+                result = pull_from(client, samples_dir / folder_name(monitor, client))
+                counts = ", ".join(f"{label} {count}" for label, count in result.per_label().items())
+                click.echo(f"{monitor['name']}: {len(result.fetched)} new into {result.folder}"
+                           f"{f' ({counts})' if counts else ''}, {len(result.present)} already here")
+                for name, why in result.refused.items():
+                    click.echo(f"{monitor['name']}: not pulled: {name}: {why}", err=True)
+                refused |= bool(result.refused)
+        except (MonitorError, OSError) as error:
+            raise click.ClickException(str(error)) from error
+    if refused:
+        raise click.ClickException("some files were not pulled (above)")
+
+
 def _say_bundles(verb: str, answer: dict) -> None:
     current, previous = answer["current"], answer["previous"]
     click.echo(f"{verb} {current['path']} (run {current['run_id']}, {current['created']}, "
@@ -396,4 +432,4 @@ def _say_bundles(verb: str, answer: dict) -> None:
         click.echo(f"a rollback restores {previous['path']} (run {previous['run_id']})")
 
 
-COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bundle, history, push, rollback)
+COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bundle, history, push, rollback, pull)

@@ -14,6 +14,7 @@ GET  /api/bundle    the bundle that runs and the one a rollback restores        
 POST /api/bundle    a pushed bundle (a tar, 'humwatch push'): verified, swapped } the token, on loopback
 POST /api/bundle/rollback  back to the previous bundle                          } too (see edge.monitor.deploy)
 GET  /api/bundle/current.tar  the running bundle, for 'humwatch judge'          }
+GET  /api/monitors  the monitors of the process: [{"id", "name"}] (id null: the only one, at /)
 GET  /state         the last JSON line (503 before the first decision)
 GET  /healthz       200 while audio arrives and inference keeps up, else 503 with the reason
 GET  /metrics       Prometheus text format: inference time histogram, overflows, drops, device
@@ -636,6 +637,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200 if health["ok"] else 503, health)
         elif path == "/state":
             self._send(*status.state())
+        elif path == "/api/monitors":
+            self._send(200, [{"id": view.ident, "name": view.name} for view in status.views])
         elif status.single is None and path in ("/", "/index.html"):
             self._send(200, status.index_html(), "text/html; charset=utf-8")
         elif status.single is None and MONITOR_PATH.fullmatch(path):  # its page's relative links need the slash

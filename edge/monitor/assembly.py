@@ -279,7 +279,7 @@ class Monitor:
         from edge.home.page import Page, PageSettings
         from edge.home.samples import Recorder, SampleFolder
 
-        settings, clips = self.settings, self.settings.clips
+        clips = self.settings.clips
         recorder = None
         if clips.relabel_dir:  # the page records samples from this monitor's input into it
             clips.relabel_dir.mkdir(parents=True, exist_ok=True)
