@@ -1,5 +1,5 @@
 """Edge commands: batch, stream, live, devices, bench-bundle, bench-monitors, bundle check, history, push,
-rollback, pull. No torch anywhere here."""
+rollback, pull, judge. No torch anywhere here."""
 
 from __future__ import annotations
 
@@ -424,6 +424,45 @@ def pull(urls, ident, samples_dir, token) -> None:
         raise click.ClickException("some files were not pulled (above)")
 
 
+@click.command()
+@click.argument("new", metavar="BUNDLE", type=BUNDLE_DIR)
+@click.option("--against", required=True, metavar="URL|BUNDLE",
+              help="The bundle to beat: the one a monitor runs (its URL, with the token) or a bundle folder.")
+@click.option("--samples", "samples_dir", type=BUNDLE_DIR, default=Path("samples"), show_default=True,
+              help="The samples folder holding the home's pulled clips.")
+@TOKEN
+def judge(new, against, samples_dir, token) -> None:
+    """Score BUNDLE and the running one side by side on the home's held-out clips; writes BUNDLE/judged.json
+    (push refuses a bundle judged worse unless --force)."""
+    import tempfile
+
+    from edge.core.bundle_archive import JUDGED, unpack_bundle
+    from edge.core.files import write_json_atomic
+    from edge.engine.judge import held_out_clips
+    from edge.engine.judge import judge as run_judge
+    from edge.home.client import MonitorClient, MonitorError
+
+    clips = held_out_clips(samples_dir)
+    if not clips:
+        raise click.ClickException(f"{samples_dir}: none of the home's clips is held out for judging yet (one in four "
+                                   "recordings or relabels made on the Pi is); record or relabel more, pull, retrain")
+    with tempfile.TemporaryDirectory() as work:
+        old = Path(against)
+        try:
+            if not old.is_dir():
+                archive, old = Path(work) / "running.tar", Path(work) / "running"
+                MonitorClient(against, token).download("api/bundle/current.tar", archive, root=True)
+                unpack_bundle(archive, old, max_bytes=1 << 40)
+            verdict = run_judge(new, old, clips)
+        except (BundleError, MonitorError, AudioError, OSError) as error:
+            raise click.ClickException(str(error)) from error
+    verdict["old"] = against
+    write_json_atomic(new / JUDGED, verdict)
+    click.echo(format_table([{"clips": row["what"], "new": row["new"], "running": row["old"]} for row in verdict["rows"]],
+                            ["clips", "new", "running"]))
+    click.echo(f"{new}: {verdict['summary']} (in {new / JUDGED})")
+
+
 def _say_bundles(verb: str, answer: dict) -> None:
     current, previous = answer["current"], answer["previous"]
     click.echo(f"{verb} {current['path']} (run {current['run_id']}, {current['created']}, "
@@ -432,4 +471,4 @@ def _say_bundles(verb: str, answer: dict) -> None:
         click.echo(f"a rollback restores {previous['path']} (run {previous['run_id']})")
 
 
-COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bundle, history, push, rollback, pull)
+COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bundle, history, push, rollback, pull, judge)

@@ -3,7 +3,9 @@ relabelled clips and the samples it records from the monitor's own input, until 
 pulls them ('humwatch pull').
 
 A recording is named by the sample naming, every appliance of the bundle on or off, with a tag
-that never repeats (``ac-off-fridge-on-night-rec-20261204-213005-a1b2.flac``): the monitor's
+that never repeats (``ac-off-fridge-on-night-rec-20261204-213005-a1b2c3.flac``; its random part
+also decides whether it is kept for judging: one in four recordings is, see
+edge.core.labels.kept_for_judging): the monitor's
 input at its own rate, FLAC, written whole or not at all when its seconds have arrived; the
 monitor decides all along. One recording at a time, at most `max_sec` long and `max_count`
 waiting in the folder; a disk without room for it refuses it before it starts (507), and one that
@@ -31,7 +33,7 @@ import numpy as np
 import soundfile
 
 from edge.core.files import atomic_path, sha256_file, write_json_atomic
-from edge.core.labels import DAYPARTS, parse_sample_name, sample_file_name
+from edge.core.labels import DAYPARTS, JUDGING_SHARE, SampleName, kept_for_judging, parse_sample_name, sample_file_name
 from edge.core.output import error_text
 from edge.home.page import CLIP_NAME, Refused
 
@@ -69,7 +71,8 @@ class SampleFolder:
             digest = self._sha256(path)
             rows.append({"name": path.name, "kind": "recording" if (named.tag or "").startswith(RECORDING_TAG)
                          else "relabel", "bytes": path.stat().st_size, "sha256": digest,
-                         "labels": named.labels, "daypart": named.daypart, "pulled": pulled.get(path.name) == digest})
+                         "labels": named.labels, "daypart": named.daypart, "pulled": pulled.get(path.name) == digest,
+                         "judging": kept_for_judging(named)})
         return rows
 
     def mark_pulled(self, names: Mapping[str, str]) -> int:
@@ -150,11 +153,22 @@ class Recorder:
             if shutil.disk_usage(self.folder.directory).free < needed:
                 raise Refused(507, f"{self.folder.directory}: no room for {seconds:g} s of audio (about "
                                    f"{needed / 1e6:.0f} MB); free some space")
-            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.clock()))
-            name = sample_file_name(labels, daypart, tag=f"{RECORDING_TAG}{stamp}-{secrets.token_hex(2)}", suffix=".flac")
+            name = sample_file_name(labels, daypart, tag=self._tag(), suffix=".flac")
             self.now, self.last_error = Recording(name, seconds, self.clock()), None
             log.info("recording %s (%g s)", name, seconds)
             return self.now
+
+    def _tag(self) -> str:
+        """A new recording's tag: its time and a random part, drawn so that one in JUDGING_SHARE of
+        the folder's recordings (the first one too) is kept for judging (edge.core.labels.kept_for_judging)."""
+        recordings = [parse_sample_name(path) for path in self.folder.directory.glob(f"*-{RECORDING_TAG}*.flac")]
+        held = sum(kept_for_judging(named) for named in recordings if named is not None)
+        hold = held * JUDGING_SHARE <= len(recordings)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.clock()))
+        while True:
+            tag = f"{RECORDING_TAG}{stamp}-{secrets.token_hex(3)}"
+            if kept_for_judging(SampleName({}, "day", tag)) == hold:
+                return tag
 
     def status(self) -> dict | None:
         """The recording under way: its name, seconds asked for and heard so far (None when none)."""
