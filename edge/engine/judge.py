@@ -66,7 +66,8 @@ def judge(new: Path, old: Path, clips: list[Path]) -> dict:
                 right[side] += got[0]
         rows.append(row)
     verdict = "better" if right["new"] > right["old"] else "worse" if right["new"] < right["old"] else "equal"
-    summary = (f"{verdict} than the running bundle on {len(clips)} held-out clips of this home: "
+    compared = {"better": "better than", "worse": "worse than", "equal": "as good as"}[verdict]
+    summary = (f"{compared} the running bundle on {len(clips)} held-out clips of this home: "
                f"{right['new']} right against {right['old']}")
     return {"verdict": verdict, "clips": len(clips), "rows": rows, "summary": summary,
             "against_sha256": sha256_file(old / "bundle.json"), "new": str(new), "old": str(old)}
