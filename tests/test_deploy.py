@@ -231,3 +231,28 @@ def test_a_restart_starts_with_the_bundle_pushed_last(tmp_path):
         feeder.join(5)
     assert "starting with the bundle pushed last" in stderr
     shutil.rmtree(tmp_path / "deployed")
+
+
+def test_several_monitors_share_one_model_and_a_push_swaps_it_for_all(tmp_path):
+    from broker import free_port
+    from test_live import FakeSource, eventually
+    from test_monitors import TWO, Running, settings_of, write
+
+    port = free_port()
+    extra = (f'[http]\nlisten = "127.0.0.1:{port}"\ntoken = "{TOKEN}"\n'
+             f'[deploy]\ndir = "{tmp_path / "deployed"}"')
+    settings = settings_of(write(tmp_path, TWO.format(bundle=copy_of_base(tmp_path), tmp=tmp_path, extra=extra)))
+    sources = {"Kitchen": FakeSource(), "Cellar": FakeSource()}
+    no_fridge = _archive(toy_bundle(tmp_path / "no-fridge", labels=("ac", "dehumidifier")))
+    three = _archive(toy_bundle(tmp_path / "three", labels=("ac", "fridge", "dehumidifier")))
+    with Running(settings, sources) as running:
+        kitchen, cellar = running.assembly.monitors
+        old = kitchen.detector.classifier
+        code, refused = _push(port, no_fridge)  # [levels.fridge] names an appliance it lacks
+        assert code == 422 and "fridge" in refused["error"] and kitchen.detector.classifier is old
+        assert _push(port, three)[0] == 200
+        assert kitchen.detector.classifier is cellar.detector.classifier is not old  # one model, swapped for all
+        for source in sources.values():
+            source.feed(_noise(12))
+        assert eventually(lambda: all(lines and "dehumidifier" in lines[-1].probabilities
+                                      for lines in running.lines.values()), 30)
