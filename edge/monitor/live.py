@@ -404,7 +404,10 @@ class LiveMonitor:
             self.detector.push(chunk, rate)
             self._arrivals.pushed(len(chunk) / rate, arrival)
             for tap in self.taps:
-                tap(chunk, rate)
+                try:
+                    tap(chunk, rate)
+                except Exception as error:  # a recording that fails never stops the decisions
+                    self.failures.failed("a recording", f"a recording failed: {error_text(error)}", error)
         self._decide_hops()
 
     def _gap(self, seconds: float) -> None:
