@@ -61,3 +61,32 @@ def test_pull_fetches_only_what_is_new_resumes_and_never_overwrites(tmp_path):
     finally:
         live.stop()
         feeder.join(5)
+
+
+def test_pull_takes_each_monitor_of_a_process_or_the_one_named(tmp_path):
+    import dataclasses
+
+    import soundfile
+    from broker import free_port
+    from test_live import FakeSource
+    from test_monitors import TWO, Running, settings_of, write
+
+    port = free_port()
+    text = TWO.format(bundle=copy_of_base(tmp_path), tmp=tmp_path, extra=f'[http]\nlisten = "127.0.0.1:{port}"')
+    settings = [dataclasses.replace(each, clips=dataclasses.replace(
+        each.clips, dir=tmp_path / f"{each.name.lower()}-clips", relabel_dir=tmp_path / f"{each.name.lower()}-relabel"))
+        for each in settings_of(write(tmp_path, text))]
+    for name, fridge in (("kitchen", "on"), ("cellar", "off")):
+        folder = tmp_path / f"{name}-relabel"
+        folder.mkdir()
+        soundfile.write(folder / f"ac-off-fridge-{fridge}-day-rec-20261204-120000-abc123.flac",
+                        np.zeros(1600, dtype=np.float32), 16_000)
+    with Running(settings, {"Kitchen": FakeSource(), "Cellar": FakeSource()}):
+        url = f"http://127.0.0.1:{port}/"
+        one = CliRunner().invoke(main, ["pull", url, "--samples", str(tmp_path / "one"), "--monitor", "cellar"])
+        assert one.exit_code == 0 and "Cellar: 1 new" in one.output and "Kitchen" not in one.output, one.output
+        assert [p.name for p in (tmp_path / "one").iterdir()] == ["cellar"]
+        every = CliRunner().invoke(main, ["pull", url, "--samples", str(tmp_path / "all")])
+        assert every.exit_code == 0 and "Kitchen: 1 new" in every.output and "Cellar: 1 new" in every.output
+        assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["cellar", "kitchen"]
+        assert "fridge on 1" in every.output.split("Cellar")[0] and "fridge off 1" in every.output.split("Cellar")[1]
