@@ -1,4 +1,5 @@
-"""Edge commands: batch, stream, live, devices, bench-bundle, bench-monitors, bundle check. No torch anywhere here."""
+"""Edge commands: batch, stream, live, devices, bench-bundle, bench-monitors, bundle check, history, push,
+rollback, pull, judge. No torch anywhere here."""
 
 from __future__ import annotations
 
@@ -322,4 +323,152 @@ def history(db_path, days, watts, output_format) -> None:
         click.echo(format_table(rows, columns))
 
 
-COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bundle, history)
+TOKEN = click.option("--token", envvar="HUMWATCH_HTTP_TOKEN", default=None, metavar="TOKEN",
+                     help="The monitor's --http-token [env: HUMWATCH_HTTP_TOKEN].")
+
+
+def _judged_refusal(bundle_dir: Path, running: dict) -> str | None:
+    """Why a bundle may not be pushed without --force: its judge says it scores worse than the
+    running one, or judged it against another bundle than the one running (None: it may go)."""
+    from edge.core.bundle_archive import JUDGED
+
+    judged_path = bundle_dir / JUDGED
+    if not judged_path.is_file():
+        return None
+    judged = json.loads(judged_path.read_text(encoding="utf-8"))
+    if judged.get("against_sha256") != running.get("manifest_sha256"):
+        return (f"{judged_path}: judged against another bundle than the one the monitor runs "
+                f"({running.get('path')}); judge again against the monitor, or --force")
+    if judged.get("verdict") == "worse":
+        return f"{judged_path}: {judged.get('summary', 'it scores worse than the running bundle')}; --force pushes it all the same"
+    return None
+
+
+@click.command()
+@click.argument("url")
+@click.argument("bundle_dir", metavar="BUNDLE", type=BUNDLE_DIR)
+@TOKEN
+@click.option("--force", is_flag=True, help="Push a bundle that scores worse than the running one (see 'humwatch judge').")
+def push(url, bundle_dir, token, force) -> None:
+    """Upload BUNDLE to the monitor at URL, which checks it as at start and swaps it in between two hops."""
+    import tempfile
+
+    from edge.core.bundle_archive import pack_bundle
+    from edge.home.client import MonitorClient, MonitorError
+
+    try:
+        verify_files(load_bundle(bundle_dir))
+        client = MonitorClient(url, token)
+        running = client.get_json("api/bundle", root=True)["current"]  # the token checked before the upload
+        refusal = _judged_refusal(bundle_dir, running)
+        if refusal and not force:
+            raise click.ClickException(f"not pushed: {refusal}")
+        with tempfile.TemporaryFile() as archive:
+            pack_bundle(bundle_dir, archive)
+            size = archive.tell()
+            archive.seek(0)
+            click.echo(f"pushing {bundle_dir} ({size / 1e6:.1f} MB) to {client.root} ...", err=True)
+            answer = client.post_file("api/bundle", archive, size, "application/x-tar", root=True)
+    except (BundleError, MonitorError, OSError) as error:
+        raise click.ClickException(str(error)) from error
+    _say_bundles("running", answer)
+
+
+@click.command()
+@click.argument("url")
+@TOKEN
+def rollback(url, token) -> None:
+    """Return the monitor at URL to the bundle it ran before the last push (or rollback)."""
+    from edge.home.client import MonitorClient, MonitorError
+
+    try:
+        answer = MonitorClient(url, token).post_json("api/bundle/rollback", {}, root=True)
+    except MonitorError as error:
+        raise click.ClickException(str(error)) from error
+    _say_bundles("rolled back: running", answer)
+
+
+@click.command()
+@click.argument("urls", metavar="URL...", nargs=-1, required=True)
+@click.option("--monitor", "ident", default=None, metavar="ID",
+              help="Of several monitors in one process, pull only this one's (its id: /monitor/<id>/).")
+@click.option("--samples", "samples_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("samples"),
+              show_default=True, help="The project's samples folder; each monitor's files go to a subfolder of it.")
+@TOKEN
+def pull(urls, ident, samples_dir, token) -> None:
+    """Fetch the new recordings and relabelled clips of the monitor(s) at URL into the samples folder."""
+    from edge.home.client import MonitorClient, MonitorError
+    from edge.home.pull import folder_name, monitors
+    from edge.home.pull import pull as pull_from
+
+    refused = False
+    for url in urls:
+        try:
+            root = MonitorClient(url, token)
+            chosen = [m for m in monitors(root) if ident is None or m["id"] == ident]
+            if not chosen:
+                raise click.ClickException(f"{url}: no monitor {ident!r} there (it has: "
+                                           f"{', '.join(str(m['id']) for m in monitors(root))})")
+            for monitor in chosen:
+                client = MonitorClient(root.root + (f"monitor/{monitor['id']}/" if monitor["id"] else ""), token)
+                result = pull_from(client, samples_dir / folder_name(monitor, client))
+                counts = ", ".join(f"{label} {count}" for label, count in result.per_label().items())
+                click.echo(f"{monitor['name']}: {len(result.fetched)} new into {result.folder}"
+                           f"{f' ({counts})' if counts else ''}, {len(result.present)} already here")
+                for name, why in result.refused.items():
+                    click.echo(f"{monitor['name']}: not pulled: {name}: {why}", err=True)
+                refused |= bool(result.refused)
+        except (MonitorError, OSError) as error:
+            raise click.ClickException(str(error)) from error
+    if refused:
+        raise click.ClickException("some files were not pulled (above)")
+
+
+@click.command()
+@click.argument("new", metavar="BUNDLE", type=BUNDLE_DIR)
+@click.option("--against", required=True, metavar="URL|BUNDLE",
+              help="The bundle to beat: the one a monitor runs (its URL, with the token) or a bundle folder.")
+@click.option("--samples", "samples_dir", type=BUNDLE_DIR, default=Path("samples"), show_default=True,
+              help="The samples folder holding the home's pulled clips.")
+@TOKEN
+def judge(new, against, samples_dir, token) -> None:
+    """Score BUNDLE and the running one side by side on the home's held-out clips; writes BUNDLE/judged.json
+    (push refuses a bundle judged worse unless --force)."""
+    import tempfile
+
+    from edge.core.bundle_archive import JUDGED, unpack_bundle
+    from edge.core.files import write_json_atomic
+    from edge.engine.judge import held_out_clips
+    from edge.engine.judge import judge as run_judge
+    from edge.home.client import MonitorClient, MonitorError
+
+    clips = held_out_clips(samples_dir)
+    if not clips:
+        raise click.ClickException(f"{samples_dir}: none of the home's clips is held out for judging yet (one in four "
+                                   "recordings or relabels made on the Pi is); record or relabel more, pull, retrain")
+    with tempfile.TemporaryDirectory() as work:
+        old = Path(against)
+        try:
+            if not old.is_dir():
+                archive, old = Path(work) / "running.tar", Path(work) / "running"
+                MonitorClient(against, token).download("api/bundle/current.tar", archive, root=True)
+                unpack_bundle(archive, old, max_bytes=1 << 40)
+            verdict = run_judge(new, old, clips)
+        except (BundleError, MonitorError, AudioError, OSError) as error:
+            raise click.ClickException(str(error)) from error
+    verdict["old"] = against
+    write_json_atomic(new / JUDGED, verdict)
+    click.echo(format_table([{"clips": row["what"], "new": row["new"], "running": row["old"]} for row in verdict["rows"]],
+                            ["clips", "new", "running"]))
+    click.echo(f"{new}: {verdict['summary']} (in {new / JUDGED})")
+
+
+def _say_bundles(verb: str, answer: dict) -> None:
+    current, previous = answer["current"], answer["previous"]
+    click.echo(f"{verb} {current['path']} (run {current['run_id']}, {current['created']}, "
+               f"{', '.join(current['appliances'])})")
+    if previous:
+        click.echo(f"a rollback restores {previous['path']} (run {previous['run_id']})")
+
+
+COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bundle, history, push, rollback, pull, judge)

@@ -1,5 +1,5 @@
-"""The workstation's commands above training: `humwatch export`, and the two that drive the whole
-chain, `humwatch demo` and `humwatch bench-training`."""
+"""The workstation's commands above training: `humwatch export`, and those that drive the whole
+chain: `humwatch demo`, `bench-training`, `retrain` and `bench-retrain`."""
 
 from __future__ import annotations
 
@@ -126,4 +126,66 @@ def bench_cluster(beats_checkpoint, bundle_dir, workdir, recordings, seconds, sm
     click.echo(f"-> {workdir / 'bench-cluster.json'}")
 
 
-COMMANDS = (export, demo, bench_training, bench_cluster)
+RETRAIN_RUN = click.option("--run", "run_dir", type=EXISTING_DIR, required=True,
+                           help="The previous run (models/<run_id>): its settings are used again.")
+RETRAIN_SAMPLES = click.option("--samples", "samples_dir", type=EXISTING_DIR, default=Path("samples"), show_default=True,
+                               help="The grown samples folder (humwatch pull adds to it).")
+
+
+@click.command()
+@RETRAIN_RUN
+@RETRAIN_SAMPLES
+@click.option("--out", "out_dir", type=PATH, default=None, help="Bundle directory to create [default: bundles/<run_id>]")
+@click.option("--int8", is_flag=True, help="Also write an int8 encoder, as export --int8.")
+def retrain(run_dir: Path, samples_dir: Path, out_dir: Path | None, int8: bool) -> None:
+    """prepare, train, thresholds, distill and export in one go, with a previous run's settings."""
+    from export.retrain import retrain as run_retrain
+
+    result = _retrain(lambda: run_retrain(run_dir, samples_dir, out_dir, int8, log=click.echo))
+    click.echo(f"embedding cache: encoded {result.encoded_windows} windows, reused {result.reused_windows}")
+    click.echo(f"steps: {', '.join(f'{name} {sec:.1f} s' for name, sec in result.seconds.items())}")
+    click.echo(f"run: {result.run} (report: {result.run / 'report.html'})")
+    click.echo(f"bundle: {result.bundle}")
+    click.echo(f"next: humwatch judge {result.bundle} --against URL|BUNDLE --samples {samples_dir}")
+
+
+@click.command("bench-retrain")
+@RETRAIN_RUN
+@RETRAIN_SAMPLES
+@click.option("--out", "out_dir", type=PATH, default=Path("bench-retrain"), show_default=True,
+              help="Where the two bundles and the empty cache go.")
+def bench_retrain(run_dir: Path, samples_dir: Path, out_dir: Path) -> None:
+    """Time retrain on one grown folder twice, side by side: with an empty embedding cache and with the run's own."""
+    import json
+
+    from edge.engine import cpu
+    from export.retrain import retrain as run_retrain
+
+    cold = _retrain(lambda: run_retrain(run_dir, samples_dir, out_dir / "without-cache", cache_dir=out_dir / "empty-cache",
+                                        log=lambda *_: None))
+    warm = _retrain(lambda: run_retrain(run_dir, samples_dir, out_dir / "with-cache", log=lambda *_: None))
+    rows = {"without the cache": cold, "with the cache": warm}
+    for what, result in rows.items():
+        click.echo(f"{what}: {sum(result.seconds.values()):.1f} s ({', '.join(f'{n} {s:.1f}' for n, s in result.seconds.items())}); "
+                   f"encoded {result.encoded_windows} windows, reused {result.reused_windows}")
+    click.echo(f"ratio: {sum(cold.seconds.values()) / sum(warm.seconds.values()):.2f}x; train step "
+               f"{cold.seconds['train'] / warm.seconds['train']:.2f}x")
+    click.echo(json.dumps({"cpu": cpu.describe(), **{what: {"seconds": r.seconds, "encoded": r.encoded_windows,
+                                                             "reused": r.reused_windows} for what, r in rows.items()}}))
+
+
+def _retrain(work):
+    from edge.core.audio import AudioError
+    from export.exporter import ExportError
+    from train.device import DeviceError
+    from train.manifests import ManifestError
+    from train.run import RunError
+    from train.trainer import SplitError
+
+    try:
+        return work()
+    except (ExportError, RunError, AudioError, DeviceError, ManifestError, SplitError) as error:
+        raise click.ClickException(str(error)) from error
+
+
+COMMANDS = (export, demo, bench_training, bench_cluster, retrain, bench_retrain)

@@ -134,6 +134,8 @@ def plan(options: dict[str, Any], supervisor: Supervisor) -> tuple[dict[str, Any
     if given.get("clips", False):
         settings["clips"] = str(SHARE / "clips")
         settings["relabel_dir"] = str(SHARE / "relabel")
+    if "http_token" in given:  # 'humwatch push' needs the token: with one, pushed bundles are kept in /data
+        settings["deploy_dir"] = str(DATA / "bundles")
     if "mqtt" not in settings:
         broker = supervisor.mqtt()
         if broker:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +108,34 @@ def broker(tmp_path):
     running = Broker(tmp_path).start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 256 KB tmpfs (CI runs as root); `fill()` takes every free byte, `free()` gives them back."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root); the fake-ENOSPC tests cover the logic")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if result.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+
+    class Disk:
+        path = mount
+
+        def fill(self):
+            with open(mount / "filler", "ab", buffering=0) as filler:
+                with pytest.raises(OSError) as raised:
+                    while True:
+                        filler.write(b"\0" * 4096)
+            assert raised.value.errno == errno.ENOSPC
+
+        def free(self):
+            (mount / "filler").unlink()
+
+    yield Disk()
+    subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 FILE_SOURCE = """

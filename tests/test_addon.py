@@ -375,6 +375,7 @@ def test_options_become_live_settings_with_the_supervisors_broker(supervisor, tm
     assert loaded.source == "rtsp://cam:554/stream1" and loaded.precision == "student" and loaded.name == "Kitchen"
     assert loaded.alarm == ("fridge-run-max=90m",) and loaded.http.hosts == ("ha.example.org", "homeassistant", "homeassistant.local")
     assert loaded.clips.dir == Path("/share/humwatch/clips") and loaded.mqtt.url == "mqtt://core-mosquitto:1883"
+    assert loaded.deploy.dir == Path("/data/bundles")  # with a token, bundles may be pushed (kept in /data)
     assert "Eeph7iex" not in path.read_text() and "s3cret" not in path.read_text()  # credentials: the environment only
     assert "is now" not in caplog.text, "the add-on writes the settings in sections"
 

@@ -6,7 +6,6 @@ import dataclasses
 import errno
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -30,34 +29,6 @@ def _records(path) -> list[dict]:
     text = path.read_text()
     assert text == "" or text.endswith("\n"), "the file ends with a complete line"
     return [json.loads(line) for line in text.splitlines()]
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 256 KB tmpfs (CI runs as root); `fill()` takes every free byte, `free()` gives them back."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root); the fake-ENOSPC tests cover the logic")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
-    if result.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-
-    class Disk:
-        path = mount
-
-        def fill(self):
-            with open(mount / "filler", "ab", buffering=0) as filler:
-                with pytest.raises(OSError) as raised:
-                    while True:
-                        filler.write(b"\0" * 4096)
-            assert raised.value.errno == errno.ENOSPC
-
-        def free(self):
-            (mount / "filler").unlink()
-
-    yield Disk()
-    subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def test_a_failed_write_leaves_only_complete_lines_and_the_line_waits(tmp_path, monkeypatch):

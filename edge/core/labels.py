@@ -8,6 +8,7 @@ of a project are those its recordings name; a recording that does not name one s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,8 +17,8 @@ SEED_APPLIANCES = ("ac", "fridge")
 AC_ON, FRIDGE_ON, BOTH_OFF = "ac-on", "fridge-on", "both-off"  # the seed's statuses
 DAYPARTS = ("day", "night")
 # the name grammar's and the statuses' words, the MQTT stats' "alarms" entry beside the appliances, and the
-# page's relabel body's own fields beside one per appliance
-RESERVED_NAMES = (*DAYPARTS, "daypart", "on", "off", "both", "all", "alarms", "clip")
+# page's relabel and record bodies' own fields beside one per appliance
+RESERVED_NAMES = (*DAYPARTS, "daypart", "on", "off", "both", "all", "alarms", "clip", "seconds")
 AUDIO_SUFFIXES = (".m4a", ".aac", ".mp3", ".wav", ".flac", ".ogg")
 NAME_PATTERN = "<appliance>-(on|off)[-<appliance>-(on|off)...]-(day|night)[-TAG]"
 APPLIANCE_RULE = ("an appliance name holds lowercase letters, digits and '_' and is none of "
@@ -163,6 +164,19 @@ def sample_file_name(labels: Mapping[str, bool], daypart: str, tag: str | None =
     name = "-".join(f"{check_appliance(appliance)}-{'on' if on else 'off'}" for appliance, on in labels.items())
     name = f"{name}-{daypart}"
     return f"{name}-{tag}{suffix}" if tag else f"{name}{suffix}"
+
+
+HOME_TAGS = ("rec-", "clip-")  # the tags of samples made on the Pi: recorded from the page, relabelled clips
+JUDGING_SHARE = 4  # one in this many of them is kept out of training, for 'humwatch judge'
+
+
+def kept_for_judging(sample: SampleName) -> bool:
+    """Whether a sample is one of the home's held-out clips: made on the Pi (a recording or a
+    relabelled clip) and its tag's sha256 falls in one JUDGING_SHARE-th. Decided by the name alone,
+    so a file held out once is held out in every retrain (no bundle was trained on it); the Pi picks
+    a recording's tag so that one in JUDGING_SHARE of its recordings is held out, the first one too."""
+    tag = sample.tag or ""
+    return tag.startswith(HOME_TAGS) and int(hashlib.sha256(tag.encode()).hexdigest()[:8], 16) % JUDGING_SHARE == 0
 
 
 def project_appliances(samples: Iterable[SampleName], priority: str | Iterable[str] = ()) -> Appliances:

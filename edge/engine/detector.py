@@ -140,6 +140,22 @@ class Detector:
         self._status = line.debounced_status
         return line
 
+    def fits(self, classifier: Classifier) -> None:
+        """ValueError unless another bundle's model can take over this detector's audio (the same window)."""
+        new, running = classifier.bundle.window, self.classifier.bundle.window
+        if new.window_samples != running.window_samples:
+            raise ValueError(f"{classifier.bundle.path}: its window is {new.window_sec:g} s, the running bundle's "
+                             f"{running.window_sec:g} s, which the audio in flight is cut to; restart the monitor "
+                             "with this bundle instead")
+
+    def swap(self, classifier: Classifier, auditor: Auditor | None = None) -> None:
+        """Decide the next window with another bundle's model (one that :meth:`fits`): the audio
+        queued goes on, the decisions start afresh with its settings, as after a gap."""
+        self.fits(classifier)
+        self.classifier, self.auditor = classifier, auditor
+        self._decider = StreamDecider(self.decision, self.planner.hop_sec)
+        self._status = None
+
     def undecided(self, t: float, status: str, reason: str, **fields) -> HopLine:
         """A hop that decided nothing (`status`: no-signal or no-audio, and why): its line, and the
         decisions start afresh after it (the running median and the debounce hold no audio from before)."""

@@ -3,8 +3,18 @@
 GET  /              the page (edge.home.page): state, last hour, 24-h timeline, clips
 GET  /api/page      what the page shows, as JSON
 GET  /clips/NAME    a clip's FLAC
-POST /api/relabel   {"clip", a boolean per appliance ("ac", "fridge", ...), "daypart"}: the one
-                    write (JSON only, from the page's own origin; off loopback it needs the token)
+POST /api/relabel   {"clip", a boolean per appliance ("ac", "fridge", ...), "daypart"}
+POST /api/record    {a boolean per appliance, "daypart", "seconds"}: record a sample from the input
+POST /api/recordings/delete  {"name"}: delete a recording
+GET  /api/samples   the relabel folder's samples (recordings and relabelled clips), sha256, pulled or not
+GET  /samples/NAME  a sample's FLAC (a Range request resumes)
+POST /api/samples/pulled  {"pulled": {NAME: SHA256}}: what 'humwatch pull' fetched and checked
+                    (the writes: JSON only, from the page's own origin; off loopback with the token)
+GET  /api/bundle    the bundle that runs and the one a rollback restores        } with [deploy] dir: always
+POST /api/bundle    a pushed bundle (a tar, 'humwatch push'): verified, swapped } the token, on loopback
+POST /api/bundle/rollback  back to the previous bundle                          } too (see edge.monitor.deploy)
+GET  /api/bundle/current.tar  the running bundle, for 'humwatch judge'          }
+GET  /api/monitors  the monitors of the process: [{"id", "name"}] (id null: the only one, at /)
 GET  /state         the last JSON line (503 before the first decision)
 GET  /healthz       200 while audio arrives and inference keeps up, else 503 with the reason
 GET  /metrics       Prometheus text format: inference time histogram, overflows, drops, device
@@ -52,11 +62,12 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from edge.core.bundle_archive import pack_bundle
 from edge.core.hearing import UNDECIDED
 from edge.core.labels import Appliances
 from edge.engine.hop import HopLine
 from edge.home.household import HouseholdSnapshot
-from edge.home.page import Page, Refused, clip_path, page_html, parse_relabel
+from edge.home.page import Page, Refused, clip_path, page_html, parse_body, parse_record, parse_relabel
 
 log = logging.getLogger("humwatch.http")
 INFER_BUCKETS_SEC = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0)
@@ -70,6 +81,10 @@ TOKEN_HEADER = "X-Humwatch-Token"
 HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.-]+)(?::\d{1,5})?")  # a Host header: name or [IPv6], port
 WRITING_SITES = (None, "same-origin", "none")  # Sec-Fetch-Site of the page itself, or not a browser
 MONITOR_PATH = re.compile(r"/monitor/[^/]+")  # a monitor's page without its final slash
+DEPLOY_PATHS = ("/api/bundle", "/api/bundle/rollback", "/api/bundle/current.tar")  # the process's: its monitors share one model
+UPLOAD_BYTES_PER_SEC = 256_000  # a push's body may take REQUEST_SEC plus its size at this rate to arrive
+ARCHIVE_OVERHEAD_BYTES = 1 << 20  # a tar's headers and padding around a bundle's files
+DRAIN_BYTES = 16 << 20  # of a refused push's body, read and dropped so that the client reads the refusal
 
 
 def connection_cap(open_files: int | None = None) -> int:
@@ -355,8 +370,8 @@ class StatusServer:
     :meth:`add` under its id: /monitor/<id>/..., with an index at / and every metric labelled)."""
 
     def __init__(self, monitor=None, host: str = "127.0.0.1", port: int = 0, household=None, page: Page | None = None,
-                 token: str | None = None, hosts: tuple[str, ...] = ()) -> None:
-        self.token = token
+                 token: str | None = None, hosts: tuple[str, ...] = (), deploy=None) -> None:
+        self.token, self.deploy = token, deploy  # deploy: edge.monitor.deploy.Deployer's receive/rollback/status
         self.loopback = is_loopback(host)
         self.hosts = allowed_hosts(host, hosts)
         self.views: list[View] = []
@@ -418,9 +433,9 @@ class StatusServer:
             raise Refused(421, f"{said}: not a name of this monitor; open it by IP address or as localhost, or start "
                                "it with --http-host NAME for the name you use (a guard against DNS rebinding)")
 
-    def check_write(self, headers) -> None:
-        """Refused unless a write comes from this monitor's own page (or no browser) as JSON, and off
-        loopback carries the token."""
+    def check_write(self, headers, content_type: str = "application/json", token_always: bool = False) -> None:
+        """Refused unless a write comes from this monitor's own page (or no browser) as `content_type`,
+        and carries the token off loopback (or always, with `token_always`: pushes and rollbacks)."""
         site, origin = headers.get("Sec-Fetch-Site"), headers.get("Origin")
         if site not in WRITING_SITES:
             raise Refused(403, f"a request from another site (Sec-Fetch-Site: {site[:40]}) may not write; "
@@ -428,14 +443,19 @@ class StatusServer:
         host = (headers.get("Host") or "").lower()
         if origin is not None and origin.lower() not in (f"http://{host}", f"https://{host}"):
             raise Refused(403, f"Origin {origin[:100]!r} is not this monitor's page; relabel from the monitor's own page")
-        if not self.loopback and not self.token:
+        if token_always or not self.loopback:
+            self.check_token(headers)
+        if headers.get_content_type() != content_type:
+            raise Refused(415, f"Content-Type {headers.get('Content-Type')!r}: this write must be {content_type}")
+
+    def check_token(self, headers) -> None:
+        """Refused unless the request carries the monitor's token."""
+        if not self.token:
             raise Refused(403, "writes over the network are off: start the monitor with --http-token "
                                "(or HUMWATCH_HTTP_TOKEN), or relabel from the Pi itself")
         token = headers.get(TOKEN_HEADER)
-        if not self.loopback and (not token or not hmac.compare_digest(token.encode(), self.token.encode())):
+        if not token or not hmac.compare_digest(token.encode(), self.token.encode()):
             raise Refused(401, f"a valid token is needed (the {TOKEN_HEADER} header)")
-        if headers.get_content_type() != "application/json":
-            raise Refused(415, f"Content-Type {headers.get('Content-Type')!r}: a write must be application/json")
 
     def health(self) -> dict:
         """/healthz: the only monitor's health, or every monitor's (the reason names those not healthy)."""
@@ -515,9 +535,18 @@ class _Handler(BaseHTTPRequestHandler):
         """Every request: its body read (bounded), its Host checked, then the endpoint. A refusal is
         its status with the reason; any other failure a 500 (and the log), never a dropped reply."""
         try:
+            url = urllib.parse.urlsplit(self.path)
+            if url.path in DEPLOY_PATHS:  # the process's own: its body (a bundle) is read once the request is allowed
+                try:
+                    self.status.check_host(self.headers.get("Host"))
+                    self._deploy(url.path)
+                except Refused:
+                    self._drain()  # so that the client, still sending, reads the refusal
+                    raise
+                return
             body = self._body() if self.command == "POST" else b""
             self.status.check_host(self.headers.get("Host"))
-            respond(urllib.parse.urlsplit(self.path), body)
+            respond(url, body)
         except Refused as error:
             self._send(error.status, {"error": str(error)})
         except (ConnectionError, TimeoutError):
@@ -527,13 +556,77 @@ class _Handler(BaseHTTPRequestHandler):
                                                             f"{type(error).__name__}", exc_info=error)
             self._send(500, {"error": "the monitor could not answer this request; its log says why"})
 
-    def _body(self) -> bytes:
+    def _body(self, limit: int = MAX_BODY_BYTES) -> bytes:
+        return self.rfile.read(self._length(limit))
+
+    def _length(self, limit: int) -> int:
         length = self.headers.get("Content-Length", "")
         if not length.isdigit():
             raise Refused(411, "a Content-Length header is needed")
-        if int(length) > MAX_BODY_BYTES:
-            raise Refused(413, f"body of {length} bytes; the limit is {MAX_BODY_BYTES}")
-        return self.rfile.read(int(length))
+        if int(length) > limit:
+            raise Refused(413, f"body of {length} bytes; the limit is {limit}")
+        return int(length)
+
+    def _drain(self) -> None:
+        """Read (and drop) what remains of a refused request's body, up to DRAIN_BYTES within its deadline."""
+        length = self.headers.get("Content-Length", "")
+        with contextlib.suppress(OSError):
+            left = min(int(length), DRAIN_BYTES) if length.isdigit() else 0
+            while left > 0 and (block := self.rfile.read(min(left, 1 << 20))):
+                left -= len(block)
+
+    def _deploy(self, path: str) -> None:
+        """The bundle endpoints: each needs the token, on loopback too; a push's archive is received
+        into the deploy folder (bounded, within a deadline that grows with its size) and deployed."""
+        deploy = self.status.deploy
+        if deploy is None:
+            raise Refused(404, f"{path}: pushing bundles is off: start the monitor with --deploy-dir DIR")
+        if self.command == "GET" and path != "/api/bundle/rollback":
+            self.status.check_token(self.headers)
+            if path == "/api/bundle":
+                self._send(200, deploy.status())
+            else:
+                archive = io.BytesIO()
+                pack_bundle(deploy.current, archive)
+                self._send(200, archive.getvalue(), "application/x-tar")
+            return
+        if self.command != "POST" or path == "/api/bundle/current.tar":
+            raise Refused(405, f"{self.command} {path}: not allowed here")
+        if path == "/api/bundle/rollback":
+            self.status.check_write(self.headers, token_always=True)
+            self._body()
+            self._deployed(deploy.rollback)
+            return
+        self.status.check_write(self.headers, "application/x-tar", token_always=True)
+        length = self._length(deploy.max_bytes + ARCHIVE_OVERHEAD_BYTES)
+        self.wfile.deadline = time.monotonic() + REQUEST_SEC + length / UPLOAD_BYTES_PER_SEC
+        with deploy.incoming() as archive:
+            try:
+                with open(archive, "wb") as file:
+                    left = length
+                    while left:
+                        block = self.rfile.read(min(left, 1 << 20))
+                        if not block:
+                            raise ConnectionError("the push ended before its Content-Length")
+                        file.write(block)
+                        left -= len(block)
+            except OSError as error:
+                if isinstance(error, (ConnectionError, TimeoutError)):
+                    raise
+                raise Refused(507 if error.errno == errno.ENOSPC else 500,
+                              f"could not store the bundle in {archive.parent}: {error.strerror or error}") from error
+            self._deployed(lambda: deploy.receive(archive))
+
+    def _deployed(self, act) -> None:
+        """A push or rollback's answer: the bundles then, or why it was refused (the model unchanged)."""
+        try:
+            self._send(200, act())
+        except ValueError as error:  # DeployError, ArchiveError, BundleError: refused, nothing changed
+            log.warning("HTTP: a bundle was refused: %s", error)
+            self._send(getattr(error, "status", 422), {"error": str(error)})
+        except OSError as error:
+            raise Refused(507 if error.errno == errno.ENOSPC else 500,
+                          f"could not deploy the bundle: {error.strerror or error}") from error
 
     def _get(self, url: urllib.parse.SplitResult, body: bytes) -> None:
         status, path = self.status, url.path
@@ -544,6 +637,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200 if health["ok"] else 503, health)
         elif path == "/state":
             self._send(*status.state())
+        elif path == "/api/monitors":
+            self._send(200, [{"id": view.ident, "name": view.name} for view in status.views])
         elif status.single is None and path in ("/", "/index.html"):
             self._send(200, status.index_html(), "text/html; charset=utf-8")
         elif status.single is None and MONITOR_PATH.fullmatch(path):  # its page's relative links need the slash
@@ -577,6 +672,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, clip.read_bytes(), "audio/flac")
             except FileNotFoundError:  # removed (kept under --clips-max-mb) since the check
                 raise Refused(404, f"clip {clip.name!r}: no such clip") from None
+        elif page is not None and page.recorder is not None and path == "/api/samples":
+            self._send(200, {"samples": page.recorder.folder.listing()})
+        elif page is not None and page.recorder is not None and path.startswith("/samples/"):
+            self._send_file(page.recorder.folder.path(urllib.parse.unquote(path[len("/samples/"):])), "audio/flac")
         elif path == "/state":
             line = view.monitor.last_line
             self._send(200 if line else 503, line.to_json() if line else {"error": "no decision yet"})
@@ -588,14 +687,51 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post(self, url: urllib.parse.SplitResult, body: bytes) -> None:
         view, path = self._route(url.path)
-        if view.page is None or path != "/api/relabel":
-            raise Refused(404, f"no such endpoint {url.path[:100]}; the one write is POST "
-                               f"{'' if view.ident is None else f'/monitor/{view.ident}'}/api/relabel")
+        page = view.page
+        recorder = page.recorder if page is not None else None
+        writes = ("/api/relabel", *(("/api/record", "/api/recordings/delete", "/api/samples/pulled") if recorder else ()))
+        if path not in writes:
+            where = "" if view.ident is None else f"/monitor/{view.ident}"
+            raise Refused(404, f"no such endpoint {url.path[:100]}; the writes are POST "
+                               f"{', '.join(where + write for write in writes)}")
         self.status.check_write(self.headers)
-        request = parse_relabel(body, view.page.decision().appliances)
-        written = view.page.relabel(**request)
-        log.info("%srelabelled %s as %s", f"{view.name}: " if view.ident else "", request["clip"], written.name)
-        self._send(200, {"written": written.name})
+        who = f"{view.name}: " if view.ident else ""
+        if path == "/api/relabel":
+            request = parse_relabel(body, page.decision().appliances)
+            written = page.relabel(**request)
+            log.info("%srelabelled %s as %s", who, request["clip"], written.name)
+            self._send(200, {"written": written.name})
+        elif path == "/api/record":
+            recording = recorder.start(**parse_record(body, page.decision().appliances))
+            self._send(200, {"recording": recording.name, "seconds": recording.seconds})
+        elif path == "/api/recordings/delete":
+            name = parse_body(body, {"name": str}, 'a JSON object {"name": NAME}')["name"]
+            recorder.folder.delete(name)
+            log.info("%sdeleted the recording %s", who, name)
+            self._send(200, {"deleted": name})
+        else:
+            pulled = parse_body(body, {"pulled": dict}, 'a JSON object {"pulled": {NAME: SHA256, ...}}')["pulled"]
+            if not all(isinstance(digest, str) for digest in pulled.values()):
+                raise Refused(400, 'field "pulled": each value must be a sample\'s sha256 as a string')
+            self._send(200, {"marked": recorder.folder.mark_pulled(pulled)})
+
+    def _send_file(self, path, content_type: str) -> None:
+        """A file, whole or from the byte a Range header (bytes=N-) asks for (206), in blocks."""
+        size = path.stat().st_size
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        start = int(match.group(1)) if match else 0
+        if start > size:
+            raise Refused(416, f"Range {self.headers.get('Range')!r}: the file holds {size} bytes")
+        with open(path, "rb") as file:
+            file.seek(start)
+            self.send_response(206 if match else 200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(size - start))
+            if match:
+                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            self.end_headers()
+            while block := file.read(1 << 20):
+                self.wfile.write(block)
 
     def _redirect(self, location: str) -> None:
         self.send_response(301)

@@ -391,6 +391,20 @@ class MqttPublisher:
         if self.latest is not None:
             self._publish(self.latest)
 
+    def set_appliances(self, appliances: Appliances) -> None:
+        """Another bundle decides (a push or a rollback): its appliances' entities appear, a dropped
+        one's are removed, the others stay as they are (the same ids)."""
+        with self._lock:
+            before, self.discovery = self.discovery, discovery_messages(self.settings, self.household, appliances)
+            if not (self.holding.is_set() and self.connected.is_set()):
+                return  # claiming the id publishes the new configs and removes the stale ones
+            for topic in sorted(set(before) - set(self.discovery)):
+                log.info("MQTT: removing %s: the new bundle has no such appliance", topic)
+                self.client.publish(topic, b"", qos=1, retain=True)
+            for topic, payload in self.discovery.items():
+                if before.get(topic) != payload:
+                    self.client.publish(topic, json.dumps(payload), qos=1, retain=True)
+
     def _on_connect_fail(self, client, userdata) -> None:
         log.warning("MQTT: cannot reach the broker at %s:%d; the monitor keeps deciding; retrying in %d s",
                     self.settings.host, self.settings.port, self._next_delay())

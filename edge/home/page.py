@@ -79,8 +79,10 @@ class Page:
     With a household, the timeline is read through its history's :meth:`History.reading`."""
 
     def __init__(self, settings: PageSettings, decision: Callable[[], DecisionConfig], household=None,
-                 clock=time.time) -> None:
+                 clock=time.time, recorder=None, deployed: Callable[[], dict] | None = None) -> None:
         self.settings, self.decision, self.household, self.clock = settings, decision, household, clock
+        self.recorder = recorder  # edge.home.samples.Recorder: the relabel folder's recordings (with --relabel-dir)
+        self.deployed = deployed  # the bundles running and kept for rollback (with --deploy-dir)
         self._points: collections.deque[tuple[float, Mapping[str, float]]] = collections.deque()
         self._lock = threading.Lock()
         self._relabelling = threading.Lock()  # one relabel at a time: each removes the clip's earlier copy
@@ -118,7 +120,20 @@ class Page:
             **({} if clips_seen == clips_version else {"clips": clips}),
             "relabel": self.settings.relabel_dir is not None,
             "relabel_dir": str(self.settings.relabel_dir) if self.settings.relabel_dir else None,
+            **self._teaching(),
         }
+
+    # --- the home's loop (issue 31): recordings, what is not yet pulled, the bundles deployed ---
+    def _teaching(self) -> dict:
+        """The recording under way (or why the last one failed), the samples waiting to be pulled,
+        and the running bundle with the one a rollback restores."""
+        data = {"deployed": self.deployed() if self.deployed is not None else None}
+        if self.recorder is not None:
+            samples = self.recorder.folder.listing()
+            data.update(recording=self.recorder.status(), record_error=self.recorder.last_error, samples=samples,
+                        not_pulled=sum(not row["pulled"] for row in samples),
+                        record_max_sec=self.recorder.max_sec)
+        return data
 
     @staticmethod
     def _row(name: str, line: HopLine | None, points: list, day: list | None, decision: DecisionConfig,
@@ -175,8 +190,25 @@ def parse_relabel(body: bytes, appliances: Appliances) -> dict:
     """A relabel request's body, strictly: exactly the clip, a boolean per appliance and the daypart,
     each of its JSON type -> {"clip", "labels": {name: running}, "daypart"} (the :meth:`Page.relabel`
     arguments)."""
-    shape = relabel_shape(appliances)
-    fields = {"clip": str, **dict.fromkeys(appliances.names, bool), "daypart": str}
+    request = parse_body(body, {"clip": str, **dict.fromkeys(appliances.names, bool), "daypart": str},
+                         relabel_shape(appliances))
+    return {"clip": request["clip"], "labels": {name: request[name] for name in appliances.names},
+            "daypart": request["daypart"]}
+
+
+def parse_record(body: bytes, appliances: Appliances) -> dict:
+    """A record request's body, as strictly: a boolean per appliance, the daypart and the seconds ->
+    {"labels", "daypart", "seconds"} (edge.home.samples.Recorder.start's arguments)."""
+    flags = "".join(f'"{name}": true|false, ' for name in appliances.names)
+    request = parse_body(body, {**dict.fromkeys(appliances.names, bool), "daypart": str, "seconds": float},
+                         f'a JSON object {{{flags}"daypart": "day"|"night", "seconds": NUMBER}}')
+    return {"labels": {name: request[name] for name in appliances.names}, "daypart": request["daypart"],
+            "seconds": float(request["seconds"])}
+
+
+def parse_body(body: bytes, fields: dict[str, type], shape: str) -> dict:
+    """A write's JSON body, strictly: exactly `fields`, each of its JSON type (str, bool, or float: a
+    number); Refused (400) naming what is wrong and the `shape` expected."""
     try:
         request = json.loads(body)
     except RecursionError:
@@ -193,13 +225,13 @@ def parse_relabel(body: bytes, appliances: Appliances) -> dict:
     if problems:
         raise Refused(400, f"{'; '.join(problems)}; expected {shape}")
     for name, kind in fields.items():
-        if type(request[name]) is not kind:
-            value = request[name]
+        value = request[name]
+        fits = (type(value) in (int, float) and math.isfinite(value)) if kind is float else type(value) is kind
+        if not fits:
             got = f"the string {value[:40]!r}" if isinstance(value, str) else f"a JSON {_json_kind(value)}"
-            raise Refused(400, f"field {name!r}: got {got}, expected a JSON "
-                               f"{'boolean (true or false)' if kind is bool else 'string'}")
-    return {"clip": request["clip"], "labels": {name: request[name] for name in appliances.names},
-            "daypart": request["daypart"]}
+            expected = {bool: "boolean (true or false)", str: "string", float: "number"}[kind]
+            raise Refused(400, f"field {name!r}: got {got}, expected a JSON {expected}")
+    return request
 
 
 def _json_kind(value) -> str:
@@ -244,7 +276,8 @@ def _svg(width: int, height: int, body: list[str], label: str) -> str:
 def probability_chart(points: list[tuple[float, Mapping[str, float]]], name: str, levels: Levels, hue: str,
                       now: float, width: int = 600, height: int = 160) -> str:
     """The last hour of one appliance's probability as a line (see :func:`envelope`), broken where
-    the hops decided nothing (those columns shaded), with its detector's on / off levels dashed."""
+    the hops decided nothing (those columns shaded) or a bundle without it decided, with its
+    detector's on / off levels dashed."""
     def x(wall: float) -> float:
         return width * (1 - (now - wall) / HOUR_SEC)
 
@@ -261,8 +294,8 @@ def probability_chart(points: list[tuple[float, Mapping[str, float]]], name: str
     for level in (levels.on, levels.off):
         body.append(f'<line x1="0" x2="{width}" y1="{y(level):.1f}" y2="{y(level):.1f}" stroke="{hue}" '
                     f'stroke-dasharray="4 4" stroke-opacity="0.6" class="threshold-{name}"/>')
-    for decided, stretch in itertools.groupby(points, key=lambda point: bool(point[1])):
-        if decided:
+    for heard, stretch in itertools.groupby(points, key=lambda point: name in point[1]):  # (a bundle swapped in
+        if heard:                                                                      # may not have had it)
             coordinates = " ".join(f"{x(wall):.1f},{y(p):.1f}" for wall, p in envelope(list(stretch), name, now))
             body.append(f'<polyline points="{coordinates}" fill="none" stroke="{hue}" stroke-width="2" class="p-{name}"/>')
     return _svg(width, height, body, f"p({title(name)}) over the last hour")

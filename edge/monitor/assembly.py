@@ -28,9 +28,11 @@ leaves no trace.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
+from pathlib import Path
 from typing import Callable
 
 from edge.core.output import LinePrinter, error_text
@@ -39,6 +41,7 @@ from edge.engine.classifier import Classifier, open_classifier
 from edge.engine.detector import Detector
 from edge.engine.pacing import HopPlanner, plan_hop
 from edge.engine.settings import DetectorSettings, require_bundle
+from edge.monitor.deploy import Deployer, started_bundle
 from edge.monitor.live import AudioSource, FanOut, LiveMonitor
 from edge.monitor.settings import LiveSettings, monitor_id
 
@@ -83,6 +86,9 @@ def check_options(settings: LiveSettings) -> None:
         raise ValueError("--http-host names the page's host: add --http [HOST:]PORT")
     if settings.clips.relabel_dir and not (settings.clips.dir and settings.http.listen):
         raise ValueError("--relabel-dir relabels clips from the page: add --clips DIR and --http [HOST:]PORT")
+    if settings.deploy.dir and not (settings.http.listen and settings.http.token):
+        raise ValueError("--deploy-dir takes bundles pushed over HTTP, always with the token: add --http [HOST:]PORT "
+                         "and --http-token (or HUMWATCH_HTTP_TOKEN)")
 
 
 def open_settings_source(settings: LiveSettings) -> AudioSource:
@@ -135,9 +141,8 @@ class Shared:
     def __init__(self, settings: DetectorSettings, monitors: int = 1) -> None:
         require_bundle(settings)
         self.settings = settings
-        self.classifier = open_classifier(settings.bundle, settings.precision, settings.threads)
         self.overrides = settings.decision_overrides()
-        self.overrides.apply(self.classifier.decision)  # a bad override fails before the warm-up
+        self.classifier = self.open(settings.bundle)  # a bad override fails before the warm-up
         if monitors > 1:
             log.info("%d monitors share one %s model and the CPU budget: %.0f %% of the cores each",
                      monitors, self.classifier.precision, 100 * settings.cpu_budget / monitors)
@@ -145,6 +150,18 @@ class Shared:
         self.inference_lock = threading.Lock()
         self._teacher: Classifier | None = None
         self._teacher_lock = threading.Lock()
+
+    def open(self, bundle: Path) -> Classifier:
+        """A bundle's model checked as at start (bundle.json, every file, the graphs, one test window)
+        and the levels given (--level) checked against its appliances."""
+        classifier = open_classifier(bundle, self.settings.precision, self.settings.threads)
+        self.overrides.apply(classifier.decision)
+        return classifier
+
+    def use(self, classifier: Classifier) -> None:
+        """Another model for every monitor (called holding the inference lock); its teacher is loaded at its first audit."""
+        with self._teacher_lock:
+            self.classifier, self._teacher = classifier, None
 
     def planner(self) -> HopPlanner:
         """A monitor's own hop planner (it follows that monitor's measured cost), from the one warm-up."""
@@ -176,8 +193,8 @@ class Monitor:
     several monitors (its lines, log, page and metrics then carry its name)."""
 
     def __init__(self, settings: LiveSettings, shared: Shared, notifier, server, several: bool,
-                 open_source: Callable[[LiveSettings], AudioSource]) -> None:
-        self.settings, self.name = settings, settings.name
+                 open_source: Callable[[LiveSettings], AudioSource], deployed: Callable[[], dict] | None = None) -> None:
+        self.settings, self.name, self.shared = settings, settings.name, shared
         self.ident = monitor_id(settings) if several else None
         self.error: BaseException | None = None
         self._closers: list[Callable[[], None]] = []
@@ -199,11 +216,38 @@ class Monitor:
             self.household = self._history()
             self.publisher = self._mqtt()
             if server is not None:
-                self._page(server)
+                self._page(server, deployed)
             self._clips()
         except BaseException:
             self.close()
             raise
+
+    def prepare(self, classifier: Classifier) -> Auditor | None:
+        """Refuse (ValueError) another model this monitor cannot take over with (its window, the
+        appliances --alarm and --watts name, the audit's settings); else its auditor."""
+        self.detector.fits(classifier)
+        self._check_named(classifier.decision.appliances.names, "the new bundle's")
+        return open_auditor(self.settings, classifier, self.shared.teacher)
+
+    def _check_named(self, appliances: tuple[str, ...], whose: str) -> None:
+        """Each --alarm and --watts names one of `appliances` (ValueError naming it)."""
+        from edge.home.alarms import AlarmRule
+        from edge.home.household import check_appliances, check_watts, parse_watts
+
+        settings = self.settings
+        check_appliances("--alarm", {AlarmRule.parse(text).appliance: text.strip() for text in settings.alarm},
+                         appliances, whose)
+        check_watts(parse_watts(settings.watts), appliances, whose)
+
+    def swap(self, classifier: Classifier, auditor: Auditor | None) -> None:
+        """Decide with another model from the next window on (holding the inference lock); the
+        history, MQTT device and page go on, with its appliances."""
+        self.detector.swap(classifier, auditor)
+        self.appliances = self.detector.decision.appliances
+        if self.household is not None:
+            self.household.history.appliances = self.appliances.names
+        if self.publisher is not None:
+            self.publisher.set_appliances(self.appliances)
 
     def _history(self):
         """History, alarms and energy for the bundle's appliances (each --alarm and --watts must name one)."""
@@ -211,13 +255,11 @@ class Monitor:
             return None
         from edge.home.alarms import AlarmRule, Alarms
         from edge.home.history import History
-        from edge.home.household import Household, check_appliances, check_watts, parse_watts
+        from edge.home.household import Household, parse_watts
 
         settings, appliances = self.settings, self.appliances.names
         rules, power = [AlarmRule.parse(rule) for rule in settings.alarm], parse_watts(settings.watts)
-        check_appliances("--alarm", {rule.appliance: text.strip() for rule, text in zip(rules, settings.alarm)}, appliances,
-                         "the bundle's")
-        check_watts(power, appliances, "the bundle's")
+        self._check_named(appliances, "the bundle's")
         history = History(settings.history, settings.history_days, appliances=appliances)
         household = self.outputs.add(Household(history, Alarms(rules), power, self.printer.event), "--history")
         self._closers.append(household.close)
@@ -243,12 +285,18 @@ class Monitor:
         if publisher is not None:
             publisher.close()
 
-    def _page(self, server) -> None:
+    def _page(self, server, deployed: Callable[[], dict] | None) -> None:
         from edge.home.page import Page, PageSettings
+        from edge.home.samples import Recorder, SampleFolder
 
-        settings = self.settings
-        page = Page(PageSettings(settings.clips.dir, settings.clips.relabel_dir, self.name if self.ident else None),
-                    lambda: self.detector.decision, self.household)
+        clips = self.settings.clips
+        recorder = None
+        if clips.relabel_dir:  # the page records samples from this monitor's input into it
+            clips.relabel_dir.mkdir(parents=True, exist_ok=True)
+            recorder = Recorder(SampleFolder(clips.relabel_dir), clips.record_max_sec, clips.recordings_max)
+            self.monitor.taps.append(recorder)
+        page = Page(PageSettings(clips.dir, clips.relabel_dir, self.name if self.ident else None),
+                    lambda: self.detector.decision, self.household, recorder=recorder, deployed=deployed)
         self.outputs.add(server.add(self.monitor, self.household, page, self.name, self.ident), "HTTP")
 
     def _clips(self) -> None:
@@ -300,17 +348,22 @@ class Assembly:
         self.settings = [settings] if isinstance(settings, LiveSettings) else list(settings)
         for each in self.settings:
             check_options(each)
+        deploy = self.settings[0].deploy
+        bundle = started_bundle(deploy.dir, self.settings[0].bundle)  # the one pushed last, if any
+        self.settings = [dataclasses.replace(each, bundle=bundle) for each in self.settings]
         first, several = self.settings[0], len(self.settings) > 1
         self.monitors: list[Monitor] = []
         self._closers: list[Callable[[], None]] = []
         self._starters: list[Callable[[], None]] = []
+        self.deployer: Deployer | None = None
         try:
             self.shared = Shared(first, len(self.settings))
             self.notifier = SystemdNotifier()
             self._closers.append(self.notifier.close)
             self.server = self._http(first, several)
             for each in self.settings:
-                self.monitors.append(Monitor(each, self.shared, self.notifier, self.server, several, open_source))
+                self.monitors.append(Monitor(each, self.shared, self.notifier, self.server, several, open_source,
+                                             self.deployer.status if self.deployer else None))
                 self._closers.append(self.monitors[-1].close)
         except BaseException:
             self.close()
@@ -321,11 +374,26 @@ class Assembly:
             return None
         from edge.home.http_status import StatusServer, parse_listen
 
-        http = settings.http
-        server = StatusServer(None, *parse_listen(http.listen), token=http.token, hosts=http.hosts)
+        http, deploy = settings.http, settings.deploy
+        self.deployer = None if not deploy.dir else Deployer(deploy.dir, settings.bundle, int(deploy.max_mb * 1e6),
+                                                             self.swap)
+        server = StatusServer(None, *parse_listen(http.listen), token=http.token, hosts=http.hosts,
+                              deploy=self.deployer)
         self._starters.append(server.start)
         self._closers.append(server.close)
         return server
+
+    def swap(self, bundle: Path) -> None:
+        """Every monitor decides with the bundle at `bundle` from its next window on: checked first as
+        at start, and for each monitor (BundleError or ValueError: refused, nothing changed); then
+        swapped between two windows, under the inference lock. The monitors share one model, so a
+        push to any of them swaps it for all."""
+        classifier = self.shared.open(bundle)
+        auditors = [monitor.prepare(classifier) for monitor in self.monitors]
+        with self.shared.inference_lock:
+            self.shared.use(classifier)
+            for monitor, auditor in zip(self.monitors, auditors):
+                monitor.swap(classifier, auditor)
 
     def start(self) -> None:
         """Open each --output, connect to MQTT, start HTTP (after everything that can refuse was made)."""

@@ -254,6 +254,7 @@ class LiveMonitor:
         self._arrivals = Arrivals()
         self._next_end = 0.0  # where the next window ends, in the seconds since the last gap that Arrivals counts
         self._last_line_at = 0.0
+        self.taps: list[Callable[[np.ndarray, int], None]] = []  # each gets every chunk heard, at its rate (recordings)
 
     @property
     def auditor(self) -> Auditor | None:
@@ -402,6 +403,11 @@ class LiveMonitor:
         for chunk, arrival in chunks:
             self.detector.push(chunk, rate)
             self._arrivals.pushed(len(chunk) / rate, arrival)
+            for tap in self.taps:
+                try:
+                    tap(chunk, rate)
+                except Exception as error:  # a recording that fails never stops the decisions
+                    self.failures.failed("a recording", f"a recording failed: {error_text(error)}", error)
         self._decide_hops()
 
     def _gap(self, seconds: float) -> None:

@@ -1,5 +1,5 @@
 """The live monitor's options (`humwatch live`): the engine's, and the source, outputs, and the
-sections [mqtt] (Home Assistant), [http] (the page), [clips] and [audit]; one monitor from the
+sections [mqtt] (Home Assistant), [http] (the page), [clips], [audit] and [deploy] (pushed bundles); one monitor from the
 file, or several ([[monitor]] tables: the options marked per_monitor in each, the rest shared)."""
 
 from __future__ import annotations
@@ -71,6 +71,11 @@ class ClipsOptions:
                             show_default=True, per_monitor=True, addon=True)
     relabel_dir: Path | None = setting(None, "The page's relabel control writes correctly named copies of clips here "
                                              "(needs --clips).", FOLDER, flag="relabel_dir", per_monitor=True)
+    record_max_sec: float = setting(600.0, "The longest sample the page may record (into --relabel-dir).",
+                                    Range(1, 3600), show_default=True, per_monitor=True)
+    recordings_max: int = setting(200, "At most this many recordings wait in --relabel-dir (delete or pull some "
+                                       "to record more).", click.IntRange(1, 100_000), show_default=True,
+                                 per_monitor=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +88,17 @@ class AuditOptions:
                                    "disagree.", PROBABILITY, show_default=True)
     fallback: float | None = setting(None, "Switch to BEATs for good when more than RATE of the last hour's audits "
                                            "disagree.", PROBABILITY, metavar="RATE")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployOptions:
+    """[deploy]: bundles pushed to the running monitor ('humwatch push')."""
+
+    dir: Path | None = setting(None, "Accept bundles pushed with 'humwatch push' (needs --http and --http-token) and "
+                                     "keep them here: the running one and the previous, for 'humwatch rollback'; "
+                                     "the monitor starts with the last one deployed.", FOLDER, flag="deploy_dir")
+    max_mb: float = setting(2000.0, "A pushed bundle may hold at most this many MB.", Range(1, 1_000_000),
+                            show_default=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +136,7 @@ class LiveSettings(DetectorSettings):
     http: HttpOptions = section(HttpOptions)
     clips: ClipsOptions = section(ClipsOptions)
     audit: AuditOptions = section(AuditOptions)
+    deploy: DeployOptions = section(DeployOptions)
 
 
 def per_monitor(option: Option) -> bool:
