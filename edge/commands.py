@@ -106,7 +106,7 @@ def stream(ctx, file, realtime, only_changes, **options) -> None:
 @click_options(LiveSettings)
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
               help="Read the settings from this TOML file (keys: these options' names with '_', those of MQTT, "
-                   "HTTP, clips and the audit in sections [mqtt], [http], [clips], [audit], levels as [levels.NAME]; "
+                   "HTTP, clips, the audit and pushed bundles in sections [mqtt], [http], [clips], [audit], [deploy], levels as [levels.NAME]; "
                    "several sources in one process: a [[monitor]] table each); the command line beats the file. "
                    "Example: edge/systemd/humwatch.toml.")
 @click.option("--print-config", is_flag=True, help="Print the settings in force as TOML (secrets masked) and exit.")
