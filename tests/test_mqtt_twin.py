@@ -38,10 +38,15 @@ time.sleep(60)
 @pytest.fixture
 def monitor(broker):
     """The healthy monitor, online with its first decision (t=6)."""
+    probe = Subscriber(broker.port)
     publisher = MqttPublisher(MqttSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", name="Kitchen"))
     publisher.start()
     assert publisher.holding.wait(10)
     publisher(_line(t=6.0))
+    # its 'online' follows its configs on one connection: once the broker has passed it on, every
+    # config has too, and a test's later subscriber gets them only as retained copies, never live
+    assert probe.wait(lambda t, p, r: t == AVAILABILITY and p == "online")
+    probe.close()
     yield publisher
     publisher.close()
 
