@@ -3,12 +3,25 @@ Supervisor's API, another web site): each GET is answered by a function of the r
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # request -> (status code, Content-Type or None for none, body)
 Answer = Callable[[BaseHTTPRequestHandler], tuple[int, str | None, bytes]]
+
+
+def post(port: int, path: str, data: bytes, headers: dict, timeout: float = 30) -> tuple[int, dict]:
+    """POST to a monitor's page on loopback: its status code and JSON answer, errors included."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 class LoopbackServer:

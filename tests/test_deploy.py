@@ -19,6 +19,7 @@ import pytest
 from broker import Broker
 from click.testing import CliRunner
 from live_process import LiveProcess, retained_messages
+from loopback_http import post
 from toy_bundle import copy_of_base, toy_bundle
 
 from edge.cli import main
@@ -91,17 +92,8 @@ def test_an_archive_unpacks_only_a_bundle_with_every_checksum(tmp_path):
         unpack_bundle(archive, tmp_path / "too-big", max_bytes=3_000_000)  # the bundle holds 3.7 MB
 
 
-def _post(port: int, path: str, data: bytes, headers: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def _push(port: int, data: bytes, **headers) -> tuple[int, dict]:
-    return _post(port, "/api/bundle", data, {"Content-Type": "application/x-tar", "X-Humwatch-Token": TOKEN, **headers})
+    return post(port, "/api/bundle", data, {"Content-Type": "application/x-tar", "X-Humwatch-Token": TOKEN, **headers})
 
 
 def _noise(seconds: float) -> np.ndarray:
@@ -129,7 +121,7 @@ def test_a_pushed_bundle_swaps_between_two_hops_and_hostile_pushes_change_nothin
         hostile["3 s window"] = _archive(toy_bundle(tmp_path / "toy-window", window_sec=3.0))
         answers = {what: _push(live.port, data) for what, data in hostile.items()}
         good = _archive(dehumidifier)
-        answers["no token"] = _post(live.port, "/api/bundle", good, {"Content-Type": "application/x-tar"})
+        answers["no token"] = post(live.port, "/api/bundle", good, {"Content-Type": "application/x-tar"})
         answers["wrong token"] = _push(live.port, good, **{"X-Humwatch-Token": "guess"})
         answers["cross-site"] = _push(live.port, good, **{"Sec-Fetch-Site": "cross-site"})
         answers["foreign origin"] = _push(live.port, good, Origin="http://evil.example")
@@ -163,7 +155,7 @@ def test_a_pushed_bundle_swaps_between_two_hops_and_hostile_pushes_change_nothin
         assert [row["name"] for row in page["appliances"]] == ["ac", "fridge", "dehumidifier"]
         assert any(topic.endswith("/dehumidifier/config") for topic in _config_topics(retained_messages(broker.port)))
 
-        code, answer = _post(live.port, "/api/bundle/rollback", b"{}",
+        code, answer = post(live.port, "/api/bundle/rollback", b"{}",
                              {"Content-Type": "application/json", "X-Humwatch-Token": TOKEN})
         assert code == 200 and answer["current"]["path"] == str(base), answer
         count = len(live.lines())

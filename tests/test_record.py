@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 from live_process import LiveProcess
+from loopback_http import post
 from toy_bundle import copy_of_base
 
 from edge.core.files import sha256_file
@@ -23,13 +24,7 @@ from edge.home.samples import Recorder, SampleFolder
 
 def _post(port: int, path: str, body, **headers) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                     headers={"Content-Type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return post(port, path, data, {"Content-Type": "application/json", **headers}, timeout=10)
 
 
 def _get(port: int, path: str, **headers) -> tuple[int, bytes]:
