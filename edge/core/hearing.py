@@ -6,8 +6,10 @@ A hop ends in a decided state (what the model heard) or in one of these, never i
   microphone, a camera sending zeros) or a level below the floor;
 - ``no-audio``: no audio arrives at all (a stalled pipe, a lost camera or device).
 
-The level of a window is its RMS after removing its DC offset (a converter's offset or a constant
-A-law "silence" is no sound), in dB full scale. The quietest 6-s window of the original
+The level of a stretch of audio is its RMS after removing its DC offset (a converter's offset or a
+constant A-law "silence" is no sound), in dB full scale; a window's level is that of its quietest
+second, so a window is heard only when every second of it carries sound (the first windows after
+a silence, mostly zeros, are not decided on the little sound they hold). The quietest 6-s window of the original
 recordings (a quiet room at night, every appliance off, ../shared/reference/original-manifests)
 sits at -60 dBFS, their median at -58 dBFS; one step of 16-bit audio, the finest a USB microphone
 or a camera sends, has an RMS of -90 dBFS. The floor sits there: 30 dB below that quiet room, and
@@ -32,6 +34,12 @@ def level_dbfs(samples: np.ndarray) -> float:
     values = np.asarray(samples, dtype=np.float64)
     rms = float(np.sqrt(np.mean(np.square(values - values.mean())))) if values.size else 0.0
     return max(SILENT_DBFS, 20 * math.log10(rms)) if rms > 0 else SILENT_DBFS
+
+
+def window_level_dbfs(window: np.ndarray, rate: int) -> float:
+    """The level of the quietest whole second of `window` (all of it when shorter than two seconds)."""
+    seconds = max(1, len(window) // rate)
+    return min(level_dbfs(part) for part in np.array_split(np.asarray(window), seconds))
 
 
 def no_signal_reason(level: float, floor: float) -> str:

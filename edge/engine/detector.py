@@ -25,9 +25,10 @@ import numpy as np
 
 from edge.core.audio import AudioError, AudioFile, StreamResampler, Windower, iter_windows
 from edge.core.decision import DecisionConfig, DecisionOverrides, StreamDecider, decide_file
-from edge.core.hearing import NO_SIGNAL, SIGNAL_FLOOR_DBFS, level_dbfs, no_signal_reason
+from edge.core.hearing import NO_SIGNAL, SIGNAL_FLOOR_DBFS, no_signal_reason, window_level_dbfs
 from edge.core.labels import control_characters_error
 from edge.core.proc import timed
+from edge.core.window import SAMPLE_RATE
 from edge.engine.audit import Auditor
 from edge.engine.classifier import Classifier, ModelOutputError, open_classifier
 from edge.engine.hop import HopLine
@@ -118,7 +119,7 @@ class Detector:
     def decide_window(self, t: float, window: np.ndarray) -> HopLine:
         """One window -> one line: inference, the decision, the audit, and the planner kept up to date;
         a window below the signal floor decides nothing."""
-        level = level_dbfs(window)
+        level = window_level_dbfs(window, SAMPLE_RATE)
         if level < self.signal_floor_dbfs:
             return self.undecided(t, NO_SIGNAL, no_signal_reason(level, self.signal_floor_dbfs), level_dbfs=level,
                                   hop_sec=self.planner.hop_sec)
@@ -180,7 +181,7 @@ class Detector:
         audio = AudioFile(path)
         probs, silent = [], []
         for _, window in iter_windows(audio, self.classifier.bundle.window):
-            level = level_dbfs(window)
+            level = window_level_dbfs(window, SAMPLE_RATE)
             if level < self.signal_floor_dbfs:
                 silent.append(level)
             else:

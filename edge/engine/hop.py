@@ -31,7 +31,7 @@ class HopLine(StreamUpdate):
     audits: int | None = None
     audit_disagreements: int | None = None
     reason: str | None = None  # a hop that decided nothing: why (its status is no-signal or no-audio)
-    level_dbfs: float | None = None  # ... and, with no signal, the window's level
+    level_dbfs: float | None = None  # ... and, with no signal, the level of the window's quietest second
 
     @property
     def decided(self) -> bool:

@@ -56,8 +56,8 @@ class DetectorSettings:
                        HOP, metavar="SECONDS|auto", show_default=True, addon=True)
     cpu_budget: float = setting(0.5, "With --hop auto: the share of all cores inference may use.",
                                 Range(0, 1, min_open=True), show_default=True, addon=True)
-    signal_floor_dbfs: float = setting(SIGNAL_FLOOR_DBFS, "Windows quieter than this (RMS about the mean, in dBFS) are "
-                                       "not decided: the line says no-signal (digital silence, a dead microphone).",
+    signal_floor_dbfs: float = setting(SIGNAL_FLOOR_DBFS, "Windows with a second quieter than this (RMS about the mean, in "
+                                       "dBFS) are not decided: the line says no-signal (digital silence, a dead microphone).",
                                        Range(SILENT_DBFS, 0), show_default=True)
     median_sec: float | None = setting(None, "Seconds of windows in the running median [bundle]", SECONDS)
     debounce_sec: float | None = setting(None, "Seconds a new state must hold before it is reported [bundle]", SECONDS)
