@@ -26,9 +26,7 @@ from train.cli import DEVICE_OPTION, EXISTING_DIR, PATH
 @DEVICE_OPTION
 def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path | None, parity_windows: int,
            student_dir: Path | None, no_student: bool, device: str) -> None:
-    """Export a run to a bundle, parity-checked against torch.
-
-    ONNX graphs and bundle.json, the folder the monitor runs."""
+    """Export a run to an ONNX bundle, parity-checked against torch."""
     from edge.core.audio import AudioError
     from edge.core.bundle import load_bundle
     from export.exporter import ExportError, export_run
