@@ -13,7 +13,7 @@ import click
 from edge.cluster.connect import LOCAL, ClusterError, cluster_options
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
-from edge.core.options import click_options, merge
+from edge.core.options import click_option, click_options, merge
 from edge.core.output import error_text, format_table, json_line
 from edge.core.redact import log_to_stderr, redact
 from edge.engine.settings import HOP, HOP_ONLY, DetectorSettings
@@ -22,6 +22,7 @@ from edge.monitor.settings import LiveSettings, live_settings, monitors_toml
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 BUNDLE = click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True, metavar="DIR",
                       help="The bundle directory (from humwatch export).")
+THREADS = click_option(DetectorSettings, "threads")
 START_ERRORS = (ValueError, OSError, RuntimeError, LookupError)  # bundle, source, history, port: one clear line
 
 
@@ -187,7 +188,7 @@ def devices() -> None:
 @BUNDLE
 @click.option("--precision", type=click.Choice([*PRECISIONS, "all"]), default="all", show_default=True,
               help="The precision to time, or all of the bundle's.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="[default: all cores]")
+@THREADS
 @click.option("--windows", type=click.IntRange(min=2), default=20, show_default=True, help="Windows timed per precision.")
 @click.option("--cpu-budget", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="The share of all cores a monitor may use: sets the hops reported.")
@@ -247,7 +248,7 @@ def bench_bundle(bundle_dir, precision, threads, windows, cpu_budget, budget_run
 @click.option("--seconds", type=click.FloatRange(min=10), default=20.0, show_default=True,
               help="Real-time seconds each configuration runs.")
 @click.option("--hop", default="1.5", show_default=True, type=HOP, metavar="SECONDS|auto", help="As live's --hop.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="[default: all cores]")
+@THREADS
 @click.option("--audio", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="The recording every source plays in real time, looped [default: 30 s of noise at 48 kHz].")
 @click.option("--source", default=None, metavar="DEVICE|URL",
