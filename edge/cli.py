@@ -16,6 +16,16 @@ import click
 
 EDGE_MODULES = ("edge.commands", "edge.container.addon_folder")
 WORKSTATION_MODULES = ("train.cli", "export.cli")
+SECTIONS = (  # `humwatch --help` lists the commands in the order the work goes; every command is in one section
+    ("Try it", ("demo", "synth")),
+    ("Train on a workstation, in this order", ("prepare", "train", "thresholds", "evaluate", "report", "distill", "export",
+                                               "bundle")),
+    ("Run at home", ("devices", "live", "stream", "batch", "history")),
+    ("Teach it: the home's clips back into training", ("pull", "retrain", "judge", "push", "rollback")),
+    ("Measure", ("bench-bundle", "bench-monitors", "bench-training", "bench-retrain", "bench-cluster")),
+    ("Install", ("addon-folder",)),
+)
+DESCRIPTION_WIDTH = 64  # each command's first sentence fits the list's description column (60-64 wide at 80)
 
 
 def _commands(modules: tuple[str, ...]) -> dict[str, click.Command]:
@@ -40,10 +50,11 @@ def missing_train_extra() -> list[str]:
 
 
 class HumwatchGroup(click.Group):
-    """Edge and workstation commands, the latter refused with a clear message on an edge-only install."""
+    """Edge and workstation commands, listed by SECTIONS; the workstation's are refused with a clear message
+    on an edge-only install."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*_commands(EDGE_MODULES), *_commands(WORKSTATION_MODULES)})
+        return [name for _, names in SECTIONS for name in names]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         edge = _commands(EDGE_MODULES)
@@ -61,12 +72,14 @@ class HumwatchGroup(click.Group):
         return workstation[name]
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        workstation = ("Workstation commands (not installed here: need humwatch[train])" if missing_train_extra()
-                       else "Workstation commands (the train extra)")
-        for title, modules in (("Edge commands (base install, no torch)", EDGE_MODULES), (workstation, WORKSTATION_MODULES)):
-            rows = [(name, command.get_short_help_str(70)) for name, command in sorted(_commands(modules).items())]
+        commands = {**_commands(EDGE_MODULES), **_commands(WORKSTATION_MODULES)}
+        for title, names in SECTIONS:
             with formatter.section(title):
-                formatter.write_dl(rows)
+                formatter.write_dl([(name, commands[name].get_short_help_str(DESCRIPTION_WIDTH)) for name in names])
+        where = "not installed here: need humwatch[train]" if missing_train_extra() else "the train extra"
+        formatter.write_paragraph()
+        workstation = [name for _, names in SECTIONS for name in names if name in _commands(WORKSTATION_MODULES)]
+        formatter.write_text(f"Workstation commands ({where}): {', '.join(workstation)}.")
 
 
 @click.group(cls=HumwatchGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,13 +13,16 @@ import click
 from edge.cluster.connect import LOCAL, ClusterError, cluster_options
 from edge.core.audio import AudioError
 from edge.core.bundle import PRECISIONS, BundleError, load_bundle, verify_files
-from edge.core.options import click_options, merge
+from edge.core.options import click_option, click_options, merge
 from edge.core.output import error_text, format_table, json_line
 from edge.core.redact import log_to_stderr, redact
-from edge.engine.settings import HOP, DetectorSettings
+from edge.engine.settings import HOP, HOP_ONLY, DetectorSettings
 from edge.monitor.settings import LiveSettings, live_settings, monitors_toml
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
+BUNDLE = click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True, metavar="DIR",
+                      help="The bundle directory (from humwatch export).")
+THREADS = click_option(DetectorSettings, "threads")
 START_ERRORS = (ValueError, OSError, RuntimeError, LookupError)  # bundle, source, history, port: one clear line
 
 
@@ -33,22 +36,48 @@ def open_detector(settings, plan: bool = True):
         raise click.ClickException(str(error)) from error
 
 
-@click.command()
-@click_options(DetectorSettings, exclude=("hop", "cpu_budget"), required=("bundle",))
+def hop_only(what: str) -> str:
+    """Why batch refuses `what`, a setting that changes only decisions hop by hop, and what to do instead."""
+    return (f"{what} changes only decisions hop by hop (humwatch stream, live); batch decides each file whole, by the "
+            "median of all its windows against each appliance's threshold. Set a threshold with --level "
+            "NAME.threshold=P, or see the hops with humwatch stream --bundle DIR FILE")
+
+
+class FileCommand(click.Command):
+    """batch: an option of stream and live that has no effect on a whole file is refused by name, with the fix."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as error:
+            if error.option_name.removeprefix("--").replace("-", "_") in HOP_ONLY:
+                raise click.UsageError(hop_only(error.option_name), ctx) from None
+            raise
+
+
+@click.command(cls=FileCommand)
+@click_options(DetectorSettings, exclude=("hop", "cpu_budget", *HOP_ONLY), required=("bundle",))
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--files-from", type=click.File("r", encoding="utf-8"), default=None, metavar="FILE",
               help="Also the paths listed in FILE, one per line ('-': standard input).")
-@click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True,
+              help="jsonl: one JSON object per file, for programs; table: aligned columns, for people.")
 @cluster_options
 @click.pass_context
 def batch(ctx, paths, files_from, output_format, cluster, worker_cpus, **options) -> None:
-    """One decision per audio file (files, or directories searched recursively).
+    """Decide each audio file whole: one line per file.
 
-    Exit code 1 if any file failed or no audio file was found.
+    PATHS are files, or directories searched recursively. A file's state is the median of all its windows
+    against each appliance's threshold, so the running median, the debounce and the hysteresis of stream and
+    live do not apply. Exit code 1 if any file failed or no audio file was found.
     """
     from edge.engine.batch import NoAudioError, expand_paths, run_batch
     from edge.engine.results import FileFailure
 
+    settings = merge(DetectorSettings, ctx, options)
+    hysteresis = [f"{name}.{side}" for name, sides in settings.levels.items() for side in sides if side != "threshold"]
+    if hysteresis:
+        raise click.UsageError(hop_only(f"--level {hysteresis[0]}"))
     paths = [*paths, *(Path(line.rstrip("\r\n")) for line in files_from or () if line.strip())]
     if not paths:
         raise click.UsageError("give audio files or directories, or --files-from FILE")
@@ -56,7 +85,6 @@ def batch(ctx, paths, files_from, output_format, cluster, worker_cpus, **options
         expand_paths(paths)
     except NoAudioError as error:
         raise click.ClickException(f"{error}; pass audio files or directories that hold some") from error
-    settings = merge(DetectorSettings, ctx, options)
     detector = open_detector(settings, plan=False)  # every check of the bundle and the options, here first
     bundle = detector.classifier.bundle
     if cluster == LOCAL:
@@ -112,9 +140,9 @@ def stream(ctx, file, realtime, only_changes, **options) -> None:
 @click.option("--print-config", is_flag=True, help="Print the settings in force as TOML (secrets masked) and exit.")
 @click.pass_context
 def live(ctx, config, print_config, **options) -> None:
-    """Listen to a microphone, a camera's stream or standard input: one JSON line per hop.
+    """Listen to a microphone, a stream or standard input.
 
-    SIGINT / SIGTERM stop cleanly; see docs/sources.md and docs/home-assistant.md.
+    One JSON line per hop. SIGINT / SIGTERM stop cleanly; see docs/sources.md and docs/home-assistant.md.
     """
     from edge.monitor.assembly import Assembly, MonitorsEnded, StopOnSignals, Stopped
     from edge.monitor.sources import SourceEnded, SourceError
@@ -141,7 +169,9 @@ def live(ctx, config, print_config, **options) -> None:
 
 @click.command()
 def devices() -> None:
-    """List the audio input devices (index, name, channels, native rate)."""
+    """List the audio input devices and their native rates.
+
+    One row per device: index, name, channels, native rate."""
     from edge.monitor.live import DeviceUnavailable
     from edge.monitor.sources import import_sounddevice, input_devices
 
@@ -155,9 +185,10 @@ def devices() -> None:
 
 
 @click.command("bench-bundle")
-@click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True)
-@click.option("--precision", type=click.Choice([*PRECISIONS, "all"]), default="all", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="[default: all cores]")
+@BUNDLE
+@click.option("--precision", type=click.Choice([*PRECISIONS, "all"]), default="all", show_default=True,
+              help="The precision to time, or all of the bundle's.")
+@THREADS
 @click.option("--windows", type=click.IntRange(min=2), default=20, show_default=True, help="Windows timed per precision.")
 @click.option("--cpu-budget", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="The share of all cores a monitor may use: sets the hops reported.")
@@ -166,9 +197,9 @@ def devices() -> None:
 @click.option("--allow-busy", is_flag=True, help="Time even while other processes keep the cores busy (and say so).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_bundle(bundle_dir, precision, threads, windows, cpu_budget, budget_run, allow_busy, as_json) -> None:
-    """Time a bundle on this machine: ms, CPU and GFLOP/s per window, memory, hops here and on a Pi.
+    """Time a bundle here and estimate the hop it allows on a Pi.
 
-    Each precision runs in a fresh process, one after the other, so the figures compare fairly.
+    Per window: ms, CPU and GFLOP/s, memory, hops here and on a Pi 4 and 5. Each precision runs in a fresh process, one after the other, so the figures compare fairly.
     """
     from edge.engine.bench import PEAK_EFFICIENCY, PI_PEAKS, BenchError, bench, check_quiet
     from edge.engine.bench import budget_run as run_budget
@@ -209,7 +240,7 @@ def bench_bundle(bundle_dir, precision, threads, windows, cpu_budget, budget_run
 
 
 @click.command("bench-monitors")
-@click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True)
+@BUNDLE
 @click.option("--precision", "precisions", type=click.Choice(PRECISIONS), multiple=True,
               help="Repeat for more [default: the bundle's].")
 @click.option("--sources", "counts", default="1,4", show_default=True, metavar="N,N...",
@@ -217,16 +248,16 @@ def bench_bundle(bundle_dir, precision, threads, windows, cpu_budget, budget_run
 @click.option("--seconds", type=click.FloatRange(min=10), default=20.0, show_default=True,
               help="Real-time seconds each configuration runs.")
 @click.option("--hop", default="1.5", show_default=True, type=HOP, metavar="SECONDS|auto", help="As live's --hop.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="[default: all cores]")
+@THREADS
 @click.option("--audio", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="The recording every source plays in real time, looped [default: 30 s of noise at 48 kHz].")
 @click.option("--source", default=None, metavar="DEVICE|URL",
               help="Every monitor listens to this source instead (e.g. a camera's rtsp:// URL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_monitors(bundle_dir, precisions, counts, seconds, hop, threads, audio, source, as_json) -> None:
-    """Peak memory and CPU of N sources in one process against one, and against N processes.
+    """Measure the memory and CPU of N sources in one process.
 
-    Every configuration runs in fresh processes, one after the other; N processes run side by side.
+    Peak memory and CPU of N sources in one process against one, and against N processes. Every configuration runs in fresh processes, one after the other; N processes run side by side.
     """
     from edge.engine.bench import check_quiet
     from edge.monitor.bench_monitors import bench_monitors as run
@@ -261,15 +292,35 @@ def bench_monitors(bundle_dir, precisions, counts, seconds, hop, threads, audio,
 
 @click.group()
 def bundle() -> None:
-    """Inspect bundles."""
+    """Check bundles before they go to a monitor."""
+
+
+class OldSpelling(click.Argument):
+    """A positional argument kept for an earlier spelling: accepted, left out of the usage line."""
+
+    def get_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return []
 
 
 @bundle.command("check")
-@click.argument("bundle_dir", type=BUNDLE_DIR)
-def check(bundle_dir: Path) -> None:
-    """Every field of bundle.json, checksums, graph shapes, and one window through each precision."""
+@click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, default=None, metavar="DIR",
+              help="The bundle directory (from humwatch export).")
+@click.argument("old_dir", cls=OldSpelling, type=BUNDLE_DIR, required=False)
+def check(bundle_dir: Path | None, old_dir: Path | None) -> None:
+    """Verify a bundle before it goes to the monitor.
+
+    Every field of bundle.json, checksums, graph shapes, and one window through each precision. The earlier
+    spelling, bundle check DIR, still works and names the new one."""
     from edge.engine.classifier import Classifier
 
+    if old_dir is not None:
+        if bundle_dir is not None:
+            raise click.UsageError(f"two bundles: --bundle {bundle_dir} and {old_dir}; check one with --bundle DIR")
+        click.echo(f"humwatch bundle check DIR is now humwatch bundle check --bundle {old_dir}, as in every command; "
+                   "the old spelling still works for now", err=True)
+        bundle_dir = old_dir
+    if bundle_dir is None:
+        raise click.UsageError("which bundle? humwatch bundle check --bundle DIR")
     try:
         loaded = load_bundle(bundle_dir)
         verify_files(loaded)
@@ -292,12 +343,16 @@ def check(bundle_dir: Path) -> None:
 @click.command("history")
 @click.option("--db", "db_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
               help="The monitor's --history file (or a copy of it).")
-@click.option("--days", type=click.IntRange(min=1), default=7, show_default=True)
+@click.option("--days", type=click.IntRange(min=1), default=7, show_default=True,
+              help="How many days back from today to show.")
 @click.option("--watts", default=None, metavar="NAME=W,...",
               help="Power of any appliance in the history when running, for energy, e.g. ac=1200,fridge=150.")
-@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+              help="table: aligned columns; json: a list of rows; csv: a header and a row per day and appliance.")
 def history(db_path, days, watts, output_format) -> None:
-    """Per day and appliance: run-time, cycles, longest run, energy (safe while a monitor writes)."""
+    """Daily run-time, cycles and energy of each appliance.
+
+    Per day and appliance: hours observed, run-time, cycles, longest run, energy. Safe while a monitor writes."""
     import csv
     import sqlite3
     import time
@@ -350,7 +405,9 @@ def _judged_refusal(bundle_dir: Path, running: dict) -> str | None:
 @TOKEN
 @click.option("--force", is_flag=True, help="Push a bundle that scores worse than the running one (see 'humwatch judge').")
 def push(url, bundle_dir, token, force) -> None:
-    """Upload BUNDLE to the monitor at URL, which checks it as at start and swaps it in between two hops."""
+    """Send BUNDLE to the monitor at URL, which swaps it in.
+
+    The monitor checks it as at start and swaps it in between two hops, keeping the previous one for rollback."""
     import tempfile
 
     from edge.core.bundle_archive import pack_bundle
@@ -378,7 +435,9 @@ def push(url, bundle_dir, token, force) -> None:
 @click.argument("url")
 @TOKEN
 def rollback(url, token) -> None:
-    """Return the monitor at URL to the bundle it ran before the last push (or rollback)."""
+    """Return the monitor at URL to its previous bundle.
+
+    The one it ran before the last push (or rollback)."""
     from edge.home.client import MonitorClient, MonitorError
 
     try:
@@ -396,7 +455,9 @@ def rollback(url, token) -> None:
               show_default=True, help="The project's samples folder; each monitor's files go to a subfolder of it.")
 @TOKEN
 def pull(urls, ident, samples_dir, token) -> None:
-    """Fetch the new recordings and relabelled clips of the monitor(s) at URL into the samples folder."""
+    """Fetch the monitors' new recordings and relabelled clips.
+
+    From the monitor(s) at URL into the samples folder, a subfolder per monitor."""
     from edge.home.client import MonitorClient, MonitorError
     from edge.home.pull import folder_name, monitors
     from edge.home.pull import pull as pull_from
@@ -432,8 +493,10 @@ def pull(urls, ident, samples_dir, token) -> None:
               help="The samples folder holding the home's pulled clips.")
 @TOKEN
 def judge(new, against, samples_dir, token) -> None:
-    """Score BUNDLE and the running one side by side on the home's held-out clips; writes BUNDLE/judged.json
-    (push refuses a bundle judged worse unless --force)."""
+    """Score BUNDLE against the running one on the home's clips.
+
+    Side by side on the home's held-out clips; writes BUNDLE/judged.json (push refuses a bundle judged worse
+    unless --force)."""
     import tempfile
 
     from edge.core.bundle_archive import JUDGED, unpack_bundle

@@ -67,7 +67,8 @@ def _by_appliance(figures: dict[str, float], style: str) -> str:
 @click.option("--samples", "samples_dir", type=EXISTING_DIR, default=None,
               help="Use these recordings (read only) instead of synthesizing.")
 @click.option("--seconds", type=click.FloatRange(min=12), default=60.0, show_default=True, help="Length of synthetic recordings.")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Training epochs of the classifier (fewer: a quicker, rougher demo).")
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also export and measure an int8 encoder.")
 @click.option("--appliances", default="ac,fridge", show_default=True, metavar="NAME[,NAME...]",
               help="The appliances to synthesize, e.g. ac,fridge,dehumidifier (with --samples their names say).")
@@ -90,12 +91,15 @@ def demo(beats_checkpoint, workdir, samples_dir, seconds, epochs, int8, applianc
 
 
 @click.command("bench-training")
-@click.option("--workdir", type=PATH, default=Path("bench-work"), show_default=True)
+@click.option("--workdir", type=PATH, default=Path("bench-work"), show_default=True,
+              help="Where the recordings, the full-size checkpoint, the runs and the bundle go.")
 @click.option("--seconds", type=click.FloatRange(min=12), default=30.0, show_default=True,
               help="Length of each synthetic recording.")
 @DEVICE_OPTION
 def bench_training(workdir: Path, seconds: float, device: str) -> None:
-    """Time the workstation steps with the full-size BEATs (random weights)."""
+    """Time the workstation steps with the full-size BEATs.
+
+    With random weights: no checkpoint needed."""
     from export.benchmark import run_benchmark
 
     run_benchmark(workdir, seconds, device)
@@ -107,13 +111,16 @@ def bench_training(workdir: Path, seconds: float, device: str) -> None:
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
               help="The bundle of the batch runs (bench-training leaves bench-work/bundles/full-random).")
 @click.option("--workdir", type=PATH, default=Path("bench-cluster"), show_default=True, help="Emptied, then filled.")
-@click.option("--recordings", type=click.IntRange(1, 8), default=2, show_default=True)
+@click.option("--recordings", type=click.IntRange(1, 8), default=2, show_default=True,
+              help="Synthetic recordings in the large folder.")
 @click.option("--seconds", type=click.FloatRange(min=12), default=30.0, show_default=True, help="Length of each recording.")
 @click.option("--small-seconds", type=click.FloatRange(min=6), default=12.0, show_default=True,
               help="Length of the one recording of the small folder.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker nodes beside the head.")
 def bench_cluster(beats_checkpoint, bundle_dir, workdir, recordings, seconds, small_seconds, workers) -> None:
-    """Time the cache fill and batch locally and on a Ray cluster started here (needs humwatch[cluster])."""
+    """Time the cache fill and batch here and on a Ray cluster.
+
+    The cluster is started on this machine (needs humwatch[cluster])."""
     from edge.cluster.connect import check_address
     from export.bench_cluster import print_report, run_bench_cluster
 
@@ -138,7 +145,9 @@ RETRAIN_SAMPLES = click.option("--samples", "samples_dir", type=EXISTING_DIR, de
 @click.option("--out", "out_dir", type=PATH, default=None, help="Bundle directory to create [default: bundles/<run_id>]")
 @click.option("--int8", is_flag=True, help="Also write an int8 encoder, as export --int8.")
 def retrain(run_dir: Path, samples_dir: Path, out_dir: Path | None, int8: bool) -> None:
-    """prepare, train, thresholds, distill and export in one go, with a previous run's settings."""
+    """Train again on the grown samples, from prepare to export.
+
+    prepare, train, thresholds, distill and export in one go, with a previous run's settings."""
     from export.retrain import retrain as run_retrain
 
     result = _retrain(lambda: run_retrain(run_dir, samples_dir, out_dir, int8, log=click.echo))
@@ -155,7 +164,9 @@ def retrain(run_dir: Path, samples_dir: Path, out_dir: Path | None, int8: bool) 
 @click.option("--out", "out_dir", type=PATH, default=Path("bench-retrain"), show_default=True,
               help="Where the two bundles and the empty cache go.")
 def bench_retrain(run_dir: Path, samples_dir: Path, out_dir: Path) -> None:
-    """Time retrain on one grown folder twice, side by side: with an empty embedding cache and with the run's own."""
+    """Time retrain without and with the embedding cache.
+
+    On one grown folder twice, side by side: with an empty embedding cache and with the run's own."""
     import json
 
     from edge.engine import cpu

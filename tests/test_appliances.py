@@ -92,7 +92,7 @@ def test_the_bundle_names_the_labels_and_the_priority(three):
     assert set(manifest["decisions"]["student"]["levels"]) == set(THREE)
     for precision in ("int8", "student"):  # agreement measured per appliance
         assert "dehumidifier" in json.dumps(manifest["parity"][precision]), manifest["parity"][precision]
-    check = humwatch("bundle", "check", three["bundle"])
+    check = humwatch("bundle", "check", "--bundle", three["bundle"])
     assert "p_dehumidifier" in check and "student: ok" in check
     assert "appliances: ac, fridge, dehumidifier; statuses, in priority order: dehumidifier-on | ac-on | fridge-on | all-off" in check
 

@@ -126,7 +126,7 @@ def edit(bundle: Path, change) -> None:
 
 
 def check(bundle: Path):
-    return CliRunner().invoke(main, ["bundle", "check", str(bundle)])
+    return CliRunner().invoke(main, ["bundle", "check", "--bundle", str(bundle)])
 
 
 def batch(bundle: Path, audio: Path):
@@ -378,7 +378,7 @@ def test_nan_mid_run_is_an_error_not_a_line(tmp_path):
 def test_decision_overrides_are_checked_like_the_file(bundle, audio):
     with pytest.raises(FieldError, match=r"^median_sec: 1e\+06 is outside \(0, 3600\]"):
         DecisionConfig().replace(median_sec=1e6)
-    result = CliRunner().invoke(main, ["batch", "--bundle", str(bundle), "--median-sec", "1e6", str(audio)])
+    result = CliRunner().invoke(main, ["stream", "--bundle", str(bundle), "--median-sec", "1e6", str(audio)])
     assert result.exit_code == 2 and "'--median-sec': 1000000.0 is not in the range 0<x<=3600" in result.output  # the same bound
 
 

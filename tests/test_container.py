@@ -180,7 +180,8 @@ def test_the_image_is_small_unprivileged_and_without_build_tools(image):
 
 @pytest.mark.container
 def test_bundle_check_on_a_mounted_bundle(image, bundle_dir):
-    result = podman("run", "--rm", "--no-healthcheck", "-v", f"{bundle_dir}:/bundle:ro", image, "bundle", "check", "/bundle")
+    result = podman("run", "--rm", "--no-healthcheck", "-v", f"{bundle_dir}:/bundle:ro", image,
+                    "bundle", "check", "--bundle", "/bundle")
     assert "/bundle: bundle ok" in result.stdout
 
 

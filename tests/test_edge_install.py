@@ -70,7 +70,7 @@ def test_the_wheel_installs_offline_with_hashes_and_checks_a_bundle(bundle_dir, 
             if name not in ("pip", "setuptools")} == pinned
     assert run(venv / "bin" / "python", "-c", "import importlib.util as u; print(u.find_spec('torch'))").stdout.strip() == "None"
 
-    check = run(humwatch, "bundle", "check", bundle_dir)
+    check = run(humwatch, "bundle", "check", "--bundle", bundle_dir)
     assert "bundle ok" in check.stdout
     usage = run(humwatch, "--help").stdout
     assert "Workstation commands (not installed here: need humwatch[train])" in usage and "export" in usage

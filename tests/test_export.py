@@ -70,7 +70,7 @@ def test_export_never_overwrites(bundle_dir, trained_runs):
 
 
 def _check(path):
-    return CliRunner().invoke(main, ["bundle", "check", str(path)])
+    return CliRunner().invoke(main, ["bundle", "check", "--bundle", str(path)])
 
 
 def test_bundle_check_passes_on_a_fresh_bundle(bundle_dir):

@@ -324,7 +324,7 @@ def test_time_without_audio_is_a_gap_not_a_run(tmp_path):
     assert stats["ac"].runtime_1h_sec == pytest.approx(180 + 60)  # 0-180 s and 245-305 s
     assert stats["ac"].duty_1h == 1.0  # observed 240 s, all of it on
     assert stats["ac"].current_sec == 240, "the run heard on both sides of the gap is one run: its heard time"
-    assert stats["ac"].cycles_today == 0, "and no new cycle (it began with the monitor)"
+    assert stats["ac"].cycles_today == 1, "one cycle: the run heard since the monitor began (its start unheard)"
     connection = sqlite3.connect(tmp_path / "h.sqlite")
     assert connection.execute("SELECT started - 1e6, ended - 1e6 FROM segments ORDER BY id").fetchall() == [(0, 180), (245, 305)]
     # the states are recorded again at the first hop after the gap, with that hop's times, as going on

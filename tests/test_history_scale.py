@@ -45,7 +45,7 @@ def intervals_by_segment(connection, since: float, until: float) -> list[Interva
                     inside = wall >= since
                     found.append(Interval(appliance, bool(running), start, stop, index > 0 and inside,
                                           index + 1 < len(rows) and end <= until,
-                                          starts_run=inside and (index > 0 or kind == "unseen"),
+                                          starts_run=inside and (index > 0 or kind in ("unseen", "first")),
                                           continues_run=inside and index == 0 and kind == "same"))
     return found
 

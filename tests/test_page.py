@@ -10,6 +10,7 @@ import shutil
 import socket
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,12 +25,13 @@ from edge.core.decision import DecisionConfig
 from edge.core.labels import Appliances, read_sample_name
 from edge.engine.classifier import Classifier
 from edge.home import http_status
+from edge.home import page as page_module
 from edge.home.alarms import AlarmRule, Alarms
 from edge.home.clips import ClipWriter
 from edge.home.history import DAY, History, Interval
 from edge.home.household import Household
-from edge.home.http_status import StatusServer, is_loopback
-from edge.home.page import CHART_COLUMNS, Page, PageSettings, timeline_svg
+from edge.home.http_status import StatusServer, is_loopback, pull_command
+from edge.home.page import CHART_COLUMNS, Page, PageSettings, page_title, relabel_hint, timeline_svg
 
 THREE = Appliances(("ac", "fridge", "dehumidifier"))
 
@@ -68,7 +70,7 @@ class PageHarness:
     """A monitor on a fake microphone with clips, a history and the page, served on loopback (the
     tiny bundle's two appliances, or with `dehumidifier` three)."""
 
-    def __init__(self, bundle_dir, tmp_path, token=None, hosts=(), dehumidifier=False):
+    def __init__(self, bundle_dir, tmp_path, token=None, hosts=(), dehumidifier=False, name="humwatch"):
         self.clips, self.relabel = tmp_path / "clips", tmp_path / "relabel"
         self.source = FakeSource()
         classifier = WithDehumidifier(bundle_dir) if dehumidifier else None
@@ -79,7 +81,7 @@ class PageHarness:
         self.harness = Harness(bundle_dir, self.source, decision=decision, classifier=classifier, max_lag_sec=100.0,
                                history_sec=12.0)
         monitor = self.harness.monitor
-        page = Page(PageSettings(self.clips, self.relabel), lambda: decision, household, clock=clock)
+        page = Page(PageSettings(self.clips, self.relabel, name), lambda: decision, household, clock=clock)
         self.server = StatusServer(monitor, "127.0.0.1", 0, household, page, token=token, hosts=hosts)
         self.harness.sinks += [household, ClipWriter(self.clips, monitor.recent_audio, 16_000, 12.0), self.server,
                                clock.tick]
@@ -150,6 +152,45 @@ def test_page_data_and_relabel_on_loopback(bundle_dir, off_then_ac, tmp_path):
         written = list(page.relabel.iterdir())
         assert code == 200 and [p.name for p in written] == [answer["written"]]  # the correction replaced the first
         assert written[0].read_bytes() == (page.clips / clip).read_bytes()
+
+
+def test_the_page_names_its_monitor():
+    assert page_title("Kitchen") == "Kitchen · humwatch"
+    assert page_title("humwatch") == "humwatch", "a monitor left with the default name is not 'humwatch · humwatch'"
+
+
+def test_the_relabel_hint_names_what_the_user_can_reach(monkeypatch):
+    assert pull_command("pi.local:8321", None, loopback=False) == "humwatch pull http://pi.local:8321/ --token TOKEN"
+    assert pull_command("127.0.0.1:8321", "cellar", loopback=True) == "humwatch pull http://127.0.0.1:8321/ --monitor cellar"
+    pull = "humwatch pull http://pi.local:8321/ --token TOKEN"
+    monkeypatch.setattr(page_module, "in_container", lambda: False)
+    hint = relabel_hint(Path("/var/lib/humwatch/relabel"), pull)
+    assert "wait in /var/lib/humwatch/relabel on this machine. On the workstation, " + pull + " fetches them" in hint
+    monkeypatch.setattr(page_module, "in_container", lambda: True)
+    hint = relabel_hint(Path("/data/relabel"), pull)
+    assert "/data/relabel inside the container (on its data volume)" in hint and pull in hint
+    # behind Home Assistant's ingress the page's address is Home Assistant's: no pull, the share folder instead
+    hint = relabel_hint(Path("/share/humwatch/relabel"), None)
+    assert "Home Assistant's share folder, under humwatch/relabel" in hint and "humwatch pull" not in hint
+    assert "/data/relabel, inside the add-on" in relabel_hint(Path("/data/relabel"), None)
+
+
+def test_the_favicon_and_the_pull_address_are_served(bundle_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(page_module, "in_container", lambda: False)
+    with PageHarness(bundle_dir, tmp_path, name="Kitchen") as page:
+        for path in ("/favicon.ico", "/favicon.svg"):
+            with urllib.request.urlopen(page.base + path, timeout=5) as response:
+                assert response.status == 200 and response.headers["Content-Type"] == "image/svg+xml"
+                assert response.read().startswith(b"<svg")
+        data = json.loads(_get(page.base + "/api/page")[1])
+        assert (data["name"], data["title"], data["several"]) == ("Kitchen", "Kitchen · humwatch", False)
+        host = page.base.removeprefix("http://")
+        assert f"wait in {page.relabel} on this machine. On the workstation, humwatch pull http://{host}/ fetches" in \
+            data["relabel_hint"]
+        request = urllib.request.Request(page.base + "/api/page", headers={"X-Ingress-Path": "/api/hassio_ingress/x"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            hint = json.loads(response.read())["relabel_hint"]
+        assert "humwatch pull" not in hint and f"{page.relabel}, inside the add-on" in hint
 
 
 def test_writes_off_loopback_need_the_token(bundle_dir, off_then_ac, tmp_path, monkeypatch):
@@ -377,7 +418,7 @@ def test_the_page_in_a_real_browser(bundle_dir, off_then_ac, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    with PageHarness(bundle_dir, tmp_path) as page:
+    with PageHarness(bundle_dir, tmp_path, name="Kitchen") as page:
         clip = page.play(off_then_ac)
         browser = _browser()
         try:
@@ -385,6 +426,14 @@ def test_the_page_in_a_real_browser(bundle_dir, off_then_ac, tmp_path):
             wait = WebDriverWait(browser, 20)
             wait.until(lambda b: b.find_element(By.ID, "state").text == "AC on")
             assert browser.find_element(By.ID, "state").get_attribute("class") == "ac-on"
+            assert browser.title == "Kitchen · humwatch" and browser.find_element(By.ID, "name").text == "Kitchen"
+            assert not browser.find_element(By.ID, "monitors").is_displayed(), "one monitor: no index to go back to"
+            icon = browser.find_element(By.CSS_SELECTOR, 'link[rel="icon"]').get_attribute("href")
+            fetched = "fetch(arguments[0]).then((r) => arguments[1](`${r.status} ${r.headers.get('Content-Type')}`));"
+            assert browser.execute_async_script(fetched, icon) == "200 image/svg+xml"
+            assert browser.execute_async_script(fetched, page.base + "/favicon.ico") == "200 image/svg+xml"
+            hint = browser.find_element(By.ID, "relabel-help").text
+            assert f"humwatch pull {page.base}/ fetches them" in hint and f"{page.relabel} " in hint, hint
             rows = browser.find_elements(By.CSS_SELECTOR, "#appliances .appliance")
             heads = [row.find_element(By.CLASS_NAME, "head").text for row in rows]
             assert len(heads) == 2 and re.fullmatch(r"AC running · p [01]\.\d\d", heads[0]), heads
@@ -410,6 +459,28 @@ def test_the_page_in_a_real_browser(bundle_dir, off_then_ac, tmp_path):
         relabelled, rate = soundfile.read(written[0], dtype="float32")
         original, original_rate = soundfile.read(page.clips / clip, dtype="float32")
         assert rate == original_rate and np.array_equal(relabelled, original)
+
+
+@pytest.mark.browser
+def test_a_run_heard_since_the_monitor_began_counts_as_a_cycle_in_a_real_browser(bundle_dir, off_then_ac, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def ac_row(browser) -> list[str]:
+        return [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#stats tr:nth-child(2) td")]
+
+    with PageHarness(bundle_dir, tmp_path) as page:
+        page.source.feed(off_then_ac[1])  # the AC runs from the monitor's first hop: the run's start is not heard
+        lines = page.harness.wait_for(13)
+        assert [line.debounced_status for line in lines] == ["ac-on"] * len(lines)
+        browser = _browser()
+        try:
+            browser.get(page.base + "/")
+            WebDriverWait(browser, 20).until(lambda b: len(ac_row(b)) == 6)
+            title, now, _, _, cycles, _ = ac_row(browser)  # (this clock's hops are minutes apart: each its own segment)
+            assert (title, now, cycles) == ("AC", "running", "1"), ac_row(browser)
+        finally:
+            browser.quit()
 
 
 def test_three_appliances_on_the_page_state_metrics_clips_and_relabel(bundle_dir, off_then_ac, tmp_path):

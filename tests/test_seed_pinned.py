@@ -155,7 +155,7 @@ def test_the_old_bundle_is_the_one_exported_before_the_change():
 
 
 def test_bundle_check_passes_on_the_old_bundle():
-    output = _humwatch("bundle", "check", str(OLD_BUNDLE)).output
+    output = _humwatch("bundle", "check", "--bundle", str(OLD_BUNDLE)).output
     assert "fp32: ok (p_ac " in output and "student: ok (p_ac " in output
     assert output.rstrip().endswith(f"{OLD_BUNDLE}: bundle ok (schema 2, 3 files verified, default precision student)")
 

@@ -88,7 +88,7 @@ def test_student_flops_are_counted_from_its_graph_dft_included(student_bundle):
 
 def test_bundle_check_and_batch_run_the_student(student_bundle, project):
     runner = CliRunner()
-    result = runner.invoke(main, ["bundle", "check", str(student_bundle)])
+    result = runner.invoke(main, ["bundle", "check", "--bundle", str(student_bundle)])
     assert result.exit_code == 0, result.output
     assert "student: the default: agrees with fp32" in result.output
     result = runner.invoke(main, ["batch", "--bundle", str(student_bundle), "--precision", "student",

@@ -26,12 +26,14 @@ def print_metrics(metrics: dict) -> None:
 @click.command()
 @click.argument("outdir", type=PATH)
 @click.option("--seconds", type=click.FloatRange(min=WindowConfig.window_sec), default=180.0, show_default=True, help="Length of each recording.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed writes the same recordings.")
 @click.option("--copies", type=click.IntRange(min=1), default=1, show_default=True, help="Takes per condition (tagged -1, -2, ...).")
 @click.option("--appliances", default="ac,fridge", show_default=True,
               help="Comma-separated appliances, e.g. ac,fridge,dehumidifier: one file per on/off combination and daypart.")
 def synth(outdir: Path, seconds: float, seed: int, copies: int, appliances: str) -> None:
-    """Write deterministic synthetic recordings (44.1 kHz stereo AAC .m4a) into OUTDIR."""
+    """Write synthetic recordings to try the chain on.
+
+    Deterministic 44.1 kHz stereo AAC .m4a files into OUTDIR, named as recordings must be."""
     from train.synth import write_recordings
 
     try:
@@ -43,10 +45,14 @@ def synth(outdir: Path, seconds: float, seed: int, copies: int, appliances: str)
 
 
 @click.command()
-@click.option("--samples", "samples_dir", type=PATH, default=Path("samples"), show_default=True)
-@click.option("--manifests", "manifests_dir", type=PATH, default=Path("data/manifests"), show_default=True)
-@click.option("--window-sec", type=click.FloatRange(min=1.0), default=WindowConfig.window_sec, show_default=True)
-@click.option("--hop-sec", type=click.FloatRange(min=0.1), default=WindowConfig.hop_sec, show_default=True)
+@click.option("--samples", "samples_dir", type=PATH, default=Path("samples"), show_default=True,
+              help="The recordings, named like ac-on-fridge-off-day.m4a; folders are searched recursively.")
+@click.option("--manifests", "manifests_dir", type=PATH, default=Path("data/manifests"), show_default=True,
+              help="Where files.csv and windows.parquet go (train reads them from here).")
+@click.option("--window-sec", type=click.FloatRange(min=1.0), default=WindowConfig.window_sec, show_default=True,
+              help="Seconds of audio in one window, the model's input.")
+@click.option("--hop-sec", type=click.FloatRange(min=0.1), default=WindowConfig.hop_sec, show_default=True,
+              help="Seconds between the starts of two training windows (how much they overlap).")
 def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: float) -> None:
     """Scan the samples and write files.csv and windows.parquet."""
     from edge.core.audio import AudioError
@@ -68,9 +74,9 @@ def prepare(samples_dir: Path, manifests_dir: Path, window_sec: float, hop_sec: 
 @click.command()
 @click_options(TrainOptions)
 def train(**given) -> None:
-    """Train the classifier on frozen BEATs embeddings (stage 1, optional stage 2).
+    """Train the classifier on frozen BEATs embeddings.
 
-    With --cluster, the embedding cache is filled by the workers of a Ray cluster (the rest runs here)."""
+    Stage 1, then an optional stage 2 that fine-tunes the last blocks. With --cluster, the embedding cache is filled by the workers of a Ray cluster (the rest runs here)."""
     from edge.cluster.connect import ClusterError
     from edge.core.audio import AudioError
     from edge.core.labels import LabelError
@@ -89,7 +95,9 @@ def train(**given) -> None:
 @click.command()
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
 def thresholds(run_dir: Path) -> None:
-    """Choose each appliance's threshold (ac.threshold, fridge.threshold, ...) on the run's validation files; writes thresholds.yaml and report.html."""
+    """Choose each appliance's threshold on the validation files.
+
+    ac.threshold, fridge.threshold, ... on the run's validation files; writes thresholds.yaml and report.html."""
     from edge.core.decision import level_name
     from train.report import render_report
     from train.run import Run, RunError
@@ -111,7 +119,9 @@ def thresholds(run_dir: Path) -> None:
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id> (its BEATs model is the teacher)")
 @click_options(DistillOptions)
 def distill(run_dir: Path, **given) -> None:
-    """Train a small student (~1 MFLOP a window) on what the run's BEATs model says: models/<run_id>/student[-N]."""
+    """Distill the run's BEATs model into a small, fast student.
+
+    About 1 MFLOP a window, trained on what the run's BEATs model says: models/<run_id>/student[-N]."""
     from edge.core.audio import AudioError
     from train.device import DeviceError
     from train.run import RunError
@@ -131,7 +141,9 @@ def distill(run_dir: Path, **given) -> None:
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @DEVICE_OPTION
 def evaluate(run_dir: Path, files: tuple[Path, ...], device: str) -> None:
-    """Per-file table and metrics: the run's validation files, or FILES through the torch model."""
+    """Score a run file by file, with its metrics.
+
+    The run's validation files, or FILES, through the torch model."""
     from edge.core.audio import AudioError
     from train.device import DeviceError
     from train.evaluate import (
@@ -163,7 +175,9 @@ def evaluate(run_dir: Path, files: tuple[Path, ...], device: str) -> None:
 @click.command()
 @click.option("--run", "run_dir", type=EXISTING_DIR, required=True, help="models/<run_id>")
 def report(run_dir: Path) -> None:
-    """Write the run's report.html: probabilities, thresholds, F1, curves (opens from disk)."""
+    """Write the run's report.html, which opens from disk.
+
+    Probabilities, thresholds, F1, curves."""
     from train.report import render_report
     from train.run import Run, RunError
 

@@ -171,12 +171,12 @@ def build(cls: type, values: Mapping[str, Any]) -> Any:
 
 
 def click_options(cls: type, exclude: tuple[str, ...] = (), required: tuple[str, ...] = ()) -> Callable:
-    """A decorator adding the click options of `cls` (but those whose flat key is in `exclude`); those
-    in `required` (where no settings file can give them) or with no default must be given."""
+    """A decorator adding the click options of `cls` (but those whose flat key, or a table shortcut's, is in
+    `exclude`); those in `required` (where no settings file can give them) or with no default must be given."""
     def decorate(function: Callable) -> Callable:
         for option in reversed(options_of(cls)):
             if option.key not in exclude:
-                for make in reversed(_click_options(option, option.key in required)):
+                for make in reversed(_click_options(option, option.key in required, exclude)):
                     function = make(function)
         return function
     return decorate
@@ -188,7 +188,7 @@ def click_option(cls: type, key: str) -> Callable:
     return made
 
 
-def _click_options(option: Option, required: bool) -> list[Callable]:
+def _click_options(option: Option, required: bool, exclude: tuple[str, ...] = ()) -> list[Callable]:
     """The option (named by its flat key), and a table's shortcuts (--t-ac P: --level ac.threshold=P)."""
     meta, field, flag = option.meta, option.field, f"--{option.key.replace('_', '-')}"
     kwargs = dict(help=meta["help"] + (f" [env {meta['env']}]" if meta["env"] else ""), envvar=meta["env"],
@@ -204,7 +204,7 @@ def _click_options(option: Option, required: bool) -> list[Callable]:
         value = option.type.form.partition("=")[2]  # P
         made += [click.option(f"--{alias.replace('_', '-')}", alias, type=option.type.value, default=None, metavar=value,
                               help=f"Short for {flag} {name}.{key}={value}.")
-                 for alias, (name, key) in option.type.aliases.items()]
+                 for alias, (name, key) in option.type.aliases.items() if alias not in exclude]
     return made
 
 

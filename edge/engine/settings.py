@@ -40,6 +40,9 @@ HOP = TextRule("hop", hop_rule, accepts=(str, int, float))
 LEVELS = Table(LEVEL_SIDES, PROBABILITY, "APPLIANCE.SIDE=P", "fridge.on=0.8", old=level_of,
                aliases={flat_key(name, side): (name, side) for name in SEED.names for side in LEVEL_SIDES})
 
+HOP_ONLY = ("median_sec", "debounce_sec", *(alias for alias, (_, side) in LEVELS.aliases.items() if side != "threshold"))
+"""The settings that change only decisions hop by hop (stream, live), not a file decided whole (batch)."""
+
 SECONDS = Range(0, int(MAX_SPAN_SEC), min_open=True)  # the decision spans: edge.core.decision.DecisionConfig's bounds
 
 
@@ -62,7 +65,7 @@ class DetectorSettings:
     median_sec: float | None = setting(None, "Seconds of windows in the running median [bundle]", SECONDS)
     debounce_sec: float | None = setting(None, "Seconds a new state must hold before it is reported [bundle]", SECONDS)
     levels: Mapping[str, Mapping[str, float]] = setting(
-        None, "An appliance's file threshold or hysteresis, e.g. fridge.on=0.8, dehumidifier.threshold=0.6 (repeat "
+        None, "An appliance's file threshold, or its hysteresis on/off (stream and live), e.g. fridge.on=0.8, dehumidifier.threshold=0.6 (repeat "
               "for more) [bundle]", LEVELS, multiple=True, flag="level", metavar="APPLIANCE.SIDE=P")
 
     def decision_overrides(self) -> DecisionOverrides:

@@ -114,7 +114,7 @@ class Interval:
     end: float
     begins_with_change: bool  # a change heard at its start (not: the monitor began, or a gap ended)
     ends_with_change: bool  # a change heard at its end
-    starts_run: bool = False  # a new run (or pause) began at its start or in the gap before it: a cycle
+    starts_run: bool = False  # a new run (or pause) was first heard at its start: a cycle (its start may be unheard)
     continues_run: bool = False  # it goes on with the run heard before a gap
 
 
@@ -198,7 +198,7 @@ def intervals(connection: sqlite3.Connection, since: float, until: float,
                 found.append(Interval(appliance, bool(running), start, stop,
                                       begins_with_change=inside and kind == CHANGE,
                                       ends_with_change=index + 1 < len(group) and end <= until,
-                                      starts_run=inside and kind in (CHANGE, UNSEEN),
+                                      starts_run=inside and kind in (FIRST, CHANGE, UNSEEN),
                                       continues_run=inside and kind == SAME))
     return found
 

@@ -1,6 +1,7 @@
 """A small HTTP server for the live monitor (standard library only).
 
 GET  /              the page (edge.home.page): state, last hour, 24-h timeline, clips
+GET  /favicon.svg   the page's icon (also at /favicon.ico, and under each monitor's path)
 GET  /api/page      what the page shows, as JSON
 GET  /clips/NAME    a clip's FLAC
 POST /api/relabel   {"clip", a boolean per appliance ("ac", "fridge", ...), "daypart"}
@@ -67,7 +68,7 @@ from edge.core.hearing import UNDECIDED
 from edge.core.labels import Appliances
 from edge.engine.hop import HopLine
 from edge.home.household import HouseholdSnapshot
-from edge.home.page import Page, Refused, clip_path, page_html, parse_body, parse_record, parse_relabel
+from edge.home.page import Page, Refused, clip_path, favicon, page_html, parse_body, parse_record, parse_relabel
 
 log = logging.getLogger("humwatch.http")
 INFER_BUCKETS_SEC = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0)
@@ -236,6 +237,13 @@ def is_ip_address(name: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def pull_command(host: str, ident: str | None, loopback: bool) -> str:
+    """The workstation's command that fetches a monitor's samples, at the address the browser reached (`host`,
+    the request's checked Host header); off loopback it needs the token."""
+    return " ".join(["humwatch pull", f"http://{host}/", *(["--monitor", ident] if ident is not None else []),
+                     *([] if loopback else ["--token", "TOKEN"])])
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -630,7 +638,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _get(self, url: urllib.parse.SplitResult, body: bytes) -> None:
         status, path = self.status, url.path
-        if path == "/metrics":
+        if path.rsplit("/", 1)[1] in ("favicon.svg", "favicon.ico"):  # the page's link, and what browsers ask for
+            self._send(200, favicon(), "image/svg+xml")
+        elif path == "/metrics":
             self._send(200, status.metrics(), "text/plain; version=0.0.4")
         elif path == "/healthz":
             health = status.health()
@@ -665,7 +675,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, page_html(), "text/html; charset=utf-8")
         elif page is not None and path == "/api/page":
             seen = urllib.parse.parse_qs(url.query).get("clips", [None])[0]
-            self._send(200, page.data(view.monitor.last_line, clips_seen=seen))
+            ingress = "X-Ingress-Path" in self.headers  # Home Assistant's proxy: its address is not one to pull from
+            pull = None if ingress else pull_command(self.headers["Host"], view.ident, self.status.loopback)
+            self._send(200, page.data(view.monitor.last_line, clips_seen=seen, pull=pull))
         elif page is not None and path.startswith("/clips/") and page.settings.clips_dir:
             clip = clip_path(page.settings.clips_dir, urllib.parse.unquote(path[len("/clips/"):]))
             try:

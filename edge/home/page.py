@@ -50,6 +50,9 @@ CHART_COLUMNS = 300  # the hour's chart keeps at most two points per line in eac
 DAY_HOURS = range(7, 21)  # a clip recorded from 07:00 to 20:59 is offered as "day"
 COLORS = ("#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 PAGE_FILE = Path(__file__).with_name("static") / "page.html"
+FAVICON_FILE = PAGE_FILE.with_name("favicon.svg")
+CONTAINER_MARKS = (Path("/.dockerenv"), Path("/run/.containerenv"))  # docker's and podman's
+SHARE = Path("/share")  # Home Assistant's share folder, as an add-on sees it
 
 
 class Refused(ValueError):
@@ -64,7 +67,31 @@ class Refused(ValueError):
 class PageSettings:
     clips_dir: Path | None = None
     relabel_dir: Path | None = None
-    name: str | None = None  # one of several monitors: its name heads the page, which links to their index
+    name: str = "humwatch"  # the monitor's name (--name): it heads the page and names the browser's tab
+    several: bool = False  # one of several monitors in the process: the page links to their index
+
+
+def page_title(name: str) -> str:
+    """The browser tab's title: 'Kitchen · humwatch' ('humwatch' for a monitor left with that name)."""
+    return name if name == "humwatch" else f"{name} · humwatch"
+
+
+def in_container() -> bool:
+    """Whether this process runs in a container, where its folders are not the host's."""
+    return any(mark.exists() for mark in CONTAINER_MARKS)
+
+
+def relabel_hint(folder: Path, pull: str | None) -> str:
+    """Where the page's relabelled clips and recordings wait, as the user can reach them, and how the
+    workstation fetches them: `pull`, the command with this page's address (None behind Home
+    Assistant's ingress, whose address a workstation cannot pull from)."""
+    after = "humwatch retrain, judge and push bring the better model back here."
+    if pull is None:
+        where = (f"Home Assistant's share folder, under {folder.relative_to(SHARE)} (the share of the Samba or SSH "
+                 "add-on)" if folder.is_relative_to(SHARE) else f"{folder}, inside the add-on")
+        return f"Relabelled clips and recordings wait in {where}: copy them into the workstation's samples folder; {after}"
+    where = f"{folder} inside the container (on its data volume)" if in_container() else f"{folder} on this machine"
+    return f"Relabelled clips and recordings wait in {where}. On the workstation, {pull} fetches them; {after}"
 
 
 def color(appliances: Appliances, name: str) -> str:
@@ -98,10 +125,10 @@ class Page:
             if line.debounced_status != self._status:
                 self._status, self._since = line.debounced_status, now
 
-    def data(self, line: HopLine | None, clips_seen: str | None = None) -> dict:
-        """Everything /api/page answers: state, a row per appliance (charts as SVG), statistics,
-        alarms, and the clips with their version, the clips left out when `clips_seen` is that
-        version already."""
+    def data(self, line: HopLine | None, clips_seen: str | None = None, pull: str | None = None) -> dict:
+        """Everything /api/page answers: the monitor's name, state, a row per appliance (charts as SVG),
+        statistics, alarms, and the clips with their version, the clips left out when `clips_seen` is
+        that version already; `pull`: the command that fetches its samples (see :func:`relabel_hint`)."""
         now, decision = self.clock(), self.decision()
         with self._lock:
             points, since = [p for p in self._points if p[0] >= now - HOUR_SEC], self._since
@@ -110,6 +137,8 @@ class Page:
         day = self._day(now, decision.appliances)
         return {
             "name": self.settings.name,
+            "title": page_title(self.settings.name),
+            "several": self.settings.several,
             "state": line.debounced_status if line else None,
             "reason": line.reason if line else None,  # why the hops decide nothing (no signal, no audio)
             "held_sec": now - since if since and line else None,
@@ -119,7 +148,7 @@ class Page:
             "clips_version": clips_version,
             **({} if clips_seen == clips_version else {"clips": clips}),
             "relabel": self.settings.relabel_dir is not None,
-            "relabel_dir": str(self.settings.relabel_dir) if self.settings.relabel_dir else None,
+            "relabel_hint": relabel_hint(self.settings.relabel_dir, pull) if self.settings.relabel_dir else None,
             **self._teaching(),
         }
 
@@ -356,3 +385,7 @@ def timeline_svg(found: list, unheard: list[tuple[float, float, str]], name: str
 
 def page_html() -> bytes:
     return PAGE_FILE.read_bytes()
+
+
+def favicon() -> bytes:
+    return FAVICON_FILE.read_bytes()

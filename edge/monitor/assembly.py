@@ -295,7 +295,7 @@ class Monitor:
             clips.relabel_dir.mkdir(parents=True, exist_ok=True)
             recorder = Recorder(SampleFolder(clips.relabel_dir), clips.record_max_sec, clips.recordings_max)
             self.monitor.taps.append(recorder)
-        page = Page(PageSettings(clips.dir, clips.relabel_dir, self.name if self.ident else None),
+        page = Page(PageSettings(clips.dir, clips.relabel_dir, self.name, several=self.ident is not None),
                     lambda: self.detector.decision, self.household, recorder=recorder, deployed=deployed)
         self.outputs.add(server.add(self.monitor, self.household, page, self.name, self.ident), "HTTP")
 
