@@ -24,7 +24,7 @@ from train.cli import DEVICE_OPTION, EXISTING_DIR, PATH
               help="The student to include [default: the run's newest, if it has one (humwatch distill)].")
 @click.option("--no-student", is_flag=True, help="Leave the run's student out.")
 @click.option("--parity-tolerance", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LOGIT",
-              help="The largest |Δlogit| torch and onnxruntime may differ by [default: 0.01]; raise it only for "
+              help="The largest |Δlogit| torch and onnxruntime may differ by [default: 0.02]; raise it only for "
                    "rounding you have judged (bundle.json records it).")
 @DEVICE_OPTION
 def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path | None, parity_windows: int,

@@ -10,12 +10,13 @@
   carry it furthest). It lands on z, and reaches the probability through the sigmoid's slope
   p(1 - p), so a fixed |Δprob| bound (1e-4 before) is a bound on z that changes with p: one
   machine's three-appliance demo measured |Δprob| 1.7e-4 on a 1 kHz tone and was refused. The
-  demo's models measure |Δz| up to 6e-4 on an AVX-512 CPU and 3e-4 on an emulated AVX2 one (no
-  AVX-512), validation windows 2e-6 on both. |Δz| is read through the slope,
+  demo's models measure |Δz| up to 1.8e-3 on an AVX-512 CPU (the 1 kHz -6 dBFS tone) and 3e-4 on
+  an emulated AVX2 one, validation windows 2e-6. |Δz| is read through the slope,
   |Δprob| / p(1 - p) at torch's p (to first order exact; the slope is floored at SLOPE_FLOOR, where a
-  float32 probability stops resolving z). LOGIT_TOLERANCE = 1e-2 keeps over 10x above the rounding
-  measured and moves a probability by at most 2.5e-3 (at p = 0.5): a quarter of the thresholds'
-  0.01 grid step. An export error (a wrong op or constant) moves z by 0.1 and more.
+  float32 probability stops resolving z). LOGIT_TOLERANCE = 0.02 moves a probability by at most
+  5e-3 (at p = 0.5, slope 1/4): half the thresholds' 0.01 grid step, so rounding cannot move a
+  decision by a step; it sits 10x above the rounding measured. An export error (a wrong op or
+  constant) moves z by 0.1 and more, and different file states always fail.
 - Agreement of a faster precision (int8, the student) with fp32, both in onnxruntime at batch 1:
   every window of every validation recording, the file states, the debounced states of the
   recordings streamed hop by hop, and the edge cases, each model with its own decision settings.
@@ -36,7 +37,7 @@ from edge.core.window import SAMPLE_RATE
 from edge.engine.classifier import Classifier
 from train.head import HumwatchModel, predict_model
 
-LOGIT_TOLERANCE = 1e-2  # |Δz| allowed between torch and onnxruntime float32 (derivation above)
+LOGIT_TOLERANCE = 0.02  # |Δz| allowed between torch and onnxruntime float32 (derivation above)
 SLOPE_FLOOR = 1e-4  # p(1 - p) below this (|z| > 9.2): a float32 probability no longer resolves z
 DEFAULT_BAR = {"file_states": 1.0, "debounced_hops": 0.995, "min_validation_files": 6}
 # The student's bar (issue 13): every file state and 99 % of the streamed hops, at <= 1 % of the FLOPs.

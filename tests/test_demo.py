@@ -53,7 +53,7 @@ def test_the_demo_says_what_it_cannot_tell_apart_and_what_to_run_next(three_appl
     assert re.search(r"warning: no level separates fridge's validation files \('on' medians [\d.]+-[\d.]+, 'off' "
                      r"[\d.]+-[\d.]+\): at fridge\.threshold [\d.]+ \d/4 'off' files come out on and \d/4 'on' files off",
                      output), output
-    assert re.search(r"parity fp32: max \|Δlogit\| \S+ \(.+\), tolerance 0\.01 \(default\)", output)
+    assert re.search(r"parity fp32: max \|Δlogit\| \S+ \(.+\), tolerance 0\.02 \(default\)", output)
     (bundle,) = (workdir / "bundles").iterdir()
     assert re.search(rf"next: .*\n  humwatch stream --bundle {re.escape(str(bundle))} {re.escape(str(workdir))}/samples/"
                      r"\S+\.m4a\n", output)
