@@ -268,7 +268,8 @@ def _passed(job: ExportJob, precision: str, parity: FloatParity) -> FloatParity:
         return parity
     if parity.state_agreement < 1.0:
         raise ExportError(f"{precision} parity failed: torch and onnxruntime decide {list(parity.disagreeing_files)} "
-                          f"differently; the graphs are wrong, not rounded: {json.dumps(parity.to_json())}")
+                          "differently, which no tolerance accepts: the graphs are wrong, or a file's median sits on "
+                          f"its threshold: {json.dumps(parity.to_json())}")
     raise ExportError(
         f"{precision} parity failed: |Δlogit| {parity.max_logit_diff:.2e} on {parity.worst} is beyond the tolerance "
         f"{parity.tolerance:g} (set by {parity.tolerance_set_by}). A wrong graph moves logits by 0.1 and more; if this "
