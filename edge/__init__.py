@@ -22,6 +22,10 @@ _PUBLIC = {
 __all__ = list(_PUBLIC)
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name: str):
     if name not in _PUBLIC:
         raise AttributeError(f"module 'edge' has no attribute {name!r}")

@@ -23,26 +23,29 @@ from train.cli import DEVICE_OPTION, EXISTING_DIR, PATH
 @click.option("--student", "student_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="The student to include [default: the run's newest, if it has one (humwatch distill)].")
 @click.option("--no-student", is_flag=True, help="Leave the run's student out.")
+@click.option("--parity-tolerance", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LOGIT",
+              help="The largest |Δlogit| torch and onnxruntime may differ by [default: 0.02]; raise it only for "
+                   "rounding you have judged (bundle.json records it).")
 @DEVICE_OPTION
 def export(run_dir: Path, out_dir: Path | None, int8: bool, reuse_encoder: Path | None, parity_windows: int,
-           student_dir: Path | None, no_student: bool, device: str) -> None:
+           student_dir: Path | None, no_student: bool, parity_tolerance: float | None, device: str) -> None:
     """Export a run to an ONNX bundle, parity-checked against torch."""
     from edge.core.audio import AudioError
     from edge.core.bundle import load_bundle
     from export.exporter import ExportError, export_run
+    from export.parity import parity_text
     from train.device import DeviceError
     from train.run import RunError
 
     try:
         bundle_dir = export_run(run_dir, out_dir, int8=int8, parity_windows_per_file=parity_windows,
                                 reuse_encoder=reuse_encoder, log=click.echo, device=device,
-                                student=False if no_student else student_dir or True)
+                                student=False if no_student else student_dir or True,
+                                parity_tolerance=parity_tolerance)
     except (ExportError, RunError, AudioError, DeviceError) as error:
         raise click.ClickException(str(error)) from error
     manifest = load_bundle(bundle_dir).manifest
-    fp32 = manifest.float_parity()
-    click.echo(f"parity fp32: max |dprob| {fp32.max_abs_diff:.2e} ({_by_appliance(fp32.max_abs_diff_by_appliance, '.2e')}) "
-               f"over {fp32.windows} windows, file states agree {fp32.state_agreement:.0%}")
+    click.echo(f"parity fp32: {parity_text(manifest.float_parity())}")
     for precision in ("int8", "student"):
         q = manifest.report(precision)
         if q:

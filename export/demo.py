@@ -85,6 +85,8 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
     click.echo(", ".join(f"{level_name(name, 'threshold')} {levels['threshold']:.2f}"
                          for name, levels in thresholds["levels"].items())
                + f"; report (open it in a browser): {render_report(run)}")
+    for note in thresholds["unseparated"].values():
+        click.secho(f"warning: {note}", fg="yellow")
     _step("distill: a small student taught by the run's model")
     Distiller(run_dir, DistillOptions(device=device), log=click.echo).run_distillation()
     _step("export: ONNX bundle, parity-checked, with the student" + (" and int8" if int8 else ""))
@@ -96,6 +98,11 @@ def run_demo(beats_checkpoint: Path | None, workdir: Path, samples_dir: Path | N
     results, batch_sec, _ = timed(lambda: list(run_batch(detector, sorted(samples_dir.iterdir()))))
     _summary([result.to_json() for result in results], thresholds, detector.decision, detector.classifier.bundle, detector.classifier.precision,
              batch_sec, stand_in, time.perf_counter() - started)
+    example = next(path for path in sorted(samples_dir.iterdir()) if parse_sample_name(path))
+    click.secho(f"\nnext: one recording hop by hop, as the live monitor hears a microphone:\n"
+                f"  humwatch stream --bundle {bundle_dir} {example}\n"
+                "then your own recordings (docs/workstation.md names them), the same chain on them:\n"
+                "  humwatch demo --samples DIR_OF_YOUR_RECORDINGS", bold=True)
 
 
 def _figure(value: float | None) -> str:

@@ -25,6 +25,7 @@ from edge.core.audio import load_windows
 from edge.core.bundle import (
     Bundle,
     BundleError,
+    FloatParity,
     Manifest,
     PrecisionReport,
     load_bundle,
@@ -38,7 +39,7 @@ from edge.engine import cpu
 from edge.engine.classifier import Classifier
 from export.flops import graph_gflop
 from export.graphs import OPSET, export_encoder, export_head, export_student
-from export.parity import DEFAULT_BAR, STUDENT_BAR, agreement, check_float_parity, edge_case_windows
+from export.parity import DEFAULT_BAR, STUDENT_BAR, agreement, check_float_parity, edge_case_windows, parity_text
 from export.quantize import QUANTIZATION, ms_per_window, quantize_encoder, weight_matmuls
 from train.beats import embedding_frames, encoder_fingerprint
 from train.device import resolve_device
@@ -136,16 +137,19 @@ class ExportJob:
     log: Callable[[str], None]
     device: torch.device
     student: StudentRun | None
+    parity_tolerance: float | None = None
 
 
 def export_run(run_dir: Path, out_dir: Path | None = None, int8: bool = False,
                parity_windows_per_file: int = PARITY_WINDOWS_PER_FILE, reuse_encoder: Path | None = None,
-               log=print, device: str = "auto", student: Path | None | bool = True) -> Path:
+               log=print, device: str = "auto", student: Path | None | bool = True,
+               parity_tolerance: float | None = None) -> Path:
     """Export a run to a bundle directory and return its path.
 
     With reuse_encoder, the encoder graphs (float32 and, if there, int8) are copied from that
     bundle instead of exported, when they come from the same weights: only the head is new.
     `student`: True takes the run's newest student (if it has one), a path that student, False none.
+    `parity_tolerance`: the float parity's bound on |Δlogit| (None: export.parity.LOGIT_TOLERANCE).
     """
     torch_device = resolve_device(device)
     run = Run.open(run_dir)
@@ -161,7 +165,7 @@ def export_run(run_dir: Path, out_dir: Path | None = None, int8: bool = False,
         raise ExportError(f"{error}: pick another --out") from error
     with build:
         job = ExportJob(out_dir.name, run, model, run.decision, run.window, build.path, validation, windows,
-                        fingerprint, log, torch_device, chosen_student)
+                        fingerprint, log, torch_device, chosen_student, parity_tolerance)
         write_bundle_manifest(build.path, _build(job, int8, reused))
     return build.final
 
@@ -217,11 +221,10 @@ def _build(job: ExportJob, int8: bool, reused: Bundle | None) -> Manifest:
     bundle = Bundle(job.directory, manifest)
     fp32 = Classifier(bundle, "fp32")
     job.log(f"parity: torch ({job.device}) vs onnxruntime on {len(job.validation)} validation windows + edge cases ...")
-    parity = check_float_parity(job.model.to(job.device), fp32, job.validation, job.windows, job.decision)
+    parity = _passed(job, "fp32", check_float_parity(job.model.to(job.device), fp32, job.validation, job.windows,
+                                                      job.decision, job.parity_tolerance))
     job.model.cpu()
     manifest.parity["fp32"] = parity.to_json()
-    if not parity.passed:
-        raise ExportError(f"parity failed (tolerance {parity.tolerance}): {json.dumps(parity.to_json())}")
     manifest.gflop_per_window["fp32"] = graph_gflop([job.directory / name for name in manifest.graphs["fp32"].values()])
     reference = validation_probs(fp32, job.run) if "int8" in encoders or job.student else None
     if "int8" in encoders:
@@ -247,9 +250,8 @@ def _add_student(job: ExportJob, bundle: Bundle, fp32: Classifier, reference: di
     manifest.decisions["student"] = job.student.decision.to_dict()
     manifest.gflop_per_window["student"] = graph_gflop([job.directory / "student.onnx"])
     classifier = Classifier(bundle, "student")
-    parity = check_float_parity(student, classifier, job.validation, job.windows, classifier.decision)
-    if not parity.passed:
-        raise ExportError(f"student parity failed (tolerance {parity.tolerance}): {json.dumps(parity.to_json())}")
+    parity = _passed(job, "student", check_float_parity(student, classifier, job.validation, job.windows,
+                                                         classifier.decision, job.parity_tolerance))
     job.log("student vs BEATs fp32: every validation window, the recordings streamed, edge cases ...")
     share = manifest.gflop_per_window["student"] / manifest.gflop_per_window["fp32"]
     report = _precision_report(job, fp32, classifier, reference, STUDENT_BAR, share, float_parity=parity,
@@ -257,6 +259,22 @@ def _add_student(job: ExportJob, bundle: Bundle, fp32: Classifier, reference: di
     manifest.parity["student"] = report.to_json()
     if report.meets_bar:
         manifest.default_precision = "student"
+
+
+def _passed(job: ExportJob, precision: str, parity: FloatParity) -> FloatParity:
+    """`parity`, logged; an ExportError naming what failed and the way past it when it did not pass."""
+    job.log(f"parity {precision}: {parity_text(parity)}")
+    if parity.passed:
+        return parity
+    if parity.state_agreement < 1.0:
+        raise ExportError(f"{precision} parity failed: torch and onnxruntime decide {list(parity.disagreeing_files)} "
+                          "differently, which no tolerance accepts: the graphs are wrong, or a file's median sits on "
+                          f"its threshold: {json.dumps(parity.to_json())}")
+    raise ExportError(
+        f"{precision} parity failed: |Δlogit| {parity.max_logit_diff:.2e} on {parity.worst} is beyond the tolerance "
+        f"{parity.tolerance:g} (set by {parity.tolerance_set_by}). A wrong graph moves logits by 0.1 and more; if this "
+        f"is float32 rounding on this CPU, export again with humwatch export --run {job.run.path} --parity-tolerance "
+        f"{2 * parity.max_logit_diff:.0e} (bundle.json records it): {json.dumps(parity.to_json())}")
 
 
 def _training_metrics(run: Run) -> dict:

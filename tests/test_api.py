@@ -117,3 +117,48 @@ def test_overridden_spans_survive_the_fallback_to_the_teacher(bundle_dir):
     on = next(i for i, line in enumerate(lines) if line.on["ac"])
     running = next(i for i, line in enumerate(lines) if line.running["ac"])
     assert (on - heard, running - on) == (1, 2), "a median of 2 windows, then 3 identical updates"
+
+def test_feed_mixes_channels_down_and_scales_integer_pcm(bundle_dir, off_then_ac):
+    """Stereo (frames, 2) is one stream of mono audio, not twice as long; int16 PCM is scaled by 32768:
+    both give the lines of the float mono audio they hold (int16 within its rounding)."""
+    from edge import Detector
+
+    mono = np.concatenate(off_then_ac)[: 16_000 * 20]
+    stereo = np.stack([mono * 1.5, mono * 0.5], axis=1)  # the mean is `mono`
+    pcm = np.round(mono * 32768).astype(np.int16)
+    runs = {}
+    for name, samples in (("mono", mono), ("stereo", stereo), ("int16", pcm)):
+        lines = Detector.from_bundle(bundle_dir, hop=1.5).feed(samples, 16_000)
+        runs[name] = [(line.t, line.debounced_status, line.probabilities["ac"]) for line in lines]
+    assert len(runs["mono"]) == 10 and runs["mono"][-1][0] == 19.5  # 20 s of audio: lines up to t = 19.5 s
+    assert runs["stereo"] == runs["mono"]
+    assert [line[:2] for line in runs["int16"]] == [line[:2] for line in runs["mono"]]
+    assert max(abs(a[2] - b[2]) for a, b in zip(runs["int16"], runs["mono"])) < 1e-3
+
+
+@pytest.mark.parametrize("samples, sample_rate, message", [
+    (np.zeros((2, 96_000), np.float32), 16_000, r"shape \(2, 96000\) would be 96000 channels.*pass samples\.T"),
+    (np.zeros((10, 2, 2), np.float32), 16_000, r"shape \(10, 2, 2\); pass 1-D mono or 2-D \(frames, channels\)"),
+    (np.full(16_000, 1e4, np.float32), 16_000, r"samples reach 1e\+04, far outside the full scale.*divide by their full "
+                                                r"scale, e.g\. 32768, or pass the int16 array"),
+    (np.array([0.0, np.nan], np.float32), 16_000, "NaN or infinite samples"),
+    (np.zeros(16_000, bool), 16_000, "dtype bool is not audio"),
+    (np.zeros(16_000, np.float32), 0, r"sample_rate 0: pass the audio's rate in Hz, an integer in 1000-768000"),
+    (np.zeros(16_000, np.float32), 44_100.5, r"sample_rate 44100\.5"),
+])
+def test_feed_refuses_what_it_cannot_mean(bundle_dir, samples, sample_rate, message):
+    from edge import AudioError, Detector
+
+    detector = Detector.from_bundle(bundle_dir, hop=1.5)
+    with pytest.raises(AudioError, match=message):
+        detector.feed(samples, sample_rate)
+
+
+def test_the_package_lists_its_api_and_a_detector_says_what_it_is(bundle_dir):
+    import edge
+    from edge import Detector
+
+    assert {"Detector", "HopLine", "AudioError", "BundleError"} <= set(dir(edge))
+    shown = repr(Detector.from_bundle(bundle_dir, hop=1.5))
+    assert shown == (f"Detector(bundle={str(bundle_dir)!r}, precision='fp32', appliances=['ac', 'fridge'], "
+                     "window_sec=6, hop_sec=1.5, sample_rate=16000)")

@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from emulated_cpu import HASWELL_FLAGS, run_on_haswell
 
 from edge.core.bundle import load_bundle
 from edge.engine import cpu
 from edge.engine.classifier import Classifier, session_options
 from export.parity import edge_case_windows
 
-# An AVX2 CPU without VNNI (Haswell): qemu's cpuid, and /proc/cpuinfo flags to match it.
-HASWELL = "Haswell-v4"
-HASWELL_FLAGS = "fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt avx f16c fma bmi1 bmi2 avx2"
 CASES_ON_HASWELL = """
 import json, sys
 from pathlib import Path
@@ -43,17 +38,12 @@ print(json.dumps({**figures, "measured_on": measured_on}))
 def int8_cases_on_haswell(bundle_dir, tmp_path) -> dict:
     """int8 vs fp32 per edge case, by the edge's Classifier on an emulated Haswell: with the
     sessions' own options ("exact") and with onnxruntime's default kernels ("saturating")."""
-    qemu = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
-    if platform.machine() != "x86_64" or not qemu:
-        pytest.skip("needs an x86_64 host with qemu-user (apt-get install qemu-user-static; .ci/run does)")
     cases = edge_case_windows(load_bundle(bundle_dir).window.window_samples)
     np.save(tmp_path / "windows.npy", np.stack(list(cases.values())))  # made here: the child imports no torch
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: emulated Haswell\nflags\t\t: {HASWELL_FLAGS}\n")
-    result = subprocess.run([qemu, "-cpu", HASWELL, sys.executable, "-c", CASES_ON_HASWELL, str(bundle_dir),
-                             str(tmp_path / "windows.npy"), str(cpuinfo)], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout.splitlines()[-1])
+    stdout = run_on_haswell(CASES_ON_HASWELL, str(bundle_dir), str(tmp_path / "windows.npy"), str(cpuinfo))
+    figures = json.loads(stdout.splitlines()[-1])
     return {**{name: dict(zip(cases, figures[name])) for name in ("exact", "saturating")}, "measured_on": figures["measured_on"]}
 
 

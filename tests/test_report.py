@@ -1,5 +1,6 @@
 """The workstation's device choice (tested on the CPU) and the run report."""
 
+import html
 import re
 
 import pytest
@@ -128,3 +129,32 @@ def test_report_of_three_appliances_one_masked(tmp_path):
                                                       "files_dehumidifier", "state_accuracy", "state_files"]
     # the recording that does not name the dehumidifier counts in neither its F1 nor the state accuracy
     assert "<td>all</td><td>4</td><td>1.000</td><td>1.000</td><td>1.000</td><td>3</td><td>1.000</td><td>3</td>" in page
+
+
+def test_a_threshold_search_without_a_separating_level_says_so(tmp_path):
+    """The fridge's 'off' files score as high as its 'on' ones (the demo's random stand-in): `thresholds` still
+    picks a level, and it and the report say that none separates, with the ranges and what the level calls
+    wrong; the AC, which separates, gets no warning."""
+    import pandas as pd
+
+    from edge.core.labels import Appliances
+
+    appliances = Appliances(("ac", "fridge"))
+    files = {"ac-on-fridge-on-night": (1, 1, 0.9, 0.31), "ac-on-fridge-off-night": (1, 0, 0.9, 0.30),
+             "ac-off-fridge-on-night": (0, 1, 0.1, 0.22), "ac-off-fridge-off-night": (0, 0, 0.1, 0.27)}
+    rows = [{"recording_id": recording, "window_index": index, "daypart": "night", "ac": float(ac), "fridge": float(fridge),
+             "p_ac": p_ac, "p_fridge": p_fridge}
+            for recording, (ac, fridge, p_ac, p_fridge) in files.items() for index in range(4)]
+    named = {recording: {"ac": bool(ac), "fridge": bool(fridge)} for recording, (ac, fridge, _, _) in files.items()}
+    epochs = [{"stage": "stage1", "epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "f1_ac": 1.0, "f1_fridge": 0.5,
+               "state_accuracy": 0.5}]
+    run = _fake_run(tmp_path / "models" / "deaf", appliances, named, pd.DataFrame(rows), epochs)
+    result = CliRunner().invoke(main, ["thresholds", "--run", str(run.path)])
+    assert result.exit_code == 0, result.output
+    note = ("no level separates fridge's validation files ('on' medians 0.22-0.31, 'off' 0.27-0.30): at "
+            "fridge.threshold 0.13 2/2 'off' files come out on and 0/2 'on' files off; the model does not hear fridge "
+            "apart yet (record it longer or closer, or use a real BEATs checkpoint)")
+    assert f"warning: {note}" in result.output and "no level separates ac" not in result.output
+    page = (run.path / REPORT).read_text()
+    assert f'<p class="banner unseparated">{html.escape(note)}</p>' in page
+    assert page.count("unseparated") == 1

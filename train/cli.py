@@ -111,6 +111,8 @@ def thresholds(run_dir: Path) -> None:
     chosen = ", ".join(f"{level_name(name, 'threshold')} {levels['threshold']:.2f}"
                        for name, levels in result["levels"].items())
     click.echo(f"{chosen} -> {run_dir / 'thresholds.yaml'}")
+    for note in result["unseparated"].values():
+        click.secho(f"warning: {note}", fg="yellow")
     print_metrics(result["validation_metrics"])
     click.echo(f"report: {render_report(run)}")
 

@@ -4,8 +4,9 @@ For each validation file, one chart per appliance (the run's labels): its probab
 against its threshold and hysteresis band, and what the file's name says of it; below them the
 debounced state streamed hop by hop among the run's statuses; its true state and the states the
 edge rule gives. Per appliance F1 against its threshold with the chosen one and its margin (over the
-files that name it); the per-daypart table and the day/night cross-split; the training curves; and a
-banner when the encoder is not the real BEATs architecture (the demo's stand-in).
+files that name it), and a warning for each appliance no threshold separates; the per-daypart table
+and the day/night cross-split; the training curves; and a banner when the encoder is not the real
+BEATs architecture (the demo's stand-in).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from train.evaluate import cross_split, cross_split_columns, cross_split_rows
 from train.manifests import named_labels
 from train.metrics import file_metrics, file_table, metric_columns, metric_rows, probability_columns
 from train.run import Run
-from train.thresholds import GRID, best_run, f1_curve
+from train.thresholds import GRID, best_run, f1_curve, unseparated
 
 REPORT = "report.html"
 SEED_COLORS = {"ac": "#d62728", "fridge": "#1f77b4"}
@@ -164,7 +165,10 @@ def render_report(run: Run) -> Path:
     """Write <run>/report.html and return its path."""
     decision, predictions = run.decision, run.val_predictions()
     names = decision.appliances.names
-    metrics = file_metrics(predictions, predictions[probability_columns(names)].to_numpy(), decision)
+    probs = predictions[probability_columns(names)].to_numpy()
+    metrics = file_metrics(predictions, probs, decision)
+    warnings = "".join(f'<p class="banner unseparated">{html.escape(note)}</p>\n'
+                       for note in unseparated(file_table(predictions, probs, decision), decision).values())
     splits = cross_split(run.path.parent)
     cross = (_table(cross_split_rows(splits), cross_split_columns(splits)) if {"day", "night"} <= set(splits) else "<p>Train once with <code>--val-daypart day</code> and once with "
              "<code>--val-daypart night</code> to see the cross-split here.</p>")
@@ -186,7 +190,7 @@ Appliances, in priority order: {html.escape(", ".join(decision.appliances.priori
 {html.escape(", ".join(decision.appliances.statuses))}).
 Decision: <span class="thresholds">{thresholds}</span>; running median {decision.median_sec:g} s, debounce
 {decision.debounce_sec:g} s.</p>
-<h2>Validation files</h2>
+{warnings}<h2>Validation files</h2>
 {_traces(run)}
 <h2>F1 against threshold</h2>
 {_f1_curves(run)}

@@ -4,7 +4,9 @@ file-level F1 over the validation recordings that name it."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
+from edge.core.decision import DecisionConfig, level_name
 from train.metrics import f1, file_metrics, file_table, probability_columns
 from train.run import TrainedDirectory
 
@@ -48,10 +50,31 @@ def best_threshold(truth: np.ndarray, scores: np.ndarray, start: float) -> float
     return float(GRID[(low + high) // 2])
 
 
+def unseparated(files: pd.DataFrame, decision: DecisionConfig) -> dict[str, str]:
+    """{appliance: why} for each appliance whose validation files no GRID level separates (every 'on'
+    file's median p at or above it, every 'off' file's below): the medians' ranges and what its
+    threshold in `decision` then calls wrong. `files`: a :func:`file_table`."""
+    notes = {}
+    for name in decision.appliances.names:
+        named = files[files[name].notna()]
+        truth, scores = named[name].to_numpy() == 1, named[f"p_{name}"].to_numpy()
+        on, off = scores[truth], scores[~truth]
+        if not len(on) or not len(off) or any(np.array_equal(scores >= t, truth) for t in GRID):
+            continue
+        threshold = decision.levels[name].threshold
+        notes[name] = (f"no level separates {name}'s validation files ('on' medians {on.min():.2f}-{on.max():.2f}, "
+                       f"'off' {off.min():.2f}-{off.max():.2f}): at {level_name(name, 'threshold')} {threshold:.2f} "
+                       f"{int((off >= threshold).sum())}/{len(off)} 'off' files come out on and "
+                       f"{int((on < threshold).sum())}/{len(on)} 'on' files off; the model does not hear {name} "
+                       "apart yet (record it longer or closer, or use a real BEATs checkpoint)")
+    return notes
+
+
 def choose_thresholds(run: TrainedDirectory) -> dict:
     """Grid-search each appliance's threshold (and set its hysteresis) on the run's validation files
     that name it, and write thresholds.yaml (the levels keyed by appliance, the spans, the
-    validation metrics). An appliance no validation file names keeps the run's default levels."""
+    validation metrics). An appliance no validation file names keeps the run's default levels.
+    The result's ``unseparated`` says which appliances no level separates, and why (:func:`unseparated`)."""
     predictions = run.val_predictions()
     defaults = run.config.decision
     probs = predictions[probability_columns(defaults.appliances.names)].to_numpy()
@@ -65,4 +88,4 @@ def choose_thresholds(run: TrainedDirectory) -> dict:
     decision = defaults.replace(levels=levels)
     metrics = file_metrics(predictions, probs, decision)
     run.write_thresholds(decision, metrics)
-    return {**decision.to_dict(), "validation_metrics": metrics}
+    return {**decision.to_dict(), "validation_metrics": metrics, "unseparated": unseparated(files, decision)}

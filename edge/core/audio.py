@@ -60,10 +60,42 @@ class StreamResampler:
         return self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
-def _to_float(planes: np.ndarray) -> np.ndarray:
-    if np.issubdtype(planes.dtype, np.integer):
-        return planes.astype(np.float32) / float(np.iinfo(planes.dtype).max + 1)
-    return planes.astype(np.float32)
+def to_float(samples: np.ndarray) -> np.ndarray:
+    """float32 samples; integers scaled by their full scale (int16 32767 -> ~1.0; unsigned ones centred first)."""
+    if np.issubdtype(samples.dtype, np.integer):
+        info = np.iinfo(samples.dtype)
+        middle = (int(info.max) + 1) // 2 if info.min == 0 else 0
+        return ((samples.astype(np.float64) - middle) / (int(info.max) + 1 - middle)).astype(np.float32)
+    return samples.astype(np.float32)
+
+
+def peak_problem(samples: np.ndarray) -> str | None:
+    """What makes `samples` unusable as audio (NaN or infinite, or beyond MAX_PEAK), or None."""
+    peak = float(np.max(np.abs(samples), initial=0.0))
+    if not math.isfinite(peak):
+        return "the audio holds NaN or infinite samples"
+    if peak > MAX_PEAK:
+        return f"samples reach {peak:.3g}, far outside the full scale [-1, 1] (at most {MAX_PEAK:g} is taken)"
+    return None
+
+
+def as_mono(samples, what: str = "samples") -> np.ndarray:
+    """An array a program holds as mono float32, by one rule: 1-D is mono; 2-D is (frames, channels), as
+    soundfile and sounddevice give it, mixed down by the mean; integer samples are scaled by their full
+    scale; floats are taken as they are within MAX_PEAK. Anything else is an AudioError naming the fix."""
+    array = np.asarray(samples)
+    if array.ndim == 2 and array.shape[1] > MAX_CHANNELS:
+        raise AudioError(f"{what}: shape {array.shape} would be {array.shape[1]} channels; audio is (frames, channels): "
+                         "pass samples.T if it is (channels, frames) as librosa and torchaudio give it")
+    if array.ndim not in (1, 2):
+        raise AudioError(f"{what}: shape {array.shape}; pass 1-D mono or 2-D (frames, channels) audio")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise AudioError(f"{what}: dtype {array.dtype} is not audio; pass float samples in [-1, 1] or integer PCM")
+    array = to_float(array)
+    if problem := peak_problem(array):
+        raise AudioError(f"{what}: {problem}; pass float audio in [-1, 1] (PCM values held as floats: divide "
+                         "by their full scale, e.g. 32768, or pass the int16 array itself, which is scaled)")
+    return array.mean(axis=1) if array.ndim == 2 else array
 
 
 class AudioFile:
@@ -127,12 +159,9 @@ class AudioFile:
 
     def _usable(self, samples: np.ndarray) -> np.ndarray:
         """`samples` (any channels, before mixing) when finite and within MAX_PEAK, else an AudioError."""
-        peak = float(np.max(np.abs(samples), initial=0.0))
-        if not math.isfinite(peak):
-            raise AudioError(f"{self.path}: the audio holds NaN or infinite samples; the file is corrupt")
-        if peak > MAX_PEAK:
-            raise AudioError(f"{self.path}: samples reach {peak:.3g}, far outside the full scale [-1, 1]; "
-                             f"normalize the file (e.g. sox IN OUT norm -1) or re-export it")
+        if problem := peak_problem(samples):
+            raise AudioError(f"{self.path}: {problem}; the file is corrupt, or normalize it (e.g. sox IN OUT norm -1) "
+                             "or re-export it")
         return samples
 
     def _open_container(self):
@@ -152,7 +181,7 @@ class AudioFile:
                     raise AudioError(f"{self.path}: {error}") from error
                 if not frame.format.is_planar:
                     planes = planes.reshape(-1, channels).T
-                yield self._usable(_to_float(planes)).mean(axis=0)
+                yield self._usable(to_float(planes)).mean(axis=0)
 
     def _soundfile_chunks(self) -> Iterator[np.ndarray]:
         for block in soundfile.blocks(str(self.path), blocksize=SOUNDFILE_BLOCK, dtype="float32", always_2d=True):

@@ -67,7 +67,10 @@ class FloatParity:
     """torch against onnxruntime for one precision's float graphs (bundle.json ``parity.fp32``, and a
     student report's ``float_parity``): probabilities within ``tolerance`` and the same file states,
     on validation windows plus edge cases. Export refuses a bundle that did not pass. Optional:
-    ``max_abs_diff_by_appliance``, the largest |Δprob| of each output (schema 3; older bundles lack it)."""
+    ``max_abs_diff_by_appliance``, the largest |Δprob| of each output (schema 3; older bundles lack it);
+    ``tolerance_unit`` "logit" (export.parity's rule: ``tolerance`` bounds |Δz|, the largest is
+    ``max_logit_diff`` at ``worst``; ``tolerance_set_by`` "default" or "--parity-tolerance"): older
+    bundles lack them, and their ``tolerance`` bounds |Δprob|."""
 
     windows: int
     max_abs_diff: float
@@ -79,7 +82,11 @@ class FloatParity:
     tolerance: float
     passed: bool
     max_abs_diff_by_appliance: dict[str, float] | None = None
-    OPTIONAL = ("max_abs_diff_by_appliance",)
+    tolerance_unit: str | None = None
+    tolerance_set_by: str | None = None
+    max_logit_diff: float | None = None
+    worst: str | None = None
+    OPTIONAL = ("max_abs_diff_by_appliance", "tolerance_unit", "tolerance_set_by", "max_logit_diff", "worst")
 
     def to_json(self) -> dict:
         return _json(self)
@@ -94,7 +101,12 @@ class FloatParity:
                    state_agreement=fields.number("state_agreement", 0, 1),
                    disagreeing_files=fields.texts("disagreeing_files"), edge_cases=fields.numbers("edge_cases", 0),
                    tolerance=fields.number("tolerance", 0), passed=fields.flag("passed"),
-                   max_abs_diff_by_appliance=fields.numbers("max_abs_diff_by_appliance", 0, default=None))
+                   max_abs_diff_by_appliance=fields.numbers("max_abs_diff_by_appliance", 0, default=None),
+                   tolerance_unit=fields.text("tolerance_unit", default=None, choices=("logit",)),
+                   tolerance_set_by=fields.text("tolerance_set_by", default=None,
+                                                choices=("default", "--parity-tolerance")),
+                   max_logit_diff=fields.number("max_logit_diff", 0, default=None),
+                   worst=fields.text("worst", default=None))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,7 @@
 """The front door: a bundle's model with the decision settings in force.
 
     detector = Detector.from_bundle("bundles/kitchen")
-    for line in detector.feed(samples, 48_000):   # any chunk size, any rate, mono float
+    for line in detector.feed(samples, 48_000):   # any chunk size, any rate, mono or (frames, channels)
         print(line.status, line.debounced_status)
 
 `batch`, `stream`, `live`, the audit fallback and the benchmarks are built on this one object, so
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from edge.core.audio import AudioError, AudioFile, StreamResampler, Windower, iter_windows
+from edge.core.audio import RATE_RANGE, AudioError, AudioFile, StreamResampler, Windower, as_mono, iter_windows
 from edge.core.decision import DecisionConfig, DecisionOverrides, StreamDecider, decide_file
 from edge.core.hearing import NO_SIGNAL, SIGNAL_FLOOR_DBFS, no_signal_reason, window_level_dbfs
 from edge.core.labels import control_characters_error
@@ -86,9 +87,20 @@ class Detector:
         """The rate the model hears (audio at any other rate is resampled to it)."""
         return self.classifier.bundle.window.sample_rate
 
+    def __repr__(self) -> str:
+        bundle, window = self.classifier.bundle, self.classifier.bundle.window
+        return (f"Detector(bundle={str(bundle.path)!r}, precision={self.classifier.precision!r}, "
+                f"appliances={list(self.decision.appliances.names)}, window_sec={window.window_sec:g}, "
+                f"hop_sec={self.planner.hop_sec:g}, sample_rate={self.sample_rate})")
+
     def feed(self, samples: np.ndarray, sample_rate: int) -> list[HopLine]:
-        """Push mono float samples at `sample_rate`; the lines of every hop they complete."""
-        self.push(samples, sample_rate)
+        """Push audio at `sample_rate`; the lines of every hop it completes. `samples`: 1-D mono or 2-D
+        (frames, channels), mixed down; float in [-1, 1], or integer PCM scaled by its full scale
+        (:func:`edge.core.audio.as_mono`). AudioError names anything else and the fix."""
+        low, high = RATE_RANGE
+        if not (isinstance(sample_rate, numbers.Integral) and low <= sample_rate <= high):
+            raise AudioError(f"sample_rate {sample_rate!r}: pass the audio's rate in Hz, an integer in {low}-{high}")
+        self.push(as_mono(samples), int(sample_rate))
         return list(self.decide())
 
     def flush(self) -> list[HopLine]:
@@ -99,7 +111,8 @@ class Detector:
         return list(self.decide())
 
     def push(self, samples: np.ndarray, sample_rate: int) -> None:
-        """Queue audio without deciding (see :meth:`decide`)."""
+        """Queue mono float32 audio without deciding (see :meth:`decide`): the sources' path, whose
+        audio is decoded and checked already; :meth:`feed` takes and checks any array."""
         if sample_rate != self._rate:
             self._resample, self._rate = StreamResampler(int(sample_rate), self.sample_rate), sample_rate
         self.windower.push(self._resample(np.asarray(samples, dtype=np.float32).reshape(-1)))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import re
 import threading
@@ -26,7 +25,7 @@ import av
 import numpy as np
 from av.stream import Discard
 
-from edge.core.audio import MAX_CHANNELS, MAX_PEAK, PYAV_MAX_CHANNELS, RATE_RANGE
+from edge.core.audio import MAX_CHANNELS, PYAV_MAX_CHANNELS, RATE_RANGE, peak_problem
 from edge.core.redact import redact
 from edge.monitor.live import AudioCallback, DeviceUnavailable
 
@@ -251,9 +250,8 @@ class PcmSource:
         self._failure = failure
 
     def _deliver(self, chunk: np.ndarray) -> None:
-        peak = float(np.max(np.abs(chunk), initial=0.0))
-        if not (math.isfinite(peak) and peak <= MAX_PEAK):  # only f32le can: integers are always in range
-            raise SourceError(f"standard input: samples reach {peak:.3g}, not audio in --source-format {self.pcm}; "
+        if problem := peak_problem(chunk):  # only f32le can: integers are always in range
+            raise SourceError(f"standard input: {problem}, not audio in --source-format {self.pcm}; "
                               f"is the format what the writer sends? {FORMAT_EXAMPLE}")
         with self._lock:
             if self._callback is not None:
