@@ -88,6 +88,9 @@ class AuditOptions:
                                    "disagree.", PROBABILITY, show_default=True)
     fallback: float | None = setting(None, "Switch to BEATs for good when more than RATE of the last hour's audits "
                                            "disagree.", PROBABILITY, metavar="RATE")
+    teacher: str | None = setting(None, "The BEATs precision that audits, in a short-lived process of its own: fp32 or "
+                                        "int8 [default: the bundle's teacher: int8 where it met its bar, else fp32].",
+                                  click.Choice(("fp32", "int8")))
 
 
 @dataclasses.dataclass(frozen=True)
