@@ -27,16 +27,10 @@ class ModelOutputError(BundleError):
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Every session's options, here only: full graph optimisation; no memory arena; intra-op
-    threads default to the machine's cores and never spin; int8 products exact on every CPU, as an
-    ARM board computes them."""
+    """Full graph optimisation; intra-op threads default to the machine's cores and never spin;
+    int8 products exact on every CPU, as an ARM board computes them."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # No arena: a window's buffers are allocated and freed as it runs, so a model's peak is the same
-    # from run to run (fp32 564 MB within 1 MB over three runs; with the arena 535-553 MB, its growth
-    # depending on the order threads ask), at a CPU cost within the noise (docs/performance.md,
-    # "Peaks that repeat").
-    options.enable_cpu_mem_arena = False
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
