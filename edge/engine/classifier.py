@@ -32,7 +32,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # onnxruntime's memory arena stays on: without it a live monitor's fp32 and int8 sessions held
-    # 49 and 76 MB more (the C library keeps freed buffers in per-thread heaps); see
+    # 86 and 90 MB more (the C library keeps freed buffers in per-thread heaps); see
     # docs/performance.md, "Peaks that repeat".
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
