@@ -22,7 +22,7 @@ SECTIONS = (  # `humwatch --help` lists the commands in the order the work goes;
                                                "bundle")),
     ("Run at home", ("devices", "live", "stream", "batch", "history")),
     ("Teach it: the home's clips back into training", ("pull", "retrain", "judge", "push", "rollback")),
-    ("Measure", ("bench-bundle", "bench-monitors", "bench-training", "bench-retrain", "bench-cluster")),
+    ("Measure", ("bench-bundle", "bench-monitors", "bench-live", "bench-training", "bench-retrain", "bench-cluster")),
     ("Install", ("addon-folder",)),
 )
 DESCRIPTION_WIDTH = 64  # each command's first sentence fits the list's description column (60-64 wide at 80)

@@ -17,7 +17,7 @@ from edge.core.options import click_option, click_options, merge
 from edge.core.output import error_text, format_table, json_line
 from edge.core.redact import log_to_stderr, redact
 from edge.engine.settings import HOP, HOP_ONLY, DetectorSettings
-from edge.monitor.settings import LiveSettings, live_settings, monitors_toml
+from edge.monitor.settings import HttpOptions, LiveSettings, live_settings, monitors_toml
 
 BUNDLE_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 BUNDLE = click.option("--bundle", "bundle_dir", type=BUNDLE_DIR, required=True, metavar="DIR",
@@ -290,6 +290,53 @@ def bench_monitors(bundle_dir, precisions, counts, seconds, hop, threads, audio,
         click.echo(line)
 
 
+@click.command("bench-live")
+@BUNDLE
+@click.option("--seconds", type=click.FloatRange(min=10), default=150.0, show_default=True,
+              help="Real-time seconds each monitor runs (two audits at this command's --audit-every-sec default).")
+@click.option("--audit-every-sec", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="The audited student's spacing of audits.")
+@click.option("--audit-teacher", "teachers", type=click.Choice(("fp32", "int8")), multiple=True,
+              help="Audit the student with this precision; repeat to compare [default: the bundle's teacher].")
+@click.option("--hop", default="auto", show_default=True, type=HOP, metavar="SECONDS|auto", help="As live's --hop.")
+@click.option("--audio", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="The recording the monitor hears in real time, looped [default: 30 s of noise at 48 kHz].")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_live(bundle_dir, seconds, audit_every_sec, teachers, hop, audio, as_json) -> None:
+    """Measure whole live monitors, audits included, side by side.
+
+    One live monitor as a user runs it (page and history on): the student alone, audited, and each
+    BEATs precision: steady and peak memory, process CPU, the longest hop delay, the audio dropped.
+
+    Each runs in a fresh process, one after the other, for --seconds of real time.
+    """
+    import tempfile
+
+    from edge.engine.bench import check_quiet
+    from edge.monitor.bench_monitors import bench_live as run
+    from edge.monitor.bench_monitors import free_port, live_configurations
+
+    note = check_quiet(allow_busy=True)
+    with tempfile.TemporaryDirectory(prefix="humwatch-bench-live-") as work:
+        base = LiveSettings(bundle=bundle_dir, hop=hop, max_lag=3.0, history=Path(work) / "history.db",
+                            http=HttpOptions(listen=str(free_port())))
+        configurations = live_configurations(base, load_bundle(bundle_dir).precisions, audit_every_sec,
+                                             list(teachers) or [None])
+        try:
+            rows = run(configurations, seconds, audio)
+        except (RuntimeError, ValueError, OSError) as error:
+            raise click.ClickException(str(error)) from error
+    if as_json:
+        click.echo(json.dumps({"bundle": str(bundle_dir), "busy": note, "seconds": seconds, "hop": hop,
+                               "audit_every_sec": audit_every_sec, "results": rows}, indent=2))
+        return
+    if note:
+        click.secho(f"WARNING: {note}: the lags are not clean (the CPU and memory figures are)", fg="yellow")
+    click.echo(format_table(rows, ["monitor", "steady_rss_mb", "x_steady_rss", "peak_rss_mb", "teacher_process_peak_mb",
+                                   "cpu_pct_of_a_core", "x_cpu", "metrics_cpu_pct_of_a_core", "max_lag_sec",
+                                   "dropped_sec", "audits", "hops", "hop_sec"]))
+
+
 @click.group()
 def bundle() -> None:
     """Check bundles before they go to a monitor."""
@@ -534,4 +581,4 @@ def _say_bundles(verb: str, answer: dict) -> None:
         click.echo(f"a rollback restores {previous['path']} (run {previous['run_id']})")
 
 
-COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bundle, history, push, rollback, pull, judge)
+COMMANDS = (batch, stream, live, devices, bench_bundle, bench_monitors, bench_live, bundle, history, push, rollback, pull, judge)

@@ -46,3 +46,25 @@ def test_bad_counts_and_standard_input_are_refused(bundle_dir):
                           (["--source", "-"], "standard input cannot feed several sources")):
         result = CliRunner().invoke(main, ["bench-monitors", "--bundle", str(bundle_dir), *args])
         assert result.exit_code == 2 and message in result.output
+
+
+def test_bench_live_measures_an_audited_student_beside_one_alone(tmp_path):
+    """The student alone and audited every 1.5 s (the teacher in its child process), page and history
+    on: each row has its memory, CPU, lag and drops; the audited one its audits and the child's peak."""
+    from pathlib import Path
+
+    from edge.monitor.bench_monitors import bench_live, free_port, live_configurations
+    from edge.monitor.settings import HttpOptions
+
+    fixture = Path(__file__).parent / "fixtures" / "bundle-v2"
+    base = LiveSettings(bundle=fixture, hop="1.5", threads=1, history=tmp_path / "history.db",
+                        http=HttpOptions(listen=str(free_port())))
+    configurations = live_configurations(base, ("fp32", "student"), 1.5, [None])
+    assert [name for name, _ in configurations] == ["student", "student, audit by the default teacher", "fp32"]
+    alone, audited = bench_live(configurations[:2], 9.0, None)
+    assert alone["audits"] == 0 and alone["teacher_process_peak_mb"] is None and alone["x_steady_rss"] == 1.0
+    assert audited["audits"] >= 1 and 50 < audited["teacher_process_peak_mb"] < 1000
+    for row in (alone, audited):
+        assert 50 < row["steady_rss_mb"] <= row["peak_rss_mb"] + 1 < 1000 and row["dropped_sec"] == 0
+        assert row["hops"] >= 2 and row["max_lag_sec"] is not None and row["cpu_pct_of_a_core"] > 0
+        assert row["metrics_cpu_pct_of_a_core"] > 0

@@ -284,9 +284,10 @@ def test_students_audited_by_one_shared_teacher(student_bundle, off_then_ac, tmp
     sources = {"Kitchen": FakeSource(), "Cellar": FakeSource()}
     with Running(settings_of(write(tmp_path, TWO.format(bundle=student_bundle, tmp=tmp_path, extra=extra))), sources) as running:
         kitchen, cellar = running.assembly.monitors
-        for source, audio in zip(sources.values(), off_then_ac):
-            source.feed(audio[: 16_000 * 9])
-        assert eventually(lambda: all(m.detector.auditor.audits >= 2 for m in running.assembly.monitors))
+        for audits, (start, end) in enumerate(((0, 6), (6, 9)), start=1):  # an audit's teacher process answers
+            for source, audio in zip(sources.values(), off_then_ac):        # before the next one is due
+                source.feed(audio[16_000 * start : 16_000 * end])
+            assert eventually(lambda: all(m.detector.auditor.audits >= audits for m in running.assembly.monitors), 60)
     assert kitchen.detector.classifier is cellar.detector.classifier and kitchen.detector.classifier.precision == "student"
     assert kitchen.detector.auditor is not cellar.detector.auditor, "each monitor keeps its own audit counts"
     assert kitchen.detector.auditor.teacher is cellar.detector.auditor.teacher is running.assembly.shared.teacher()

@@ -18,9 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-import av
 import numpy as np
-import soundfile
 import soxr
 
 from edge.core.window import SAMPLE_RATE, WindowConfig
@@ -32,9 +30,22 @@ RATE_RANGE = (1_000, 768_000)  # Hz; a header outside it is corrupt (random byte
 MAX_CHANNELS = 64  # a soundfile block holds SOUNDFILE_BLOCK frames of every channel
 PYAV_MAX_CHANNELS = 7  # PyAV reads past the plane list of a planar frame with 8 or more (a crash)
 MAX_PEAK = 16.0  # +24 dBFS: float files may go a little over full scale, never this far unless broken
-# What the codec libraries raise for a corrupt, truncated or unreadable file. Anything else is a bug
-# and goes on as itself.
-DECODER_ERRORS = (OSError, av.FFmpegError, soundfile.SoundFileError)
+
+
+def decoders():
+    """PyAV and soundfile, imported at the first file: a monitor that hears a device or standard
+    input never loads them (PyAV's FFmpeg alone is ~15 MB of memory)."""
+    import av
+    import soundfile
+
+    return av, soundfile
+
+
+def decoder_errors() -> tuple[type[Exception], ...]:
+    """What the codec libraries raise for a corrupt, truncated or unreadable file. Anything else is a
+    bug and goes on as itself."""
+    av, soundfile = decoders()
+    return OSError, av.FFmpegError, soundfile.SoundFileError
 
 
 class AudioError(ValueError):
@@ -126,9 +137,9 @@ class AudioFile:
                         raise AudioError(f"{self.path}: no decoder for this file's audio codec")
                     self.sample_rate, self.channels = context.sample_rate, context.channels
             else:
-                info = soundfile.info(str(self.path))
+                info = decoders()[1].info(str(self.path))
                 self.sample_rate, self.channels = info.samplerate, info.channels
-        except DECODER_ERRORS as error:
+        except decoder_errors() as error:
             raise self._undecodable(error) from error
         self._max_channels = PYAV_MAX_CHANNELS if self._pyav else MAX_CHANNELS
         low, high = RATE_RANGE
@@ -152,7 +163,7 @@ class AudioFile:
             for chunk in (self._pyav_chunks() if self._pyav else self._soundfile_chunks()):
                 self.native_samples += len(chunk)
                 yield chunk
-        except DECODER_ERRORS as error:
+        except decoder_errors() as error:
             raise self._undecodable(error) from error
         if self.native_samples == 0:
             raise AudioError(f"{self.path}: the file holds no audio samples")
@@ -165,7 +176,7 @@ class AudioFile:
         return samples
 
     def _open_container(self):
-        return av.open(str(self.path), metadata_errors="replace")  # mangled tags never stop the audio
+        return decoders()[0].open(str(self.path), metadata_errors="replace")  # mangled tags never stop the audio
 
     def _pyav_chunks(self) -> Iterator[np.ndarray]:
         with self._open_container() as container:
@@ -184,7 +195,7 @@ class AudioFile:
                 yield self._usable(to_float(planes)).mean(axis=0)
 
     def _soundfile_chunks(self) -> Iterator[np.ndarray]:
-        for block in soundfile.blocks(str(self.path), blocksize=SOUNDFILE_BLOCK, dtype="float32", always_2d=True):
+        for block in decoders()[1].blocks(str(self.path), blocksize=SOUNDFILE_BLOCK, dtype="float32", always_2d=True):
             yield self._usable(block).mean(axis=1)
 
     def chunks(self, target_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:

@@ -38,6 +38,13 @@ def process_cpu_sec(pid: int) -> float:
     return _stat(Path(f"/proc/{pid}/stat").read_text())[1] / os.sysconf("SC_CLK_TCK")
 
 
+def own_cpu_sec() -> float:
+    """CPU seconds (user + system, every thread) this process used so far, with its children that
+    ended (the audit's teacher processes): what /proc's utime + stime of both say."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def memory_mb(field: str = "VmRSS") -> float:
     """This process's memory from /proc/self/status: VmRSS (resident now) or VmHWM (its peak)."""
     status = Path("/proc/self/status").read_text()

@@ -27,10 +27,13 @@ class ModelOutputError(BundleError):
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Full graph optimisation; intra-op threads default to the machine's cores and never spin;
-    int8 products exact on every CPU, as an ARM board computes them."""
+    """Every session's options, here only: full graph optimisation; intra-op threads default to the
+    machine's cores and never spin; int8 products exact on every CPU, as an ARM board computes them."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # onnxruntime's memory arena stays on: without it a live monitor's fp32 and int8 sessions held
+    # 86 and 90 MB more (the C library keeps freed buffers in per-thread heaps); see
+    # docs/performance.md, "Peaks that repeat".
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -50,10 +53,12 @@ class Classifier:
 
     Loading checks what will run: each graph's bytes against bundle.json (the bytes hashed are
     the bytes loaded), one input and one output per graph, the first taking [batch,
-    window_samples] and the last giving [batch, labels], and one test window through them all.
+    window_samples] and the last giving [batch, labels], and one test window through them all
+    (`check`; the audit's teacher process, which checks what it computes, skips it).
     """
 
-    def __init__(self, bundle: Bundle, precision: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, bundle: Bundle, precision: str | None = None, threads: int | None = None,
+                 check: bool = True) -> None:
         self.bundle = bundle
         self.precision = precision or bundle.default_precision
         self.labels = len(bundle.manifest.labels)
@@ -70,7 +75,8 @@ class Classifier:
             self.sessions.append(session)
         self._check_output(self.sessions[-1], bundle.path / name)
         self._inputs = [session.get_inputs()[0].name for session in self.sessions]
-        self.check()
+        if check:
+            self.check()
 
     def _check_graph(self, session: ort.InferenceSession, path, first: bool) -> None:
         inputs, outputs = session.get_inputs(), session.get_outputs()

@@ -46,6 +46,12 @@ HOP_ONLY = ("median_sec", "debounce_sec", *(alias for alias, (_, side) in LEVELS
 SECONDS = Range(0, int(MAX_SPAN_SEC), min_open=True)  # the decision spans: edge.core.decision.DecisionConfig's bounds
 
 
+# The student's audit by its teacher: one window every 5 minutes of audio keeps an audited student
+# under 2 % of a core with the teacher in a child process (docs/performance.md, "A whole live monitor")
+# and still gives 12 audits an hour, above the 5 an hourly verdict needs.
+AUDIT_EVERY_SEC = 300.0
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectorSettings:
     """What decides: the bundle, the model, the hop, and overrides of the bundle's decision settings."""

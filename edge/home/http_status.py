@@ -54,6 +54,7 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import re
 import resource
 import socket
@@ -66,6 +67,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from edge.core.bundle_archive import pack_bundle
 from edge.core.hearing import UNDECIDED
 from edge.core.labels import Appliances
+from edge.core.proc import memory_mb, own_cpu_sec
 from edge.engine.hop import HopLine
 from edge.home.household import HouseholdSnapshot
 from edge.home.page import Page, Refused, clip_path, favicon, page_html, parse_body, parse_record, parse_relabel
@@ -334,7 +336,8 @@ class View:
         if line and line.cpu_share is not None:  # (a hop that decided nothing cost no inference)
             families += [Family("humwatch_hop_seconds", "gauge", "Seconds between decisions (chosen from the CPU budget "
                                 "with --hop auto).", [("", {}, f"{line.hop_sec:g}")]),
-                         Family("humwatch_cpu_share", "gauge", "Share of all cores inference uses at this hop.",
+                         Family("humwatch_inference_cpu_share", "gauge", "Share of all cores this monitor's inference "
+                                "uses at this hop (the hop planner's measure; the process's is humwatch_cpu_share).",
                                 [("", {}, f"{line.cpu_share:.4f}")])]
         if self.monitor.auditor is not None:
             families += _audit_families(self.monitor.auditor)
@@ -352,7 +355,10 @@ def _audit_families(auditor) -> list[Family]:
         ("humwatch_audit_disagreements_total", "counter", "Audits where teacher and student disagreed.", auditor.disagreements),
         ("humwatch_audit_disagreement_rate", "gauge", "Share of the last hour's audits that disagreed.", auditor.hour_rate),
         ("humwatch_audit_fallback", "gauge", "1 once the monitor switched to the teacher.", int(auditor.fell_back)),
-        ("humwatch_audit_teacher_memory_mb", "gauge", "Memory the teacher took when loaded.", auditor.teacher_mb),
+        ("humwatch_audit_teacher_memory_mb", "gauge", "Memory the teacher took when loaded into the monitor's process "
+         "(a fallback).", auditor.teacher_mb),
+        ("humwatch_audit_teacher_process_peak_mb", "gauge", "Peak resident memory of the last audit's teacher process "
+         "(it exits after each audit).", auditor.teacher_process_peak_mb),
     ):
         if value is not None:
             families.append(Family(name, kind, text, [("", {}, f"{value:g}")]))
@@ -380,6 +386,7 @@ class StatusServer:
     def __init__(self, monitor=None, host: str = "127.0.0.1", port: int = 0, household=None, page: Page | None = None,
                  token: str | None = None, hosts: tuple[str, ...] = (), deploy=None) -> None:
         self.token, self.deploy = token, deploy  # deploy: edge.monitor.deploy.Deployer's receive/rollback/status
+        self.since = (time.monotonic(), own_cpu_sec())  # where humwatch_cpu_share counts from
         self.loopback = is_loopback(host)
         self.hosts = allowed_hosts(host, hosts)
         self.views: list[View] = []
@@ -493,11 +500,25 @@ class StatusServer:
             for family in view.families():
                 merged = families.setdefault(family.name, Family(family.name, family.kind, family.help))
                 merged.samples += [(suffix, {**extra, **labels}, value) for suffix, labels, value in family.samples]
+        families.update((family.name, family) for family in self._process_families())
         rows = []
         for family in families.values():
             rows += [f"# HELP {family.name} {family.help}", f"# TYPE {family.name} {family.kind}"]
             rows += [f"{family.name}{suffix}{label_text(labels)} {value}" for suffix, labels, value in family.samples]
         return "\n".join(rows) + "\n"
+
+    def _process_families(self) -> list[Family]:
+        """The whole process's CPU share, since the server started (after the load and the warm-up), and memory."""
+        cores = os.cpu_count() or 1
+        wall, cpu = time.monotonic() - self.since[0], own_cpu_sec() - self.since[1]
+        return [Family("humwatch_cpu_share", "gauge", f"Share of all {cores} cores the whole process (with its audit's "
+                       "teacher processes) used since the monitor started: user + system CPU seconds over wall seconds, "
+                       "as /proc counts them (x 100 x cores: percent of one core).",
+                       [("", {}, f"{cpu / max(wall, 1e-9) / cores:.5f}")]),
+                Family("humwatch_resident_memory_mb", "gauge", "The process's resident memory now (VmRSS).",
+                       [("", {}, f"{memory_mb('VmRSS'):.1f}")]),
+                Family("humwatch_peak_memory_mb", "gauge", "The process's peak resident memory (VmHWM).",
+                       [("", {}, f"{memory_mb('VmHWM'):.1f}")])]
 
     def index_html(self) -> str:
         """The index of several monitors: each one's state and health, linking to its page."""

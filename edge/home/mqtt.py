@@ -52,8 +52,6 @@ import time
 import unicodedata
 import urllib.parse
 
-import paho.mqtt.client as mqtt
-
 from edge.core.labels import SEED, Appliances
 from edge.core.redact import redact
 from edge.engine.hop import HopLine
@@ -305,6 +303,9 @@ class MqttPublisher:
         host = socket.gethostname()
         self.instance = {"id": f"{host}-{os.getpid()}-{secrets.token_hex(3)}", "host": host, "pid": os.getpid(),
                          "name": settings.name, "started": time.time()}
+        import paho.mqtt.client as mqtt  # here: a monitor without --mqtt never loads paho (~8 MB)
+
+        self._matches = mqtt.topic_matches_sub
         # id + host + pid + a random part: two monitors never share a client id, so the broker never
         # drops one for the other
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -428,7 +429,7 @@ class MqttPublisher:
             self._on_instance(message.payload)
         elif message.topic == self.birth_topic:
             self._on_home_assistant(message.payload)
-        elif mqtt.topic_matches_sub(self._own_configs, message.topic):
+        elif self._matches(self._own_configs, message.topic):
             if message.retain and message.payload and message.topic not in self.discovery:
                 with self._lock:
                     self._stale.add(message.topic)  # removed when this monitor claims the id, never before

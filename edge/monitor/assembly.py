@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge.core.output import LinePrinter, error_text
-from edge.engine.audit import Auditor
+from edge.engine.audit import Auditor, Teacher, TeacherProcess
 from edge.engine.classifier import Classifier, open_classifier
 from edge.engine.detector import Detector
 from edge.engine.pacing import HopPlanner, plan_hop
@@ -56,10 +56,13 @@ def open_detector(settings: DetectorSettings, plan: bool = True) -> Detector:
                                 overrides=settings.decision_overrides())
 
 
-def open_auditor(settings: LiveSettings, classifier: Classifier, load_teacher: Callable[[], Classifier]) -> Auditor | None:
+def open_auditor(settings: LiveSettings, classifier: Classifier, load_teacher: Callable[[], Teacher]) -> Auditor | None:
     """The teacher's audit of the student (None when another model decides or [audit] every_sec is 0);
-    a fallback with nothing to audit is a ValueError."""
+    a fallback with nothing to audit, or a teacher the bundle lacks, is a ValueError."""
     audit = settings.audit
+    if audit.teacher is not None and audit.teacher not in classifier.bundle.precisions:
+        raise ValueError(f"--audit-teacher {audit.teacher}: the bundle has no {audit.teacher} graphs "
+                         f"(it has {', '.join(classifier.bundle.precisions)})")
     if classifier.precision != "student" or audit.every_sec == 0:
         if audit.fallback is not None:
             raise ValueError(
@@ -67,7 +70,7 @@ def open_auditor(settings: LiveSettings, classifier: Classifier, load_teacher: C
                 "use --precision student" if classifier.precision != "student"
                 else "--audit-fallback needs audits: set --audit-every-sec above 0")
         return None
-    return Auditor(load_teacher, audit.every_sec, audit.max_rate, audit.fallback)
+    return Auditor(load_teacher, audit.every_sec, audit.max_rate, audit.fallback, background=True)
 
 
 def check_options(settings: LiveSettings) -> None:
@@ -138,7 +141,7 @@ class Shared:
     """What the detectors of one process share: the model, the teacher, the hop measurement (one
     warm-up), the lock under which one window is decided at a time."""
 
-    def __init__(self, settings: DetectorSettings, monitors: int = 1) -> None:
+    def __init__(self, settings: LiveSettings, monitors: int = 1) -> None:
         require_bundle(settings)
         self.settings = settings
         self.overrides = settings.decision_overrides()
@@ -148,7 +151,7 @@ class Shared:
                      monitors, self.classifier.precision, 100 * settings.cpu_budget / monitors)
         self.measured = plan_hop(self.classifier, settings.hop, settings.cpu_budget / monitors)  # one warm-up for all
         self.inference_lock = threading.Lock()
-        self._teacher: Classifier | None = None
+        self._teacher: TeacherProcess | None = None
         self._teacher_lock = threading.Lock()
 
     def open(self, bundle: Path) -> Classifier:
@@ -159,7 +162,7 @@ class Shared:
         return classifier
 
     def use(self, classifier: Classifier) -> None:
-        """Another model for every monitor (called holding the inference lock); its teacher is loaded at its first audit."""
+        """Another model for every monitor (called holding the inference lock), audited by its bundle's teacher."""
         with self._teacher_lock:
             self.classifier, self._teacher = classifier, None
 
@@ -168,12 +171,13 @@ class Shared:
         measured = self.measured
         return HopPlanner(None if measured.auto else measured.hop_sec, measured.cpu_sec, measured.budget, measured.cores)
 
-    def teacher(self) -> Classifier:
-        """The teacher every monitor's audit uses, loaded at the first audit of any."""
+    def teacher(self) -> TeacherProcess:
+        """The teacher every monitor's audit uses: a process of its own at each audit ([audit] teacher,
+        else the bundle's teacher precision)."""
         with self._teacher_lock:
             if self._teacher is None:
                 bundle = self.classifier.bundle
-                self._teacher = Classifier(bundle, bundle.teacher_precision, self.settings.threads)
+                self._teacher = TeacherProcess(bundle, self.settings.audit.teacher or bundle.teacher_precision)
             return self._teacher
 
 
@@ -287,11 +291,12 @@ class Monitor:
 
     def _page(self, server, deployed: Callable[[], dict] | None) -> None:
         from edge.home.page import Page, PageSettings
-        from edge.home.samples import Recorder, SampleFolder
 
         clips = self.settings.clips
         recorder = None
         if clips.relabel_dir:  # the page records samples from this monitor's input into it
+            from edge.home.samples import Recorder, SampleFolder
+
             clips.relabel_dir.mkdir(parents=True, exist_ok=True)
             recorder = Recorder(SampleFolder(clips.relabel_dir), clips.record_max_sec, clips.recordings_max)
             self.monitor.taps.append(recorder)

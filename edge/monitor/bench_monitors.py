@@ -1,4 +1,5 @@
-"""Several sources in one process against one process per source: peak memory and CPU.
+"""What a live monitor costs: several sources in one process against one process per source
+(`bench-monitors`), and one monitor as a user runs it, audits included (`bench-live`).
 
 Each configuration runs in fresh processes (multiprocessing spawn) for `seconds` of real time: N
 monitors in one process (an Assembly of N monitors sharing one model, as a settings file's
@@ -6,8 +7,10 @@ monitors in one process (an Assembly of N monitors sharing one model, as a setti
 has its own source: a recording played in real time at its own rate, in 0.1 s chunks from a thread
 of its own (as a microphone delivers audio), or the --source the user names (a camera's URL).
 Each process reports its peak resident memory (VmHWM, the load included: what must fit in RAM),
-its resident memory at the end, and the CPU seconds it used while its monitors ran (every thread
-counted; loading and the warm-up left out).
+its resident memory at the end and its median over the run (sampled every second: the steady
+size), the CPU seconds it used while its monitors ran (every thread and the audit's teacher
+processes counted, as /proc's utime + stime; loading and the warm-up left out), the longest hop
+delay (lag) and the audio dropped, and what its /metrics said its CPU share was.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import re
+import socket
 import sys
 import threading
 import time
@@ -24,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.core.audio import AudioFile
-from edge.core.proc import memory_mb
+from edge.core.proc import memory_mb, own_cpu_sec
 from edge.monitor.live import AudioCallback
 from edge.monitor.settings import LiveSettings
 
@@ -84,20 +89,44 @@ def _child(sender, settings: list[LiveSettings], audio_path: Path | None, second
                             else open_settings_source)
         lines = {monitor.name: [] for monitor in assembly.monitors}
         for monitor in assembly.monitors:
-            monitor.outputs.add(lambda line, name=monitor.name: lines[name].append(line.hop_sec), "bench")
+            monitor.outputs.add(lambda line, name=monitor.name: lines[name].append(line), "bench")
         assembly.start()
         threading.Timer(seconds, assembly.stop).start()
-        cpu_before, started = time.process_time(), time.monotonic()
+        cpu_before, started, rss = own_cpu_sec(), time.monotonic(), []
+        sampler = threading.Thread(target=_sample_rss, args=(rss, started + seconds), daemon=True)
+        sampler.start()
         assembly.run()
-        cpu_sec, wall_sec = time.process_time() - cpu_before, time.monotonic() - started
+        cpu_sec, wall_sec = own_cpu_sec() - cpu_before, time.monotonic() - started
+        served = _served_cpu_share(assembly.server) if assembly.server is not None else None
+        hops = [line for each in lines.values() for line in each]
+        auditors = [monitor.detector.auditor for monitor in assembly.monitors if monitor.detector.auditor is not None]
         sender.send({"peak_rss_mb": memory_mb("VmHWM"), "rss_end_mb": memory_mb("VmRSS"), "cpu_sec": cpu_sec,
+                     "steady_rss_mb": float(np.median(rss)) if rss else memory_mb("VmRSS"),
                      "wall_sec": wall_sec, "dropped_sec": sum(monitor.monitor.dropped_sec for monitor in assembly.monitors),
-                     "lines": [len(hops) for hops in lines.values()],
-                     "hop_sec": sorted({hop for hops in lines.values() for hop in hops})})
+                     "max_lag_sec": max((line.lag_sec or 0.0 for line in hops), default=None),
+                     "audits": sum(auditor.audits for auditor in auditors),
+                     "teacher_process_peak_mb": max((getattr(auditor, "teacher_process_peak_mb", None) or 0.0
+                                                     for auditor in auditors), default=None) or None,
+                     "metrics_cpu_share": served,
+                     "lines": [len(each) for each in lines.values()],
+                     "hop_sec": sorted({line.hop_sec for line in hops})})
     except Exception as error:  # the parent says which configuration failed and why
         sender.send(f"{type(error).__name__}: {error}")
     finally:
         sender.close()
+
+
+def _sample_rss(samples: list[float], until: float) -> None:
+    """Resident memory every second until `until` (the steady size is their median)."""
+    while time.monotonic() < until:
+        time.sleep(1.0)
+        samples.append(memory_mb("VmRSS"))
+
+
+def _served_cpu_share(server) -> float | None:
+    """The humwatch_cpu_share the monitor's /metrics says (None where it has none)."""
+    found = re.search(r"^humwatch_cpu_share (\S+)$", server.metrics(), re.MULTILINE)
+    return float(found.group(1)) if found else None
 
 
 def run_processes(settings: list[list[LiveSettings]], audio: Path | None, seconds: float) -> list[dict]:
@@ -159,6 +188,53 @@ def bench_monitors(base: LiveSettings, precisions: list[str | None], counts: lis
                 alone = alone or row["peak_rss_mb"]
                 row["x_one_source"] = round(row["peak_rss_mb"] / alone, 2)
                 rows.append(row)
+    return rows
+
+
+def live_configurations(base: LiveSettings, bundle_precisions: tuple[str, ...], audit_every_sec: float,
+                        teachers: list[str | None]) -> list[tuple[str, LiveSettings]]:
+    """(name, settings) of what `bench-live` compares: the student alone, the student audited by each
+    teacher, then each BEATs precision deciding alone."""
+    configurations = []
+    if "student" in bundle_precisions:
+        student = dataclasses.replace(base, precision="student")
+        configurations.append(("student", dataclasses.replace(student, audit=dataclasses.replace(base.audit, every_sec=0))))
+        for teacher in teachers:
+            audit = dataclasses.replace(base.audit, every_sec=audit_every_sec,
+                                        **({"teacher": teacher} if teacher else {}))
+            configurations.append((f"student, audit by {teacher or 'the default teacher'}",
+                                   dataclasses.replace(student, audit=audit)))
+    configurations += [(precision, dataclasses.replace(base, precision=precision))
+                       for precision in ("int8", "fp32") if precision in bundle_precisions]
+    return configurations
+
+
+def free_port() -> int:
+    """A loopback port free now (each bench-live monitor serves its page there in turn)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def bench_live(configurations: list[tuple[str, LiveSettings]], seconds: float, audio: Path | None) -> list[dict]:
+    """One monitor per configuration, each in a fresh process, one after the other; ratios against the first."""
+    rows = []
+    for name, settings in configurations:
+        result = run_processes([[settings]], audio, seconds)[0]
+        cpu = 100 * result["cpu_sec"] / result["wall_sec"]
+        served = result["metrics_cpu_share"]
+        rows.append({
+            "monitor": name, "steady_rss_mb": round(result["steady_rss_mb"], 1), "peak_rss_mb": round(result["peak_rss_mb"], 1),
+            "teacher_process_peak_mb": result["teacher_process_peak_mb"] and round(result["teacher_process_peak_mb"], 1),
+            "cpu_pct_of_a_core": round(cpu, 2),
+            "metrics_cpu_pct_of_a_core": None if served is None else round(100 * served * (os.cpu_count() or 1), 2),
+            "max_lag_sec": result["max_lag_sec"], "dropped_sec": round(result["dropped_sec"], 1),
+            "audits": result["audits"], "hops": result["lines"][0], "hop_sec": result["hop_sec"],
+        })
+    first = rows[0]
+    for row in rows:
+        row["x_steady_rss"] = round(row["steady_rss_mb"] / first["steady_rss_mb"], 2)
+        row["x_cpu"] = round(row["cpu_pct_of_a_core"] / first["cpu_pct_of_a_core"], 2) if first["cpu_pct_of_a_core"] else None
     return rows
 
 

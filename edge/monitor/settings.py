@@ -29,7 +29,7 @@ from edge.core.options import (
     setting,
     to_toml,
 )
-from edge.engine.settings import DetectorSettings
+from edge.engine.settings import AUDIT_EVERY_SEC, DetectorSettings
 
 DAY_SEC = 86_400
 
@@ -82,12 +82,15 @@ class ClipsOptions:
 class AuditOptions:
     """[audit]: the teacher's check of the student."""
 
-    every_sec: float = setting(60.0, "With the student deciding: BEATs also decides a window this often and the two "
+    every_sec: float = setting(AUDIT_EVERY_SEC, "With the student deciding: BEATs also decides a window this often and the two "
                                      "are compared (0: never).", Range(0, DAY_SEC), show_default=True)
     max_rate: float = setting(0.1, "/healthz says degraded when more than this share of the last hour's audits "
                                    "disagree.", PROBABILITY, show_default=True)
     fallback: float | None = setting(None, "Switch to BEATs for good when more than RATE of the last hour's audits "
                                            "disagree.", PROBABILITY, metavar="RATE")
+    teacher: str | None = setting(None, "The BEATs precision that audits, in a short-lived process of its own: fp32 or "
+                                        "int8 [default: the bundle's teacher: int8 where it met its bar, else fp32].",
+                                  click.Choice(("fp32", "int8")))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,11 +21,9 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-import av
 import numpy as np
-from av.stream import Discard
 
-from edge.core.audio import MAX_CHANNELS, PYAV_MAX_CHANNELS, RATE_RANGE, peak_problem
+from edge.core.audio import MAX_CHANNELS, PYAV_MAX_CHANNELS, RATE_RANGE, decoders, peak_problem
 from edge.core.redact import redact
 from edge.monitor.live import AudioCallback, DeviceUnavailable
 
@@ -324,7 +322,7 @@ class NetworkSource:
         return options
 
     def _open(self):
-        options, started = self._options(), time.monotonic()
+        options, started, av = self._options(), time.monotonic(), decoders()[0]  # PyAV: network streams only
         try:
             container = av.open(self.url, options=options, timeout=self.timeouts)
         except (av.FFmpegError, OSError) as error:
@@ -347,7 +345,7 @@ class NetworkSource:
         stream = container.streams.audio[0]
         for other in container.streams:
             if other is not stream:
-                other.discard = Discard.all  # demuxers skip them; never decoded
+                other.discard = decoders()[0].stream.Discard.all  # demuxers skip them; never decoded
         context = stream.codec_context
         if context is None:
             raise DeviceUnavailable(f"{redact(self.url)}: no decoder for the stream's audio codec")
@@ -377,7 +375,7 @@ class _Session:
 
     def _read(self) -> None:
         url = redact(self.source.url)
-        rate = self.stream.codec_context.sample_rate
+        rate, av = self.stream.codec_context.sample_rate, decoders()[0]
         to_float = av.AudioResampler(format="fltp", rate=rate)  # any sample format, the stream's channels
         last_packet = time.monotonic()
         try:
@@ -410,6 +408,6 @@ class _Session:
 def _why(error: Exception, since: float, timeout: float, silence: str) -> str:
     """What went wrong, without the URL that PyAV puts in its messages. PyAV's `timeout` (counted
     from `since`) interrupts the blocking call: FFmpeg says ExitError, or for RTSP invalid data."""
-    if isinstance(error, av.ExitError) or time.monotonic() - since >= timeout:
+    if isinstance(error, decoders()[0].ExitError) or time.monotonic() - since >= timeout:
         return f"{silence} for {timeout:g} s"
     return redact(getattr(error, "strerror", None) or type(error).__name__)
