@@ -10,7 +10,7 @@ The level of a stretch of audio is its RMS after removing its DC offset (a conve
 constant A-law "silence" is no sound), in dB full scale; a window's level is that of its quietest
 second, so a window is heard only when every second of it carries sound (the first windows after
 a silence, mostly zeros, are not decided on the little sound they hold). The quietest 6-s window of the original
-recordings (a quiet room at night, every appliance off, ../shared/reference/original-manifests)
+recordings (a quiet room at night, every appliance off: the 3-minute recordings the seed was made from)
 sits at -60 dBFS, their median at -58 dBFS; one step of 16-bit audio, the finest a USB microphone
 or a camera sends, has an RMS of -90 dBFS. The floor sits there: 30 dB below that quiet room, and
 nothing quieter than one step of the converter is a room.
